@@ -1,1 +1,194 @@
-//! placeholder
+//! The cloud seam of podip: the narrow [`Ec2`] trait in domain types, the error kinds callers
+//! react to, the translation of engine [`Call`]s into EC2 actions, and the simulated VPC
+//! backend ([`sim::SimVpc`]), which is always compiled.
+//!
+//! No SDK type appears in any signature here: a real AWS backend implements [`Ec2`] by mapping
+//! these types to the EC2 wire format.
+//!
+//! # Example
+//! ```
+//! use cloud::sim::{SimParams, SimVpc};
+//! let mut vpc = SimVpc::new(SimParams::default());
+//! vpc.add_vpc_cidr("10.0.0.0/16".parse().unwrap()).unwrap();
+//! let subnet = vpc.add_subnet("us-east-1a", "10.0.0.0/24".parse().unwrap()).unwrap();
+//! let free = vpc.subnet(&subnet).unwrap().free_ips();
+//! assert_eq!(free, 256 - 5);
+//! ```
+#![forbid(unsafe_code)]
+
+pub mod exec;
+pub mod sim;
+
+use ipam::addr::{EniId, InstanceId, SubnetId};
+pub use ipam::call::{Call, CallError, CallOutput, Capacity, ErrorKind};
+use ipnet::{Ipv4Net, Ipv6Net};
+use serde::Serialize;
+use std::net::Ipv4Addr;
+
+/// The EC2 API actions podip uses; each has its own throttling bucket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum Action {
+    /// `CreateNetworkInterface`.
+    CreateNetworkInterface,
+    /// `AttachNetworkInterface`.
+    AttachNetworkInterface,
+    /// `AssignPrivateIpAddresses` (addresses and IPv4 prefixes).
+    AssignPrivateIpAddresses,
+    /// `UnassignPrivateIpAddresses`.
+    UnassignPrivateIpAddresses,
+    /// `AssignIpv6Addresses` (addresses and IPv6 prefixes).
+    AssignIpv6Addresses,
+    /// `DetachNetworkInterface`.
+    DetachNetworkInterface,
+    /// `DeleteNetworkInterface`.
+    DeleteNetworkInterface,
+    /// `DescribeNetworkInterfaces` (filtered).
+    DescribeNetworkInterfaces,
+    /// `RunInstances`.
+    RunInstances,
+    /// `TerminateInstances`.
+    TerminateInstances,
+}
+
+impl Action {
+    /// Every action.
+    pub const ALL: [Action; 10] = [
+        Action::CreateNetworkInterface,
+        Action::AttachNetworkInterface,
+        Action::AssignPrivateIpAddresses,
+        Action::UnassignPrivateIpAddresses,
+        Action::AssignIpv6Addresses,
+        Action::DetachNetworkInterface,
+        Action::DeleteNetworkInterface,
+        Action::DescribeNetworkInterfaces,
+        Action::RunInstances,
+        Action::TerminateInstances,
+    ];
+
+    /// The EC2 action name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::CreateNetworkInterface => "CreateNetworkInterface",
+            Action::AttachNetworkInterface => "AttachNetworkInterface",
+            Action::AssignPrivateIpAddresses => "AssignPrivateIpAddresses",
+            Action::UnassignPrivateIpAddresses => "UnassignPrivateIpAddresses",
+            Action::AssignIpv6Addresses => "AssignIpv6Addresses",
+            Action::DetachNetworkInterface => "DetachNetworkInterface",
+            Action::DeleteNetworkInterface => "DeleteNetworkInterface",
+            Action::DescribeNetworkInterfaces => "DescribeNetworkInterfaces",
+            Action::RunInstances => "RunInstances",
+            Action::TerminateInstances => "TerminateInstances",
+        }
+    }
+}
+
+/// A request to create an ENI.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CreateEni {
+    /// Subnet.
+    pub subnet: SubnetId,
+    /// Security groups.
+    pub security_groups: Vec<String>,
+    /// `SecondaryPrivateIpAddressCount`.
+    pub secondary_ips: u32,
+    /// `Ipv4PrefixCount`.
+    pub prefixes: u32,
+}
+
+/// What EC2 says about an ENI.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct EniDescription {
+    /// Id.
+    pub id: EniId,
+    /// Subnet.
+    pub subnet: SubnetId,
+    /// Primary private address.
+    pub primary_ip: Ipv4Addr,
+    /// Secondary private addresses.
+    pub secondary_ips: Vec<Ipv4Addr>,
+    /// IPv4 prefixes.
+    pub prefixes: Vec<Ipv4Net>,
+    /// IPv6 prefixes.
+    pub ipv6_prefixes: Vec<Ipv6Net>,
+    /// Attachment, if attached: instance and device index.
+    pub attachment: Option<(InstanceId, u32)>,
+}
+
+/// The EC2 operations podip needs, in domain types.
+///
+/// Every method is one EC2 action and fails with a classified [`CallError`] carrying the real
+/// EC2 error code.
+pub trait Ec2 {
+    /// `CreateNetworkInterface`.
+    ///
+    /// # Errors
+    /// `InsufficientFreeAddressesInSubnet`, `InsufficientCidrBlocks`, `InvalidSubnetID.NotFound`,
+    /// `RequestLimitExceeded`.
+    fn create_network_interface(&mut self, req: &CreateEni) -> Result<EniDescription, CallError>;
+    /// `AttachNetworkInterface`.
+    ///
+    /// # Errors
+    /// `AttachmentLimitExceeded`, `InvalidNetworkInterfaceID.NotFound`, `RequestLimitExceeded`.
+    fn attach_network_interface(&mut self, eni: &EniId, instance: &InstanceId, device_index: u32)
+    -> Result<(), CallError>;
+    /// `AssignPrivateIpAddresses` with `SecondaryPrivateIpAddressCount`.
+    ///
+    /// # Errors
+    /// `PrivateIpAddressLimitExceeded`, `InsufficientFreeAddressesInSubnet`, not found, throttled.
+    fn assign_private_ip_addresses(&mut self, eni: &EniId, count: u32) -> Result<Vec<Ipv4Addr>, CallError>;
+    /// `AssignPrivateIpAddresses` with `Ipv4PrefixCount`.
+    ///
+    /// # Errors
+    /// `PrivateIpAddressLimitExceeded`, `InsufficientCidrBlocks`, not found, throttled.
+    fn assign_ipv4_prefixes(&mut self, eni: &EniId, count: u32) -> Result<Vec<Ipv4Net>, CallError>;
+    /// `AssignIpv6Addresses` with `Ipv6PrefixCount=1` (an /80).
+    ///
+    /// # Errors
+    /// The subnet has no IPv6 block, not found, throttled.
+    fn assign_ipv6_prefix(&mut self, eni: &EniId) -> Result<Ipv6Net, CallError>;
+    /// `UnassignPrivateIpAddresses` with addresses.
+    ///
+    /// # Errors
+    /// An address not on the ENI, not found, throttled.
+    fn unassign_private_ip_addresses(&mut self, eni: &EniId, ips: &[Ipv4Addr]) -> Result<(), CallError>;
+    /// `UnassignPrivateIpAddresses` with `Ipv4Prefixes`.
+    ///
+    /// # Errors
+    /// A prefix not on the ENI, not found, throttled.
+    fn unassign_ipv4_prefixes(&mut self, eni: &EniId, prefixes: &[Ipv4Net]) -> Result<(), CallError>;
+    /// `DetachNetworkInterface`.
+    ///
+    /// # Errors
+    /// Not attached or not found, throttled.
+    fn detach_network_interface(&mut self, eni: &EniId) -> Result<(), CallError>;
+    /// `DeleteNetworkInterface`.
+    ///
+    /// # Errors
+    /// Still attached (`InvalidNetworkInterface.InUse`), not found, throttled.
+    fn delete_network_interface(&mut self, eni: &EniId) -> Result<(), CallError>;
+    /// `DescribeNetworkInterfaces` filtered on `attachment.instance-id`.
+    ///
+    /// # Errors
+    /// Throttled.
+    fn describe_network_interfaces(&mut self, instance: &InstanceId) -> Result<Vec<EniDescription>, CallError>;
+}
+
+/// The error kind of an EC2 error code.
+pub fn classify(code: &str) -> ErrorKind {
+    match code {
+        "RequestLimitExceeded" | "Throttling" => ErrorKind::Throttled,
+        "InternalError" | "ServiceUnavailable" | "Unavailable" => ErrorKind::Transient,
+        "InsufficientCidrBlocks" => ErrorKind::Capacity(Capacity::InsufficientCidrBlocks),
+        "InsufficientFreeAddressesInSubnet" => ErrorKind::Capacity(Capacity::InsufficientFreeAddresses),
+        "PrivateIpAddressLimitExceeded" => ErrorKind::Capacity(Capacity::AddressLimit),
+        "AttachmentLimitExceeded" => ErrorKind::Capacity(Capacity::AttachmentLimit),
+        "NetworkInterfaceLimitExceeded" => ErrorKind::Capacity(Capacity::Quota),
+        c if c.ends_with(".NotFound") => ErrorKind::NotFound,
+        _ => ErrorKind::Permanent,
+    }
+}
+
+/// A [`CallError`] for EC2 `code`, classified.
+pub fn ec2_error(code: &str, message: impl Into<String>) -> CallError {
+    CallError::new(classify(code), code, message)
+}

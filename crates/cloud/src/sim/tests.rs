@@ -1,0 +1,265 @@
+//! Simulated-VPC behaviour: the EC2 error codes, reservations, fragmentation, throttling, limits
+//! and faults, plus a property test of the VPC's own invariants.
+
+use super::params::{Faults, Placement, Window};
+use super::subnet::{Reservation, ReservationKind};
+use super::*;
+use crate::ErrorKind;
+use ipam::catalog::Catalog;
+use proptest::prelude::*;
+
+fn vpc(seed: u64) -> (SimVpc, SubnetId) {
+    let mut v = SimVpc::new(SimParams { seed, ..SimParams::default() });
+    v.add_vpc_cidr("10.0.0.0/16".parse().unwrap()).unwrap();
+    let s = v.add_subnet("us-east-1a", "10.0.0.0/24".parse().unwrap()).unwrap();
+    (v, s)
+}
+
+fn m5() -> &'static InstanceType {
+    Catalog::embedded().get("m5.large").unwrap()
+}
+
+/// One used address in every /28: 235 addresses free, not one aligned block.
+fn fragment(v: &mut SimVpc, s: &SubnetId) {
+    let sub = v.subnet_mut(s).unwrap();
+    for b in 0..16u32 {
+        let ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 0, 0, 0)) + b * 16 + 7);
+        assert!(sub.occupy(ip));
+    }
+}
+
+#[test]
+fn fragmented_subnet_refuses_prefixes_but_not_addresses() {
+    let (mut v, s) = vpc(1);
+    fragment(&mut v, &s);
+    let sub = v.subnet(&s).unwrap();
+    assert_eq!((sub.free_ips(), sub.free_prefixes()), (251 - 16, 0));
+    let (inst, primary) = v.run_instance(m5(), &s).unwrap();
+    let err = v.assign_ipv4_prefixes(&primary.id, 1).unwrap_err();
+    assert_eq!(err.code, "InsufficientCidrBlocks");
+    assert_eq!(err.kind, ErrorKind::Capacity(crate::Capacity::InsufficientCidrBlocks));
+    let ips = v.assign_private_ip_addresses(&primary.id, 9).unwrap();
+    assert_eq!(ips.len(), 9);
+    let err = v
+        .create_network_interface(&CreateEni { subnet: s.clone(), security_groups: vec![], secondary_ips: 0, prefixes: 1 })
+        .unwrap_err();
+    assert_eq!(err.code, "InsufficientCidrBlocks");
+    assert!(v.check_invariants().is_empty(), "{:?}", v.check_invariants());
+    let _ = inst;
+}
+
+#[test]
+fn a_prefix_reservation_keeps_prefixes_possible_on_a_busy_subnet() {
+    // Same random churn on the same subnet, with and without a /26 prefix reservation made first.
+    let busy = |reserve: bool| {
+        let (mut v, s) = vpc(2);
+        if reserve {
+            let r = Reservation { cidr: "10.0.0.64/26".parse().unwrap(), kind: ReservationKind::Prefix };
+            v.add_reservation(&s, r).unwrap();
+        }
+        let (_, primary) = v.run_instance(m5(), &s).unwrap();
+        v.occupy_random(&s, 150).unwrap();
+        let r = v.assign_ipv4_prefixes(&primary.id, 4);
+        (r, v.subnet(&s).unwrap().free_ips())
+    };
+    let (without, free) = busy(false);
+    assert!(free > 16, "plenty of free addresses ({free}) remain");
+    assert_eq!(without.unwrap_err().code, "InsufficientCidrBlocks");
+    let (with, _) = busy(true);
+    let got = with.unwrap();
+    assert_eq!(got.len(), 4);
+    assert!(got.iter().all(|p| "10.0.0.64/26".parse::<Ipv4Net>().unwrap().contains(p)));
+}
+
+#[test]
+fn an_exhausted_subnet_answers_insufficient_free_addresses() {
+    let mut v = SimVpc::new(SimParams::default());
+    v.add_vpc_cidr("10.0.0.0/16".parse().unwrap()).unwrap();
+    let s = v.add_subnet("az1", "10.0.0.0/28".parse().unwrap()).unwrap();
+    let (_, primary) = v.run_instance(m5(), &s).unwrap();
+    // 16 - 5 reserved - 1 primary = 10 left; the ENI may hold 9 secondaries.
+    assert_eq!(v.assign_private_ip_addresses(&primary.id, 9).unwrap().len(), 9);
+    let create = CreateEni { subnet: s.clone(), security_groups: vec![], secondary_ips: 1, prefixes: 0 };
+    let err = v.create_network_interface(&create).unwrap_err();
+    assert_eq!(err.code, "InsufficientFreeAddressesInSubnet");
+    assert_eq!(err.kind, ErrorKind::Capacity(crate::Capacity::InsufficientFreeAddresses));
+}
+
+#[test]
+fn a_burst_past_the_bucket_is_throttled_then_succeeds_after_refill() {
+    let (mut v, s) = vpc(3);
+    v.add_subnet("us-east-1a", "10.0.16.0/20".parse().unwrap()).unwrap();
+    let big = v.subnets()[1].id.clone();
+    let (_, primary) = v.run_instance(m5(), &s).unwrap();
+    let _ = primary;
+    v.set_now(Time::from_secs(100));
+    let create = CreateEni { subnet: big, security_groups: vec![], secondary_ips: 0, prefixes: 0 };
+    for i in 0..100 {
+        assert!(v.create_network_interface(&create).is_ok(), "call {i} within the burst of 100");
+    }
+    let err = v.create_network_interface(&create).unwrap_err();
+    assert_eq!((err.code.as_str(), err.kind), ("RequestLimitExceeded", ErrorKind::Throttled));
+    v.set_now(Time::from_millis(100_200)); // 5 tokens/s: one token after 200 ms
+    assert!(v.create_network_interface(&create).is_ok());
+    assert!(v.create_network_interface(&create).is_err());
+    let st = &v.action_stats()[&Action::CreateNetworkInterface];
+    assert_eq!((st.calls, st.ok, st.throttled), (103, 101, 2));
+}
+
+#[test]
+fn instance_and_eni_limits_use_the_real_codes() {
+    let (mut v, s) = vpc(4);
+    let (inst, primary) = v.run_instance(m5(), &s).unwrap(); // 3 ENIs, 10 addresses each
+    let err = v.assign_private_ip_addresses(&primary.id, 10).unwrap_err();
+    assert_eq!(err.code, "PrivateIpAddressLimitExceeded");
+    for dev in 1..3 {
+        let e = v
+            .create_network_interface(&CreateEni { subnet: s.clone(), security_groups: vec![], secondary_ips: 0, prefixes: 0 })
+            .unwrap();
+        v.attach_network_interface(&e.id, &inst, dev).unwrap();
+    }
+    let e = v
+        .create_network_interface(&CreateEni { subnet: s.clone(), security_groups: vec![], secondary_ips: 0, prefixes: 0 })
+        .unwrap();
+    let err = v.attach_network_interface(&e.id, &inst, 3).unwrap_err();
+    assert_eq!(err.code, "AttachmentLimitExceeded");
+    let err = v.assign_private_ip_addresses(&"eni-nope".into(), 1).unwrap_err();
+    assert_eq!((err.code.as_str(), err.kind), ("InvalidNetworkInterfaceID.NotFound", ErrorKind::NotFound));
+    let err = v.delete_network_interface(&primary.id).unwrap_err();
+    assert_eq!(err.code, "InvalidNetworkInterface.InUse");
+}
+
+#[test]
+fn terminating_an_instance_frees_its_addresses() {
+    let (mut v, s) = vpc(5);
+    let before = v.subnet(&s).unwrap().free_ips();
+    let (inst, primary) = v.run_instance(m5(), &s).unwrap();
+    v.assign_private_ip_addresses(&primary.id, 5).unwrap();
+    assert_eq!(v.subnet(&s).unwrap().free_ips(), before - 6);
+    v.terminate_instance(&inst).unwrap();
+    assert_eq!(v.subnet(&s).unwrap().free_ips(), before);
+}
+
+#[test]
+fn the_same_seed_places_the_same_addresses() {
+    let run = |seed| {
+        let (mut v, s) = vpc(seed);
+        let (_, p) = v.run_instance(m5(), &s).unwrap();
+        v.assign_private_ip_addresses(&p.id, 9).unwrap()
+    };
+    assert_eq!(run(7), run(7));
+    assert_ne!(run(7), run(8));
+}
+
+#[test]
+fn lowest_placement_is_sequential() {
+    let mut v = SimVpc::new(SimParams { placement: Placement::Lowest, ..SimParams::default() });
+    v.add_vpc_cidr("10.0.0.0/16".parse().unwrap()).unwrap();
+    let s = v.add_subnet("az1", "10.0.0.0/24".parse().unwrap()).unwrap();
+    let (_, p) = v.run_instance(m5(), &s).unwrap();
+    assert_eq!(p.primary_ip, Ipv4Addr::new(10, 0, 0, 4));
+    let ips = v.assign_private_ip_addresses(&p.id, 2).unwrap();
+    assert_eq!(ips, vec![Ipv4Addr::new(10, 0, 0, 5), Ipv4Addr::new(10, 0, 0, 6)]);
+}
+
+#[test]
+fn faults_throttle_storms_errors_and_latency() {
+    let (mut v, s) = vpc(6);
+    let (_, p) = v.run_instance(m5(), &s).unwrap();
+    v.take_elapsed();
+    v.assign_private_ip_addresses(&p.id, 1).unwrap();
+    let d = v.take_elapsed();
+    assert!(d >= Duration::from_millis(200) && d <= Duration::from_millis(1000), "{d:?}");
+    v.set_faults(Faults {
+        throttle_storms: vec![Window { start: Time::from_secs(10), end: Time::from_secs(20) }],
+        ..Faults::default()
+    });
+    v.set_now(Time::from_secs(15));
+    assert_eq!(v.assign_private_ip_addresses(&p.id, 1).unwrap_err().code, "RequestLimitExceeded");
+    v.set_now(Time::from_secs(20));
+    assert!(v.assign_private_ip_addresses(&p.id, 1).is_ok());
+    v.set_faults(Faults { error_rate: 1.0, ..Faults::default() });
+    let e = v.assign_private_ip_addresses(&p.id, 1).unwrap_err();
+    assert_eq!((e.code.as_str(), e.kind), ("InternalError", ErrorKind::Transient));
+    v.set_faults(Faults { latency_spike_rate: 1.0, latency_spike_factor: 10.0, ..Faults::default() });
+    v.take_elapsed();
+    v.assign_private_ip_addresses(&p.id, 1).unwrap();
+    assert!(v.take_elapsed() >= Duration::from_secs(2));
+}
+
+#[test]
+fn layout_errors_name_the_block() {
+    let (mut v, _) = vpc(1);
+    assert_eq!(
+        v.add_subnet("az", "10.1.0.0/24".parse().unwrap()).unwrap_err().to_string(),
+        "subnet 10.1.0.0/24 is not inside any VPC CIDR"
+    );
+    assert!(matches!(v.add_subnet("az", "10.0.0.128/25".parse().unwrap()), Err(LayoutError::Overlap(..))));
+    assert!(matches!(v.add_subnet("az", "10.0.1.0/29".parse().unwrap()), Err(LayoutError::BadSize(_))));
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Create { ips: u32, prefixes: u32 },
+    AssignIps(usize, u32),
+    AssignPrefixes(usize, u32),
+    UnassignSome(usize),
+    Delete(usize),
+    Occupy(u32),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        (0u32..5, 0u32..3).prop_map(|(ips, prefixes)| Op::Create { ips, prefixes }),
+        (0usize..8, 1u32..6).prop_map(|(i, n)| Op::AssignIps(i, n)),
+        (0usize..8, 1u32..4).prop_map(|(i, n)| Op::AssignPrefixes(i, n)),
+        (0usize..8).prop_map(Op::UnassignSome),
+        (0usize..8).prop_map(Op::Delete),
+        (1u32..20).prop_map(Op::Occupy),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+    /// Whatever the sequence of calls, no address is held twice, none is reserved or outside its
+    /// subnet, prefixes are aligned, and ENI and address limits hold.
+    #[test]
+    fn the_vpc_keeps_its_invariants(seed in 0u64..1000, ops in proptest::collection::vec(op(), 1..60)) {
+        let mut v = SimVpc::new(SimParams { seed, buckets: BTreeMap::new(), ..SimParams::default() });
+        v.add_vpc_cidr("10.0.0.0/16".parse().unwrap()).unwrap();
+        let s = v.add_subnet("az1", "10.0.0.0/25".parse().unwrap()).unwrap();
+        let (inst, _) = v.run_instance(m5(), &s).unwrap();
+        let mut enis: Vec<EniId> = Vec::new();
+        for op in ops {
+            match op {
+                Op::Create { ips, prefixes } => {
+                    let req = CreateEni { subnet: s.clone(), security_groups: vec![], secondary_ips: ips, prefixes };
+                    if let Ok(e) = v.create_network_interface(&req) {
+                        let dev = enis.len() as u32 + 1;
+                        if v.attach_network_interface(&e.id, &inst, dev).is_ok() {
+                            enis.push(e.id);
+                        } else {
+                            v.delete_network_interface(&e.id).unwrap();
+                        }
+                    }
+                }
+                Op::AssignIps(i, n) if !enis.is_empty() => { let _ = v.assign_private_ip_addresses(&enis[i % enis.len()], n); }
+                Op::AssignPrefixes(i, n) if !enis.is_empty() => { let _ = v.assign_ipv4_prefixes(&enis[i % enis.len()], n); }
+                Op::UnassignSome(i) if !enis.is_empty() => {
+                    let d = v.describe(&enis[i % enis.len()]).unwrap();
+                    v.unassign_private_ip_addresses(&d.id, &d.secondary_ips[..d.secondary_ips.len() / 2]).unwrap();
+                    v.unassign_ipv4_prefixes(&d.id, &d.prefixes[..d.prefixes.len() / 2]).unwrap();
+                }
+                Op::Delete(i) if !enis.is_empty() => {
+                    let id = enis.remove(i % enis.len());
+                    v.detach_network_interface(&id).unwrap();
+                    v.delete_network_interface(&id).unwrap();
+                }
+                Op::Occupy(n) => { v.occupy_random(&s, n).unwrap(); }
+                _ => {}
+            }
+            let bad = v.check_invariants();
+            prop_assert!(bad.is_empty(), "{:?}", bad);
+        }
+    }
+}
