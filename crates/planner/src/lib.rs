@@ -1,1 +1,9 @@
-//! placeholder
+//! podip's planner: node engines run against the simulated VPC in virtual time.
+//!
+//! [`node::NodeSim`] drives one node (its engine, its instance on a [`cloud::sim::SimVpc`], its
+//! pool-check timer and the latency of each cloud call) as a discrete-event simulation.
+//! [`pool::run_pool`] is the `podip pool` experiment built on it.
+#![forbid(unsafe_code)]
+
+pub mod node;
+pub mod pool;
