@@ -673,12 +673,20 @@ impl Datastore {
         Err(DatastoreError::NoFreeAddress)
     }
 
-    /// Blocks of the current mode that hold no pod (and, when `skip_cooling`, no cooling
-    /// address), up to `limit`, grouped by ENI in datastore order.
-    pub fn releasable_blocks(&self, limit: u64, skip_cooling: bool, now: Time) -> Vec<(EniId, Vec<Ipv4Net>)> {
+    /// Blocks of the current mode that hold no pod, up to `limit`, grouped by ENI.
+    ///
+    /// Upstream order (`corrected` false): ENIs in datastore order. podip's order (`corrected`):
+    /// blocks with a cooling address are skipped, and the newest ENIs give up blocks first, so
+    /// they empty out and can be freed whole.
+    pub fn releasable_blocks(&self, limit: u64, corrected: bool, now: Time) -> Vec<(EniId, Vec<Ipv4Net>)> {
+        let skip_cooling = corrected;
         let mut out: Vec<(EniId, Vec<Ipv4Net>)> = Vec::new();
         let mut left = limit;
-        for e in self.enis.iter().filter(|e| self.usable_eni(e)) {
+        let mut order: Vec<&Eni> = self.enis.iter().filter(|e| self.usable_eni(e)).collect();
+        if corrected {
+            order.reverse();
+        }
+        for e in order {
             if left == 0 {
                 break;
             }

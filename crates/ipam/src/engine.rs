@@ -344,6 +344,16 @@ impl Engine {
         if !self.may_manage_enis() {
             return;
         }
+        if let Some(eni) = self.deletable_eni(now) {
+            // Found in the datastore just now.
+            self.ds.set_eni_releasing(&eni, true).expect("ENI listed by the datastore");
+            self.issue(Call::DeleteEni { eni: eni.clone() }, Pending::DeleteEni { eni }, out);
+        }
+    }
+
+    /// The ENI the policy would free now (`RemoveUnusedENIFromStore`), skipping ENIs with a
+    /// call in flight.
+    fn deletable_eni(&self, now: Time) -> Option<EniId> {
         let busy: Vec<&EniId> = self
             .pending
             .values()
@@ -363,12 +373,37 @@ impl Engine {
                 stats: self.ds.eni_stats(e, now),
             })
             .collect();
-        if let Some(i) = first_deletable(&self.policy, &views) {
-            let eni = enis[i].id.clone();
-            // Listed from the datastore just above.
-            self.ds.set_eni_releasing(&eni, true).expect("ENI listed by the datastore");
-            self.issue(Call::DeleteEni { eni: eni.clone() }, Pending::DeleteEni { eni }, out);
+        first_deletable(&self.policy, &views).map(|i| enis[i].id.clone())
+    }
+
+    /// Whether the pool is at its target at `now`: nothing in flight, and a pool-check cycle
+    /// would change nothing (it is not low unless it cannot grow, not high, and no ENI is due to
+    /// be freed).
+    pub fn steady(&self, now: Time) -> bool {
+        if !self.pending.is_empty() {
+            return false;
         }
+        if self.cfg.mode == CidrMode::Ipv6 {
+            return self.ds.enis().iter().any(|e| e.primary && e.v6_prefix.is_some());
+        }
+        let s = self.ds.stats(now);
+        let cn = self.cfg.custom_networking();
+        let per_eni = self.cfg.limits.blocks_per_eni;
+        let eni_with_room = self
+            .ds
+            .enis()
+            .iter()
+            .any(|e| !e.releasing && !e.pinned && !(cn && e.primary) && e.block_count() < per_eni);
+        let can_grow = self.may_manage_enis() && !self.in_backoff(now) && (eni_with_room || self.has_room_for_eni());
+        if self.policy.is_low(&s) && can_grow && self.policy.blocks_to_assign(&s) > 0 {
+            return false;
+        }
+        let over = self.policy.blocks_to_release(&s);
+        if self.policy.is_high(&s) && over > 0 && !self.ds.releasable_blocks(over, self.cfg.corrected, now).is_empty() {
+            return false;
+        }
+        let freeable = self.ds.enis().iter().any(|e| !e.primary && !e.pinned && !e.releasing && e.assigned() == 0);
+        !(self.policy.should_remove_extra_enis(&s, freeable) && self.deletable_eni(now).is_some())
     }
 
     fn call_done(&mut self, now: Time, op: OpId, result: Result<CallOutput, CallError>, out: &mut Vec<Effect>) {

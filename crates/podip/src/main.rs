@@ -1,1 +1,43 @@
-fn main(){}
+//! The `podip` command: parses arguments, runs one subcommand, maps errors to exit codes
+//! (0 ok, 2 usage or invalid input, 1 other failures).
+
+mod cmd;
+mod fail;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Pod IPv4 address planning and management for Amazon EKS.
+#[derive(Debug, Parser)]
+#[command(name = "podip", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Recommended kubelet max pods for an instance type (the EKS max-pods calculator).
+    Maxpods(cmd::maxpods::Args),
+    /// One node's settled warm pool for a pod count, simulated on the embedded VPC.
+    Pool(cmd::pool::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let result = match cli.command {
+        Command::Maxpods(a) => cmd::maxpods::run(&a),
+        Command::Pool(a) => cmd::pool::run(&a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => f.report(),
+    }
+}

@@ -375,6 +375,11 @@ impl SimVpc {
         }
     }
 
+    /// What EC2 holds for an ENI, read without making (or counting) an API call.
+    pub fn peek_eni(&self, id: &EniId) -> Option<EniDescription> {
+        self.describe(id)
+    }
+
     fn describe(&self, id: &EniId) -> Option<EniDescription> {
         let e = self.enis.get(id)?;
         Some(EniDescription {

@@ -1,0 +1,5 @@
+//! One module per subcommand, plus shared flag groups and output helpers.
+
+pub mod maxpods;
+pub mod pool;
+pub mod table;
