@@ -129,8 +129,12 @@ pub trait Ec2 {
     ///
     /// # Errors
     /// `AttachmentLimitExceeded`, `InvalidNetworkInterfaceID.NotFound`, `RequestLimitExceeded`.
-    fn attach_network_interface(&mut self, eni: &EniId, instance: &InstanceId, device_index: u32)
-    -> Result<(), CallError>;
+    fn attach_network_interface(
+        &mut self,
+        eni: &EniId,
+        instance: &InstanceId,
+        device_index: u32,
+    ) -> Result<(), CallError>;
     /// `AssignPrivateIpAddresses` with `SecondaryPrivateIpAddressCount`.
     ///
     /// # Errors

@@ -151,10 +151,7 @@ impl CallError {
 
     /// Whether this is one of the two subnet-exhaustion errors that start the 120 s back-off.
     pub fn is_insufficient_addresses(&self) -> bool {
-        matches!(
-            self.kind,
-            ErrorKind::Capacity(Capacity::InsufficientCidrBlocks | Capacity::InsufficientFreeAddresses)
-        )
+        matches!(self.kind, ErrorKind::Capacity(Capacity::InsufficientCidrBlocks | Capacity::InsufficientFreeAddresses))
     }
 }
 

@@ -79,11 +79,7 @@ pub struct UnknownInstanceType {
 }
 
 fn suggest(s: &[String]) -> String {
-    if s.is_empty() {
-        String::new()
-    } else {
-        format!(" (did you mean {}?)", s.join(", "))
-    }
+    if s.is_empty() { String::new() } else { format!(" (did you mean {}?)", s.join(", ")) }
 }
 
 /// All known instance types, looked up by name.
@@ -133,11 +129,7 @@ impl Catalog {
                     continue;
                 }
             }
-            let bad = |field: &'static str, value: &str| CatalogParseError {
-                line,
-                field,
-                value: value.to_string(),
-            };
+            let bad = |field: &'static str, value: &str| CatalogParseError { line, field, value: value.to_string() };
             if fields.len() != COLUMNS.len() {
                 return Err(bad("columns", &fields.len().to_string()));
             }

@@ -163,10 +163,8 @@ impl NodeConfig {
         if let Some(0) = s.max_pods {
             push("max_pods", "0".into(), "must be at least 1");
         }
-        if let Some(m) = s.max_eni {
-            if m == 0 {
-                push("MAX_ENI", "0".into(), "must be at least 1");
-            }
+        if s.max_eni == Some(0) {
+            push("MAX_ENI", "0".into(), "must be at least 1");
         }
         let cn = s.custom_networking.is_some();
         let mp = max_pods(t, &MaxPodsOptions { prefix_delegation: pd, custom_networking: cn, max_eni: s.max_eni });

@@ -240,6 +240,7 @@ pub struct Datastore {
     rng: SeededRng,
     enis: Vec<Eni>,
     pods: HashMap<PodKey, IpAddr>,
+    hints: HashMap<IpAddr, (u32, u32)>,
     v6_slots: BTreeMap<u64, Slot>,
     v6_next: u64,
     order: Vec<usize>,
@@ -266,6 +267,7 @@ impl Datastore {
             rng: SeededRng::new(seed),
             enis: Vec::new(),
             pods: HashMap::new(),
+            hints: HashMap::new(),
             v6_slots: BTreeMap::new(),
             v6_next: 1,
             order: Vec::new(),
@@ -542,6 +544,7 @@ impl Datastore {
         eni.assigned += 1;
         let addr = IpAddr::V4(nth(&cidr.net, si as u32));
         self.pods.insert(key.clone(), addr);
+        self.hints.insert(addr, (ei as u32, ci as u32));
         Ok(Placement { addr, eni: eni.id.clone(), device_index: eni.device_index })
     }
 
@@ -557,6 +560,9 @@ impl Datastore {
     }
 
     fn pick_dense(&self, now: Time) -> Option<(usize, usize)> {
+        if self.mode == CidrMode::Secondary {
+            return self.pick_dense_secondary(now);
+        }
         let mut best: Option<((u32, u32), usize, usize)> = None;
         for (ei, e) in self.enis.iter().enumerate() {
             if !self.usable_eni(e) {
@@ -573,6 +579,21 @@ impl Datastore {
                 if c.free_slot(now).is_some() {
                     best = Some((score, ei, ci));
                 }
+            }
+        }
+        best.map(|(_, e, c)| (e, c))
+    }
+
+    /// Secondary-IP mode: every block is a single address, so "fullest block" is moot and the
+    /// choice is the fullest ENI with a usable address.
+    fn pick_dense_secondary(&self, now: Time) -> Option<(usize, usize)> {
+        let mut best: Option<(u32, usize, usize)> = None;
+        for (ei, e) in self.enis.iter().enumerate() {
+            if !self.usable_eni(e) || best.is_some_and(|(a, _, _)| a >= e.assigned) {
+                continue;
+            }
+            if let Some(ci) = e.cidrs.iter().position(|c| self.counts(c) && c.slots[0].usable(now)) {
+                best = Some((e.assigned, ei, ci));
             }
         }
         best.map(|(_, e, c)| (e, c))
@@ -627,14 +648,22 @@ impl Datastore {
         let slot = if self.cooldown.is_zero() { Slot::Free } else { Slot::Cooling(now + self.cooldown) };
         match addr {
             IpAddr::V4(ip) => {
-                for e in &mut self.enis {
-                    if let Some(c) = e.cidrs.iter_mut().find(|c| c.contains(ip)) {
-                        let si = c.index_of(ip);
-                        c.slots[si] = slot;
-                        c.assigned -= 1;
-                        e.assigned -= 1;
-                        break;
-                    }
+                let hint = self.hints.remove(&addr).map(|(e, c)| (e as usize, c as usize));
+                let at = hint
+                    .filter(|(e, c)| self.enis.get(*e).and_then(|e| e.cidrs.get(*c)).is_some_and(|c| c.contains(ip)))
+                    .or_else(|| {
+                        self.enis
+                            .iter()
+                            .enumerate()
+                            .find_map(|(ei, e)| e.cidrs.iter().position(|c| c.contains(ip)).map(|ci| (ei, ci)))
+                    });
+                if let Some((ei, ci)) = at {
+                    let e = &mut self.enis[ei];
+                    let c = &mut e.cidrs[ci];
+                    let si = c.index_of(ip);
+                    c.slots[si] = slot;
+                    c.assigned -= 1;
+                    e.assigned -= 1;
                 }
             }
             IpAddr::V6(ip) => {

@@ -18,9 +18,7 @@ use crate::addr::{EniId, PodKey};
 use crate::call::{Call, CallError, CallOutput, Capacity, ErrorKind, OpId};
 use crate::config::NodeConfig;
 use crate::datastore::{CidrMode, Datastore, DatastoreError, EniInfo, Stats};
-use crate::policy::{
-    DECREASE_INTERVAL, EniView, INSUFFICIENT_CIDR_BACKOFF, PoolPolicy, VpcCni, first_deletable,
-};
+use crate::policy::{DECREASE_INTERVAL, EniView, INSUFFICIENT_CIDR_BACKOFF, PoolPolicy, VpcCni, first_deletable};
 use crate::time::Time;
 use ipnet::Ipv4Net;
 use std::collections::BTreeMap;
@@ -264,6 +262,13 @@ impl Engine {
         self.schedulable || self.cfg.manage_enis_non_schedulable
     }
 
+    /// Whether the pool may add blocks to `e`: usable for pods (not releasing, not trunk or
+    /// EFA, not the primary under custom networking) and below the per-ENI limit.
+    fn takes_blocks(&self, e: &crate::datastore::Eni) -> bool {
+        let pod_eni = !(e.releasing || e.pinned || (self.cfg.custom_networking() && e.primary));
+        pod_eni && e.block_count() < self.cfg.limits.blocks_per_eni
+    }
+
     fn has_room_for_eni(&self) -> bool {
         (self.ds.enis().len() as u32) < self.cfg.limits.max_enis
     }
@@ -274,12 +279,7 @@ impl Engine {
         }
         let prefix = self.cfg.mode == CidrMode::Prefix;
         let per_eni = self.cfg.limits.blocks_per_eni;
-        let cn = self.cfg.custom_networking();
-        let target = self
-            .ds
-            .enis()
-            .iter()
-            .find(|e| !e.releasing && !e.pinned && !(cn && e.primary) && e.block_count() < per_eni);
+        let target = self.ds.enis().iter().find(|e| self.takes_blocks(e));
         if let Some(eni) = target {
             let want = self.policy.blocks_to_assign(stats);
             let count = u64::from(per_eni - eni.block_count()).min(want) as u32;
@@ -387,13 +387,7 @@ impl Engine {
             return self.ds.enis().iter().any(|e| e.primary && e.v6_prefix.is_some());
         }
         let s = self.ds.stats(now);
-        let cn = self.cfg.custom_networking();
-        let per_eni = self.cfg.limits.blocks_per_eni;
-        let eni_with_room = self
-            .ds
-            .enis()
-            .iter()
-            .any(|e| !e.releasing && !e.pinned && !(cn && e.primary) && e.block_count() < per_eni);
+        let eni_with_room = self.ds.enis().iter().any(|e| self.takes_blocks(e));
         let can_grow = self.may_manage_enis() && !self.in_backoff(now) && (eni_with_room || self.has_room_for_eni());
         if self.policy.is_low(&s) && can_grow && self.policy.blocks_to_assign(&s) > 0 {
             return false;

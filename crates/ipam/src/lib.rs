@@ -15,8 +15,8 @@
 
 pub mod addr;
 pub mod call;
-pub mod config;
 pub mod catalog;
+pub mod config;
 pub mod datastore;
 pub mod engine;
 pub mod maxpods;

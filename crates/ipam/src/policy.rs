@@ -253,7 +253,11 @@ impl PoolPolicy for VpcCni {
         }
         let t = &self.cfg.targets;
         let round = |v: u64| {
-            if self.cfg.prefix_delegation { div_ceil(v, u64::from(IPS_PER_PREFIX)) * u64::from(IPS_PER_PREFIX) } else { v }
+            if self.cfg.prefix_delegation {
+                div_ceil(v, u64::from(IPS_PER_PREFIX)) * u64::from(IPS_PER_PREFIX)
+            } else {
+                v
+            }
         };
         let (warm, min) = (round(u64::from(t.warm_ip)), round(u64::from(t.minimum_ip)));
         let others_free: u64 = others.iter().map(|o| self.free_ips(&o.stats)).sum();
@@ -264,6 +268,22 @@ impl PoolPolicy for VpcCni {
         if self.cfg.prefix_delegation && t.warm_prefix != 0 {
             let others_free_prefixes: u64 = others.iter().map(|o| self.free_prefixes(&o.stats)).sum();
             if others_free_prefixes < u64::from(t.warm_prefix) {
+                return false;
+            }
+        }
+        // podip: never free an ENI the next cycle would have to create again. Upstream does,
+        // e.g. WARM_ENI_TARGET=0 under custom networking frees and re-creates an ENI every minute.
+        if self.cfg.corrected {
+            let rest = others.iter().fold(Stats::default(), |mut acc, o| {
+                acc.total += o.stats.total;
+                acc.assigned += o.stats.assigned;
+                acc.cooling += o.stats.cooling;
+                acc.total_prefixes += o.stats.total_prefixes;
+                acc.free_prefixes += o.stats.free_prefixes;
+                acc.idle_prefixes += o.stats.idle_prefixes;
+                acc
+            });
+            if self.is_low(&rest) {
                 return false;
             }
         }

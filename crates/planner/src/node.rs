@@ -21,7 +21,7 @@ use thiserror::Error;
 /// lifetime (60 s), the decrease gate (30 s) and the cooldown, together with some margin.
 pub const SETTLE_QUIET: Duration = Duration::from_secs(130);
 /// Give up settling after this much virtual time.
-pub const SETTLE_LIMIT: Duration = Duration::from_secs(4 * 3600);
+pub const SETTLE_LIMIT: Duration = Duration::from_secs(3600);
 
 /// Why the node could not be simulated.
 #[derive(Debug, Error)]
@@ -66,7 +66,13 @@ impl NodeSim {
     ///
     /// # Errors
     /// The launch failed or the engine refused the primary ENI.
-    pub fn launch(vpc: &mut SimVpc, t: &InstanceType, cfg: NodeConfig, seed: u64, now: Time) -> Result<NodeSim, NodeSimError> {
+    pub fn launch(
+        vpc: &mut SimVpc,
+        t: &InstanceType,
+        cfg: NodeConfig,
+        seed: u64,
+        now: Time,
+    ) -> Result<NodeSim, NodeSimError> {
         vpc.set_now(now);
         let (instance, primary) = vpc.run_instance(t, &cfg.node_subnet).map_err(NodeSimError::Launch)?;
         let started = now + vpc.take_elapsed();
@@ -170,7 +176,9 @@ impl NodeSim {
             if self.engine.in_flight() == 0 && self.now.since(self.last_change) >= SETTLE_QUIET {
                 return Ok(true);
             }
-            self.step(vpc, limit)?;
+            if !self.step(vpc, limit)? {
+                break;
+            }
         }
         Ok(false)
     }
@@ -180,7 +188,12 @@ impl NodeSim {
     ///
     /// # Errors
     /// The engine and the VPC disagree.
-    pub fn add_pod(&mut self, vpc: &mut SimVpc, key: &PodKey, patience: Duration) -> Result<Option<(IpAddr, Duration)>, NodeSimError> {
+    pub fn add_pod(
+        &mut self,
+        vpc: &mut SimVpc,
+        key: &PodKey,
+        patience: Duration,
+    ) -> Result<Option<(IpAddr, Duration)>, NodeSimError> {
         let start = self.now;
         self.last_change = self.now;
         loop {

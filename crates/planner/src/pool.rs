@@ -191,12 +191,8 @@ fn report(
         .collect();
     let s = ds.stats(now);
     let skip = |a: &cloud::Action| matches!(a, cloud::Action::RunInstances | cloud::Action::TerminateInstances);
-    let ec2_calls = vpc
-        .action_stats()
-        .iter()
-        .filter(|(a, _)| !skip(a))
-        .map(|(a, st)| (a.name().to_string(), st.calls))
-        .collect();
+    let ec2_calls =
+        vpc.action_stats().iter().filter(|(a, _)| !skip(a)).map(|(a, st)| (a.name().to_string(), st.calls)).collect();
     let throttled = vpc
         .action_stats()
         .iter()

@@ -166,6 +166,11 @@ proptest! {
         }
         let settled = w.node.settle(&mut w.vpc).unwrap();
         check(&w)?;
+        if !s.settings.corrected {
+            // The VPC CNI's own policy need not settle: WARM_ENI_TARGET=0 under custom networking
+            // frees and re-creates an ENI every minute (see policy::tests).
+            return Ok(());
+        }
         prop_assert!(settled, "pool did not settle");
         let now = w.node.now();
         prop_assert!(w.node.engine().steady(now), "pool not at its target: {:?}", w.node.engine().stats(now));

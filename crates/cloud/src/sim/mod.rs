@@ -319,13 +319,21 @@ impl SimVpc {
     ///
     /// # Errors
     /// Unknown subnet, no free address, throttled.
-    pub fn run_instance(&mut self, t: &InstanceType, subnet: &SubnetId) -> Result<(InstanceId, EniDescription), CallError> {
+    pub fn run_instance(
+        &mut self,
+        t: &InstanceType,
+        subnet: &SubnetId,
+    ) -> Result<(InstanceId, EniDescription), CallError> {
         self.begin(Action::RunInstances)?;
         let r = self.run_instance_inner(t, subnet);
         self.finish(Action::RunInstances, r)
     }
 
-    fn run_instance_inner(&mut self, t: &InstanceType, subnet: &SubnetId) -> Result<(InstanceId, EniDescription), CallError> {
+    fn run_instance_inner(
+        &mut self,
+        t: &InstanceType,
+        subnet: &SubnetId,
+    ) -> Result<(InstanceId, EniDescription), CallError> {
         let eni = self.create_inner(&CreateEni {
             subnet: subnet.clone(),
             security_groups: vec![],
@@ -335,7 +343,11 @@ impl SimVpc {
         let id = InstanceId(format!("i-{:017x}", self.fresh_id()));
         self.instances.insert(
             id.clone(),
-            SimInstance { max_enis: t.max_enis, ipv4_per_eni: t.ipv4_per_eni, enis: BTreeMap::from([(0, eni.id.clone())]) },
+            SimInstance {
+                max_enis: t.max_enis,
+                ipv4_per_eni: t.ipv4_per_eni,
+                enis: BTreeMap::from([(0, eni.id.clone())]),
+            },
         );
         if let Some(e) = self.enis.get_mut(&eni.id) {
             e.attachment = Some((id.clone(), 0));
@@ -407,7 +419,8 @@ impl SimVpc {
         }
         // The primary address comes first, so it can itself break up /28 blocks (issue #2313).
         let s = &mut self.subnets[si];
-        let primary = s.take_ip(&mut self.rng, placement).ok_or_else(|| ec2_error("InsufficientFreeAddressesInSubnet", ""))?;
+        let primary =
+            s.take_ip(&mut self.rng, placement).ok_or_else(|| ec2_error("InsufficientFreeAddressesInSubnet", ""))?;
         let mut prefixes = Vec::new();
         for _ in 0..req.prefixes {
             match s.take_prefix(&mut self.rng, placement) {
@@ -419,7 +432,10 @@ impl SimVpc {
                     }
                     return Err(ec2_error(
                         "InsufficientCidrBlocks",
-                        format!("The specified subnet {} does not have enough contiguous free address blocks", req.subnet),
+                        format!(
+                            "The specified subnet {} does not have enough contiguous free address blocks",
+                            req.subnet
+                        ),
                     ));
                 }
             }
@@ -521,9 +537,11 @@ impl SimVpc {
                 nets.push(*p);
             }
             for n in nets {
-                for ip in n.hosts().chain(if n.prefix_len() == 32 { None } else { Some(n.network()) }).chain(
-                    if n.prefix_len() == 32 { None } else { Some(n.broadcast()) },
-                ) {
+                for ip in n
+                    .hosts()
+                    .chain(if n.prefix_len() == 32 { None } else { Some(n.network()) })
+                    .chain(if n.prefix_len() == 32 { None } else { Some(n.broadcast()) })
+                {
                     let Some(o) = s.offset(ip) else {
                         bad.push(format!("{id}: {ip} outside subnet {}", s.cidr));
                         continue;
@@ -573,7 +591,12 @@ impl Ec2 for SimVpc {
         self.finish(Action::CreateNetworkInterface, r)
     }
 
-    fn attach_network_interface(&mut self, eni: &EniId, instance: &InstanceId, device_index: u32) -> Result<(), CallError> {
+    fn attach_network_interface(
+        &mut self,
+        eni: &EniId,
+        instance: &InstanceId,
+        device_index: u32,
+    ) -> Result<(), CallError> {
         self.begin(Action::AttachNetworkInterface)?;
         let r = (|| {
             let e = self.enis.get(eni).ok_or_else(|| Self::eni_not_found(eni))?;
@@ -622,7 +645,10 @@ impl Ec2 for SimVpc {
         let r = (|| {
             let si = self.enis.get(eni).ok_or_else(|| Self::eni_not_found(eni))?.subnet;
             let p = self.subnets[si].take_ipv6_prefix().ok_or_else(|| {
-                ec2_error("InvalidParameterValue", format!("subnet {} has no IPv6 block with room", self.subnets[si].id))
+                ec2_error(
+                    "InvalidParameterValue",
+                    format!("subnet {} has no IPv6 block with room", self.subnets[si].id),
+                )
             })?;
             if let Some(e) = self.enis.get_mut(eni) {
                 e.ipv6_prefixes.push(p);
@@ -690,9 +716,10 @@ impl Ec2 for SimVpc {
         self.begin(Action::DeleteNetworkInterface)?;
         let r = match self.enis.get(eni) {
             None => Err(Self::eni_not_found(eni)),
-            Some(e) if e.attachment.is_some() => {
-                Err(ec2_error("InvalidNetworkInterface.InUse", format!("Network interface '{eni}' is currently in use")))
-            }
+            Some(e) if e.attachment.is_some() => Err(ec2_error(
+                "InvalidNetworkInterface.InUse",
+                format!("Network interface '{eni}' is currently in use"),
+            )),
             Some(_) => {
                 self.destroy_eni(eni);
                 Ok(())

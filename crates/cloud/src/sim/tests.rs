@@ -41,7 +41,12 @@ fn fragmented_subnet_refuses_prefixes_but_not_addresses() {
     let ips = v.assign_private_ip_addresses(&primary.id, 9).unwrap();
     assert_eq!(ips.len(), 9);
     let err = v
-        .create_network_interface(&CreateEni { subnet: s.clone(), security_groups: vec![], secondary_ips: 0, prefixes: 1 })
+        .create_network_interface(&CreateEni {
+            subnet: s.clone(),
+            security_groups: vec![],
+            secondary_ips: 0,
+            prefixes: 1,
+        })
         .unwrap_err();
     assert_eq!(err.code, "InsufficientCidrBlocks");
     assert!(v.check_invariants().is_empty(), "{:?}", v.check_invariants());
@@ -114,12 +119,22 @@ fn instance_and_eni_limits_use_the_real_codes() {
     assert_eq!(err.code, "PrivateIpAddressLimitExceeded");
     for dev in 1..3 {
         let e = v
-            .create_network_interface(&CreateEni { subnet: s.clone(), security_groups: vec![], secondary_ips: 0, prefixes: 0 })
+            .create_network_interface(&CreateEni {
+                subnet: s.clone(),
+                security_groups: vec![],
+                secondary_ips: 0,
+                prefixes: 0,
+            })
             .unwrap();
         v.attach_network_interface(&e.id, &inst, dev).unwrap();
     }
     let e = v
-        .create_network_interface(&CreateEni { subnet: s.clone(), security_groups: vec![], secondary_ips: 0, prefixes: 0 })
+        .create_network_interface(&CreateEni {
+            subnet: s.clone(),
+            security_groups: vec![],
+            secondary_ips: 0,
+            prefixes: 0,
+        })
         .unwrap();
     let err = v.attach_network_interface(&e.id, &inst, 3).unwrap_err();
     assert_eq!(err.code, "AttachmentLimitExceeded");

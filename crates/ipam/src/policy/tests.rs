@@ -170,3 +170,14 @@ fn scattered_pods_pin_prefixes() {
     let s = Stats { total: 48, assigned: 3, total_prefixes: 3, free_prefixes: 0, idle_prefixes: 0, cooling: 0 };
     assert_eq!(p.target_state(&s).over, 0);
 }
+
+#[test]
+fn podip_keeps_an_eni_the_pool_would_recreate() {
+    // WARM_ENI_TARGET=0 under custom networking: the primary holds nothing, one idle pod ENI.
+    let mut p = sip(3, 0, 0, 500);
+    let primary = view(true, 0, 0);
+    let pod_eni = view(false, 3, 0);
+    assert!(p.eni_deletable(&pod_eni, &[primary]), "upstream frees it (and re-creates it next cycle)");
+    p.cfg.corrected = true;
+    assert!(!p.eni_deletable(&pod_eni, &[primary]));
+}

@@ -18,9 +18,11 @@ fn per_eni_prefixes(r: &PoolReport) -> Vec<u32> {
 }
 
 /// `eni-and-ip-target.md`: (type, WARM_ENI, WARM_IP, MIN_IP, pods, IPs per ENI).
+type SecondaryCase = (&'static str, u32, u32, u32, u32, &'static [u32]);
+
 #[test]
 fn secondary_ip_mode_matches_the_documented_examples() {
-    let cases: &[(&str, u32, u32, u32, u32, &[u32])] = &[
+    let cases: &[SecondaryCase] = &[
         ("t3.small", 1, 0, 0, 0, &[3]),
         ("t3.small", 1, 0, 0, 5, &[3, 3, 3]),
         ("t3.small", 1, 0, 0, 9, &[3, 3, 3]),
@@ -136,4 +138,3 @@ fn same_seed_same_pool() {
     let b = pool("m5.xlarge", 30, |s| s.warm_ip = 2);
     assert_eq!(a, b);
 }
-

@@ -1,0 +1,120 @@
+//! The `podip` binary's contracts: output shapes, JSON schemas and exit codes.
+
+use serde_json::Value;
+use std::process::{Command, Output};
+
+fn podip(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_podip")).args(args).output().unwrap()
+}
+
+fn json(args: &[&str]) -> Value {
+    let out = podip(args);
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn fails_with(args: &[&str], code: i32, needles: &[&str]) {
+    let out = podip(args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
+    assert!(out.stdout.is_empty(), "nothing on stdout on error");
+    for n in needles {
+        assert!(err.contains(n), "{args:?}: stderr lacks {n:?}: {err}");
+    }
+}
+
+#[test]
+fn maxpods_json_contract() {
+    let v = json(&["maxpods", "m5.large", "--json"]);
+    assert_eq!(
+        v,
+        serde_json::json!({"instance_type":"m5.large","max_pods":29,"max_allowed":29,"enis":3,"ips_per_eni":9})
+    );
+    let v = json(&["maxpods", "m5.large", "--prefix-delegation", "--json"]);
+    assert_eq!(
+        (v["max_pods"].as_u64(), v["max_allowed"].as_u64(), v["ips_per_eni"].as_u64()),
+        (Some(110), Some(434), Some(144))
+    );
+    let v = json(&["maxpods", "m5.large", "--custom-networking", "--json"]);
+    assert_eq!((v["max_pods"].as_u64(), v["enis"].as_u64()), (Some(20), Some(2)));
+    let v = json(&["maxpods", "c5.18xlarge", "--json"]);
+    assert_eq!((v["max_pods"].as_u64(), v["max_allowed"].as_u64()), (Some(250), Some(737)));
+    let v = json(&["maxpods", "m5.xlarge", "--max-eni", "2", "--json"]);
+    assert_eq!(v["max_pods"].as_u64(), Some(30));
+}
+
+#[test]
+fn maxpods_table_names_the_answer() {
+    let out = podip(&["maxpods", "t3.medium"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("max pods") && text.contains("17"), "{text}");
+}
+
+#[test]
+fn pool_json_contract() {
+    let v = json(&["pool", "--instance-type", "t3.small", "--pods", "5", "--json"]);
+    let enis = v["enis"].as_array().unwrap();
+    assert_eq!(enis.len(), 3);
+    for e in enis {
+        for k in ["id", "primary", "secondary_ips", "prefixes"] {
+            assert!(e.get(k).is_some(), "ENI lacks {k}: {e}");
+        }
+    }
+    assert_eq!(enis[0]["primary"], Value::Bool(true));
+    assert_eq!((v["total_ips"].as_u64(), v["assigned"].as_u64(), v["available"].as_u64()), (Some(9), Some(5), Some(4)));
+    assert_eq!(v["ec2_calls"]["CreateNetworkInterface"].as_u64(), Some(2));
+}
+
+#[test]
+fn pool_prefix_mode_defaults_warm_prefix_to_one() {
+    let v = json(&["pool", "--instance-type", "t3.small", "--pods", "17", "--prefix-delegation", "--json"]);
+    let prefixes: u64 = v["enis"].as_array().unwrap().iter().map(|e| e["prefixes"].as_u64().unwrap()).sum();
+    assert_eq!(prefixes, 3);
+    assert_eq!(v["total_ips"].as_u64(), Some(48));
+}
+
+#[test]
+fn pool_table_is_readable() {
+    let out = podip(&["pool", "--instance-type", "m5.large", "--pods", "3"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("18 total, 3 assigned, 15 available"), "{text}");
+}
+
+#[test]
+fn bad_input_exits_2_naming_the_value() {
+    fails_with(&["maxpods", "m5.lrage"], 2, &["\"m5.lrage\"", "m5.large"]);
+    fails_with(&["pool", "--instance-type", "x9.huge", "--pods", "1"], 2, &["\"x9.huge\""]);
+    fails_with(&["pool", "--instance-type", "t3.small", "--pods", "200"], 2, &["--pods 200", "11"]);
+    fails_with(&["pool", "--instance-type", "t3.small", "--pods", "-1"], 2, &["-1"]);
+    fails_with(&["pool", "--instance-type", "t3.small", "--pods", "many"], 2, &["many"]);
+    fails_with(&["maxpods", "m5.large", "--max-eni", "0"], 2, &["--max-eni 0"]);
+    fails_with(
+        &[
+            "pool",
+            "--instance-type",
+            "m5.large",
+            "--pods",
+            "1",
+            "--prefix-delegation",
+            "--warm-prefix-target",
+            "0",
+            "--max-pods",
+            "0",
+        ],
+        2,
+        &["--warm-prefix-target 0", "--max-pods 0"],
+    );
+    fails_with(&["maxpods", "hpc6id.32xlarge", "--custom-networking"], 2, &["hpc6id.32xlarge"]);
+    fails_with(&["frobnicate"], 2, &["frobnicate"]);
+}
+
+#[test]
+fn prefix_delegation_on_xen_notes_the_fallback() {
+    let out = podip(&["maxpods", "t2.micro", "--prefix-delegation", "--json"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a Nitro"));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["max_pods"].as_u64(), Some(4));
+}
