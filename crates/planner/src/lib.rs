@@ -5,5 +5,7 @@
 //! [`pool::run_pool`] is the `podip pool` experiment built on it.
 #![forbid(unsafe_code)]
 
+pub mod frag;
+pub mod import;
 pub mod node;
 pub mod pool;

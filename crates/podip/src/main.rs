@@ -21,6 +21,8 @@ enum Command {
     Maxpods(cmd::maxpods::Args),
     /// One node's settled warm pool for a pod count, simulated on the embedded VPC.
     Pool(cmd::pool::Args),
+    /// A subnet's /28 fragmentation: free addresses, free prefixes, block map, reservation advice.
+    Frag(cmd::frag::Args),
 }
 
 fn main() -> ExitCode {
@@ -35,6 +37,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Maxpods(a) => cmd::maxpods::run(&a),
         Command::Pool(a) => cmd::pool::run(&a),
+        Command::Frag(a) => cmd::frag::run(&a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -118,3 +118,58 @@ fn prefix_delegation_on_xen_notes_the_fallback() {
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["max_pods"].as_u64(), Some(4));
 }
+
+#[test]
+fn frag_json_contract_and_exports() {
+    let dir = std::env::temp_dir().join(format!("podip-frag-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let used = dir.join("used.txt");
+    std::fs::write(&used, "10.0.0.17\n# comment\n10.0.0.33\n").unwrap();
+    let v = json(&["frag", "--subnet", "10.0.0.0/24", "--used", used.to_str().unwrap(), "--json"]);
+    assert_eq!((v["free_ips"].as_u64(), v["free_prefixes"].as_u64()), (Some(249), Some(12)));
+    assert_eq!(v["block_map"][0], "R++............R");
+    let subnets = dir.join("subnets.json");
+    std::fs::write(
+        &subnets,
+        r#"{"Subnets":[{"SubnetId":"subnet-1","VpcId":"vpc-1","AvailabilityZone":"us-east-1a","CidrBlock":"10.0.0.0/24"}]}"#,
+    )
+    .unwrap();
+    let enis = dir.join("enis.json");
+    std::fs::write(
+        &enis,
+        r#"{"NetworkInterfaces":[{"NetworkInterfaceId":"eni-1","SubnetId":"subnet-1",
+            "PrivateIpAddresses":[{"PrivateIpAddress":"10.0.0.17","Primary":true}],
+            "Ipv4Prefixes":[{"Ipv4Prefix":"10.0.0.32/28"}]}]}"#,
+    )
+    .unwrap();
+    let v = json(&[
+        "frag",
+        "--subnet-id",
+        "subnet-1",
+        "--subnets",
+        subnets.to_str().unwrap(),
+        "--network-interfaces",
+        enis.to_str().unwrap(),
+        "--prefixes",
+        "2",
+        "--json",
+    ]);
+    assert_eq!((v["free_ips"].as_u64(), v["free_prefixes"].as_u64()), (Some(251 - 17), Some(12)));
+    assert!(v["advice"]["command"].as_str().unwrap().contains("--subnet-id subnet-1"));
+    std::fs::write(&enis, r#"{"NetworkInterfaces":[{"NetworkInterfaceId":"eni-1","SubnetId":7}]}"#).unwrap();
+    fails_with(
+        &[
+            "frag",
+            "--subnet-id",
+            "subnet-1",
+            "--subnets",
+            subnets.to_str().unwrap(),
+            "--network-interfaces",
+            enis.to_str().unwrap(),
+        ],
+        2,
+        &["NetworkInterfaces[0].SubnetId"],
+    );
+    fails_with(&["frag", "--subnet", "10.0.0.0/24", "--reservation", "10.0.0.0/26:sometimes"], 2, &["sometimes"]);
+    let _ = std::fs::remove_dir_all(&dir);
+}

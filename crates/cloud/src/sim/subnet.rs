@@ -55,6 +55,19 @@ pub enum ReservationError {
     },
 }
 
+/// Counts of one aligned /28 block's addresses by state (out of 16).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockSummary {
+    /// In use.
+    pub used: u32,
+    /// Reserved by AWS (first 4, last 1 of the subnet).
+    pub reserved: u32,
+    /// In an explicit reservation.
+    pub explicit: u32,
+    /// In a prefix reservation.
+    pub prefix_reserved: u32,
+}
+
 /// One subnet.
 #[derive(Clone, Debug)]
 pub struct Subnet {
@@ -233,6 +246,18 @@ impl Subnet {
         let taken = ((self.used[w] | self.reserved[w] | self.explicit[w]) >> shift) & 0xFFFF;
         let pres = (self.prefix_res[w] >> shift) & 0xFFFF;
         (taken == 0, pres == 0xFFFF, pres == 0)
+    }
+
+    /// What one aligned /28 block holds.
+    pub fn block_summary(&self, b: u32) -> BlockSummary {
+        let (w, shift) = ((b / 4) as usize, (b % 4) * 16);
+        let bits = |v: &[u64]| ((v[w] >> shift) & 0xFFFF) as u16;
+        BlockSummary {
+            used: bits(&self.used).count_ones(),
+            reserved: bits(&self.reserved).count_ones(),
+            explicit: bits(&self.explicit).count_ones(),
+            prefix_reserved: bits(&self.prefix_res).count_ones(),
+        }
     }
 
     /// Number of aligned /28 blocks.

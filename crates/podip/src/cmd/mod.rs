@@ -1,5 +1,6 @@
 //! One module per subcommand, plus shared flag groups and output helpers.
 
+pub mod frag;
 pub mod maxpods;
 pub mod pool;
 pub mod table;
