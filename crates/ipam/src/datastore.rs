@@ -519,6 +519,17 @@ impl Datastore {
         s
     }
 
+    /// The earliest instant after `now` at which a cooling address becomes usable.
+    pub fn next_cool(&self, now: Time) -> Option<Time> {
+        let v4 = self.enis.iter().flat_map(|e| &e.cidrs).flat_map(|c| &c.slots);
+        v4.chain(self.v6_slots.values())
+            .filter_map(|s| match s {
+                Slot::Cooling(until) if *until > now => Some(*until),
+                _ => None,
+            })
+            .min()
+    }
+
     /// Gives `key` an address; the same key gets the same address again.
     ///
     /// # Errors

@@ -376,6 +376,21 @@ impl Engine {
         first_deletable(&self.policy, &views).map(|i| enis[i].id.clone())
     }
 
+    /// When a steady pool could next change on its own (a cooldown ending, an ENI coming of
+    /// age, the decrease gate or the back-off opening); `None` when only an event can change it.
+    /// A caller may skip the ticks before this instant once [`Engine::steady`] holds.
+    pub fn next_wakeup(&self, now: Time) -> Option<Time> {
+        use crate::policy::MIN_ENI_LIFETIME;
+        let later = |t: Time| (t > now).then_some(t);
+        let ages = self.ds.enis().iter().filter_map(|e| later(e.created_at + MIN_ENI_LIFETIME));
+        let gates = [
+            self.last_decrease.and_then(|t| later(t + DECREASE_INTERVAL + std::time::Duration::from_millis(1))),
+            self.last_insufficient.and_then(|t| later(t + INSUFFICIENT_CIDR_BACKOFF)),
+            self.ds.next_cool(now),
+        ];
+        ages.chain(gates.into_iter().flatten()).min()
+    }
+
     /// Whether the pool is at its target at `now`: nothing in flight, and a pool-check cycle
     /// would change nothing (it is not low unless it cannot grow, not high, and no ENI is due to
     /// be freed).

@@ -9,3 +9,4 @@ pub mod frag;
 pub mod import;
 pub mod node;
 pub mod pool;
+pub mod scenario;

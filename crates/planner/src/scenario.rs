@@ -1,0 +1,590 @@
+//! The scenario file (TOML): the user's VPC, subnets and their existing usage, node groups,
+//! workload, the VPC CNI settings in use, traffic assumptions, the horizon and a seed.
+//!
+//! Raw serde types are read first; [`Scenario::parse`] then checks every field and reports every
+//! bad one at once, each with its path and value.
+
+use cloud::sim::subnet::{Reservation, ReservationKind};
+use ipam::catalog::{Catalog, InstanceType};
+use ipam::maxpods::{MaxPodsOptions, max_pods};
+use ipnet::Ipv4Net;
+use serde::Deserialize;
+use std::net::Ipv4Addr;
+use thiserror::Error;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScenario {
+    name: Option<String>,
+    region: Option<String>,
+    seed: Option<u64>,
+    horizon_hours: Option<f64>,
+    vpc: RawVpc,
+    #[serde(default)]
+    subnets: Vec<RawSubnet>,
+    #[serde(default)]
+    node_groups: Vec<RawNodeGroup>,
+    workload: RawWorkload,
+    #[serde(default)]
+    cni: RawCni,
+    #[serde(default)]
+    traffic: RawTraffic,
+    #[serde(default)]
+    targets: RawTargets,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVpc {
+    cidrs: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSubnet {
+    name: Option<String>,
+    az: String,
+    cidr: String,
+    #[serde(default)]
+    used: u32,
+    pattern: Option<String>,
+    #[serde(default)]
+    used_addresses: Vec<String>,
+    #[serde(default)]
+    reservations: Vec<RawReservation>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReservation {
+    cidr: String,
+    #[serde(rename = "type")]
+    kind: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNodeGroup {
+    name: Option<String>,
+    instance_type: String,
+    nodes: Option<u32>,
+    min: Option<u32>,
+    max: Option<u32>,
+    azs: Option<Vec<String>>,
+    #[serde(default)]
+    scale: Vec<RawScale>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScale {
+    at_hour: f64,
+    nodes: u32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWorkload {
+    pods_per_node: Option<u32>,
+    total_pods: Option<u32>,
+    #[serde(default)]
+    daemonset_pods: u32,
+    #[serde(default = "two")]
+    host_network_pods: u32,
+    #[serde(default)]
+    churn_per_hour: f64,
+    #[serde(default)]
+    rollouts: Vec<RawRollout>,
+}
+
+fn two() -> u32 {
+    2
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRollout {
+    at_hour: f64,
+    pods: u32,
+    #[serde(default = "fifteen")]
+    minutes: u32,
+}
+
+fn fifteen() -> u32 {
+    15
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCni {
+    warm_eni_target: Option<u32>,
+    warm_ip_target: Option<u32>,
+    minimum_ip_target: Option<u32>,
+    warm_prefix_target: Option<u32>,
+    prefix_delegation: Option<bool>,
+    ip_cooldown_period: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTraffic {
+    egress_gb_per_hour: Option<f64>,
+    connections_per_destination: Option<u32>,
+    nat_price_per_hour: Option<f64>,
+    nat_price_per_gb: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTargets {
+    headroom_nodes: Option<u32>,
+}
+
+/// How a subnet's existing usage is laid out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pattern {
+    /// Uniformly at random (what EC2 does): the worst case for /28 blocks.
+    Random,
+    /// From the lowest address up.
+    Packed,
+    /// One address in every /28, then the next: the worst possible fragmentation.
+    Striped,
+}
+
+/// A subnet and what already uses it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SubnetSpec {
+    /// Name (or the CIDR).
+    pub name: String,
+    /// AZ.
+    pub az: String,
+    /// Block.
+    pub cidr: Ipv4Net,
+    /// Addresses used by others, placed by `pattern`.
+    pub used: u32,
+    /// Placement of `used`.
+    pub pattern: Pattern,
+    /// Exact addresses used by others.
+    pub used_addresses: Vec<Ipv4Addr>,
+    /// Reservations.
+    pub reservations: Vec<Reservation>,
+}
+
+/// A node group.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeGroup {
+    /// Name.
+    pub name: String,
+    /// Instance type.
+    pub instance_type: &'static InstanceType,
+    /// Nodes at the start.
+    pub nodes: u32,
+    /// Most nodes the group reaches.
+    pub max: u32,
+    /// AZs the nodes spread over.
+    pub azs: Vec<String>,
+    /// Scale events: (hour, nodes).
+    pub scale: Vec<(f64, u32)>,
+}
+
+/// A rollout burst: extra pods for a while.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Rollout {
+    /// When.
+    pub at_hour: f64,
+    /// Extra pods.
+    pub pods: u32,
+    /// How long they stay.
+    pub minutes: u32,
+}
+
+/// The workload.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Workload {
+    /// Pods needing an address per node (workload pods, without DaemonSets).
+    pub pods_per_node: u32,
+    /// DaemonSet pods per node that need an address.
+    pub daemonset_pods: u32,
+    /// Host-network pods per node (no address).
+    pub host_network_pods: u32,
+    /// Share of pods replaced per hour.
+    pub churn_per_hour: f64,
+    /// Bursts.
+    pub rollouts: Vec<Rollout>,
+}
+
+/// VPC CNI settings in use today.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CniInUse {
+    /// `WARM_ENI_TARGET`.
+    pub warm_eni: u32,
+    /// `WARM_IP_TARGET`.
+    pub warm_ip: u32,
+    /// `MINIMUM_IP_TARGET`.
+    pub minimum_ip: u32,
+    /// `WARM_PREFIX_TARGET`.
+    pub warm_prefix: Option<u32>,
+    /// `ENABLE_PREFIX_DELEGATION`.
+    pub prefix_delegation: bool,
+    /// `IP_COOLDOWN_PERIOD` in seconds.
+    pub cooldown_secs: u64,
+}
+
+/// Traffic assumptions for NAT sizing and cost.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Traffic {
+    /// GB per hour leaving the VPC from the whole cluster.
+    pub egress_gb_per_hour: f64,
+    /// Peak simultaneous connections to the busiest single destination.
+    pub connections_per_destination: u32,
+    /// NAT gateway price per hour (US East: 0.045).
+    pub nat_price_per_hour: f64,
+    /// NAT gateway price per GB processed (US East: 0.045).
+    pub nat_price_per_gb: f64,
+}
+
+/// A validated scenario.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Scenario {
+    /// Name.
+    pub name: String,
+    /// Region.
+    pub region: String,
+    /// Seed.
+    pub seed: u64,
+    /// Simulated hours.
+    pub horizon_hours: f64,
+    /// VPC CIDRs, primary first.
+    pub vpc_cidrs: Vec<Ipv4Net>,
+    /// Subnets.
+    pub subnets: Vec<SubnetSpec>,
+    /// Node groups.
+    pub node_groups: Vec<NodeGroup>,
+    /// Workload.
+    pub workload: Workload,
+    /// VPC CNI settings in use.
+    pub cni: CniInUse,
+    /// Traffic.
+    pub traffic: Traffic,
+    /// Headroom asked for, in nodes.
+    pub headroom_nodes: u32,
+}
+
+/// Every problem in a scenario file, at once.
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error("invalid scenario:\n  {}", .0.join("\n  "))]
+pub struct ScenarioError(pub Vec<String>);
+
+/// Whether `c` is private address space (RFC 1918).
+pub fn is_rfc1918(c: &Ipv4Net) -> bool {
+    ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]
+        .iter()
+        .any(|r| r.parse::<Ipv4Net>().is_ok_and(|r: Ipv4Net| r.contains(c) || c.contains(&r)))
+}
+
+/// Why EC2 would refuse `secondary` as an extra block next to `primary` (VPC guide, "IPv4 CIDR
+/// block association restrictions"); `None` when it is allowed.
+pub fn secondary_cidr_refusal(primary: &Ipv4Net, secondary: &Ipv4Net) -> Option<String> {
+    let cgnat: Ipv4Net = "100.64.0.0/10".parse().expect("literal");
+    let b198: Ipv4Net = "198.19.0.0/16".parse().expect("literal");
+    let same_rfc1918_block = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]
+        .iter()
+        .filter_map(|r| r.parse::<Ipv4Net>().ok())
+        .any(|r| r.contains(primary) && r.contains(secondary));
+    if primary.contains(secondary) || secondary.contains(primary) {
+        return Some(format!("{secondary} overlaps {primary}"));
+    }
+    if is_rfc1918(primary) {
+        if cgnat.contains(secondary) || (!is_rfc1918(secondary) && !b198.contains(secondary)) {
+            return None;
+        }
+        if b198.contains(secondary) {
+            return Some(format!(
+                "{secondary} (198.19.0.0/16) cannot join a VPC whose primary block {primary} is RFC 1918"
+            ));
+        }
+        if !same_rfc1918_block {
+            return Some(format!("{secondary} is in another RFC 1918 block than the primary {primary}"));
+        }
+        return None;
+    }
+    if is_rfc1918(secondary) || b198.contains(secondary) {
+        return Some(format!("{secondary} cannot join a VPC whose primary block {primary} is not RFC 1918"));
+    }
+    None
+}
+
+impl Scenario {
+    /// Parses and validates scenario TOML.
+    ///
+    /// # Errors
+    /// Every bad field, with its path and value.
+    pub fn parse(text: &str) -> Result<Scenario, ScenarioError> {
+        let raw: RawScenario =
+            toml::from_str(text).map_err(|e| ScenarioError(vec![e.to_string().trim().replace('\n', " ")]))?;
+        let mut bad = Vec::new();
+        let horizon_hours = raw.horizon_hours.unwrap_or(24.0);
+        if !(horizon_hours > 0.0 && horizon_hours <= 24.0 * 7.0) {
+            bad.push(format!("horizon_hours = {horizon_hours}: must be above 0 and at most 168"));
+        }
+        let mut vpc_cidrs = Vec::new();
+        for (i, c) in raw.vpc.cidrs.iter().enumerate() {
+            match c.parse::<Ipv4Net>() {
+                Ok(n) if n.trunc() != n => {
+                    bad.push(format!("vpc.cidrs[{i}] = {c:?}: host bits set (did you mean {}?)", n.trunc()))
+                }
+                Ok(n) if !(16..=28).contains(&n.prefix_len()) => {
+                    bad.push(format!("vpc.cidrs[{i}] = {c:?}: a VPC block is /16 to /28"))
+                }
+                Ok(n) => {
+                    if let Some(p) = vpc_cidrs.first() {
+                        if let Some(why) = secondary_cidr_refusal(p, &n) {
+                            bad.push(format!("vpc.cidrs[{i}] = {c:?}: {why}"));
+                        }
+                    }
+                    vpc_cidrs.push(n);
+                }
+                Err(_) => bad.push(format!("vpc.cidrs[{i}] = {c:?}: not an IPv4 CIDR")),
+            }
+        }
+        if raw.vpc.cidrs.is_empty() {
+            bad.push("vpc.cidrs: at least one CIDR".into());
+        }
+        let mut subnets: Vec<SubnetSpec> = Vec::new();
+        for (i, s) in raw.subnets.iter().enumerate() {
+            let at = format!("subnets[{i}]");
+            let cidr = match s.cidr.parse::<Ipv4Net>() {
+                Ok(n) if n.trunc() != n => {
+                    bad.push(format!("{at}.cidr = {:?}: host bits set", s.cidr));
+                    continue;
+                }
+                Ok(n) if !(16..=28).contains(&n.prefix_len()) => {
+                    bad.push(format!("{at}.cidr = {:?}: a subnet is /16 to /28", s.cidr));
+                    continue;
+                }
+                Ok(n) => n,
+                Err(_) => {
+                    bad.push(format!("{at}.cidr = {:?}: not an IPv4 CIDR", s.cidr));
+                    continue;
+                }
+            };
+            if !vpc_cidrs.iter().any(|v| v.contains(&cidr)) {
+                bad.push(format!("{at}.cidr = \"{cidr}\": not inside any vpc.cidrs block"));
+            }
+            if let Some(o) = subnets.iter().find(|o| o.cidr.contains(&cidr) || cidr.contains(&o.cidr)) {
+                bad.push(format!("{at}.cidr = \"{cidr}\": overlaps subnet {}", o.name));
+            }
+            let capacity = (1u32 << (32 - u32::from(cidr.prefix_len()))) - 5;
+            if s.used > capacity {
+                bad.push(format!("{at}.used = {}: the subnet has only {capacity} usable addresses", s.used));
+            }
+            let pattern = match s.pattern.as_deref() {
+                None | Some("random") => Pattern::Random,
+                Some("packed") => Pattern::Packed,
+                Some("striped") => Pattern::Striped,
+                Some(p) => {
+                    bad.push(format!("{at}.pattern = {p:?}: one of random, packed, striped"));
+                    Pattern::Random
+                }
+            };
+            let mut used_addresses = Vec::new();
+            for (j, a) in s.used_addresses.iter().enumerate() {
+                match a.parse::<Ipv4Addr>() {
+                    Ok(ip) if cidr.contains(&ip) => used_addresses.push(ip),
+                    Ok(_) => bad.push(format!("{at}.used_addresses[{j}] = {a:?}: not inside {cidr}")),
+                    Err(_) => bad.push(format!("{at}.used_addresses[{j}] = {a:?}: not an IPv4 address")),
+                }
+            }
+            let mut reservations: Vec<Reservation> = Vec::new();
+            for (j, r) in s.reservations.iter().enumerate() {
+                let kind = match r.kind.as_str() {
+                    "prefix" => ReservationKind::Prefix,
+                    "explicit" => ReservationKind::Explicit,
+                    k => {
+                        bad.push(format!("{at}.reservations[{j}].type = {k:?}: prefix or explicit"));
+                        continue;
+                    }
+                };
+                match r.cidr.parse::<Ipv4Net>() {
+                    Ok(n) if !cidr.contains(&n) => {
+                        bad.push(format!("{at}.reservations[{j}].cidr = {:?}: not inside {cidr}", r.cidr))
+                    }
+                    Ok(n) if reservations.iter().any(|o| o.cidr.contains(&n) || n.contains(&o.cidr)) => {
+                        bad.push(format!("{at}.reservations[{j}].cidr = {:?}: overlaps another reservation", r.cidr))
+                    }
+                    Ok(n) => reservations.push(Reservation { cidr: n.trunc(), kind }),
+                    Err(_) => bad.push(format!("{at}.reservations[{j}].cidr = {:?}: not an IPv4 CIDR", r.cidr)),
+                }
+            }
+            subnets.push(SubnetSpec {
+                name: s.name.clone().unwrap_or_else(|| cidr.to_string()),
+                az: s.az.clone(),
+                cidr,
+                used: s.used,
+                pattern,
+                used_addresses,
+                reservations,
+            });
+        }
+        if raw.subnets.is_empty() {
+            bad.push("subnets: at least one subnet".into());
+        }
+        let azs: Vec<String> = {
+            let mut a: Vec<String> = subnets.iter().map(|s| s.az.clone()).collect();
+            a.sort();
+            a.dedup();
+            a
+        };
+        let w = &raw.workload;
+        let total_nodes: u32 = raw.node_groups.iter().map(|g| g.nodes.or(g.min).unwrap_or(0)).sum();
+        let pods_per_node = match (w.pods_per_node, w.total_pods) {
+            (Some(p), None) => p,
+            (None, Some(t)) if total_nodes > 0 => t.div_ceil(total_nodes),
+            (None, Some(_)) => 0,
+            (Some(_), Some(_)) => {
+                bad.push("workload: give pods_per_node or total_pods, not both".into());
+                0
+            }
+            (None, None) => {
+                bad.push("workload: give pods_per_node or total_pods".into());
+                0
+            }
+        };
+        if !(0.0..=60.0).contains(&w.churn_per_hour) {
+            bad.push(format!(
+                "workload.churn_per_hour = {}: a share of pods replaced per hour, 0 to 60",
+                w.churn_per_hour
+            ));
+        }
+        for (i, r) in w.rollouts.iter().enumerate() {
+            if !(0.0..horizon_hours).contains(&r.at_hour) {
+                bad.push(format!(
+                    "workload.rollouts[{i}].at_hour = {}: outside the horizon of {horizon_hours} h",
+                    r.at_hour
+                ));
+            }
+        }
+        let mut node_groups = Vec::new();
+        for (i, g) in raw.node_groups.iter().enumerate() {
+            let at = format!("node_groups[{i}]");
+            let t = match Catalog::embedded().get(&g.instance_type) {
+                Ok(t) => t,
+                Err(e) => {
+                    bad.push(format!("{at}.instance_type = {:?}: {e}", g.instance_type));
+                    continue;
+                }
+            };
+            let nodes = g.nodes.or(g.min).unwrap_or(0);
+            if nodes == 0 && g.scale.is_empty() {
+                bad.push(format!("{at}: give nodes (or min) above 0, or scale events"));
+            }
+            let mut max = g.max.unwrap_or(nodes).max(nodes);
+            for (j, s) in g.scale.iter().enumerate() {
+                if !(0.0..horizon_hours).contains(&s.at_hour) {
+                    bad.push(format!(
+                        "{at}.scale[{j}].at_hour = {}: outside the horizon of {horizon_hours} h",
+                        s.at_hour
+                    ));
+                }
+                if let Some(m) = g.max {
+                    if s.nodes > m {
+                        bad.push(format!("{at}.scale[{j}].nodes = {}: above max = {m}", s.nodes));
+                    }
+                }
+                max = max.max(s.nodes);
+            }
+            let group_azs = g.azs.clone().unwrap_or_else(|| azs.clone());
+            for (j, a) in group_azs.iter().enumerate() {
+                if !azs.contains(a) {
+                    bad.push(format!("{at}.azs[{j}] = {a:?}: no subnet in that AZ"));
+                }
+            }
+            let mp = max_pods(t, &MaxPodsOptions::default());
+            let need = pods_per_node + w.daemonset_pods;
+            if need > mp.max_pods {
+                bad.push(format!(
+                    "workload.pods_per_node = {pods_per_node} (+{} DaemonSet pods): above {}'s max pods {}",
+                    w.daemonset_pods, t.name, mp.max_pods
+                ));
+            }
+            node_groups.push(NodeGroup {
+                name: g.name.clone().unwrap_or_else(|| format!("group-{i}")),
+                instance_type: t,
+                nodes,
+                max,
+                azs: group_azs,
+                scale: g.scale.iter().map(|s| (s.at_hour, s.nodes)).collect(),
+            });
+        }
+        if raw.node_groups.is_empty() {
+            bad.push("node_groups: at least one node group".into());
+        }
+        let c = &raw.cni;
+        let t = &raw.traffic;
+        for (name, v) in [
+            ("traffic.egress_gb_per_hour", t.egress_gb_per_hour),
+            ("traffic.nat_price_per_hour", t.nat_price_per_hour),
+            ("traffic.nat_price_per_gb", t.nat_price_per_gb),
+        ] {
+            if let Some(v) = v {
+                if !(v >= 0.0 && v.is_finite()) {
+                    bad.push(format!("{name} = {v}: must be 0 or more"));
+                }
+            }
+        }
+        if !bad.is_empty() {
+            return Err(ScenarioError(bad));
+        }
+        Ok(Scenario {
+            name: raw.name.unwrap_or_else(|| "scenario".into()),
+            region: raw.region.unwrap_or_else(|| "us-east-1".into()),
+            seed: raw.seed.unwrap_or(1),
+            horizon_hours,
+            vpc_cidrs,
+            subnets,
+            node_groups,
+            workload: Workload {
+                pods_per_node,
+                daemonset_pods: w.daemonset_pods,
+                host_network_pods: w.host_network_pods,
+                churn_per_hour: w.churn_per_hour,
+                rollouts: w
+                    .rollouts
+                    .iter()
+                    .map(|r| Rollout { at_hour: r.at_hour, pods: r.pods, minutes: r.minutes })
+                    .collect(),
+            },
+            cni: CniInUse {
+                warm_eni: c.warm_eni_target.unwrap_or(1),
+                warm_ip: c.warm_ip_target.unwrap_or(0),
+                minimum_ip: c.minimum_ip_target.unwrap_or(0),
+                warm_prefix: c.warm_prefix_target,
+                prefix_delegation: c.prefix_delegation.unwrap_or(false),
+                cooldown_secs: c.ip_cooldown_period.unwrap_or(30),
+            },
+            traffic: Traffic {
+                egress_gb_per_hour: t.egress_gb_per_hour.unwrap_or(0.0),
+                connections_per_destination: t.connections_per_destination.unwrap_or(1000),
+                nat_price_per_hour: t.nat_price_per_hour.unwrap_or(0.045),
+                nat_price_per_gb: t.nat_price_per_gb.unwrap_or(0.045),
+            },
+            headroom_nodes: raw.targets.headroom_nodes.unwrap_or(0),
+        })
+    }
+
+    /// The AZs with subnets, sorted.
+    pub fn azs(&self) -> Vec<String> {
+        let mut a: Vec<String> = self.subnets.iter().map(|s| s.az.clone()).collect();
+        a.sort();
+        a.dedup();
+        a
+    }
+
+    /// Most nodes the cluster reaches.
+    pub fn peak_nodes(&self) -> u32 {
+        self.node_groups.iter().map(|g| g.max).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,89 @@
+//! Scenario parsing and validation.
+
+use super::*;
+
+const GOOD: &str = r#"
+name = "t"
+seed = 7
+horizon_hours = 2
+[vpc]
+cidrs = ["10.0.0.0/16"]
+[[subnets]]
+az = "us-east-1a"
+cidr = "10.0.0.0/20"
+used = 100
+reservations = [{ cidr = "10.0.8.0/24", type = "prefix" }]
+[[node_groups]]
+instance_type = "m5.large"
+nodes = 3
+[workload]
+pods_per_node = 10
+"#;
+
+#[test]
+fn a_good_scenario_parses_with_defaults() {
+    let s = Scenario::parse(GOOD).unwrap();
+    assert_eq!((s.seed, s.horizon_hours, s.workload.pods_per_node, s.cni.warm_eni), (7, 2.0, 10, 1));
+    assert_eq!(s.node_groups[0].azs, vec!["us-east-1a".to_string()]);
+    assert_eq!(s.subnets[0].reservations[0].kind, ReservationKind::Prefix);
+}
+
+#[test]
+fn every_bad_field_is_named_at_once() {
+    let text = r#"
+horizon_hours = 0
+[vpc]
+cidrs = ["10.0.0.0/16", "198.19.0.0/16", "10.0.0.0/33"]
+[[subnets]]
+az = "us-east-1a"
+cidr = "10.1.0.0/20"
+used = 999999
+pattern = "zigzag"
+[[node_groups]]
+instance_type = "m5.lrage"
+nodes = 3
+azs = ["us-east-1z"]
+[workload]
+pods_per_node = 10
+churn_per_hour = -1
+"#;
+    let err = Scenario::parse(text).unwrap_err();
+    let all = err.to_string();
+    for needle in [
+        "horizon_hours = 0",
+        "vpc.cidrs[1] = \"198.19.0.0/16\"",
+        "vpc.cidrs[2] = \"10.0.0.0/33\"",
+        "subnets[0].cidr = \"10.1.0.0/20\": not inside",
+        "subnets[0].used = 999999",
+        "subnets[0].pattern = \"zigzag\"",
+        "node_groups[0].instance_type = \"m5.lrage\"",
+        "workload.churn_per_hour = -1",
+    ] {
+        assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+    }
+}
+
+#[test]
+fn unknown_fields_and_syntax_errors_are_reported() {
+    let err = Scenario::parse(&GOOD.replace("seed = 7", "sede = 7")).unwrap_err();
+    assert!(err.to_string().contains("sede"), "{err}");
+    let err = Scenario::parse("[vpc\ncidrs=").unwrap_err();
+    assert!(err.to_string().contains("line"), "{err}");
+}
+
+#[test]
+fn too_many_pods_per_node_is_refused() {
+    let err = Scenario::parse(&GOOD.replace("pods_per_node = 10", "pods_per_node = 40")).unwrap_err();
+    assert!(err.to_string().contains("max pods 29"), "{err}");
+}
+
+#[test]
+fn secondary_cidr_rules() {
+    let p: Ipv4Net = "10.0.0.0/16".parse().unwrap();
+    assert!(secondary_cidr_refusal(&p, &"100.64.0.0/16".parse().unwrap()).is_none());
+    assert!(secondary_cidr_refusal(&p, &"198.19.0.0/16".parse().unwrap()).is_some());
+    assert!(secondary_cidr_refusal(&p, &"192.168.0.0/16".parse().unwrap()).is_some());
+    assert!(secondary_cidr_refusal(&p, &"10.1.0.0/16".parse().unwrap()).is_none());
+    let public: Ipv4Net = "100.64.0.0/16".parse().unwrap();
+    assert!(secondary_cidr_refusal(&public, &"10.0.0.0/16".parse().unwrap()).is_some());
+}
