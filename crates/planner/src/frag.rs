@@ -50,7 +50,8 @@ pub enum BlockState {
 }
 
 impl BlockState {
-    fn glyph(self) -> char {
+    /// The map glyph.
+    pub fn glyph(self) -> char {
         match self {
             BlockState::Reserved => 'R',
             BlockState::Used => '#',
@@ -159,27 +160,7 @@ pub fn analyse(input: &FragInput) -> Result<FragReport, FragInputError> {
     if !errors.is_empty() {
         return Err(FragInputError(errors));
     }
-    let blocks: Vec<Block> = (0..s.block_count())
-        .map(|b| {
-            let sum = s.block_summary(b);
-            let state = if sum.reserved > 0 {
-                BlockState::Reserved
-            } else if sum.used == 16 {
-                BlockState::Used
-            } else if sum.used > 0 {
-                BlockState::Partial
-            } else if sum.explicit > 0 {
-                BlockState::Explicit
-            } else if sum.prefix_reserved == 16 {
-                BlockState::FreeReserved
-            } else {
-                BlockState::Free
-            };
-            // Aligned /28 inside the subnet: always valid.
-            let cidr = Ipv4Net::new(s.addr(b * 16), 28).expect("/28");
-            Block { cidr, state, used: sum.used }
-        })
-        .collect();
+    let blocks = block_map(&s);
     let free_ips = s.free_ips();
     let free_prefixes = s.free_prefixes();
     let in_blocks: u32 = blocks.iter().filter(|b| b.state == BlockState::Free).count() as u32 * 16;
@@ -199,6 +180,31 @@ pub fn analyse(input: &FragInput) -> Result<FragReport, FragInputError> {
         blocks,
         advice,
     })
+}
+
+/// Every aligned /28 block of `s` and its state.
+pub fn block_map(s: &Subnet) -> Vec<Block> {
+    (0..s.block_count())
+        .map(|b| {
+            let sum = s.block_summary(b);
+            let state = if sum.reserved > 0 {
+                BlockState::Reserved
+            } else if sum.used == 16 {
+                BlockState::Used
+            } else if sum.used > 0 {
+                BlockState::Partial
+            } else if sum.explicit > 0 {
+                BlockState::Explicit
+            } else if sum.prefix_reserved == 16 {
+                BlockState::FreeReserved
+            } else {
+                BlockState::Free
+            };
+            // Aligned /28 inside the subnet: always valid.
+            let cidr = Ipv4Net::new(s.addr(b * 16), 28).expect("/28");
+            Block { cidr, state, used: sum.used }
+        })
+        .collect()
 }
 
 /// The smallest aligned range, clear of other reservations, holding at least `n` free blocks.

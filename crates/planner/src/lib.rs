@@ -5,8 +5,11 @@
 //! [`pool::run_pool`] is the `podip pool` experiment built on it.
 #![forbid(unsafe_code)]
 
+pub mod cluster;
 pub mod frag;
 pub mod import;
 pub mod node;
+pub mod plan;
 pub mod pool;
 pub mod scenario;
+pub mod strategy;

@@ -1,0 +1,343 @@
+//! `podip plan`: every strategy's variants simulated on the user's cluster, measured side by
+//! side, and the least disruptive one that meets the headroom asked for.
+
+use crate::cluster::{Cluster, ClusterOutcome, Sample};
+use crate::frag::block_map;
+use crate::scenario::Scenario;
+use crate::strategy::{Disruption, NatPlan, Strategy, Variant, variants};
+use ipam::addr::SubnetId;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Version of the JSON schema (`docs/plan-json.md`).
+pub const SCHEMA: &str = "podip.plan/1";
+
+/// One subnet's /28 map at the end of a run.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SubnetMap {
+    /// Subnet name.
+    pub name: String,
+    /// Block.
+    pub cidr: String,
+    /// Glyph rows, 16 blocks each (see `podip frag`).
+    pub rows: Vec<String>,
+    /// Free aligned /28 blocks.
+    pub free_prefixes: u32,
+    /// Free addresses.
+    pub free_ips: u32,
+}
+
+/// One variant's measurements.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct VariantReport {
+    /// Id.
+    pub id: String,
+    /// Strategy.
+    pub strategy: Strategy,
+    /// What changes.
+    pub title: String,
+    /// How disruptive.
+    pub disruption: Disruption,
+    /// In words.
+    pub disruption_text: String,
+    /// Routable IPv4 addresses held at peak.
+    pub routable_peak: u64,
+    /// Share of the routable subnets' usable space.
+    pub routable_share: f64,
+    /// Non-routable addresses held at peak.
+    pub nonroutable_peak: u64,
+    /// Addresses held idle by warm pools, at peak.
+    pub idle_peak: u64,
+    /// ... and on average.
+    pub idle_avg: f64,
+    /// More nodes (with their pods) that fit before the cluster's subnets run out.
+    pub headroom_nodes: u64,
+    /// ... in pods.
+    pub headroom_pods: u64,
+    /// Whether the headroom asked for is met.
+    pub meets_headroom: bool,
+    /// Pods that got an address.
+    pub pods_started: u64,
+    /// Pods that could not start.
+    pub pods_failed: u64,
+    /// Pods that waited for an address.
+    pub pods_waited: u64,
+    /// Median wait of those, seconds.
+    pub wait_p50_s: f64,
+    /// 99th percentile wait, seconds.
+    pub wait_p99_s: f64,
+    /// Nodes that could not launch.
+    pub nodes_failed: u64,
+    /// EC2 calls per action.
+    pub ec2_calls: BTreeMap<String, u64>,
+    /// Throttled calls per action.
+    pub ec2_throttled: BTreeMap<String, u64>,
+    /// Kubelet max pods per instance type.
+    pub max_pods: BTreeMap<String, u32>,
+    /// Network Address Usage units at peak.
+    pub nau_peak: u64,
+    /// Monthly cost added, USD.
+    pub monthly_cost_usd: f64,
+    /// NAT gateways, for the private NAT strategy.
+    pub nat: Option<NatPlan>,
+    /// Caveats.
+    pub caveats: Vec<String>,
+    /// Time series every 5 minutes.
+    pub series: Vec<Sample>,
+    /// The cluster's subnets at the end.
+    pub subnet_maps: Vec<SubnetMap>,
+    /// What to apply (file name -> contents).
+    #[serde(skip)]
+    pub config: BTreeMap<String, String>,
+}
+
+/// The recommendation.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Recommendation {
+    /// The variant id.
+    pub variant: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// The whole plan (the `podip plan --json` schema).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PlanReport {
+    /// `podip.plan/1`.
+    pub schema: &'static str,
+    /// Scenario name.
+    pub scenario: String,
+    /// Seed.
+    pub seed: u64,
+    /// Simulated hours.
+    pub horizon_hours: f64,
+    /// Most nodes the cluster reaches.
+    pub peak_nodes: u32,
+    /// Usable addresses in the scenario's (routable) subnets.
+    pub routable_space: u64,
+    /// Headroom asked for, in nodes.
+    pub headroom_target_nodes: u32,
+    /// Every variant.
+    pub variants: Vec<VariantReport>,
+    /// The pick.
+    pub recommendation: Recommendation,
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    (sorted[i.min(sorted.len() - 1)] * 10.0).round() / 10.0
+}
+
+fn measure(
+    sc: &Scenario,
+    v: &Variant,
+    out: ClusterOutcome,
+    vpc: &cloud::sim::SimVpc,
+    baseline: &BTreeMap<SubnetId, u32>,
+    routable_space: u64,
+) -> VariantReport {
+    let peak = |f: fn(&Sample) -> u64| out.samples.iter().map(f).max().unwrap_or(0);
+    let nat_addresses = v.nat.as_ref().map_or(0, |n| u64::from(n.gateways * n.addresses_per_gateway));
+    let routable_peak = peak(|s| s.routable) + nat_addresses;
+    let idle_avg = if out.samples.is_empty() {
+        0.0
+    } else {
+        out.samples.iter().map(|s| s.idle as f64).sum::<f64>() / out.samples.len() as f64
+    };
+    let mut waits = out.waits.clone();
+    waits.sort_by(f64::total_cmp);
+    // Headroom: per kind of subnet (routable, non-routable), free space over what a node takes.
+    let nodes = out.nodes_end.max(1) as f64;
+    let mut headroom = u64::MAX;
+    for routable in [true, false] {
+        let subs: Vec<&SubnetId> =
+            v.cluster_subnets.iter().filter(|s| v.spec.routable.contains(s) == routable).collect();
+        let (mut used, mut free, mut free_blocks) = (0f64, 0f64, 0f64);
+        for id in &subs {
+            if let Some(s) = vpc.subnet(id) {
+                used += f64::from(s.used_count().saturating_sub(baseline.get(*id).copied().unwrap_or(0)));
+                free += f64::from(s.free_ips());
+                free_blocks += f64::from(s.free_prefixes());
+            }
+        }
+        if used <= 0.0 {
+            continue;
+        }
+        let per_node = used / nodes;
+        let mut h = (free / per_node).floor();
+        if v.spec.settings.prefix_delegation && !v.spec.settings.ipv6 {
+            // Prefixes need whole free /28s: the addresses beyond a node's primary come in 16s.
+            let blocks_per_node = ((per_node - 1.0).max(0.0) / 16.0).max(0.0);
+            if blocks_per_node > 0.0 {
+                h = h.min((free_blocks / blocks_per_node).floor());
+            }
+        }
+        headroom = headroom.min(h as u64);
+    }
+    if headroom == u64::MAX || out.failed > 0 || out.nodes_failed > 0 {
+        // Pods or nodes already go without addresses: there is no room left.
+        headroom = 0;
+    }
+    let per_node_pods = u64::from(sc.workload.pods_per_node + sc.workload.daemonset_pods);
+    let mut ec2_calls = BTreeMap::new();
+    let mut ec2_throttled = BTreeMap::new();
+    for (a, st) in &out.calls {
+        ec2_calls.insert(a.name().to_string(), st.calls);
+        if st.throttled > 0 {
+            ec2_throttled.insert(a.name().to_string(), st.throttled);
+        }
+    }
+    let subnet_maps = v
+        .cluster_subnets
+        .iter()
+        .filter_map(|id| vpc.subnet(id))
+        .take(6)
+        .map(|s| {
+            let blocks = block_map(s);
+            let name =
+                sc.subnets.iter().find(|x| x.cidr == s.cidr).map_or_else(|| s.cidr.to_string(), |x| x.name.clone());
+            SubnetMap {
+                name,
+                cidr: s.cidr.to_string(),
+                rows: blocks.chunks(64).map(|r| r.iter().map(|b| b.state.glyph()).collect()).collect(),
+                free_prefixes: s.free_prefixes(),
+                free_ips: s.free_ips(),
+            }
+        })
+        .collect();
+    let mut caveats = v.caveats.clone();
+    caveats.extend(out.errors.iter().take(3).cloned());
+    VariantReport {
+        id: v.id.clone(),
+        strategy: v.strategy,
+        title: v.title.clone(),
+        disruption: v.disruption,
+        disruption_text: v.disruption.describe().into(),
+        routable_peak,
+        routable_share: if routable_space == 0 {
+            0.0
+        } else {
+            (routable_peak as f64 / routable_space as f64 * 10000.0).round() / 10000.0
+        },
+        nonroutable_peak: peak(|s| s.nonroutable),
+        idle_peak: peak(|s| s.idle),
+        idle_avg: (idle_avg * 10.0).round() / 10.0,
+        headroom_nodes: headroom,
+        headroom_pods: headroom * per_node_pods,
+        meets_headroom: headroom >= u64::from(sc.headroom_nodes),
+        pods_started: out.started,
+        pods_failed: out.failed,
+        pods_waited: waits.len() as u64,
+        wait_p50_s: percentile(&waits, 0.5),
+        wait_p99_s: percentile(&waits, 0.99),
+        nodes_failed: out.nodes_failed,
+        ec2_calls,
+        ec2_throttled,
+        max_pods: out.max_pods.clone(),
+        nau_peak: peak(|s| s.nau) + v.nat.as_ref().map_or(0, |n| u64::from(n.gateways) * 6),
+        monthly_cost_usd: v.nat.as_ref().map_or(0.0, |n| n.monthly_usd),
+        nat: v.nat.clone(),
+        caveats,
+        series: out.samples,
+        subnet_maps,
+        config: v.config.clone(),
+    }
+}
+
+/// Runs every variant of `sc` on up to `threads` threads; `progress(done, total)` is called as
+/// simulated time advances (in thousandths of each variant).
+pub fn run_plan(sc: &Scenario, threads: usize, progress: &(dyn Fn(u64, u64) + Sync)) -> PlanReport {
+    let vs = variants(sc);
+    let routable_space: u64 = sc.subnets.iter().map(|s| (1u64 << (32 - u32::from(s.cidr.prefix_len()))) - 5).sum();
+    let total = vs.len() as u64 * 1000;
+    let done: Vec<AtomicUsize> = vs.iter().map(|_| AtomicUsize::new(0)).collect();
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<VariantReport>>> = Mutex::new(vs.iter().map(|_| None).collect());
+    std::thread::scope(|scope| {
+        for _ in 0..threads.max(1) {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(v) = vs.get(i) else { break };
+                    let baseline: BTreeMap<SubnetId, u32> =
+                        v.vpc.subnets().iter().map(|s| (s.id.clone(), s.used_count())).collect();
+                    let cluster = Cluster::new(&v.spec, v.vpc.clone());
+                    let mut report = |f: f64| {
+                        done[i].store((f * 1000.0) as usize, Ordering::Relaxed);
+                        progress(done.iter().map(|d| d.load(Ordering::Relaxed) as u64).sum(), total);
+                    };
+                    let (out, vpc) = cluster.run(&mut report);
+                    let r = measure(sc, v, out, &vpc, &baseline, routable_space);
+                    // A poisoned lock means another worker panicked; the panic propagates anyway.
+                    results.lock().expect("plan worker panicked")[i] = Some(r);
+                }
+            });
+        }
+    });
+    let mut reports: Vec<VariantReport> =
+        results.into_inner().expect("plan worker panicked").into_iter().flatten().collect();
+    keep_best_tuning(&mut reports);
+    let recommendation = recommend(sc, &reports);
+    PlanReport {
+        schema: SCHEMA,
+        scenario: sc.name.clone(),
+        seed: sc.seed,
+        horizon_hours: sc.horizon_hours,
+        peak_nodes: sc.peak_nodes(),
+        routable_space,
+        headroom_target_nodes: sc.headroom_nodes,
+        variants: reports,
+        recommendation,
+    }
+}
+
+/// Of the tuned warm-pool candidates, keeps the one that starts pods as well as today with the
+/// fewest idle addresses.
+fn keep_best_tuning(reports: &mut Vec<VariantReport>) {
+    let today = reports.iter().find(|r| r.id == "vpc-cni-today").cloned();
+    let tuned: Vec<usize> = (0..reports.len()).filter(|i| reports[*i].id.starts_with("warm-ip-")).collect();
+    if tuned.len() < 2 {
+        return;
+    }
+    let key = |r: &VariantReport| {
+        let worse =
+            today.as_ref().is_some_and(|t| r.pods_failed > t.pods_failed || r.wait_p99_s > t.wait_p99_s.max(1.0) * 2.0);
+        (r.pods_failed, worse, r.idle_avg as u64, r.pods_waited)
+    };
+    let best = *tuned.iter().min_by_key(|i| key(&reports[**i])).expect("two or more");
+    let tried: Vec<String> = tuned.iter().map(|i| reports[*i].title.clone()).collect();
+    let mut keep = reports[best].clone();
+    keep.caveats.push(format!("best of the targets tried: {}", tried.join("; ")));
+    keep.id = "warm-pool-tuned".into();
+    reports.retain(|r| !r.id.starts_with("warm-ip-"));
+    let at = reports.iter().position(|r| r.id == "vpc-cni-today").map_or(0, |p| p + 1);
+    reports.insert(at, keep);
+}
+
+fn recommend(sc: &Scenario, reports: &[VariantReport]) -> Recommendation {
+    let ok = reports.iter().filter(|r| r.meets_headroom && r.pods_failed == 0 && r.nodes_failed == 0);
+    if let Some(best) = ok.min_by_key(|r| (r.disruption, r.routable_peak)) {
+        return Recommendation {
+            variant: best.id.clone(),
+            reason: format!(
+                "the least disruptive change ({}) that starts every pod and leaves room for {} more nodes (asked: {})",
+                best.disruption.describe(),
+                best.headroom_nodes,
+                sc.headroom_nodes
+            ),
+        };
+    }
+    let most = reports.iter().max_by_key(|r| (r.pods_failed == 0, r.headroom_nodes));
+    Recommendation {
+        variant: most.map(|r| r.id.clone()).unwrap_or_default(),
+        reason: format!(
+            "no variant meets the headroom of {} nodes with every pod started; this one comes closest",
+            sc.headroom_nodes
+        ),
+    }
+}

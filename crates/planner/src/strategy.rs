@@ -1,0 +1,589 @@
+//! The five IPv4-scarcity strategies as variants of one scenario: each builds its simulated VPC
+//! (subnets, existing usage, reservations, extra CIDRs), its node settings, and what it would
+//! take to apply.
+
+use crate::cluster::{ClusterSpec, GroupRun};
+use crate::frag::{FragInput, analyse};
+use crate::scenario::{Pattern, Scenario, secondary_cidr_refusal};
+use cloud::sim::subnet::{Reservation, ReservationKind};
+use cloud::sim::{SimParams, SimVpc};
+use ipam::Time;
+use ipam::addr::SubnetId;
+use ipam::config::NodeSettings;
+use ipam::datastore::Packing;
+use ipam::maxpods::{MaxPodsOptions, max_pods};
+use ipnet::{Ipv4Net, Ipv6Net};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+/// The five strategies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    /// Tune the VPC CNI's warm pool.
+    WarmPool,
+    /// Prefix delegation, with or without subnet CIDR reservations.
+    PrefixDelegation,
+    /// Custom networking: pods in CG-NAT subnets, internal SNAT.
+    CustomNetworking,
+    /// The whole data plane non-routable behind a private NAT gateway.
+    PrivateNat,
+    /// IPv6 pods, one IPv4 per node.
+    Ipv6,
+}
+
+/// How disruptive a change is, least first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Disruption {
+    /// Nothing changes.
+    None,
+    /// An aws-node setting.
+    Setting,
+    /// A setting, and nodes replaced (new max pods).
+    NodeReplacement,
+    /// New subnets or CIDRs, and nodes replaced.
+    NewSubnets,
+    /// A new cluster.
+    NewCluster,
+}
+
+impl Disruption {
+    /// Words for the report.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Disruption::None => "none (today's settings)",
+            Disruption::Setting => "an aws-node setting",
+            Disruption::NodeReplacement => "an aws-node setting and node replacement",
+            Disruption::NewSubnets => "new subnets or VPC CIDRs, and node replacement",
+            Disruption::NewCluster => "a new cluster",
+        }
+    }
+}
+
+/// A NAT gateway layout.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct NatPlan {
+    /// One gateway per AZ.
+    pub gateways: u32,
+    /// Addresses per gateway (1 to 8), from the 55,000 connections per destination per address.
+    pub addresses_per_gateway: u32,
+    /// Whether the connection need exceeds 8 addresses.
+    pub over_limit: bool,
+    /// Monthly cost, USD.
+    pub monthly_usd: f64,
+}
+
+/// One variant, ready to simulate.
+pub struct Variant {
+    /// Short id, e.g. `prefix-delegation+reservations`.
+    pub id: String,
+    /// Strategy.
+    pub strategy: Strategy,
+    /// One line on what changes.
+    pub title: String,
+    /// Disruption.
+    pub disruption: Disruption,
+    /// The simulation input.
+    pub spec: ClusterSpec,
+    /// Its VPC.
+    pub vpc: SimVpc,
+    /// Subnets nodes and pods draw from (for headroom).
+    pub cluster_subnets: Vec<SubnetId>,
+    /// NAT gateways, for the private NAT strategy.
+    pub nat: Option<NatPlan>,
+    /// Caveats.
+    pub caveats: Vec<String>,
+    /// What to apply: file name -> contents.
+    pub config: BTreeMap<String, String>,
+}
+
+/// Hours to virtual time.
+pub fn at_hour(h: f64) -> Time {
+    Time::from_millis((h * 3_600_000.0) as u64)
+}
+
+struct Layout {
+    vpc: SimVpc,
+    /// Scenario subnets in order, with their ids.
+    subnets: Vec<(String, SubnetId)>,
+}
+
+fn place_usage(vpc: &mut SimVpc, id: &SubnetId, cidr: Ipv4Net, n: u32, pattern: Pattern) {
+    match pattern {
+        Pattern::Random => {
+            let _ = vpc.occupy_random(id, n);
+        }
+        Pattern::Packed | Pattern::Striped => {
+            let size = 1u32 << (32 - u32::from(cidr.prefix_len()));
+            let base = u32::from(cidr.network());
+            let order: Vec<u32> = if pattern == Pattern::Packed {
+                (0..size).collect()
+            } else {
+                (0..16).flat_map(|k| (0..size / 16).map(move |b| b * 16 + (k + 5) % 16)).collect()
+            };
+            let mut left = n;
+            if let Some(s) = vpc.subnet_mut(id) {
+                // EC2 never auto-assigns from a reservation, so neither did the existing users.
+                let reserved: Vec<Ipv4Net> = s.reservations().iter().map(|r| r.cidr).collect();
+                for o in order {
+                    if left == 0 {
+                        break;
+                    }
+                    let ip = Ipv4Addr::from(base + o);
+                    if reserved.iter().any(|r| r.contains(&ip)) {
+                        continue;
+                    }
+                    if s.occupy(ip) {
+                        left -= 1;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn layout(sc: &Scenario, extra: &[Ipv4Net], ipv6: bool) -> Layout {
+    let mut vpc = SimVpc::new(SimParams { seed: sc.seed, ..SimParams::default() });
+    for c in sc.vpc_cidrs.iter().chain(extra) {
+        // Validated by the scenario and by the strategy that adds `extra`.
+        let _ = vpc.add_vpc_cidr(*c);
+    }
+    let mut subnets = Vec::new();
+    for (i, s) in sc.subnets.iter().enumerate() {
+        let v6: Option<Ipv6Net> =
+            ipv6.then(|| format!("2600:1f18:{:x}:{:x}::/64", sc.seed & 0xffff, i).parse().expect("valid /64"));
+        // The scenario checked containment and overlaps.
+        let Ok(id) = vpc.add_subnet_v6(&s.az, s.cidr, v6) else { continue };
+        for r in &s.reservations {
+            let _ = vpc.add_reservation(&id, *r);
+        }
+        if let Some(sub) = vpc.subnet_mut(&id) {
+            for ip in &s.used_addresses {
+                sub.occupy(*ip);
+            }
+        }
+        place_usage(&mut vpc, &id, s.cidr, s.used, s.pattern);
+        subnets.push((s.az.clone(), id));
+    }
+    Layout { vpc, subnets }
+}
+
+fn base_settings(sc: &Scenario) -> NodeSettings {
+    NodeSettings {
+        warm_eni: sc.cni.warm_eni,
+        warm_ip: sc.cni.warm_ip,
+        minimum_ip: sc.cni.minimum_ip,
+        warm_prefix: sc.cni.warm_prefix,
+        prefix_delegation: sc.cni.prefix_delegation,
+        cooldown: Duration::from_secs(sc.cni.cooldown_secs),
+        // The VPC CNI as it behaves today, bugs included.
+        corrected: false,
+        packing: Some(Packing::Random),
+        ..NodeSettings::default()
+    }
+}
+
+fn spec(
+    sc: &Scenario,
+    node_subnets: &[(String, SubnetId)],
+    settings: NodeSettings,
+    routable: Vec<SubnetId>,
+) -> ClusterSpec {
+    let groups = sc
+        .node_groups
+        .iter()
+        .map(|g| {
+            let mut subs: Vec<(String, SubnetId)> =
+                node_subnets.iter().filter(|(az, _)| g.azs.contains(az)).cloned().collect();
+            // Spread across AZs first: interleave the AZs' subnets.
+            subs.sort_by_key(|(az, id)| {
+                let k = node_subnets.iter().filter(|(a, _)| a == az).position(|(_, i)| i == id).unwrap_or(0);
+                (k, az.clone())
+            });
+            GroupRun {
+                instance_type: g.instance_type,
+                node_subnets: subs,
+                nodes: g.nodes,
+                scale: g.scale.iter().map(|(h, n)| (at_hour(*h), *n)).collect(),
+            }
+        })
+        .collect();
+    ClusterSpec {
+        groups,
+        settings,
+        pod_subnets: None,
+        pods_per_node: sc.workload.pods_per_node,
+        daemonset_pods: sc.workload.daemonset_pods,
+        churn_per_hour: sc.workload.churn_per_hour,
+        rollouts: sc
+            .workload
+            .rollouts
+            .iter()
+            .map(|r| (at_hour(r.at_hour), r.pods, Duration::from_secs(u64::from(r.minutes) * 60)))
+            .collect(),
+        horizon: Duration::from_secs_f64(sc.horizon_hours * 3600.0),
+        routable,
+        seed: sc.seed,
+    }
+}
+
+fn env_script(vars: &[(&str, String)]) -> String {
+    let mut s = String::from(
+        "#!/bin/sh\n# Apply to the VPC CNI's DaemonSet; nodes pick it up as aws-node restarts.\nset -e\nkubectl -n kube-system set env daemonset/aws-node \\\n",
+    );
+    for (i, (k, v)) in vars.iter().enumerate() {
+        s.push_str(&format!("  {k}={v}{}\n", if i + 1 < vars.len() { " \\" } else { "" }));
+    }
+    s
+}
+
+fn max_pods_files(sc: &Scenario, pd: bool, cn: bool) -> (String, String) {
+    let mut txt = String::from("# instance type -> kubelet maxPods (EKS max-pods calculator)\n");
+    let mut karp = String::from(
+        "# Karpenter EC2NodeClass: set kubelet maxPods to match the CNI mode (one class per instance type family).\n",
+    );
+    for g in &sc.node_groups {
+        let mp =
+            max_pods(g.instance_type, &MaxPodsOptions { prefix_delegation: pd, custom_networking: cn, max_eni: None });
+        txt.push_str(&format!("{} {}\n", g.instance_type.name, mp.max_pods));
+        karp.push_str(&format!(
+            "---\napiVersion: karpenter.k8s.aws/v1\nkind: EC2NodeClass\nmetadata:\n  name: {}\nspec:\n  kubelet:\n    maxPods: {}\n",
+            g.name, mp.max_pods
+        ));
+    }
+    (txt, karp)
+}
+
+/// A free /16 inside 100.64.0.0/10 that does not overlap the VPC.
+fn cgnat_block(sc: &Scenario, skip: usize) -> Option<Ipv4Net> {
+    (64u8..128)
+        .map(|b| Ipv4Net::new(Ipv4Addr::new(100, b, 0, 0), 16).expect("/16"))
+        .filter(|c| !sc.vpc_cidrs.iter().any(|v| v.contains(c) || c.contains(v)))
+        .nth(skip)
+}
+
+/// Splits `block` into one subnet per AZ (the largest power of two that fits).
+fn split(block: Ipv4Net, azs: &[String]) -> Vec<(String, Ipv4Net)> {
+    let bits = (azs.len().max(1) as u32).next_power_of_two().trailing_zeros() as u8;
+    block
+        .subnets(block.prefix_len() + bits)
+        .map(|it| it.zip(azs.iter().cloned()).map(|(n, a)| (a, n)).collect())
+        .unwrap_or_default()
+}
+
+/// Every variant of every strategy for `sc`.
+pub fn variants(sc: &Scenario) -> Vec<Variant> {
+    let mut out = Vec::new();
+    let need = sc.workload.pods_per_node + sc.workload.daemonset_pods;
+    let routable_of = |l: &Layout| l.subnets.iter().map(|(_, s)| s.clone()).collect::<Vec<_>>();
+
+    // 1. Warm pool: today, and tuned.
+    let l = layout(sc, &[], false);
+    let s = base_settings(sc);
+    out.push(Variant {
+        id: "vpc-cni-today".into(),
+        strategy: Strategy::WarmPool,
+        title: "the VPC CNI with today's settings".into(),
+        disruption: Disruption::None,
+        spec: spec(sc, &l.subnets, s, routable_of(&l)),
+        cluster_subnets: routable_of(&l),
+        vpc: l.vpc,
+        nat: None,
+        caveats: vec![],
+        config: BTreeMap::new(),
+    });
+    for warm in [1u32, 2, 4] {
+        let l = layout(sc, &[], false);
+        let s = NodeSettings { warm_ip: warm, minimum_ip: need, warm_eni: 0, ..base_settings(sc) };
+        let mut config = BTreeMap::new();
+        config.insert(
+            "apply.sh".into(),
+            env_script(&[("WARM_IP_TARGET", warm.to_string()), ("MINIMUM_IP_TARGET", need.to_string())]),
+        );
+        out.push(Variant {
+            id: format!("warm-ip-{warm}-min-{need}"),
+            strategy: Strategy::WarmPool,
+            title: format!("WARM_IP_TARGET={warm}, MINIMUM_IP_TARGET={need}"),
+            disruption: Disruption::Setting,
+            spec: spec(sc, &l.subnets, s, routable_of(&l)),
+            cluster_subnets: routable_of(&l),
+            vpc: l.vpc,
+            nat: None,
+            caveats: vec!["more EC2 calls under churn: each pod start or stop can assign or release an address".into()],
+            config,
+        });
+    }
+
+    // 2. Prefix delegation, without and with reservations.
+    let nitro = sc.node_groups.iter().all(|g| g.instance_type.supports_prefix_delegation());
+    for reserve in [false, true] {
+        let mut l = layout(sc, &[], false);
+        let s = NodeSettings {
+            prefix_delegation: true,
+            warm_prefix: Some(1),
+            warm_ip: 0,
+            minimum_ip: 0,
+            ..base_settings(sc)
+        };
+        let mut caveats = vec!["existing nodes must be replaced: kubelet max pods changes".to_string()];
+        if !nitro {
+            caveats.push(
+                "some instance types are not Nitro: prefix delegation falls back to secondary IPs on them".into(),
+            );
+        }
+        let mut config = BTreeMap::new();
+        config.insert(
+            "apply.sh".into(),
+            env_script(&[("ENABLE_PREFIX_DELEGATION", "true".into()), ("WARM_PREFIX_TARGET", "1".into())]),
+        );
+        let (txt, karp) = max_pods_files(sc, true, false);
+        config.insert("kubelet-max-pods.txt".into(), txt);
+        config.insert("karpenter-ec2nodeclass.yaml".into(), karp);
+        if reserve {
+            let mut cmds =
+                String::from("#!/bin/sh\n# Keep whole /28 blocks for prefixes (subnet CIDR reservations).\nset -e\n");
+            let nodes_per_subnet = (sc.peak_nodes() as usize).div_ceil(l.subnets.len().max(1)) as u32;
+            let prefixes_per_node = need.div_ceil(16) + 1;
+            for (i, (_, id)) in l.subnets.iter().enumerate() {
+                let Some(sub) = l.vpc.subnet(id) else { continue };
+                let used: Vec<(Ipv4Addr, String)> = (0..sub.size())
+                    .filter(|o| sub.is_used(*o) && !sub.is_reserved(*o))
+                    .map(|o| (sub.addr(o), String::new()))
+                    .collect();
+                let input = FragInput {
+                    subnet_id: Some(sc.subnets[i].name.clone()),
+                    subnet: Some(sub.cidr),
+                    used,
+                    reservations: sub.reservations().to_vec(),
+                    want_prefixes: Some((nodes_per_subnet * prefixes_per_node).max(1)),
+                    ..FragInput::default()
+                };
+                let mut want = input.want_prefixes.unwrap_or(1);
+                // Ask for less when the subnet cannot hold it all, down to what fits.
+                let advice = loop {
+                    let mut inp = input.clone();
+                    inp.want_prefixes = Some(want);
+                    let a = analyse(&inp).ok().and_then(|r| r.advice);
+                    match a {
+                        Some(a) if a.cidr.is_some() => break Some(a),
+                        _ if want > 1 => want = want / 2,
+                        _ => break None,
+                    }
+                };
+                if let Some(a) = advice {
+                    let cidr = a.cidr.expect("checked");
+                    let _ = l.vpc.add_reservation(id, Reservation { cidr, kind: ReservationKind::Prefix });
+                    cmds.push_str(&format!(
+                        "aws ec2 create-subnet-cidr-reservation --subnet-id {} --cidr {cidr} --reservation-type prefix\n",
+                        sc.subnets[i].name
+                    ));
+                    if want < input.want_prefixes.unwrap_or(1) {
+                        caveats.push(format!(
+                            "subnet {}: room for only {want} reserved prefixes of {} wanted",
+                            sc.subnets[i].name,
+                            input.want_prefixes.unwrap_or(1)
+                        ));
+                    }
+                } else {
+                    caveats.push(format!("subnet {}: no aligned range left to reserve", sc.subnets[i].name));
+                }
+            }
+            config.insert("reservations.sh".into(), cmds);
+        }
+        out.push(Variant {
+            id: if reserve { "prefix-delegation+reservations".into() } else { "prefix-delegation".into() },
+            strategy: Strategy::PrefixDelegation,
+            title: if reserve {
+                "prefix delegation (/28 per call) with subnet CIDR reservations for prefixes".into()
+            } else {
+                "prefix delegation (/28 per call) on the subnets as they are".into()
+            },
+            disruption: if reserve { Disruption::NewSubnets } else { Disruption::NodeReplacement },
+            spec: spec(sc, &l.subnets, s, routable_of(&l)),
+            cluster_subnets: routable_of(&l),
+            vpc: l.vpc,
+            nat: None,
+            caveats,
+            config,
+        });
+    }
+
+    // 3. Custom networking.
+    let azs = sc.azs();
+    if let Some(block) = cgnat_block(sc, 0) {
+        let mut caveats = vec![
+            "pods leave the VPC SNATed to the node's primary address (AWS_VPC_K8S_CNI_EXTERNALSNAT=false)".to_string(),
+            "existing nodes must be replaced: the primary ENI no longer carries pods, max pods drops".to_string(),
+        ];
+        if let Some(why) = sc.vpc_cidrs.first().and_then(|p| secondary_cidr_refusal(p, &block)) {
+            caveats.push(why);
+        }
+        if sc.vpc_cidrs.len() >= 5 {
+            caveats.push("the VPC already has 5 CIDR blocks: raise the quota before adding one".into());
+        }
+        let mut l = layout(sc, &[block], false);
+        let mut pod_subnets = BTreeMap::new();
+        let mut cmds =
+            format!("#!/bin/sh\nset -e\naws ec2 associate-vpc-cidr-block --vpc-id VPC_ID --cidr-block {block}\n");
+        let mut eniconfigs = String::new();
+        for (az, net) in split(block, &azs) {
+            if let Ok(id) = l.vpc.add_subnet(&az, net) {
+                cmds.push_str(&format!(
+                    "aws ec2 create-subnet --vpc-id VPC_ID --availability-zone {az} --cidr-block {net} \
+                     --tag-specifications 'ResourceType=subnet,Tags=[{{Key=Name,Value=pods-{az}}}]'\n"
+                ));
+                eniconfigs.push_str(&format!(
+                    "---\napiVersion: crd.k8s.amazonaws.com/v1alpha1\nkind: ENIConfig\nmetadata:\n  name: {az}\nspec:\n  subnet: POD_SUBNET_ID_{az}\n  securityGroups: []\n"
+                ));
+                pod_subnets.insert(az, id);
+            }
+        }
+        let mut config = BTreeMap::new();
+        config.insert("subnets.sh".into(), cmds);
+        config.insert("eniconfig.yaml".into(), eniconfigs);
+        config.insert(
+            "apply.sh".into(),
+            env_script(&[
+                ("AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG", "true".into()),
+                ("ENI_CONFIG_LABEL_DEF", "topology.kubernetes.io/zone".into()),
+            ]),
+        );
+        let (txt, karp) = max_pods_files(sc, false, true);
+        config.insert("kubelet-max-pods.txt".into(), txt);
+        config.insert("karpenter-ec2nodeclass.yaml".into(), karp);
+        for g in &sc.node_groups {
+            let mp =
+                max_pods(g.instance_type, &MaxPodsOptions { custom_networking: true, ..MaxPodsOptions::default() });
+            if mp.max_pods < need {
+                caveats.push(format!(
+                    "{}: max pods {} under custom networking is below the {need} pods per node",
+                    g.instance_type.name, mp.max_pods
+                ));
+            }
+        }
+        let routable = routable_of(&l);
+        let mut cluster_subnets = routable.clone();
+        cluster_subnets.extend(pod_subnets.values().cloned());
+        let mut sp = spec(sc, &l.subnets, base_settings(sc), routable);
+        sp.pod_subnets = Some(pod_subnets);
+        out.push(Variant {
+            id: "custom-networking".into(),
+            strategy: Strategy::CustomNetworking,
+            title: format!("custom networking: pods in CG-NAT subnets of {block}, internal SNAT"),
+            disruption: Disruption::NewSubnets,
+            spec: sp,
+            vpc: l.vpc,
+            cluster_subnets,
+            nat: None,
+            caveats,
+            config,
+        });
+    }
+
+    // 4. Private NAT gateway: the whole data plane non-routable.
+    let blocks: Vec<Ipv4Net> = (0..2).filter_map(|i| cgnat_block(sc, i)).collect();
+    if !blocks.is_empty() {
+        let mut l = layout(sc, &blocks, false);
+        let mut node_subnets = Vec::new();
+        let mut cmds = String::from("#!/bin/sh\nset -e\n");
+        for b in &blocks {
+            cmds.push_str(&format!("aws ec2 associate-vpc-cidr-block --vpc-id VPC_ID --cidr-block {b}\n"));
+            for (az, net) in split(*b, &azs) {
+                if let Ok(id) = l.vpc.add_subnet(&az, net) {
+                    cmds.push_str(&format!(
+                        "aws ec2 create-subnet --vpc-id VPC_ID --availability-zone {az} --cidr-block {net}\n"
+                    ));
+                    node_subnets.push((az, id));
+                }
+            }
+        }
+        let conns = sc.traffic.connections_per_destination;
+        let per_gw = conns.div_ceil(55_000).clamp(1, 8);
+        let gws = azs.len() as u32;
+        let hours = 730.0;
+        let monthly = f64::from(gws) * sc.traffic.nat_price_per_hour * hours
+            + sc.traffic.egress_gb_per_hour * hours * sc.traffic.nat_price_per_gb;
+        for az in &azs {
+            cmds.push_str(&format!(
+                "aws ec2 create-nat-gateway --connectivity-type private --subnet-id ROUTABLE_SUBNET_{az} \
+                 --secondary-private-ip-address-count {}\n",
+                per_gw - 1
+            ));
+        }
+        cmds.push_str(
+            "# in each non-routable subnet's route table: send routable destinations to the AZ's NAT gateway\n",
+        );
+        cmds.push_str("aws ec2 create-route --route-table-id NONROUTABLE_RT --destination-cidr-block 10.0.0.0/8 --nat-gateway-id NAT_ID\n");
+        let mut caveats = vec![
+            "the whole data plane moves to new non-routable subnets: a new cluster or a full node migration"
+                .to_string(),
+            format!(
+                "NAT gateways cost ${:.0}/month here ({gws} × ${}/h plus ${}/GB)",
+                monthly, sc.traffic.nat_price_per_hour, sc.traffic.nat_price_per_gb
+            ),
+            "inbound connections from other networks to pods need a load balancer in routable subnets".into(),
+        ];
+        if conns > 8 * 55_000 {
+            caveats.push(format!(
+                "{conns} connections to one destination exceed 8 addresses × 55,000 per NAT gateway: ErrorPortAllocation"
+            ));
+        }
+        let mut config = BTreeMap::new();
+        config.insert("nat.sh".into(), cmds);
+        let sp = spec(sc, &node_subnets, base_settings(sc), vec![]);
+        let cluster_subnets = node_subnets.iter().map(|(_, s)| s.clone()).collect();
+        out.push(Variant {
+            id: "private-nat-gateway".into(),
+            strategy: Strategy::PrivateNat,
+            title: format!(
+                "nodes and pods in non-routable {}, behind a private NAT gateway per AZ",
+                blocks.iter().map(ToString::to_string).collect::<Vec<_>>().join(" + ")
+            ),
+            disruption: Disruption::NewCluster,
+            spec: sp,
+            vpc: l.vpc,
+            cluster_subnets,
+            nat: Some(NatPlan {
+                gateways: gws,
+                addresses_per_gateway: per_gw,
+                over_limit: conns > 8 * 55_000,
+                monthly_usd: (monthly * 100.0).round() / 100.0,
+            }),
+            caveats,
+            config,
+        });
+    }
+
+    // 5. IPv6.
+    let l = layout(sc, &[], true);
+    let s = NodeSettings { ipv6: true, prefix_delegation: true, ..base_settings(sc) };
+    let mut caveats = vec![
+        "the IP family is fixed when a cluster is created: a new cluster".to_string(),
+        "pods reach IPv4 destinations through the node (SNAT to its IPv4) via a 169.254.172.0/22 interface".into(),
+        "every node still takes one IPv4 address; subnets must be dual-stack".into(),
+    ];
+    if !nitro {
+        caveats.push("IPv6 needs Nitro instance types".into());
+    }
+    let mut config = BTreeMap::new();
+    config.insert(
+        "ipv6-notes.md".into(),
+        "# IPv6 cluster\n\n- create the cluster with `--kubernetes-network-config ipFamily=ipv6`\n- associate an IPv6 /56 with the VPC and a /64 with every node subnet; turn on IPv6 auto-assign\n- VPC CNI: ENABLE_IPv6=true, ENABLE_PREFIX_DELEGATION=true (each node gets one /80)\n- add an egress-only internet gateway for IPv6 egress\n- IPv4 egress works through the node; DNS64/NAT64 is only needed for IPv6-only clients outside EKS\n".into(),
+    );
+    out.push(Variant {
+        id: "ipv6".into(),
+        strategy: Strategy::Ipv6,
+        title: "IPv6 pods (one /80 per node), dual-stack subnets, one IPv4 per node".into(),
+        disruption: Disruption::NewCluster,
+        spec: spec(sc, &l.subnets, s, routable_of(&l)),
+        cluster_subnets: routable_of(&l),
+        vpc: l.vpc,
+        nat: None,
+        caveats,
+        config,
+    });
+    out
+}

@@ -1,0 +1,104 @@
+//! Invariants of `podip plan` on several scenarios.
+
+use planner::plan::{PlanReport, VariantReport, run_plan};
+use planner::scenario::Scenario;
+
+fn plan(text: &str) -> PlanReport {
+    run_plan(&Scenario::parse(text).unwrap(), 2, &|_, _| {})
+}
+
+fn variant<'a>(r: &'a PlanReport, id: &str) -> &'a VariantReport {
+    r.variants.iter().find(|v| v.id == id).unwrap_or_else(|| panic!("no variant {id}"))
+}
+
+fn example() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/small-cluster.toml")).unwrap()
+}
+
+/// A /24 node subnet (251 usable) in two AZs, `used` addresses scattered, optional reservation.
+fn tight(used: u32, reservation: &str) -> String {
+    format!(
+        r#"
+seed = 5
+horizon_hours = 2
+[vpc]
+cidrs = ["10.1.0.0/16"]
+[[subnets]]
+az = "az-a"
+cidr = "10.1.0.0/23"
+used = {used}
+pattern = "striped"
+{reservation}
+[[node_groups]]
+instance_type = "m5.large"
+nodes = 4
+[workload]
+pods_per_node = 10
+churn_per_hour = 1
+"#
+    )
+}
+
+#[test]
+fn non_routable_strategies_use_no_routable_addresses_for_pods() {
+    for text in [example(), tight(0, "")] {
+        let r = plan(&text);
+        let nodes = u64::from(r.peak_nodes);
+        let cn = variant(&r, "custom-networking");
+        assert_eq!(cn.routable_peak, nodes, "custom networking: only node primaries are routable");
+        assert!(cn.nonroutable_peak > 0);
+        let nat = variant(&r, "private-nat-gateway");
+        let nat_plan = nat.nat.as_ref().unwrap();
+        assert_eq!(nat.routable_peak, u64::from(nat_plan.gateways * nat_plan.addresses_per_gateway));
+        assert!(nat.monthly_cost_usd > 0.0);
+        let v6 = variant(&r, "ipv6");
+        assert_eq!(v6.routable_peak, nodes, "IPv6: exactly one routable IPv4 per node");
+        assert_eq!(v6.pods_failed, 0);
+    }
+}
+
+#[test]
+fn prefix_delegation_needs_free_aligned_blocks_and_a_reservation_provides_them() {
+    // Striped usage leaves no free /28 in the subnet: prefix delegation cannot start pods.
+    let r = plan(&tight(32, ""));
+    let pd = variant(&r, "prefix-delegation");
+    assert!(pd.pods_failed > 0, "{pd:?}");
+    assert_eq!(pd.headroom_nodes, 0);
+    // The same subnet and usage, with a prefix reservation made before the usage landed.
+    let r = plan(&tight(32, r#"reservations = [{ cidr = "10.1.1.0/25", type = "prefix" }]"#));
+    let pd = variant(&r, "prefix-delegation");
+    assert_eq!(pd.pods_failed, 0, "{pd:?}");
+    assert!(pd.pods_started > 0);
+}
+
+#[test]
+fn vpc_cni_defaults_hold_more_idle_addresses_than_tuned_targets() {
+    for text in [example(), tight(0, "")] {
+        let r = plan(&text);
+        let today = variant(&r, "vpc-cni-today");
+        let tuned = variant(&r, "warm-pool-tuned");
+        assert!(today.idle_avg > tuned.idle_avg, "today {} vs tuned {}", today.idle_avg, tuned.idle_avg);
+        assert!(today.routable_peak >= tuned.routable_peak);
+    }
+}
+
+#[test]
+fn the_same_seed_gives_the_same_report() {
+    let a = serde_json::to_string(&plan(&example())).unwrap();
+    let b = serde_json::to_string(&plan(&example())).unwrap();
+    assert_eq!(a, b);
+    let c = serde_json::to_string(&plan(&example().replace("seed = 42", "seed = 43"))).unwrap();
+    assert_ne!(a, c);
+}
+
+#[test]
+fn recommends_the_least_disruptive_variant_meeting_the_headroom() {
+    let r = plan(&example());
+    let pick = variant(&r, &r.recommendation.variant);
+    assert!(pick.meets_headroom && pick.pods_failed == 0);
+    for v in &r.variants {
+        if v.meets_headroom && v.pods_failed == 0 && v.nodes_failed == 0 {
+            assert!(v.disruption >= pick.disruption, "{} is less disruptive than {}", v.id, pick.id);
+        }
+    }
+}
