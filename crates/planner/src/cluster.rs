@@ -111,6 +111,9 @@ pub struct ClusterOutcome {
     pub errors: Vec<String>,
 }
 
+/// A finished call waiting for its completion time: (node, op, result).
+type CallResult = (u32, OpId, Result<CallOutput, CallError>);
+
 #[derive(Debug)]
 struct SimNode {
     engine: Engine,
@@ -163,7 +166,7 @@ pub struct Cluster<'a> {
     nodes: Vec<SimNode>,
     node_group: Vec<u32>,
     pods: Vec<SimPod>,
-    results: Vec<Option<(u32, OpId, Result<CallOutput, CallError>)>>,
+    results: Vec<Option<CallResult>>,
     free_results: Vec<u32>,
     launched: Vec<u32>,
     baseline: BTreeMap<SubnetId, u32>,
@@ -326,10 +329,8 @@ impl<'a> Cluster<'a> {
         let i = self.launched[g as usize] as usize;
         let (az, subnet) = group.node_subnets[i % group.node_subnets.len()].clone();
         let mut settings = self.spec.settings.clone();
-        if let Some(pod) = &self.spec.pod_subnets {
-            if let Some(s) = pod.get(&az) {
-                settings.custom_networking = Some(EniTemplate { subnet: s.clone(), security_groups: vec![] });
-            }
+        if let Some(s) = self.spec.pod_subnets.as_ref().and_then(|p| p.get(&az)) {
+            settings.custom_networking = Some(EniTemplate { subnet: s.clone(), security_groups: vec![] });
         }
         let cfg = match NodeConfig::resolve(group.instance_type, subnet.clone(), &settings) {
             Ok(c) => c,

@@ -337,10 +337,8 @@ impl Scenario {
                     bad.push(format!("vpc.cidrs[{i}] = {c:?}: a VPC block is /16 to /28"))
                 }
                 Ok(n) => {
-                    if let Some(p) = vpc_cidrs.first() {
-                        if let Some(why) = secondary_cidr_refusal(p, &n) {
-                            bad.push(format!("vpc.cidrs[{i}] = {c:?}: {why}"));
-                        }
+                    if let Some(why) = vpc_cidrs.first().and_then(|p| secondary_cidr_refusal(p, &n)) {
+                        bad.push(format!("vpc.cidrs[{i}] = {c:?}: {why}"));
                     }
                     vpc_cidrs.push(n);
                 }
@@ -486,10 +484,8 @@ impl Scenario {
                         s.at_hour
                     ));
                 }
-                if let Some(m) = g.max {
-                    if s.nodes > m {
-                        bad.push(format!("{at}.scale[{j}].nodes = {}: above max = {m}", s.nodes));
-                    }
+                if let Some(m) = g.max.filter(|m| s.nodes > *m) {
+                    bad.push(format!("{at}.scale[{j}].nodes = {}: above max = {m}", s.nodes));
                 }
                 max = max.max(s.nodes);
             }
@@ -526,10 +522,8 @@ impl Scenario {
             ("traffic.nat_price_per_hour", t.nat_price_per_hour),
             ("traffic.nat_price_per_gb", t.nat_price_per_gb),
         ] {
-            if let Some(v) = v {
-                if !(v >= 0.0 && v.is_finite()) {
-                    bad.push(format!("{name} = {v}: must be 0 or more"));
-                }
+            if let Some(v) = v.filter(|v| !(*v >= 0.0 && v.is_finite())) {
+                bad.push(format!("{name} = {v}: must be 0 or more"));
             }
         }
         if !bad.is_empty() {

@@ -369,7 +369,7 @@ pub fn variants(sc: &Scenario) -> Vec<Variant> {
                     let a = analyse(&inp).ok().and_then(|r| r.advice);
                     match a {
                         Some(a) if a.cidr.is_some() => break Some(a),
-                        _ if want > 1 => want = want / 2,
+                        _ if want > 1 => want /= 2,
                         _ => break None,
                     }
                 };
