@@ -7,6 +7,7 @@
 
 pub mod cluster;
 pub mod frag;
+pub mod html;
 pub mod import;
 pub mod node;
 pub mod plan;

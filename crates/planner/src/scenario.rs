@@ -4,6 +4,7 @@
 //! Raw serde types are read first; [`Scenario::parse`] then checks every field and reports every
 //! bad one at once, each with its path and value.
 
+use crate::import::AwsExports;
 use cloud::sim::subnet::{Reservation, ReservationKind};
 use ipam::catalog::{Catalog, InstanceType};
 use ipam::maxpods::{MaxPodsOptions, max_pods};
@@ -19,7 +20,7 @@ struct RawScenario {
     region: Option<String>,
     seed: Option<u64>,
     horizon_hours: Option<f64>,
-    vpc: RawVpc,
+    vpc: Option<RawVpc>,
     #[serde(default)]
     subnets: Vec<RawSubnet>,
     #[serde(default)]
@@ -275,6 +276,52 @@ pub struct Scenario {
 #[error("invalid scenario:\n  {}", .0.join("\n  "))]
 pub struct ScenarioError(pub Vec<String>);
 
+/// The exported subnets (of the first exported VPC, when there is one) with their ENI addresses
+/// and prefixes as exact existing usage.
+fn imported_subnets(x: &AwsExports) -> Vec<RawSubnet> {
+    let vpc = x.vpcs.first();
+    let usage = x.usage();
+    x.subnets
+        .iter()
+        .filter(|s| vpc.is_none_or(|v| v.vpc_id == s.vpc_id))
+        .map(|sub| {
+            let u = usage.get(&sub.subnet_id);
+            let mut used: Vec<String> = u.map(|u| u.addresses.iter().map(ToString::to_string).collect()).unwrap_or_default();
+            for p in u.map(|u| u.prefixes.clone()).unwrap_or_default() {
+                used.extend((0..16).map(|i| ipam::addr::nth(&p, i).to_string()));
+            }
+            let name = sub
+                .tags
+                .iter()
+                .find(|t| t.key == "Name")
+                .map_or(sub.subnet_id.clone(), |t| format!("{} ({})", sub.subnet_id, t.value));
+            let reservations = u
+                .map(|u| {
+                    u.reservations
+                        .iter()
+                        .map(|r| RawReservation {
+                            cidr: r.cidr.to_string(),
+                            kind: match r.kind {
+                                ReservationKind::Prefix => "prefix".into(),
+                                ReservationKind::Explicit => "explicit".into(),
+                            },
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            RawSubnet {
+                name: Some(name),
+                az: sub.availability_zone.clone(),
+                cidr: sub.cidr_block.to_string(),
+                used: 0,
+                pattern: None,
+                used_addresses: used,
+                reservations,
+            }
+        })
+        .collect()
+}
+
 /// Whether `c` is private address space (RFC 1918).
 pub fn is_rfc1918(c: &Ipv4Net) -> bool {
     ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]
@@ -320,15 +367,41 @@ impl Scenario {
     /// # Errors
     /// Every bad field, with its path and value.
     pub fn parse(text: &str) -> Result<Scenario, ScenarioError> {
-        let raw: RawScenario =
+        Scenario::parse_with(text, None)
+    }
+
+    /// Parses scenario TOML whose VPC and subnets come from AWS CLI exports (the scenario then
+    /// has no `[vpc]` or `[[subnets]]` of its own).
+    ///
+    /// # Errors
+    /// Every bad field, with its path and value.
+    pub fn parse_with(text: &str, import: Option<&AwsExports>) -> Result<Scenario, ScenarioError> {
+        let mut raw: RawScenario =
             toml::from_str(text).map_err(|e| ScenarioError(vec![e.to_string().trim().replace('\n', " ")]))?;
+        if let Some(x) = import {
+            if raw.vpc.is_some() || !raw.subnets.is_empty() {
+                return Err(ScenarioError(vec![
+                    "vpc/subnets: given both in the scenario and by AWS exports; keep one".into(),
+                ]));
+            }
+            raw.subnets = imported_subnets(x);
+            let cidrs = x.vpcs.first().map(|v| v.cidrs()).unwrap_or_default();
+            let mut cidrs: Vec<String> = cidrs.iter().map(ToString::to_string).collect();
+            if cidrs.is_empty() {
+                cidrs = raw.subnets.iter().take(1).map(|s| s.cidr.clone()).collect();
+            }
+            raw.vpc = Some(RawVpc { cidrs });
+        }
+        let Some(raw_vpc) = raw.vpc.take() else {
+            return Err(ScenarioError(vec!["vpc: missing; give [vpc] cidrs, or AWS exports (--vpcs, --subnets)".into()]));
+        };
         let mut bad = Vec::new();
         let horizon_hours = raw.horizon_hours.unwrap_or(24.0);
         if !(horizon_hours > 0.0 && horizon_hours <= 24.0 * 7.0) {
             bad.push(format!("horizon_hours = {horizon_hours}: must be above 0 and at most 168"));
         }
         let mut vpc_cidrs = Vec::new();
-        for (i, c) in raw.vpc.cidrs.iter().enumerate() {
+        for (i, c) in raw_vpc.cidrs.iter().enumerate() {
             match c.parse::<Ipv4Net>() {
                 Ok(n) if n.trunc() != n => {
                     bad.push(format!("vpc.cidrs[{i}] = {c:?}: host bits set (did you mean {}?)", n.trunc()))
@@ -345,7 +418,7 @@ impl Scenario {
                 Err(_) => bad.push(format!("vpc.cidrs[{i}] = {c:?}: not an IPv4 CIDR")),
             }
         }
-        if raw.vpc.cidrs.is_empty() {
+        if raw_vpc.cidrs.is_empty() {
             bad.push("vpc.cidrs: at least one CIDR".into());
         }
         let mut subnets: Vec<SubnetSpec> = Vec::new();

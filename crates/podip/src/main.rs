@@ -17,6 +17,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// The five IPv4-scarcity strategies simulated on your cluster, side by side.
+    Plan(cmd::plan::Args),
     /// Recommended kubelet max pods for an instance type (the EKS max-pods calculator).
     Maxpods(cmd::maxpods::Args),
     /// One node's settled warm pool for a pod count, simulated on the embedded VPC.
@@ -35,6 +37,7 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
+        Command::Plan(a) => cmd::plan::run(&a),
         Command::Maxpods(a) => cmd::maxpods::run(&a),
         Command::Pool(a) => cmd::pool::run(&a),
         Command::Frag(a) => cmd::frag::run(&a),

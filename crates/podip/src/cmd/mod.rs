@@ -2,5 +2,6 @@
 
 pub mod frag;
 pub mod maxpods;
+pub mod plan;
 pub mod pool;
 pub mod table;

@@ -1,0 +1,182 @@
+//! `podip plan`: the five IPv4-scarcity strategies simulated on the user's cluster, side by side.
+
+use super::table;
+use crate::fail::Failure;
+use indicatif::{ProgressBar, ProgressStyle};
+use planner::html;
+use planner::import::AwsExports;
+use planner::plan::{PlanReport, run_plan};
+use planner::scenario::Scenario;
+use std::path::{Path, PathBuf};
+
+/// Arguments of `podip plan`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Scenario file (TOML); see examples/.
+    pub scenario: PathBuf,
+    /// Print the report as JSON (schema `podip.plan/1`, docs/plan-json.md).
+    #[arg(long)]
+    pub json: bool,
+    /// Also write the report as one self-contained HTML page.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+    /// Write the configuration to apply, one directory per variant.
+    #[arg(long, value_name = "DIR")]
+    pub emit: Option<PathBuf>,
+    /// `aws ec2 describe-vpcs` output: the VPC's CIDRs.
+    #[arg(long, value_name = "FILE")]
+    pub vpcs: Option<PathBuf>,
+    /// `aws ec2 describe-subnets` output: the subnets (replaces the scenario's).
+    #[arg(long, value_name = "FILE")]
+    pub subnets: Option<PathBuf>,
+    /// `aws ec2 describe-network-interfaces` output: the addresses in use.
+    #[arg(long, value_name = "FILE")]
+    pub network_interfaces: Option<PathBuf>,
+    /// `aws ec2 get-subnet-cidr-reservations` output.
+    #[arg(long, value_name = "FILE")]
+    pub reservations: Option<PathBuf>,
+    /// Worker threads (default: the machine's cores).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+fn read(p: &Path) -> Result<String, Failure> {
+    std::fs::read_to_string(p).map_err(|e| Failure::input(format!("{}: {e}", p.display())))
+}
+
+fn exports(a: &Args) -> Result<Option<AwsExports>, Failure> {
+    if a.subnets.is_none() && a.vpcs.is_none() && a.network_interfaces.is_none() && a.reservations.is_none() {
+        return Ok(None);
+    }
+    let Some(subnets) = &a.subnets else {
+        return Err(Failure::input("AWS exports need --subnets FILE (describe-subnets output)"));
+    };
+    let mut x = AwsExports::default();
+    x.add_subnets(&subnets.display().to_string(), &read(subnets)?).map_err(Failure::input)?;
+    if let Some(f) = &a.vpcs {
+        x.add_vpcs(&f.display().to_string(), &read(f)?).map_err(Failure::input)?;
+    }
+    if let Some(f) = &a.network_interfaces {
+        x.add_network_interfaces(&f.display().to_string(), &read(f)?).map_err(Failure::input)?;
+    }
+    if let Some(f) = &a.reservations {
+        x.add_reservations(&f.display().to_string(), &read(f)?).map_err(Failure::input)?;
+    }
+    Ok(Some(x))
+}
+
+/// Runs `podip plan`.
+pub fn run(a: &Args) -> Result<(), Failure> {
+    let text = read(&a.scenario)?;
+    let x = exports(a)?;
+    let sc = Scenario::parse_with(&text, x.as_ref())
+        .map_err(|e| Failure::input(format!("{}: {e}", a.scenario.display())))?;
+    if a.threads == Some(0) {
+        return Err(Failure::input("--threads 0: at least 1"));
+    }
+    let threads = a.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let bar = if a.quiet { ProgressBar::hidden() } else { ProgressBar::new(1000) };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} simulating {msg} [{bar:40}] {percent}% ({elapsed})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_message(sc.name.clone());
+    let report = run_plan(&sc, threads, &|done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    });
+    bar.finish_and_clear();
+    if let Some(path) = &a.html {
+        std::fs::write(path, html::render(&report)).map_err(|e| Failure::Other(anyhow::anyhow!("{}: {e}", path.display())))?;
+    }
+    if let Some(dir) = &a.emit {
+        emit(dir, &report).map_err(|e| Failure::Other(anyhow::anyhow!("{}: {e}", dir.display())))?;
+    }
+    if a.json {
+        return table::print_json(&report);
+    }
+    print(&report);
+    Ok(())
+}
+
+fn emit(dir: &Path, r: &PlanReport) -> std::io::Result<()> {
+    for v in &r.variants {
+        let d = dir.join(&v.id);
+        std::fs::create_dir_all(&d)?;
+        let mut readme = format!("# {}\n\n{}\n\nDisruption: {}.\n", v.id, v.title, v.disruption_text);
+        if !v.caveats.is_empty() {
+            readme.push_str("\nCaveats:\n");
+            for c in &v.caveats {
+                readme.push_str(&format!("- {c}\n"));
+            }
+        }
+        if v.config.is_empty() {
+            readme.push_str("\nNothing to apply.\n");
+        }
+        std::fs::write(d.join("README.md"), readme)?;
+        for (name, body) in &v.config {
+            let path = d.join(name);
+            std::fs::write(&path, body)?;
+            #[cfg(unix)]
+            if name.ends_with(".sh") {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print(r: &PlanReport) {
+    println!(
+        "{}: {} simulated hours, up to {} nodes, {} usable routable addresses, headroom asked: {} nodes (seed {})",
+        r.scenario, r.horizon_hours, r.peak_nodes, r.routable_space, r.headroom_target_nodes, r.seed
+    );
+    let mut t = table::new(&[
+        "variant",
+        "routable IPv4 peak",
+        "non-routable",
+        "idle avg",
+        "headroom nodes",
+        "pods failed/waited",
+        "wait p50/p99 s",
+        "EC2 calls (throttled)",
+        "max pods",
+        "NAU",
+        "$/month",
+        "disruption",
+    ]);
+    for v in &r.variants {
+        let calls: u64 = v.ec2_calls.values().sum();
+        let throttled: u64 = v.ec2_throttled.values().sum();
+        let mark = if v.id == r.recommendation.variant { " *" } else { "" };
+        t.add_row(vec![
+            format!("{}{mark}", v.id),
+            format!("{} ({:.1}%)", v.routable_peak, v.routable_share * 100.0),
+            v.nonroutable_peak.to_string(),
+            format!("{:.0}", v.idle_avg),
+            v.headroom_nodes.to_string(),
+            format!("{}/{}", v.pods_failed, v.pods_waited),
+            format!("{:.1}/{:.1}", v.wait_p50_s, v.wait_p99_s),
+            format!("{calls} ({throttled})"),
+            v.max_pods.values().map(ToString::to_string).collect::<Vec<_>>().join(","),
+            v.nau_peak.to_string(),
+            format!("{:.0}", v.monthly_cost_usd),
+            v.disruption_text.clone(),
+        ]);
+    }
+    println!("{t}");
+    println!("* recommended: {} — {}", r.recommendation.variant, r.recommendation.reason);
+    for v in &r.variants {
+        if !v.caveats.is_empty() {
+            println!("{}:", v.id);
+            for c in &v.caveats {
+                println!("  - {c}");
+            }
+        }
+    }
+}
