@@ -149,7 +149,7 @@ enum Ev {
     Done(u32, u32),
     Arrive(u32),
     Depart(u32),
-    Launch(u32),
+    LaunchNext,
     Scale(u32, u32),
     Rollout(u32),
     Sample,
@@ -169,6 +169,8 @@ pub struct Cluster<'a> {
     results: Vec<Option<CallResult>>,
     free_results: Vec<u32>,
     launched: Vec<u32>,
+    launch_queue: VecDeque<u32>,
+    launching: bool,
     baseline: BTreeMap<SubnetId, u32>,
     out: ClusterOutcome,
     effects: Vec<Effect>,
@@ -191,6 +193,8 @@ impl<'a> Cluster<'a> {
             results: Vec::new(),
             free_results: Vec::new(),
             launched: vec![0; spec.groups.len()],
+            launch_queue: VecDeque::new(),
+            launching: false,
             baseline,
             out: ClusterOutcome::default(),
             effects: Vec::new(),
@@ -206,7 +210,7 @@ impl<'a> Cluster<'a> {
     pub fn run(mut self, progress: &mut dyn FnMut(f64)) -> (ClusterOutcome, SimVpc) {
         for (g, group) in self.spec.groups.iter().enumerate() {
             for _ in 0..group.nodes {
-                self.push(Time::ZERO, Ev::Launch(g as u32));
+                self.launch_queue.push_back(g as u32);
             }
             for (at, n) in &group.scale {
                 self.push(*at, Ev::Scale(g as u32, *n));
@@ -215,6 +219,7 @@ impl<'a> Cluster<'a> {
         for (i, (at, _, _)) in self.spec.rollouts.iter().enumerate() {
             self.push(*at, Ev::Rollout(i as u32));
         }
+        self.kick_launches();
         self.push(Time::ZERO, Ev::Sample);
         let end = Time::ZERO + self.spec.horizon;
         let mut last_report = Time::ZERO;
@@ -238,7 +243,15 @@ impl<'a> Cluster<'a> {
 
     fn handle(&mut self, ev: Ev) {
         match ev {
-            Ev::Launch(g) => self.launch(g),
+            Ev::LaunchNext => {
+                self.launching = false;
+                if let Some(g) = self.launch_queue.pop_front() {
+                    if !self.launch(g) {
+                        self.launch_queue.push_front(g);
+                    }
+                }
+                self.kick_launches();
+            }
             Ev::Tick(n, generation) => {
                 let node = &self.nodes[n as usize];
                 if node.alive && node.tick_gen == generation {
@@ -324,7 +337,17 @@ impl<'a> Cluster<'a> {
         self.push(at, Ev::Tick(n, generation));
     }
 
-    fn launch(&mut self, g: u32) {
+    /// The auto scaling group launches one instance at a time, as fast as `RunInstances`'s
+    /// bucket allows.
+    fn kick_launches(&mut self) {
+        if !self.launching && !self.launch_queue.is_empty() {
+            self.launching = true;
+            self.push(self.now, Ev::LaunchNext);
+        }
+    }
+
+    /// Launches one node of group `g`; false when throttled (try again later).
+    fn launch(&mut self, g: u32) -> bool {
         let group = &self.spec.groups[g as usize];
         let i = self.launched[g as usize] as usize;
         let (az, subnet) = group.node_subnets[i % group.node_subnets.len()].clone();
@@ -336,7 +359,7 @@ impl<'a> Cluster<'a> {
             Ok(c) => c,
             Err(e) => {
                 self.out.errors.push(e.to_string());
-                return;
+                return true;
             }
         };
         self.vpc.set_now(self.now);
@@ -344,15 +367,16 @@ impl<'a> Cluster<'a> {
             Ok(r) => r,
             Err(e) if e.kind == ErrorKind::Throttled => {
                 let _ = self.vpc.take_elapsed();
-                let wait = Duration::from_millis(500 + self.rng.below(1500));
-                self.push(self.now + wait, Ev::Launch(g));
-                return;
+                // Wait for the bucket (2 tokens/s) before the next attempt.
+                self.launching = true;
+                self.push(self.now + Duration::from_millis(500), Ev::LaunchNext);
+                return false;
             }
             Err(_) => {
                 let _ = self.vpc.take_elapsed();
                 self.out.nodes_failed += 1;
                 self.launched[g as usize] += 1;
-                return;
+                return true;
             }
         };
         let up = self.now + self.vpc.take_elapsed();
@@ -371,7 +395,7 @@ impl<'a> Cluster<'a> {
         let seed = self.spec.seed.wrapping_add(self.nodes.len() as u64);
         let Ok(engine) = Engine::new(cfg, &[info], seed, up) else {
             self.out.nodes_failed += 1;
-            return;
+            return true;
         };
         let n = self.nodes.len() as u32;
         self.nodes.push(SimNode {
@@ -397,6 +421,7 @@ impl<'a> Cluster<'a> {
         self.now = up;
         self.reschedule(n);
         self.now = now;
+        true
     }
 
     fn new_pod(&mut self, node: u32, kind: PodKind, at: Time) -> u32 {
@@ -494,8 +519,9 @@ impl<'a> Cluster<'a> {
         let have = alive.len() as u32;
         if target > have {
             for _ in have..target {
-                self.push(self.now, Ev::Launch(g));
+                self.launch_queue.push_back(g);
             }
+            self.kick_launches();
             return;
         }
         for &n in alive.iter().rev().take((have - target) as usize) {

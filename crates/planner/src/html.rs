@@ -17,7 +17,12 @@ fn chart(r: &PlanReport) -> String {
     let mut svg = format!(
         r##"<svg id="routable-chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img" aria-label="routable IPv4 over time">"##
     );
-    let _ = write!(svg, r##"<rect x="{pad}" y="10" width="{}" height="{}" fill="#fafafa" stroke="#ccc"/>"##, w - pad - 10.0, h - pad - 10.0);
+    let _ = write!(
+        svg,
+        r##"<rect x="{pad}" y="10" width="{}" height="{}" fill="#fafafa" stroke="#ccc"/>"##,
+        w - pad - 10.0,
+        h - pad - 10.0
+    );
     for k in 0..=4 {
         let y = 10.0 + (h - pad - 10.0) * (1.0 - f64::from(k) / 4.0);
         let _ = write!(
@@ -31,7 +36,12 @@ fn chart(r: &PlanReport) -> String {
     }
     for k in 0..=4 {
         let x = pad + (w - pad - 10.0) * f64::from(k) / 4.0;
-        let _ = write!(svg, r##"<text x="{x:.1}" y="{}" font-size="11" text-anchor="middle">{:.1} h</text>"##, h - pad + 16.0, max_x * f64::from(k) / 4.0);
+        let _ = write!(
+            svg,
+            r##"<text x="{x:.1}" y="{}" font-size="11" text-anchor="middle">{:.1} h</text>"##,
+            h - pad + 16.0,
+            max_x * f64::from(k) / 4.0
+        );
     }
     for (i, v) in r.variants.iter().enumerate() {
         let pts: Vec<String> = v

@@ -186,7 +186,9 @@ fn measure(
     let per_node_pods = u64::from(sc.workload.pods_per_node + sc.workload.daemonset_pods);
     let mut ec2_calls = BTreeMap::new();
     let mut ec2_throttled = BTreeMap::new();
-    for (a, st) in &out.calls {
+    // Node provisioning (RunInstances, TerminateInstances) is the same in every variant.
+    let pool_action = |a: &cloud::Action| !matches!(a, cloud::Action::RunInstances | cloud::Action::TerminateInstances);
+    for (a, st) in out.calls.iter().filter(|(a, _)| pool_action(a)) {
         ec2_calls.insert(a.name().to_string(), st.calls);
         if st.throttled > 0 {
             ec2_throttled.insert(a.name().to_string(), st.throttled);

@@ -286,7 +286,8 @@ fn imported_subnets(x: &AwsExports) -> Vec<RawSubnet> {
         .filter(|s| vpc.is_none_or(|v| v.vpc_id == s.vpc_id))
         .map(|sub| {
             let u = usage.get(&sub.subnet_id);
-            let mut used: Vec<String> = u.map(|u| u.addresses.iter().map(ToString::to_string).collect()).unwrap_or_default();
+            let mut used: Vec<String> =
+                u.map(|u| u.addresses.iter().map(ToString::to_string).collect()).unwrap_or_default();
             for p in u.map(|u| u.prefixes.clone()).unwrap_or_default() {
                 used.extend((0..16).map(|i| ipam::addr::nth(&p, i).to_string()));
             }
@@ -393,7 +394,9 @@ impl Scenario {
             raw.vpc = Some(RawVpc { cidrs });
         }
         let Some(raw_vpc) = raw.vpc.take() else {
-            return Err(ScenarioError(vec!["vpc: missing; give [vpc] cidrs, or AWS exports (--vpcs, --subnets)".into()]));
+            return Err(ScenarioError(vec![
+                "vpc: missing; give [vpc] cidrs, or AWS exports (--vpcs, --subnets)".into(),
+            ]));
         };
         let mut bad = Vec::new();
         let horizon_hours = raw.horizon_hours.unwrap_or(24.0);

@@ -361,7 +361,10 @@ pub fn variants(sc: &Scenario) -> Vec<Variant> {
                     want_prefixes: Some((nodes_per_subnet * prefixes_per_node).max(1)),
                     ..FragInput::default()
                 };
-                let mut want = input.want_prefixes.unwrap_or(1);
+                // Leave at least half the free blocks unreserved: node and ENI primary addresses
+                // never come from a prefix reservation.
+                let cap = (sub.free_prefixes() / 2).max(1);
+                let mut want = input.want_prefixes.unwrap_or(1).min(cap);
                 // Ask for less when the subnet cannot hold it all, down to what fits.
                 let advice = loop {
                     let mut inp = input.clone();

@@ -91,7 +91,8 @@ pub fn run(a: &Args) -> Result<(), Failure> {
     });
     bar.finish_and_clear();
     if let Some(path) = &a.html {
-        std::fs::write(path, html::render(&report)).map_err(|e| Failure::Other(anyhow::anyhow!("{}: {e}", path.display())))?;
+        std::fs::write(path, html::render(&report))
+            .map_err(|e| Failure::Other(anyhow::anyhow!("{}: {e}", path.display())))?;
     }
     if let Some(dir) = &a.emit {
         emit(dir, &report).map_err(|e| Failure::Other(anyhow::anyhow!("{}: {e}", dir.display())))?;
