@@ -245,10 +245,8 @@ impl<'a> Cluster<'a> {
         match ev {
             Ev::LaunchNext => {
                 self.launching = false;
-                if let Some(g) = self.launch_queue.pop_front() {
-                    if !self.launch(g) {
-                        self.launch_queue.push_front(g);
-                    }
+                if let Some(g) = self.launch_queue.pop_front().filter(|g| !self.launch(*g)) {
+                    self.launch_queue.push_front(g);
                 }
                 self.kick_launches();
             }
