@@ -173,3 +173,84 @@ fn frag_json_contract_and_exports() {
     fails_with(&["frag", "--subnet", "10.0.0.0/24", "--reservation", "10.0.0.0/26:sometimes"], 2, &["sometimes"]);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn plan_json_schema_and_import() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/small-cluster.toml");
+    let v = json(&["plan", example, "--quiet", "--json"]);
+    assert_eq!(v["schema"], "podip.plan/1");
+    let ids: Vec<&str> = v["variants"].as_array().unwrap().iter().map(|x| x["id"].as_str().unwrap()).collect();
+    for want in
+        ["vpc-cni-today", "warm-pool-tuned", "prefix-delegation", "custom-networking", "private-nat-gateway", "ipv6"]
+    {
+        assert!(ids.contains(&want), "{want} missing from {ids:?}");
+    }
+    for k in [
+        "routable_peak",
+        "routable_share",
+        "headroom_nodes",
+        "pods_failed",
+        "wait_p99_s",
+        "ec2_calls",
+        "max_pods",
+        "nau_peak",
+        "monthly_cost_usd",
+        "disruption",
+        "caveats",
+    ] {
+        assert!(v["variants"][0].get(k).is_some(), "variant lacks {k}");
+    }
+    assert!(ids.contains(&v["recommendation"]["variant"].as_str().unwrap()));
+
+    // The VPC and subnets from AWS CLI exports instead of the scenario.
+    let dir = std::env::temp_dir().join(format!("podip-plan-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let scenario = dir.join("s.toml");
+    std::fs::write(
+        &scenario,
+        "horizon_hours = 1\n[[node_groups]]\ninstance_type = \"m5.large\"\nnodes = 2\n[workload]\npods_per_node = 5\n",
+    )
+    .unwrap();
+    let vpcs = dir.join("vpcs.json");
+    std::fs::write(&vpcs, r#"{"Vpcs":[{"VpcId":"vpc-1","CidrBlock":"10.9.0.0/16"}]}"#).unwrap();
+    let subnets = dir.join("subnets.json");
+    std::fs::write(
+        &subnets,
+        r#"{"Subnets":[{"SubnetId":"subnet-1","VpcId":"vpc-1","AvailabilityZone":"us-east-1a","CidrBlock":"10.9.0.0/24",
+            "Tags":[{"Key":"Name","Value":"eks-a"}]}]}"#,
+    )
+    .unwrap();
+    let enis = dir.join("enis.json");
+    std::fs::write(
+        &enis,
+        r#"{"NetworkInterfaces":[{"NetworkInterfaceId":"eni-1","SubnetId":"subnet-1",
+            "PrivateIpAddresses":[{"PrivateIpAddress":"10.9.0.20","Primary":true}]}]}"#,
+    )
+    .unwrap();
+    let s = scenario.to_str().unwrap();
+    let v = json(&[
+        "plan",
+        s,
+        "--quiet",
+        "--json",
+        "--vpcs",
+        vpcs.to_str().unwrap(),
+        "--subnets",
+        subnets.to_str().unwrap(),
+        "--network-interfaces",
+        enis.to_str().unwrap(),
+    ]);
+    assert_eq!(v["routable_space"].as_u64(), Some(251));
+    let today = &v["variants"][0];
+    assert_eq!(today["subnet_maps"][0]["name"], "subnet-1 (eks-a)");
+    fails_with(&["plan", s, "--quiet"], 2, &["vpc: missing"]);
+    std::fs::write(
+        &subnets,
+        r#"{"Subnets":[{"SubnetId":"subnet-1","VpcId":"vpc-1","AvailabilityZone":"a","CidrBlock":"nope"}]}"#,
+    )
+    .unwrap();
+    fails_with(&["plan", s, "--quiet", "--subnets", subnets.to_str().unwrap()], 2, &["Subnets[0].CidrBlock"]);
+    std::fs::write(&scenario, "[vpc]\ncidrs = [\"10.0.0.0/16\"]\n[[subnets]]\naz = \"a\"\ncidr = \"10.0.0.0/24\"\n[[node_groups]]\ninstance_type = \"m9.huge\"\nnodes = 1\n[workload]\npods_per_node = 5\n").unwrap();
+    fails_with(&["plan", s, "--quiet"], 2, &["node_groups[0].instance_type = \"m9.huge\""]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
