@@ -3,7 +3,6 @@
 
 use crate::{Call, CallError, CallOutput, CreateEni, Ec2, ErrorKind};
 use ipam::addr::InstanceId;
-use ipam::datastore::EniInfo;
 
 /// Performs `call` for `instance` against `ec2`.
 ///
@@ -23,15 +22,7 @@ pub fn execute(ec2: &mut dyn Ec2, instance: &InstanceId, call: &Call) -> Result<
                 let _ = ec2.delete_network_interface(&eni.id);
                 return Err(e);
             }
-            Ok(CallOutput::Eni(EniInfo {
-                id: eni.id,
-                device_index: *device_index,
-                subnet: eni.subnet,
-                primary_ip: eni.primary_ip,
-                secondary_ips: eni.secondary_ips,
-                prefixes: eni.prefixes,
-                v6_prefix: eni.ipv6_prefixes.first().copied(),
-            }))
+            Ok(CallOutput::Eni(eni.into_info(*device_index)))
         }
         Call::AssignIps { eni, count } => ec2.assign_private_ip_addresses(eni, *count).map(CallOutput::Ips),
         Call::AssignPrefixes { eni, count } => ec2.assign_ipv4_prefixes(eni, *count).map(CallOutput::Prefixes),

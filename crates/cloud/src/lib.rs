@@ -114,6 +114,21 @@ pub struct EniDescription {
     pub attachment: Option<(InstanceId, u32)>,
 }
 
+impl EniDescription {
+    /// What the engine's datastore takes of this ENI, attached at `device_index`.
+    pub fn into_info(self, device_index: u32) -> ipam::datastore::EniInfo {
+        ipam::datastore::EniInfo {
+            id: self.id,
+            device_index,
+            subnet: self.subnet,
+            primary_ip: self.primary_ip,
+            secondary_ips: self.secondary_ips,
+            prefixes: self.prefixes,
+            v6_prefix: self.ipv6_prefixes.first().copied(),
+        }
+    }
+}
+
 /// The EC2 operations podip needs, in domain types.
 ///
 /// Every method is one EC2 action and fails with a classified [`CallError`] carrying the real

@@ -479,21 +479,13 @@ impl Datastore {
             return s;
         }
         for e in self.enis.iter().filter(|e| self.usable_eni(e)) {
-            for c in e.cidrs.iter().filter(|c| self.counts(c)) {
-                let cooling = u64::from(c.cooling(now));
-                s.total += u64::from(c.size());
-                s.assigned += u64::from(c.assigned);
-                s.cooling += cooling;
-                if c.is_prefix {
-                    s.total_prefixes += 1;
-                    if c.assigned == 0 {
-                        s.free_prefixes += 1;
-                        if cooling == 0 {
-                            s.idle_prefixes += 1;
-                        }
-                    }
-                }
-            }
+            let t = self.eni_stats(e, now);
+            s.total += t.total;
+            s.assigned += t.assigned;
+            s.cooling += t.cooling;
+            s.total_prefixes += t.total_prefixes;
+            s.free_prefixes += t.free_prefixes;
+            s.idle_prefixes += t.idle_prefixes;
         }
         s
     }

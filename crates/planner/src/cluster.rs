@@ -14,7 +14,6 @@ use ipam::addr::{InstanceId, PodKey, SubnetId};
 use ipam::call::{CallError, CallOutput, OpId};
 use ipam::catalog::InstanceType;
 use ipam::config::{EniTemplate, NodeConfig, NodeSettings};
-use ipam::datastore::EniInfo;
 use ipam::engine::{Effect, Engine, Event};
 use ipam::policy::POOL_CHECK_INTERVAL;
 use ipam::rng::SeededRng;
@@ -381,15 +380,7 @@ impl<'a> Cluster<'a> {
         self.launched[g as usize] += 1;
         let max_pods = cfg.limits.max_pods;
         self.out.max_pods.insert(group.instance_type.name.clone(), max_pods);
-        let info = EniInfo {
-            id: primary.id,
-            device_index: 0,
-            subnet: primary.subnet,
-            primary_ip: primary.primary_ip,
-            secondary_ips: primary.secondary_ips,
-            prefixes: primary.prefixes,
-            v6_prefix: primary.ipv6_prefixes.first().copied(),
-        };
+        let info = primary.into_info(0);
         let seed = self.spec.seed.wrapping_add(self.nodes.len() as u64);
         let Ok(engine) = Engine::new(cfg, &[info], seed, up) else {
             self.out.nodes_failed += 1;

@@ -8,7 +8,7 @@ use ipam::addr::{InstanceId, PodKey};
 use ipam::call::{CallError, CallOutput, OpId};
 use ipam::catalog::InstanceType;
 use ipam::config::NodeConfig;
-use ipam::datastore::{DatastoreError, EniInfo};
+use ipam::datastore::DatastoreError;
 use ipam::engine::{Effect, Engine, Event};
 use ipam::policy::POOL_CHECK_INTERVAL;
 use std::cmp::Reverse;
@@ -76,15 +76,7 @@ impl NodeSim {
         vpc.set_now(now);
         let (instance, primary) = vpc.run_instance(t, &cfg.node_subnet).map_err(NodeSimError::Launch)?;
         let started = now + vpc.take_elapsed();
-        let info = EniInfo {
-            id: primary.id,
-            device_index: 0,
-            subnet: primary.subnet,
-            primary_ip: primary.primary_ip,
-            secondary_ips: primary.secondary_ips,
-            prefixes: primary.prefixes,
-            v6_prefix: primary.ipv6_prefixes.first().copied(),
-        };
+        let info = primary.into_info(0);
         let engine = Engine::new(cfg, &[info], seed, started)?;
         Ok(NodeSim {
             engine,
