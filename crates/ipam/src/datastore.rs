@@ -60,6 +60,11 @@ impl Slot {
     fn cooling(self, now: Time) -> bool {
         matches!(self, Slot::Cooling(until) if until > now)
     }
+
+    /// The slot when it is still cooling at `now`, else `Free`.
+    fn filter_cooling(self, now: Time) -> Slot {
+        if self.cooling(now) { self } else { Slot::Free }
+    }
 }
 
 /// One IPv4 block on an ENI: a /32 secondary address or a /28 prefix.
@@ -703,6 +708,35 @@ impl Datastore {
             }
         }
         Err(DatastoreError::NoFreeAddress)
+    }
+
+    /// Every IPv4 address still cooling at `now`, with the instant it becomes usable.
+    pub fn cooling(&self, now: Time) -> Vec<(Ipv4Addr, Time)> {
+        let mut out = Vec::new();
+        for c in self.enis.iter().flat_map(|e| &e.cidrs) {
+            for (i, s) in c.slots.iter().enumerate() {
+                if let Slot::Cooling(until) = s.filter_cooling(now) {
+                    out.push((nth(&c.net, i as u32), until));
+                }
+            }
+        }
+        out
+    }
+
+    /// Restores a cooldown read back from a checkpoint. False when the address is not in the
+    /// pool or is held by a pod.
+    pub fn restore_cooling(&mut self, ip: Ipv4Addr, until: Time) -> bool {
+        for c in self.enis.iter_mut().flat_map(|e| e.cidrs.iter_mut()) {
+            if c.contains(ip) {
+                let i = c.index_of(ip);
+                if c.slots[i] == Slot::Assigned {
+                    return false;
+                }
+                c.slots[i] = Slot::Cooling(until);
+                return true;
+            }
+        }
+        false
     }
 
     /// Blocks of the current mode that hold no pod, up to `limit`, grouped by ENI.

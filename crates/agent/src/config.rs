@@ -1,0 +1,304 @@
+//! The daemon's configuration: aws-node's environment names (so an existing aws-node manifest
+//! carries over) and an optional TOML file, validated all at once before anything is touched.
+//! Unlike aws-node, a bad value is an error naming the variable and value, never a silent default.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+use thiserror::Error;
+
+/// How pod traffic leaving the VPC is source-NATed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Snat {
+    /// To the node's primary address (the VPC CNI default).
+    Internal,
+    /// Not at all (a NAT gateway, TGW or DX handles egress).
+    External,
+}
+
+/// Port randomisation of the SNAT rule (`AWS_VPC_K8S_CNI_RANDOMIZESNAT`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RandomizeSnat {
+    /// `fully-random` (default, `prng`).
+    Prng,
+    /// `random` (`hashrandom`).
+    HashRandom,
+    /// None.
+    None,
+}
+
+/// The validated daemon configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DaemonConfig {
+    /// `WARM_ENI_TARGET`.
+    pub warm_eni: u32,
+    /// `WARM_IP_TARGET`.
+    pub warm_ip: u32,
+    /// `MINIMUM_IP_TARGET`.
+    pub minimum_ip: u32,
+    /// `WARM_PREFIX_TARGET`.
+    pub warm_prefix: Option<u32>,
+    /// `ENABLE_PREFIX_DELEGATION`.
+    pub prefix_delegation: bool,
+    /// `MAX_ENI`.
+    pub max_eni: Option<u32>,
+    /// `IP_COOLDOWN_PERIOD`.
+    pub cooldown: Duration,
+    /// `AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG`.
+    pub custom_networking: bool,
+    /// `AWS_VPC_K8S_CNI_EXTERNALSNAT`.
+    pub snat: Snat,
+    /// `AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS`.
+    pub exclude_snat: Vec<ipnet::Ipv4Net>,
+    /// `AWS_VPC_K8S_CNI_RANDOMIZESNAT`.
+    pub randomize_snat: RandomizeSnat,
+    /// `AWS_VPC_ENI_MTU`.
+    pub eni_mtu: u32,
+    /// `POD_MTU` (default: the ENI MTU).
+    pub pod_mtu: u32,
+    /// `ENABLE_IPv6` (`ENABLE_IPv4` is its opposite: exactly one family).
+    pub ipv6: bool,
+    /// `AWS_VPC_K8S_CNI_VETHPREFIX`.
+    pub veth_prefix: String,
+    /// Plugin socket.
+    pub socket: PathBuf,
+    /// Checkpoint file.
+    pub checkpoint: PathBuf,
+    /// Metrics and introspection listen address (localhost only).
+    pub metrics: String,
+}
+
+/// Every bad setting, at once.
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error("invalid configuration: {}", .0.join("; "))]
+pub struct ConfigError(pub Vec<String>);
+
+/// The environment names read, with their defaults.
+pub const VARIABLES: [(&str, &str); 19] = [
+    ("WARM_ENI_TARGET", "1"),
+    ("WARM_IP_TARGET", "0"),
+    ("MINIMUM_IP_TARGET", "0"),
+    ("WARM_PREFIX_TARGET", ""),
+    ("ENABLE_PREFIX_DELEGATION", "false"),
+    ("MAX_ENI", ""),
+    ("IP_COOLDOWN_PERIOD", "30"),
+    ("AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG", "false"),
+    ("AWS_VPC_K8S_CNI_EXTERNALSNAT", "false"),
+    ("AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS", ""),
+    ("AWS_VPC_K8S_CNI_RANDOMIZESNAT", "prng"),
+    ("AWS_VPC_ENI_MTU", "9001"),
+    ("POD_MTU", ""),
+    ("ENABLE_IPv4", "true"),
+    ("ENABLE_IPv6", "false"),
+    ("AWS_VPC_K8S_CNI_VETHPREFIX", "eni"),
+    ("PODIP_SOCKET", "/run/podip/podipd.sock"),
+    ("PODIP_CHECKPOINT", "/var/lib/podip/ipam.json"),
+    ("PODIP_METRICS_ADDRESS", "127.0.0.1:61678"),
+];
+
+impl DaemonConfig {
+    /// Reads the configuration: the TOML file's keys (the same names, lower or upper case) first,
+    /// then the environment through `env`, which wins.
+    ///
+    /// # Errors
+    /// Every bad value, naming its variable and value; an unknown key in the file.
+    pub fn load(file: Option<&str>, env: impl Fn(&str) -> Option<String>) -> Result<DaemonConfig, ConfigError> {
+        let mut bad = Vec::new();
+        let mut values: BTreeMap<String, String> = BTreeMap::new();
+        if let Some(text) = file {
+            match toml::from_str::<BTreeMap<String, toml::Value>>(text) {
+                Ok(f) => {
+                    for (k, v) in f {
+                        let key = k.to_ascii_uppercase();
+                        if !VARIABLES.iter().any(|(n, _)| n.eq_ignore_ascii_case(&key)) {
+                            bad.push(format!("config file: unknown key {k:?}"));
+                            continue;
+                        }
+                        let name =
+                            VARIABLES.iter().find(|(n, _)| n.eq_ignore_ascii_case(&key)).map(|(n, _)| *n).unwrap_or("");
+                        let text = match v {
+                            toml::Value::String(s) => s,
+                            toml::Value::Array(a) => a
+                                .iter()
+                                .map(|x| x.as_str().map_or_else(|| x.to_string(), String::from))
+                                .collect::<Vec<_>>()
+                                .join(","),
+                            other => other.to_string(),
+                        };
+                        values.insert(name.to_string(), text);
+                    }
+                }
+                Err(e) => bad.push(format!("config file: {}", e.to_string().trim().replace('\n', " "))),
+            }
+        }
+        for (name, _) in VARIABLES {
+            if let Some(v) = env(name) {
+                values.insert(name.to_string(), v);
+            }
+        }
+        let get = |name: &str| -> String {
+            values
+                .get(name)
+                .cloned()
+                .unwrap_or_else(|| VARIABLES.iter().find(|(n, _)| *n == name).map_or("", |(_, d)| d).to_string())
+        };
+        let uint = |name: &str, bad: &mut Vec<String>| -> Option<u32> {
+            let v = get(name);
+            if v.is_empty() {
+                return None;
+            }
+            match v.trim().parse::<u32>() {
+                Ok(n) => Some(n),
+                Err(_) => {
+                    bad.push(format!("{name}={v:?}: not a whole number 0 or above"));
+                    None
+                }
+            }
+        };
+        let warm_eni = uint("WARM_ENI_TARGET", &mut bad).unwrap_or(1);
+        let warm_ip = uint("WARM_IP_TARGET", &mut bad).unwrap_or(0);
+        let minimum_ip = uint("MINIMUM_IP_TARGET", &mut bad).unwrap_or(0);
+        let warm_prefix = uint("WARM_PREFIX_TARGET", &mut bad);
+        let max_eni = uint("MAX_ENI", &mut bad);
+        if max_eni == Some(0) {
+            bad.push("MAX_ENI=\"0\": at least 1".into());
+        }
+        let cooldown = Duration::from_secs(u64::from(uint("IP_COOLDOWN_PERIOD", &mut bad).unwrap_or(30)));
+        let eni_mtu = uint("AWS_VPC_ENI_MTU", &mut bad).unwrap_or(9001);
+        if !(576..=9001).contains(&eni_mtu) {
+            bad.push(format!("AWS_VPC_ENI_MTU=\"{eni_mtu}\": 576 to 9001"));
+        }
+        let pod_mtu = uint("POD_MTU", &mut bad).unwrap_or(eni_mtu);
+        if !(576..=9001).contains(&pod_mtu) {
+            bad.push(format!("POD_MTU=\"{pod_mtu}\": 576 to 9001"));
+        }
+        let mut boolean = |name: &str| -> bool {
+            let v = get(name);
+            match v.to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" => true,
+                "false" | "0" | "no" | "" => false,
+                _ => {
+                    bad.push(format!("{name}={v:?}: true or false"));
+                    false
+                }
+            }
+        };
+        let prefix_delegation = boolean("ENABLE_PREFIX_DELEGATION");
+        let custom_networking = boolean("AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG");
+        let external = boolean("AWS_VPC_K8S_CNI_EXTERNALSNAT");
+        let v4 = boolean("ENABLE_IPv4");
+        let ipv6 = boolean("ENABLE_IPv6");
+        if v4 == ipv6 {
+            bad.push(format!("ENABLE_IPv4={v4}, ENABLE_IPv6={ipv6}: exactly one must be true"));
+        }
+        if ipv6 && custom_networking {
+            bad.push("AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG=true: not supported with ENABLE_IPv6=true".into());
+        }
+        if prefix_delegation && warm_ip == 0 && minimum_ip == 0 && warm_prefix == Some(0) {
+            bad.push("WARM_PREFIX_TARGET=\"0\": with prefix delegation, it or WARM_IP_TARGET/MINIMUM_IP_TARGET must be above 0".into());
+        }
+        let mut exclude_snat = Vec::new();
+        for c in get("AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS").split(',').map(str::trim).filter(|c| !c.is_empty()) {
+            match c.parse::<ipnet::Ipv4Net>() {
+                Ok(n) => exclude_snat.push(n),
+                Err(_) => bad.push(format!("AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS has {c:?}: not an IPv4 CIDR")),
+            }
+        }
+        let randomize_snat = match get("AWS_VPC_K8S_CNI_RANDOMIZESNAT").as_str() {
+            "prng" | "" => RandomizeSnat::Prng,
+            "hashrandom" => RandomizeSnat::HashRandom,
+            "none" => RandomizeSnat::None,
+            other => {
+                bad.push(format!("AWS_VPC_K8S_CNI_RANDOMIZESNAT={other:?}: prng, hashrandom or none"));
+                RandomizeSnat::Prng
+            }
+        };
+        let veth_prefix = get("AWS_VPC_K8S_CNI_VETHPREFIX");
+        if veth_prefix.is_empty() || veth_prefix.len() > 4 || ["eth", "lo", "vlan"].contains(&veth_prefix.as_str()) {
+            bad.push(format!("AWS_VPC_K8S_CNI_VETHPREFIX={veth_prefix:?}: 1 to 4 characters, not eth, lo or vlan"));
+        }
+        let metrics = get("PODIP_METRICS_ADDRESS");
+        match metrics.parse::<std::net::SocketAddr>() {
+            Ok(a) if a.ip().is_loopback() => {}
+            _ => bad.push(format!("PODIP_METRICS_ADDRESS={metrics:?}: a loopback address:port")),
+        }
+        if !bad.is_empty() {
+            return Err(ConfigError(bad));
+        }
+        Ok(DaemonConfig {
+            warm_eni,
+            warm_ip,
+            minimum_ip,
+            warm_prefix,
+            prefix_delegation,
+            max_eni,
+            cooldown,
+            custom_networking,
+            snat: if external { Snat::External } else { Snat::Internal },
+            exclude_snat,
+            randomize_snat,
+            eni_mtu,
+            pod_mtu,
+            ipv6,
+            veth_prefix,
+            socket: PathBuf::from(get("PODIP_SOCKET")),
+            checkpoint: PathBuf::from(get("PODIP_CHECKPOINT")),
+            metrics,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(file: Option<&str>, vars: &[(&str, &str)]) -> Result<DaemonConfig, ConfigError> {
+        DaemonConfig::load(file, |k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string()))
+    }
+
+    #[test]
+    fn defaults_are_aws_nodes() {
+        let c = load(None, &[]).unwrap();
+        assert_eq!(
+            (c.warm_eni, c.warm_ip, c.cooldown, c.eni_mtu, c.pod_mtu),
+            (1, 0, Duration::from_secs(30), 9001, 9001)
+        );
+        assert_eq!((c.snat, c.randomize_snat, c.ipv6), (Snat::Internal, RandomizeSnat::Prng, false));
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let c = load(Some("warm_ip_target = 3\nMINIMUM_IP_TARGET = \"10\"\n"), &[("WARM_IP_TARGET", "5")]).unwrap();
+        assert_eq!((c.warm_ip, c.minimum_ip), (5, 10));
+    }
+
+    #[test]
+    fn every_bad_value_is_named() {
+        let e = load(
+            Some("frobnicate = 1\n"),
+            &[
+                ("WARM_IP_TARGET", "-1"),
+                ("ENABLE_IPv6", "maybe"),
+                ("AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS", "10.0.0.0/8, nope"),
+                ("AWS_VPC_K8S_CNI_VETHPREFIX", "toolong"),
+                ("POD_MTU", "70000"),
+                ("PODIP_METRICS_ADDRESS", "0.0.0.0:61678"),
+            ],
+        )
+        .unwrap_err();
+        let all = e.to_string();
+        for n in [
+            "unknown key \"frobnicate\"",
+            "WARM_IP_TARGET=\"-1\"",
+            "ENABLE_IPv6=\"maybe\"",
+            "\"nope\"",
+            "AWS_VPC_K8S_CNI_VETHPREFIX=\"toolong\"",
+            "POD_MTU=\"70000\"",
+            "PODIP_METRICS_ADDRESS",
+        ] {
+            assert!(all.contains(n), "missing {n}: {all}");
+        }
+        let e = load(None, &[("ENABLE_IPv6", "true"), ("ENABLE_IPv4", "true")]).unwrap_err();
+        assert!(e.to_string().contains("exactly one"));
+    }
+}

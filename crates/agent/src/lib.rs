@@ -1,0 +1,9 @@
+//! The node agent's parts that `podipd` and `podip-cni` share: the daemon's configuration
+//! ([`config`], aws-node's environment names and a TOML file), the versioned plugin protocol
+//! ([`protocol`]), and the checkpoint ([`checkpoint`]) with its reconciliation against ground
+//! truth.
+#![forbid(unsafe_code)]
+
+pub mod checkpoint;
+pub mod config;
+pub mod protocol;

@@ -1,0 +1,247 @@
+//! The plugin/daemon protocol: one JSON request and one JSON reply per line over the daemon's
+//! Unix socket. The protocol is versioned, not the build: a request names the protocol version
+//! it speaks (`v`); the daemon answers any version it supports and refuses others with the list.
+
+use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
+
+/// Protocol versions this build speaks.
+pub const SUPPORTED: [u32; 1] = [1];
+/// The version this build sends.
+pub const CURRENT: u32 = 1;
+
+/// One attachment's IPAM key and metadata.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attach {
+    /// CNI network name.
+    pub network: String,
+    /// Container id.
+    pub container_id: String,
+    /// Interface name.
+    pub ifname: String,
+    /// Netns path (ADD, CHECK).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<String>,
+    /// Kubernetes namespace, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_namespace: Option<String>,
+    /// Kubernetes pod name, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_name: Option<String>,
+}
+
+/// A request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    /// Protocol version.
+    pub v: u32,
+    /// What to do.
+    #[serde(flatten)]
+    pub op: Op,
+}
+
+/// The operations.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    /// Give the attachment an address (the same key gets the same address).
+    Add(Attach),
+    /// Release it (idempotent).
+    Del(Attach),
+    /// Is it still held?
+    Check(Attach),
+    /// Release every attachment of `network` not in `valid`.
+    Gc {
+        /// Network.
+        network: String,
+        /// (container id, ifname) pairs still valid.
+        valid: Vec<(String, String)>,
+    },
+    /// Readiness.
+    Status,
+}
+
+/// What the daemon gives an attachment: everything the plugin needs to wire the pod.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// The pod's address.
+    pub addr: IpAddr,
+    /// The ENI it lives on.
+    pub eni: String,
+    /// That ENI's device index.
+    pub device_index: u32,
+    /// The route table of pod egress (254 = main for the primary ENI, device + 1 otherwise).
+    pub route_table: u32,
+    /// Pod MTU.
+    pub mtu: u32,
+    /// Host veth prefix.
+    pub veth_prefix: String,
+}
+
+/// Readiness, as STATUS reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Readiness {
+    /// An ADD now would get an address.
+    Ready,
+    /// No address now; the pool is growing.
+    Refilling,
+    /// No address, and growth is blocked (subnet exhausted, back-off, ENI limit).
+    Exhausted,
+}
+
+/// A successful reply.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Reply {
+    /// ADD or CHECK.
+    Lease(Lease),
+    /// DEL: the address released, if any was held.
+    Released {
+        /// The address.
+        addr: Option<IpAddr>,
+    },
+    /// GC: how many attachments were released.
+    Collected {
+        /// Count.
+        released: u32,
+    },
+    /// STATUS.
+    Status {
+        /// Readiness.
+        readiness: Readiness,
+        /// Addresses free now.
+        available: u64,
+    },
+}
+
+/// Why the daemon refused.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// No address now; try again (CNI code 11).
+    PoolExhausted,
+    /// The attachment is unknown (CHECK).
+    UnknownAttachment,
+    /// The request is malformed.
+    BadRequest,
+    /// The protocol version is not spoken here.
+    UnsupportedVersion,
+    /// The daemon failed (e.g. it could not write its checkpoint).
+    Internal,
+}
+
+/// A reply line.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Response {
+    /// Protocol version of the reply.
+    pub v: u32,
+    /// The reply, or why not.
+    #[serde(flatten)]
+    pub outcome: Outcome,
+}
+
+/// Success or failure.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Outcome {
+    /// Success.
+    Ok {
+        /// The reply.
+        ok: Reply,
+    },
+    /// Failure.
+    Err {
+        /// Kind.
+        error: ErrorKind,
+        /// Detail.
+        message: String,
+    },
+}
+
+/// Parses a request line, refusing unsupported versions.
+///
+/// # Errors
+/// A response to send back instead.
+pub fn parse_request(line: &str) -> Result<Request, Response> {
+    #[derive(Deserialize)]
+    struct Versioned {
+        v: u32,
+    }
+    let err = |error, message: String| Response { v: CURRENT, outcome: Outcome::Err { error, message } };
+    let v: Versioned =
+        serde_json::from_str(line).map_err(|e| err(ErrorKind::BadRequest, format!("not a request: {e}")))?;
+    if !SUPPORTED.contains(&v.v) {
+        return Err(err(
+            ErrorKind::UnsupportedVersion,
+            format!("protocol version {} is not supported; this daemon speaks {SUPPORTED:?}", v.v),
+        ));
+    }
+    serde_json::from_str(line).map_err(|e| err(ErrorKind::BadRequest, format!("bad request: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attach() -> Attach {
+        Attach {
+            network: "podip".into(),
+            container_id: "c1".into(),
+            ifname: "eth0".into(),
+            netns: Some("/proc/1/ns/net".into()),
+            pod_namespace: None,
+            pod_name: None,
+        }
+    }
+
+    #[test]
+    fn requests_round_trip() {
+        for op in [
+            Op::Add(attach()),
+            Op::Del(attach()),
+            Op::Status,
+            Op::Gc { network: "podip".into(), valid: vec![("c1".into(), "eth0".into())] },
+        ] {
+            let r = Request { v: 1, op };
+            let line = serde_json::to_string(&r).unwrap();
+            assert_eq!(parse_request(&line).unwrap(), r);
+        }
+        let line = serde_json::to_string(&Request { v: 1, op: Op::Add(attach()) }).unwrap();
+        assert!(line.starts_with(r#"{"v":1,"op":"add","network":"podip""#), "{line}");
+    }
+
+    #[test]
+    fn unknown_versions_are_refused_with_the_supported_list() {
+        let r = parse_request(r#"{"v":7,"op":"status"}"#).unwrap_err();
+        assert!(
+            matches!(r.outcome, Outcome::Err { error: ErrorKind::UnsupportedVersion, ref message } if message.contains("[1]"))
+        );
+        let r = parse_request("garbage").unwrap_err();
+        assert!(matches!(r.outcome, Outcome::Err { error: ErrorKind::BadRequest, .. }));
+    }
+
+    #[test]
+    fn responses_round_trip() {
+        let ok = Response {
+            v: 1,
+            outcome: Outcome::Ok {
+                ok: Reply::Lease(Lease {
+                    addr: "10.0.0.5".parse().unwrap(),
+                    eni: "eni-1".into(),
+                    device_index: 1,
+                    route_table: 2,
+                    mtu: 9001,
+                    veth_prefix: "eni".into(),
+                }),
+            },
+        };
+        let s = serde_json::to_string(&ok).unwrap();
+        assert_eq!(serde_json::from_str::<Response>(&s).unwrap(), ok);
+        let e =
+            Response { v: 1, outcome: Outcome::Err { error: ErrorKind::PoolExhausted, message: "refilling".into() } };
+        let s = serde_json::to_string(&e).unwrap();
+        assert_eq!(s, r#"{"v":1,"error":"pool_exhausted","message":"refilling"}"#);
+        assert_eq!(serde_json::from_str::<Response>(&s).unwrap(), e);
+    }
+}
