@@ -66,6 +66,21 @@ pub struct DaemonConfig {
     pub checkpoint: PathBuf,
     /// Metrics and introspection listen address (localhost only).
     pub metrics: String,
+    /// The cloud: `sim:SOCKET` (the simulated-VPC service) or `aws`.
+    pub cloud: Cloud,
+    /// Instance type of a node launched on the simulated VPC.
+    pub instance_type: String,
+    /// Subnet (id or CIDR) of a node launched on the simulated VPC; default the first subnet.
+    pub node_subnet: Option<String>,
+}
+
+/// Where the ENIs come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Cloud {
+    /// The simulated-VPC service at this socket.
+    Sim(PathBuf),
+    /// AWS EC2 (needs the `aws` build).
+    Aws,
 }
 
 /// Every bad setting, at once.
@@ -74,7 +89,7 @@ pub struct DaemonConfig {
 pub struct ConfigError(pub Vec<String>);
 
 /// The environment names read, with their defaults.
-pub const VARIABLES: [(&str, &str); 19] = [
+pub const VARIABLES: [(&str, &str); 22] = [
     ("WARM_ENI_TARGET", "1"),
     ("WARM_IP_TARGET", "0"),
     ("MINIMUM_IP_TARGET", "0"),
@@ -94,6 +109,9 @@ pub const VARIABLES: [(&str, &str); 19] = [
     ("PODIP_SOCKET", "/run/podip/podipd.sock"),
     ("PODIP_CHECKPOINT", "/var/lib/podip/ipam.json"),
     ("PODIP_METRICS_ADDRESS", "127.0.0.1:61678"),
+    ("PODIP_CLOUD", "sim:/run/podip/vpc.sock"),
+    ("PODIP_INSTANCE_TYPE", "m5.large"),
+    ("PODIP_NODE_SUBNET", ""),
 ];
 
 impl DaemonConfig {
@@ -222,10 +240,27 @@ impl DaemonConfig {
             Ok(a) if a.ip().is_loopback() => {}
             _ => bad.push(format!("PODIP_METRICS_ADDRESS={metrics:?}: a loopback address:port")),
         }
+        let cloud_v = get("PODIP_CLOUD");
+        let cloud = match cloud_v.split_once(':') {
+            Some(("sim", p)) if !p.is_empty() => Cloud::Sim(PathBuf::from(p)),
+            None if cloud_v == "aws" => Cloud::Aws,
+            _ => {
+                bad.push(format!("PODIP_CLOUD={cloud_v:?}: sim:SOCKET or aws"));
+                Cloud::Aws
+            }
+        };
+        let instance_type = get("PODIP_INSTANCE_TYPE");
+        if let Err(e) = ipam::catalog::Catalog::embedded().get(&instance_type) {
+            bad.push(format!("PODIP_INSTANCE_TYPE={instance_type:?}: {e}"));
+        }
+        let node_subnet = Some(get("PODIP_NODE_SUBNET")).filter(|s| !s.is_empty());
         if !bad.is_empty() {
             return Err(ConfigError(bad));
         }
         Ok(DaemonConfig {
+            cloud,
+            instance_type,
+            node_subnet,
             warm_eni,
             warm_ip,
             minimum_ip,

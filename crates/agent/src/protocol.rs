@@ -59,6 +59,8 @@ pub enum Op {
     },
     /// Readiness.
     Status,
+    /// The daemon's ENIs, blocks and assignments (introspection).
+    Introspect,
 }
 
 /// What the daemon gives an attachment: everything the plugin needs to wire the pod.
@@ -105,6 +107,11 @@ pub enum Reply {
     Collected {
         /// Count.
         released: u32,
+    },
+    /// Introspection: ENIs and assignments.
+    Introspect {
+        /// The state.
+        state: serde_json::Value,
     },
     /// STATUS.
     Status {

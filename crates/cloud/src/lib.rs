@@ -17,12 +17,13 @@
 #![forbid(unsafe_code)]
 
 pub mod exec;
+pub mod remote;
 pub mod sim;
 
 use ipam::addr::{EniId, InstanceId, SubnetId};
 pub use ipam::call::{Call, CallError, CallOutput, Capacity, ErrorKind};
 use ipnet::{Ipv4Net, Ipv6Net};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
 
 /// The EC2 API actions podip uses; each has its own throttling bucket.
@@ -96,7 +97,7 @@ pub struct CreateEni {
 }
 
 /// What EC2 says about an ENI.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EniDescription {
     /// Id.
     pub id: EniId,

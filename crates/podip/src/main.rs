@@ -23,6 +23,8 @@ enum Command {
     Maxpods(cmd::maxpods::Args),
     /// One node's settled warm pool for a pod count, simulated on the embedded VPC.
     Pool(cmd::pool::Args),
+    /// Serve the simulated VPC on a Unix socket (the cloud of podipd on a laptop).
+    SimVpc(cmd::simvpc::Args),
     /// A subnet's /28 fragmentation: free addresses, free prefixes, block map, reservation advice.
     Frag(cmd::frag::Args),
 }
@@ -41,6 +43,7 @@ fn main() -> ExitCode {
         Command::Maxpods(a) => cmd::maxpods::run(&a),
         Command::Pool(a) => cmd::pool::run(&a),
         Command::Frag(a) => cmd::frag::run(&a),
+        Command::SimVpc(a) => cmd::simvpc::run(&a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -4,4 +4,5 @@ pub mod frag;
 pub mod maxpods;
 pub mod plan;
 pub mod pool;
+pub mod simvpc;
 pub mod table;

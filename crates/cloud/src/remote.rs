@@ -1,0 +1,385 @@
+//! The simulated VPC as a service: a [`serve`] loop that owns a [`SimVpc`] behind a Unix socket,
+//! and [`RemoteEc2`], an [`Ec2`] client for it. A node daemon on a laptop uses the service as
+//! its cloud, so the cloud's state (its ground truth) outlives the daemon, as EC2's does.
+//!
+//! One JSON request and one JSON reply per line. Calls are made at wall-clock time, and the
+//! reply waits the call's simulated latency (scaled by the service's `latency_scale`).
+
+use crate::sim::SimVpc;
+use crate::{CallError, CreateEni, Ec2, EniDescription, ec2_error};
+use ipam::Time;
+use ipam::addr::{EniId, InstanceId, SubnetId};
+use ipam::catalog::Catalog;
+use ipnet::{Ipv4Net, Ipv6Net};
+use serde::{Deserialize, Serialize};
+use std::io::{BufRead, BufReader, Write};
+use std::net::Ipv4Addr;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// A request to the service.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Ec2Request {
+    /// Launch an instance (the node) with its primary ENI in `subnet`.
+    RunInstance {
+        /// Type.
+        instance_type: String,
+        /// Subnet id.
+        subnet: SubnetId,
+    },
+    /// The subnets, for a node choosing where it lives.
+    Subnets,
+    /// `CreateNetworkInterface`.
+    Create {
+        /// Subnet.
+        subnet: SubnetId,
+        /// Secondary addresses.
+        secondary_ips: u32,
+        /// Prefixes.
+        prefixes: u32,
+    },
+    /// `AttachNetworkInterface`.
+    Attach {
+        /// ENI.
+        eni: EniId,
+        /// Instance.
+        instance: InstanceId,
+        /// Slot.
+        device_index: u32,
+    },
+    /// `AssignPrivateIpAddresses` (count).
+    AssignIps {
+        /// ENI.
+        eni: EniId,
+        /// Count.
+        count: u32,
+    },
+    /// `AssignPrivateIpAddresses` (prefix count).
+    AssignPrefixes {
+        /// ENI.
+        eni: EniId,
+        /// Count.
+        count: u32,
+    },
+    /// `AssignIpv6Addresses` (one /80).
+    AssignIpv6Prefix {
+        /// ENI.
+        eni: EniId,
+    },
+    /// `UnassignPrivateIpAddresses` (addresses).
+    UnassignIps {
+        /// ENI.
+        eni: EniId,
+        /// Addresses.
+        ips: Vec<Ipv4Addr>,
+    },
+    /// `UnassignPrivateIpAddresses` (prefixes).
+    UnassignPrefixes {
+        /// ENI.
+        eni: EniId,
+        /// Prefixes.
+        prefixes: Vec<Ipv4Net>,
+    },
+    /// `DetachNetworkInterface`.
+    Detach {
+        /// ENI.
+        eni: EniId,
+    },
+    /// `DeleteNetworkInterface`.
+    Delete {
+        /// ENI.
+        eni: EniId,
+    },
+    /// `DescribeNetworkInterfaces` for an instance.
+    Describe {
+        /// Instance.
+        instance: InstanceId,
+    },
+}
+
+/// A successful reply.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Ec2Reply {
+    /// Nothing to report.
+    Done,
+    /// An instance and its primary ENI.
+    Instance {
+        /// Id.
+        instance: InstanceId,
+        /// Primary ENI.
+        primary: EniDescription,
+    },
+    /// Subnets: (id, az, cidr).
+    Subnets {
+        /// The subnets.
+        subnets: Vec<(SubnetId, String, Ipv4Net)>,
+    },
+    /// One ENI.
+    Eni {
+        /// It.
+        eni: EniDescription,
+    },
+    /// ENIs.
+    Enis {
+        /// Them.
+        enis: Vec<EniDescription>,
+    },
+    /// Addresses.
+    Ips {
+        /// Them.
+        ips: Vec<Ipv4Addr>,
+    },
+    /// Prefixes.
+    Prefixes {
+        /// Them.
+        prefixes: Vec<Ipv4Net>,
+    },
+    /// An IPv6 prefix.
+    Ipv6Prefix {
+        /// It.
+        prefix: Ipv6Net,
+    },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Wire {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ok: Option<Ec2Reply>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    err: Option<CallError>,
+}
+
+fn handle(vpc: &mut SimVpc, req: Ec2Request) -> Result<Ec2Reply, CallError> {
+    Ok(match req {
+        Ec2Request::RunInstance { instance_type, subnet } => {
+            let t = Catalog::embedded()
+                .get(&instance_type)
+                .map_err(|e| ec2_error("InvalidParameterValue", e.to_string()))?;
+            let (instance, primary) = vpc.run_instance(t, &subnet)?;
+            Ec2Reply::Instance { instance, primary }
+        }
+        Ec2Request::Subnets => {
+            Ec2Reply::Subnets { subnets: vpc.subnets().iter().map(|s| (s.id.clone(), s.az.clone(), s.cidr)).collect() }
+        }
+        Ec2Request::Create { subnet, secondary_ips, prefixes } => Ec2Reply::Eni {
+            eni: vpc.create_network_interface(&CreateEni {
+                subnet,
+                security_groups: vec![],
+                secondary_ips,
+                prefixes,
+            })?,
+        },
+        Ec2Request::Attach { eni, instance, device_index } => {
+            vpc.attach_network_interface(&eni, &instance, device_index)?;
+            Ec2Reply::Done
+        }
+        Ec2Request::AssignIps { eni, count } => Ec2Reply::Ips { ips: vpc.assign_private_ip_addresses(&eni, count)? },
+        Ec2Request::AssignPrefixes { eni, count } => {
+            Ec2Reply::Prefixes { prefixes: vpc.assign_ipv4_prefixes(&eni, count)? }
+        }
+        Ec2Request::AssignIpv6Prefix { eni } => Ec2Reply::Ipv6Prefix { prefix: vpc.assign_ipv6_prefix(&eni)? },
+        Ec2Request::UnassignIps { eni, ips } => {
+            vpc.unassign_private_ip_addresses(&eni, &ips)?;
+            Ec2Reply::Done
+        }
+        Ec2Request::UnassignPrefixes { eni, prefixes } => {
+            vpc.unassign_ipv4_prefixes(&eni, &prefixes)?;
+            Ec2Reply::Done
+        }
+        Ec2Request::Detach { eni } => {
+            vpc.detach_network_interface(&eni)?;
+            Ec2Reply::Done
+        }
+        Ec2Request::Delete { eni } => {
+            vpc.delete_network_interface(&eni)?;
+            Ec2Reply::Done
+        }
+        Ec2Request::Describe { instance } => Ec2Reply::Enis { enis: vpc.describe_network_interfaces(&instance)? },
+    })
+}
+
+/// Serves `vpc` on `listener` until the process ends; `now` reads the clock, `latency_scale`
+/// scales each call's simulated latency (0 answers at once).
+pub fn serve(listener: UnixListener, vpc: SimVpc, now: fn() -> Time, latency_scale: f64) {
+    let vpc = Arc::new(Mutex::new(vpc));
+    for conn in listener.incoming() {
+        let Ok(conn) = conn else { continue };
+        let vpc = Arc::clone(&vpc);
+        std::thread::spawn(move || {
+            let Ok(read) = conn.try_clone() else { return };
+            let mut write = conn;
+            for line in BufReader::new(read).lines() {
+                let Ok(line) = line else { return };
+                let (wire, latency) = match serde_json::from_str::<Ec2Request>(&line) {
+                    Err(e) => {
+                        (Wire { ok: None, err: Some(ec2_error("InvalidRequest", e.to_string())) }, Duration::ZERO)
+                    }
+                    Ok(req) => {
+                        // A poisoned lock means a handler panicked; the simulation is then void.
+                        let mut v = vpc.lock().expect("sim VPC lock");
+                        v.set_now(now());
+                        let r = handle(&mut v, req);
+                        let latency = v.take_elapsed();
+                        drop(v);
+                        match r {
+                            Ok(ok) => (Wire { ok: Some(ok), err: None }, latency),
+                            Err(e) => (Wire { ok: None, err: Some(e) }, latency),
+                        }
+                    }
+                };
+                std::thread::sleep(latency.mul_f64(latency_scale.max(0.0)));
+                let Ok(mut text) = serde_json::to_string(&wire) else { return };
+                text.push('\n');
+                if write.write_all(text.as_bytes()).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// An [`Ec2`] client of the simulated-VPC service.
+#[derive(Debug)]
+pub struct RemoteEc2 {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+}
+
+impl RemoteEc2 {
+    /// Connects to the service at `path`.
+    ///
+    /// # Errors
+    /// The socket cannot be reached.
+    pub fn connect(path: &Path) -> std::io::Result<RemoteEc2> {
+        let s = UnixStream::connect(path)?;
+        Ok(RemoteEc2 { reader: BufReader::new(s.try_clone()?), writer: s })
+    }
+
+    /// Makes one request.
+    ///
+    /// # Errors
+    /// The call's EC2 error, or `Unavailable` when the service cannot be reached.
+    pub fn call(&mut self, req: &Ec2Request) -> Result<Ec2Reply, CallError> {
+        let unavailable = |e: std::io::Error| ec2_error("Unavailable", format!("simulated VPC service: {e}"));
+        let mut line = serde_json::to_string(req).map_err(|e| ec2_error("InvalidRequest", e.to_string()))?;
+        line.push('\n');
+        self.writer.write_all(line.as_bytes()).map_err(unavailable)?;
+        let mut reply = String::new();
+        if self.reader.read_line(&mut reply).map_err(unavailable)? == 0 {
+            return Err(ec2_error("Unavailable", "simulated VPC service closed the connection"));
+        }
+        let wire: Wire = serde_json::from_str(&reply).map_err(|e| ec2_error("InternalError", e.to_string()))?;
+        match (wire.ok, wire.err) {
+            (Some(ok), _) => Ok(ok),
+            (None, Some(e)) => Err(e),
+            (None, None) => Err(ec2_error("InternalError", "empty reply")),
+        }
+    }
+}
+
+fn unexpected(r: Ec2Reply) -> CallError {
+    ec2_error("InternalError", format!("unexpected reply {r:?}"))
+}
+
+impl Ec2 for RemoteEc2 {
+    fn create_network_interface(&mut self, req: &CreateEni) -> Result<EniDescription, CallError> {
+        match self.call(&Ec2Request::Create {
+            subnet: req.subnet.clone(),
+            secondary_ips: req.secondary_ips,
+            prefixes: req.prefixes,
+        })? {
+            Ec2Reply::Eni { eni } => Ok(eni),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    fn attach_network_interface(
+        &mut self,
+        eni: &EniId,
+        instance: &InstanceId,
+        device_index: u32,
+    ) -> Result<(), CallError> {
+        self.call(&Ec2Request::Attach { eni: eni.clone(), instance: instance.clone(), device_index }).map(|_| ())
+    }
+
+    fn assign_private_ip_addresses(&mut self, eni: &EniId, count: u32) -> Result<Vec<Ipv4Addr>, CallError> {
+        match self.call(&Ec2Request::AssignIps { eni: eni.clone(), count })? {
+            Ec2Reply::Ips { ips } => Ok(ips),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    fn assign_ipv4_prefixes(&mut self, eni: &EniId, count: u32) -> Result<Vec<Ipv4Net>, CallError> {
+        match self.call(&Ec2Request::AssignPrefixes { eni: eni.clone(), count })? {
+            Ec2Reply::Prefixes { prefixes } => Ok(prefixes),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    fn assign_ipv6_prefix(&mut self, eni: &EniId) -> Result<Ipv6Net, CallError> {
+        match self.call(&Ec2Request::AssignIpv6Prefix { eni: eni.clone() })? {
+            Ec2Reply::Ipv6Prefix { prefix } => Ok(prefix),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    fn unassign_private_ip_addresses(&mut self, eni: &EniId, ips: &[Ipv4Addr]) -> Result<(), CallError> {
+        self.call(&Ec2Request::UnassignIps { eni: eni.clone(), ips: ips.to_vec() }).map(|_| ())
+    }
+
+    fn unassign_ipv4_prefixes(&mut self, eni: &EniId, prefixes: &[Ipv4Net]) -> Result<(), CallError> {
+        self.call(&Ec2Request::UnassignPrefixes { eni: eni.clone(), prefixes: prefixes.to_vec() }).map(|_| ())
+    }
+
+    fn detach_network_interface(&mut self, eni: &EniId) -> Result<(), CallError> {
+        self.call(&Ec2Request::Detach { eni: eni.clone() }).map(|_| ())
+    }
+
+    fn delete_network_interface(&mut self, eni: &EniId) -> Result<(), CallError> {
+        self.call(&Ec2Request::Delete { eni: eni.clone() }).map(|_| ())
+    }
+
+    fn describe_network_interfaces(&mut self, instance: &InstanceId) -> Result<Vec<EniDescription>, CallError> {
+        match self.call(&Ec2Request::Describe { instance: instance.clone() })? {
+            Ec2Reply::Enis { enis } => Ok(enis),
+            r => Err(unexpected(r)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::SimParams;
+
+    #[test]
+    fn the_service_answers_like_the_simulator() {
+        let dir = std::env::temp_dir().join(format!("podip-remote-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let sock = dir.join("vpc.sock");
+        let _ = std::fs::remove_file(&sock);
+        let mut vpc = SimVpc::new(SimParams::default());
+        vpc.add_vpc_cidr("10.0.0.0/16".parse().unwrap()).unwrap();
+        let subnet = vpc.add_subnet("az1", "10.0.0.0/28".parse().unwrap()).unwrap();
+        let listener = UnixListener::bind(&sock).unwrap();
+        std::thread::spawn(move || serve(listener, vpc, || Time::from_secs(1), 0.0));
+        let mut c = RemoteEc2::connect(&sock).unwrap();
+        let Ec2Reply::Instance { instance, primary } =
+            c.call(&Ec2Request::RunInstance { instance_type: "m5.large".into(), subnet: subnet.clone() }).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(c.assign_private_ip_addresses(&primary.id, 9).unwrap().len(), 9);
+        let e = c.assign_private_ip_addresses(&primary.id, 1).unwrap_err();
+        assert_eq!(e.code, "PrivateIpAddressLimitExceeded");
+        let enis = c.describe_network_interfaces(&instance).unwrap();
+        assert_eq!(enis[0].secondary_ips.len(), 9);
+        let e = c.call(&Ec2Request::RunInstance { instance_type: "m9.huge".into(), subnet }).unwrap_err();
+        assert!(e.message.contains("m9.huge"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,79 @@
+//! `podipd`, the node daemon: validates its whole configuration before touching anything, boots
+//! the node against its cloud, then serves the plugin protocol. Exit codes: 2 for a bad
+//! configuration (every bad value named), 1 for a failed start.
+
+use agent::config::{Cloud, DaemonConfig};
+use agent::daemon::Daemon;
+use clap::Parser;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The podip node daemon. Settings come from aws-node's environment variables (WARM_ENI_TARGET,
+/// WARM_IP_TARGET, ...; see docs/daemon.md) and an optional TOML file with the same names.
+#[derive(Debug, Parser)]
+#[command(name = "podipd", version)]
+struct Args {
+    /// TOML file with the settings (the environment wins).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let file = match &args.config {
+        Some(p) => match std::fs::read_to_string(p) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                eprintln!("podipd: error: {}: {e}", p.display());
+                return ExitCode::from(2);
+            }
+        },
+        None => None,
+    };
+    let cfg = match DaemonConfig::load(file.as_deref(), |k| std::env::var(k).ok()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("podipd: error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let socket = match &cfg.cloud {
+        Cloud::Sim(s) => s.clone(),
+        Cloud::Aws => {
+            eprintln!("podipd: error: PODIP_CLOUD=aws: this build has no AWS backend (build with the aws feature)");
+            return ExitCode::from(2);
+        }
+    };
+    // The simulated-VPC service may still be starting: wait for it a little.
+    let mut attempt = 0;
+    let (daemon, rx, ec2) = loop {
+        match Daemon::boot(cfg.clone(), &socket) {
+            Ok(b) => break b,
+            Err(e) if attempt < 50 && e.to_string().starts_with("cloud: ") && !socket.exists() => {
+                attempt += 1;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => {
+                eprintln!("podipd: error: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    };
+    for n in &daemon.startup_notes {
+        eprintln!("podipd: {n}");
+    }
+    let d = Arc::clone(&daemon);
+    std::thread::spawn(move || d.run_cloud(rx, ec2));
+    let d = Arc::clone(&daemon);
+    std::thread::spawn(move || d.run_ticks());
+    eprintln!("podipd: serving on {}", cfg.socket.display());
+    match daemon.serve() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("podipd: error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

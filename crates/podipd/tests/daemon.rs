@@ -1,0 +1,249 @@
+//! podipd end to end on the simulated-VPC service (no privileges needed): crash safety under
+//! SIGKILL, concurrent ADDs, cooldowns across restarts, and bad configuration.
+
+use cloud::Ec2;
+use cloud::remote::{RemoteEc2, serve};
+use cloud::sim::{SimParams, SimVpc};
+use ipam::Time;
+use ipam::rng::SeededRng;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashSet};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[allow(clippy::disallowed_methods)] // Test harness: the service runs at wall time.
+fn wall() -> Time {
+    Time::from_millis(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64)
+}
+
+struct World {
+    dir: PathBuf,
+    vpc_sock: PathBuf,
+    daemon: Option<Child>,
+}
+
+impl World {
+    fn new(name: &str) -> World {
+        let dir = std::env::temp_dir().join(format!("podipd-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let vpc_sock = dir.join("vpc.sock");
+        let mut vpc = SimVpc::new(SimParams { seed: 3, ..SimParams::default() });
+        vpc.add_vpc_cidr("10.0.0.0/16".parse().unwrap()).unwrap();
+        vpc.add_subnet("us-east-1a", "10.0.0.0/22".parse().unwrap()).unwrap();
+        let listener = std::os::unix::net::UnixListener::bind(&vpc_sock).unwrap();
+        std::thread::spawn(move || serve(listener, vpc, wall, 0.0));
+        World { dir, vpc_sock, daemon: None }
+    }
+
+    fn sock(&self) -> PathBuf {
+        self.dir.join("podipd.sock")
+    }
+
+    fn start(&mut self, extra: &[(&str, &str)]) {
+        let _ = std::fs::remove_file(self.sock());
+        let mut c = Command::new(env!("CARGO_BIN_EXE_podipd"));
+        c.env("PODIP_CLOUD", format!("sim:{}", self.vpc_sock.display()))
+            .env("PODIP_SOCKET", self.sock())
+            .env("PODIP_CHECKPOINT", self.dir.join("state/ipam.json"))
+            .env("PODIP_INSTANCE_TYPE", "m5.large")
+            .env("IP_COOLDOWN_PERIOD", "1")
+            .env("WARM_ENI_TARGET", "2")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        for (k, v) in extra {
+            c.env(k, v);
+        }
+        self.daemon = Some(c.spawn().unwrap());
+        let t0 = Instant::now();
+        while UnixStream::connect(self.sock()).is_err() {
+            assert!(t0.elapsed() < Duration::from_secs(20), "podipd did not come up");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.daemon.take() {
+            c.kill().unwrap(); // SIGKILL
+            c.wait().unwrap();
+        }
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn request(sock: &Path, req: &Value) -> Option<Value> {
+    let mut s = UnixStream::connect(sock).ok()?;
+    s.write_all(format!("{req}\n").as_bytes()).ok()?;
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line).ok()?;
+    serde_json::from_str(&line).ok()
+}
+
+fn attach(op: &str, cid: &str) -> Value {
+    json!({"v": 1, "op": op, "network": "podip", "container_id": cid, "ifname": "eth0", "netns": "/proc/1/ns/net"})
+}
+
+/// ADD until an address comes (the pool refills every 5 s, like kubelet retrying a sandbox).
+fn add(sock: &Path, cid: &str) -> String {
+    let t0 = Instant::now();
+    loop {
+        if let Some(r) = request(sock, &attach("add", cid)) {
+            if let Some(a) = r["ok"]["addr"].as_str() {
+                return a.to_string();
+            }
+            assert_eq!(r["error"], "pool_exhausted", "{r}");
+        }
+        assert!(t0.elapsed() < Duration::from_secs(60), "no address for {cid}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn introspect(sock: &Path) -> Value {
+    request(sock, &json!({"v": 1, "op": "introspect"})).unwrap()["ok"]["state"].clone()
+}
+
+#[test]
+fn sigkill_at_random_moments_loses_nothing_and_doubles_nothing() {
+    let mut w = World::new("crash");
+    w.start(&[]);
+    let sock = w.sock();
+    let mut rng = SeededRng::new(11);
+    let mut held: BTreeMap<String, String> = BTreeMap::new();
+    let mut next = 0;
+    for step in 0..200 {
+        if rng.below(20) == 0 {
+            // Kill with a request possibly in flight: its outcome is unknown until retried.
+            if rng.below(2) == 0 {
+                let cid = format!("c{next}");
+                if let Ok(mut s) = UnixStream::connect(&sock) {
+                    let _ = s.write_all(format!("{}\n", attach("add", &cid)).as_bytes());
+                }
+                w.kill();
+                w.start(&[]);
+                // The runtime retries the ADD; the same key gets the same address.
+                let a = add(&sock, &cid);
+                held.insert(cid, a);
+                next += 1;
+            } else {
+                w.kill();
+                w.start(&[]);
+            }
+        }
+        if held.len() < 20 && (held.is_empty() || rng.below(3) > 0) {
+            let cid = format!("c{next}");
+            next += 1;
+            let a = add(&sock, &cid);
+            held.insert(cid, a);
+        } else {
+            let k = held.keys().nth(rng.below(held.len() as u64) as usize).unwrap().clone();
+            let r = request(&sock, &attach("del", &k)).unwrap();
+            assert_eq!(r["ok"]["kind"], "released", "step {step}: {r}");
+            held.remove(&k);
+        }
+    }
+    w.kill();
+    w.start(&[]);
+    // Every acknowledged assignment survived, with its address; no address has two pods.
+    for (cid, a) in &held {
+        let r = request(&sock, &attach("check", cid)).unwrap();
+        assert_eq!(r["ok"]["addr"].as_str(), Some(a.as_str()), "{cid}: {r}");
+    }
+    let st = introspect(&sock);
+    let pods = st["pods"].as_array().unwrap();
+    assert_eq!(pods.len(), held.len(), "no unacknowledged assignment lingers: {st}");
+    let addrs: HashSet<&str> = pods.iter().map(|p| p["ip"].as_str().unwrap()).collect();
+    assert_eq!(addrs.len(), pods.len(), "an address held twice: {st}");
+    // Release everything; once cooldowns pass, nothing is held and the daemon agrees with EC2.
+    for cid in held.keys() {
+        request(&sock, &attach("del", cid)).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let st = introspect(&sock);
+    assert_eq!((st["assigned"].as_u64(), st["cooling"].as_u64()), (Some(0), Some(0)), "{st}");
+    let t0 = Instant::now();
+    let st = loop {
+        let st = introspect(&sock);
+        if st["in_flight"].as_u64() == Some(0) || t0.elapsed() > Duration::from_secs(10) {
+            break st;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut ec2 = RemoteEc2::connect(&w.vpc_sock).unwrap();
+    let instance = ipam::addr::InstanceId(st["instance"].as_str().unwrap().to_string());
+    let truth: HashSet<String> = ec2
+        .describe_network_interfaces(&instance)
+        .unwrap()
+        .iter()
+        .flat_map(|e| e.secondary_ips.iter().map(|ip| ip.to_string()))
+        .collect();
+    let mine: HashSet<String> = st["enis"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|e| e["secondary_ips"].as_array().unwrap().iter().map(|ip| ip.as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(truth, mine, "every address EC2 gave the node is known to the daemon");
+}
+
+#[test]
+fn sixty_four_concurrent_adds_get_sixty_four_addresses() {
+    let mut w = World::new("concurrent");
+    // m5.xlarge: 4 ENIs x 14 addresses, max pods 58.
+    w.start(&[("PODIP_INSTANCE_TYPE", "c5.4xlarge"), ("WARM_IP_TARGET", "64")]);
+    let sock = w.sock();
+    let threads: Vec<_> = (0..64)
+        .map(|i| {
+            let sock = sock.clone();
+            std::thread::spawn(move || add(&sock, &format!("p{i}")))
+        })
+        .collect();
+    let addrs: Vec<String> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let distinct: HashSet<&String> = addrs.iter().collect();
+    assert_eq!(distinct.len(), 64, "{addrs:?}");
+}
+
+#[test]
+fn bad_configuration_exits_2_naming_every_value() {
+    let out = Command::new(env!("CARGO_BIN_EXE_podipd"))
+        .env("WARM_IP_TARGET", "lots")
+        .env("ENABLE_IPv6", "perhaps")
+        .env("PODIP_INSTANCE_TYPE", "m5.lrage")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for n in ["WARM_IP_TARGET=\"lots\"", "ENABLE_IPv6=\"perhaps\"", "m5.lrage"] {
+        assert!(err.contains(n), "{err}");
+    }
+}
+
+#[test]
+fn a_corrupt_checkpoint_is_reported_kept_and_recovered_from() {
+    let mut w = World::new("corrupt");
+    w.start(&[]);
+    let a = add(&w.sock(), "x1");
+    w.kill();
+    let cp = w.dir.join("state/ipam.json");
+    std::fs::write(&cp, b"{\"version\":\"podip-ipam/1\",\"allocations\":[{").unwrap();
+    w.start(&[]);
+    let kept = std::fs::read_dir(w.dir.join("state"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .any(|e| e.file_name().to_string_lossy().contains("corrupt"));
+    assert!(kept, "the corrupt file is kept aside");
+    // Which pod held what is unknown: the old addresses are quarantined, never handed to a
+    // second pod; a new pod gets a fresh one (the pool grows past the quarantine).
+    let b = add(&w.sock(), "x2");
+    assert_ne!(a, b);
+    let st = introspect(&w.sock());
+    assert!(st["cooling"].as_u64().unwrap() >= 1, "{st}");
+}
