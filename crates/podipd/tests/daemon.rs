@@ -1,5 +1,6 @@
 //! podipd end to end on the simulated-VPC service (no privileges needed): crash safety under
 //! SIGKILL, concurrent ADDs, cooldowns across restarts, and bad configuration.
+#![allow(clippy::disallowed_methods)] // A harness against real processes: it waits in wall time.
 
 use cloud::Ec2;
 use cloud::remote::{RemoteEc2, serve};
@@ -14,7 +15,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-#[allow(clippy::disallowed_methods)] // Test harness: the service runs at wall time.
 fn wall() -> Time {
     Time::from_millis(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64)
 }
