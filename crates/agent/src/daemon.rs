@@ -80,6 +80,8 @@ pub type Booted = (Arc<Daemon>, Receiver<(OpId, Call)>, RemoteEc2);
 /// A running daemon.
 pub struct Daemon {
     cfg: DaemonConfig,
+    /// Prometheus metrics.
+    pub metrics: crate::metrics::Metrics,
     inner: Mutex<Inner>,
     calls: Mutex<Sender<(OpId, Call)>>,
     instance: InstanceId,
@@ -214,6 +216,7 @@ impl Daemon {
         let (tx, rx) = channel();
         let d = Arc::new(Daemon {
             cfg,
+            metrics: crate::metrics::Metrics::default(),
             inner: Mutex::new(Inner { engine, meta }),
             calls: Mutex::new(tx),
             instance,
@@ -236,7 +239,13 @@ impl Daemon {
         }
     }
 
+    fn observe(&self, inner: &Inner, now: Time) {
+        let e = &inner.engine;
+        self.metrics.observe(&e.stats(now), e.datastore().enis().len(), e.in_backoff(now));
+    }
+
     fn persist(&self, inner: &Inner, now: Time) -> Result<(), String> {
+        self.observe(inner, now);
         Checkpoint::capture(inner.engine.datastore(), &inner.meta, now)
             .write(&self.cfg.checkpoint)
             .map_err(|e| e.to_string())
@@ -247,6 +256,8 @@ impl Daemon {
     pub fn run_cloud(self: &Arc<Self>, rx: Receiver<(OpId, Call)>, mut ec2: RemoteEc2) {
         for (op, call) in rx {
             let result = execute(&mut ec2, &self.instance, &call);
+            let code = result.as_ref().map_or_else(|e| e.code.clone(), |_| "ok".to_string());
+            self.metrics.calls.get_or_create(&crate::metrics::CallLabels { call: call.name().into(), code }).inc();
             let now = wall();
             let mut g = self.lock();
             let effects = g.engine.handle(now, Event::CallDone { op, result });
@@ -266,7 +277,10 @@ impl Daemon {
         loop {
             let effects = {
                 let mut g = self.lock();
-                g.engine.handle(wall(), Event::Tick)
+                let now = wall();
+                let effects = g.engine.handle(now, Event::Tick);
+                self.observe(&g, now);
+                effects
             };
             self.forward(effects);
             std::thread::sleep(POOL_CHECK_INTERVAL);
@@ -288,8 +302,23 @@ impl Daemon {
         PodKey { network: a.network.clone(), container_id: a.container_id.clone(), ifname: a.ifname.clone() }
     }
 
-    /// Answers one request.
+    /// Answers one request, timing ADD and DEL.
+    #[allow(clippy::disallowed_methods)] // Latency histograms measure real elapsed time.
     pub fn handle(&self, req: Request) -> Response {
+        let started = std::time::Instant::now();
+        let kind = match req.op {
+            Op::Add(_) => Some(&self.metrics.add_seconds),
+            Op::Del(_) => Some(&self.metrics.del_seconds),
+            _ => None,
+        };
+        let r = self.answer(req);
+        if let Some(h) = kind {
+            h.observe(started.elapsed().as_secs_f64());
+        }
+        r
+    }
+
+    fn answer(&self, req: Request) -> Response {
         let ok = |r| Response { v: req.v, outcome: Outcome::Ok { ok: r } };
         let err = |error, message: String| Response { v: req.v, outcome: Outcome::Err { error, message } };
         let now = wall();
@@ -426,6 +455,45 @@ impl Daemon {
             let Ok(conn) = conn else { continue };
             let d = Arc::clone(self);
             std::thread::spawn(move || d.connection(conn));
+        }
+        Ok(())
+    }
+
+    /// Serves `/metrics` (Prometheus text) and `/v1/state` (introspection JSON) on the
+    /// configured loopback address, forever.
+    ///
+    /// # Errors
+    /// The address cannot be bound.
+    pub fn serve_http(self: &Arc<Self>) -> Result<(), DaemonError> {
+        let addr = self.cfg.metrics.clone();
+        let listener = std::net::TcpListener::bind(&addr)
+            .map_err(|e| DaemonError::Io { path: addr.clone(), message: e.to_string() })?;
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut line = String::new();
+            let Ok(read) = conn.try_clone() else { continue };
+            if BufReader::new(read).read_line(&mut line).is_err() {
+                continue;
+            }
+            let path = line.split_whitespace().nth(1).unwrap_or("/");
+            let (status, ctype, body) = match path {
+                "/metrics" => ("200 OK", "text/plain; version=0.0.4", self.metrics.render()),
+                "/v1/state" => {
+                    let r = self.answer(Request { v: crate::protocol::CURRENT, op: Op::Introspect });
+                    let body = match r.outcome {
+                        Outcome::Ok { ok: Reply::Introspect { state } } => state.to_string(),
+                        _ => "{}".to_string(),
+                    };
+                    ("200 OK", "application/json", body)
+                }
+                "/" => ("200 OK", "text/plain", "/metrics\n/v1/state\n".to_string()),
+                _ => ("404 Not Found", "text/plain", "not found\n".to_string()),
+            };
+            let _ = write!(
+                conn,
+                "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
         }
         Ok(())
     }

@@ -7,4 +7,5 @@
 pub mod checkpoint;
 pub mod config;
 pub mod daemon;
+pub mod metrics;
 pub mod protocol;

@@ -68,6 +68,12 @@ fn main() -> ExitCode {
     std::thread::spawn(move || d.run_cloud(rx, ec2));
     let d = Arc::clone(&daemon);
     std::thread::spawn(move || d.run_ticks());
+    let d = Arc::clone(&daemon);
+    std::thread::spawn(move || {
+        if let Err(e) = d.serve_http() {
+            eprintln!("podipd: metrics endpoint: {e}");
+        }
+    });
     eprintln!("podipd: serving on {}", cfg.socket.display());
     match daemon.serve() {
         Ok(()) => ExitCode::SUCCESS,

@@ -43,6 +43,16 @@ impl World {
         self.dir.join("podipd.sock")
     }
 
+    fn metrics_addr(&self) -> String {
+        // A port per test world: the process id and the world's name, hashed.
+        let h = self
+            .dir
+            .to_string_lossy()
+            .bytes()
+            .fold(std::process::id(), |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+        format!("127.0.0.1:{}", 20000 + h % 40000)
+    }
+
     fn start(&mut self, extra: &[(&str, &str)]) {
         let _ = std::fs::remove_file(self.sock());
         let mut c = Command::new(env!("CARGO_BIN_EXE_podipd"));
@@ -52,6 +62,7 @@ impl World {
             .env("PODIP_INSTANCE_TYPE", "m5.large")
             .env("IP_COOLDOWN_PERIOD", "1")
             .env("WARM_ENI_TARGET", "2")
+            .env("PODIP_METRICS_ADDRESS", self.metrics_addr())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         for (k, v) in extra {
@@ -246,4 +257,40 @@ fn a_corrupt_checkpoint_is_reported_kept_and_recovered_from() {
     assert_ne!(a, b);
     let st = introspect(&w.sock());
     assert!(st["cooling"].as_u64().unwrap() >= 1, "{st}");
+}
+
+fn http_get(addr: &str, path: &str) -> String {
+    let t0 = Instant::now();
+    loop {
+        if let Ok(mut s) = std::net::TcpStream::connect(addr) {
+            s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).unwrap();
+            let mut body = String::new();
+            std::io::Read::read_to_string(&mut s, &mut body).unwrap();
+            return body;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "no metrics endpoint at {addr}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn metrics_and_introspection_on_localhost() {
+    let mut w = World::new("metrics");
+    w.start(&[]);
+    add(&w.sock(), "m1");
+    let text = http_get(&w.metrics_addr(), "/metrics");
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    for n in [
+        "podip_addresses_assigned 1",
+        "podip_cni_add_seconds_count",
+        "podip_ec2_calls_total{call=\"assign_ips\",code=\"ok\"}",
+        "podip_backoff 0",
+    ] {
+        assert!(text.contains(n), "{n} missing:\n{text}");
+    }
+    let state = http_get(&w.metrics_addr(), "/v1/state");
+    let body = state.split("\r\n\r\n").nth(1).unwrap();
+    let v: Value = serde_json::from_str(body).unwrap();
+    assert_eq!(v["pods"][0]["container_id"], "m1");
+    assert!(http_get(&w.metrics_addr(), "/nope").starts_with("HTTP/1.1 404"));
 }
