@@ -343,6 +343,16 @@ impl Daemon {
             Op::Del(a) => {
                 let key = Self::key(a);
                 let mut g = self.lock();
+                let route_table = g.engine.datastore().pod(&key).and_then(|addr| {
+                    g.engine
+                        .datastore()
+                        .enis()
+                        .iter()
+                        .find(|e| {
+                            e.cidrs.iter().any(|c| matches!(addr, std::net::IpAddr::V4(ip) if c.net.contains(&ip)))
+                        })
+                        .map(|e| if e.device_index == 0 { 254 } else { e.device_index + 1 })
+                });
                 let effects = g.engine.handle(now, Event::PodDel(key.clone()));
                 g.meta.remove(&key);
                 let addr = effects.into_iter().find_map(|e| match e {
@@ -352,7 +362,7 @@ impl Daemon {
                 if let Err(e) = self.persist(&g, now) {
                     return err(ErrorKind::Internal, format!("checkpoint not written: {e}"));
                 }
-                ok(Reply::Released { addr })
+                ok(Reply::Released { addr, route_table })
             }
             Op::Check(a) => {
                 let key = Self::key(a);

@@ -102,6 +102,9 @@ pub enum Reply {
     Released {
         /// The address.
         addr: Option<IpAddr>,
+        /// Its route table (for the from-pod rule), when an address was held.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        route_table: Option<u32>,
     },
     /// GC: how many attachments were released.
     Collected {

@@ -1,0 +1,121 @@
+//! Carries out plans: one iproute2 batch inside the pod's netns (through `nsenter`), one on the
+//! host; teardown that reports every error but treats "already gone" as done; and checks that
+//! read the kernel's state back.
+
+use crate::plan::{Line, PodNet, host_side, host_teardown, pod_side};
+use std::io::Write;
+use std::net::IpAddr;
+use std::process::{Command, Stdio};
+use thiserror::Error;
+
+/// A failed data-path operation.
+#[derive(Debug, Error)]
+#[error("{what}: {detail}")]
+pub struct ApplyError {
+    /// What was being done.
+    pub what: String,
+    /// What the kernel or tool said.
+    pub detail: String,
+}
+
+fn run(mut cmd: Command, input: &str, what: &str) -> Result<String, ApplyError> {
+    let err = |detail: String| ApplyError { what: what.to_string(), detail };
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| err(format!("cannot run {:?}: {e}", cmd.get_program())))?;
+    if let Some(mut i) = child.stdin.take() {
+        i.write_all(input.as_bytes()).map_err(|e| err(e.to_string()))?;
+    }
+    let out = child.wait_with_output().map_err(|e| err(e.to_string()))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(err(String::from_utf8_lossy(&out.stderr).trim().to_string()))
+    }
+}
+
+fn batch(lines: &[Line]) -> String {
+    lines.iter().map(|l| format!("{l}\n")).collect()
+}
+
+/// Creates the pod's data path: the pod side in one batch, then the host side in one batch. On a
+/// failure, what was created is removed again before the error is returned.
+///
+/// # Errors
+/// The step that failed and what the kernel said.
+pub fn setup(p: &PodNet) -> Result<(), ApplyError> {
+    let mut pod = Command::new("nsenter");
+    pod.arg(format!("--net={}", p.netns)).args(["ip", "-batch", "-"]);
+    if let Err(e) = run(pod, &batch(&pod_side(p, std::process::id())), "pod side") {
+        let _ = teardown(&p.host_veth, None, p.table);
+        let _ = run_in_pod_del(p);
+        return Err(e);
+    }
+    let mut host = Command::new("ip");
+    host.args(["-batch", "-"]);
+    if let Err(e) = run(host, &batch(&host_side(p)), "host side") {
+        let _ = teardown(&p.host_veth, Some(p.addr), p.table);
+        return Err(e);
+    }
+    Ok(())
+}
+
+fn run_in_pod_del(p: &PodNet) -> Result<String, ApplyError> {
+    let mut c = Command::new("nsenter");
+    c.arg(format!("--net={}", p.netns)).args(["ip", "link", "del", &p.ifname]);
+    run(c, "", "pod interface")
+}
+
+/// Removes the host veth (and so the pod end and the route) and the policy rules. Objects that
+/// are already gone count as removed; every other error is reported.
+///
+/// # Errors
+/// Every step that failed for another reason.
+pub fn teardown(host_veth: &str, addr: Option<IpAddr>, table: u32) -> Result<(), Vec<ApplyError>> {
+    let mut errors = Vec::new();
+    for line in host_teardown(host_veth, addr, table) {
+        let mut c = Command::new("ip");
+        c.args(line.0.split_whitespace());
+        if let Err(e) = run(c, "", &line.0) {
+            let gone = ["Cannot find device", "No such file or directory", "No such process", "does not exist"];
+            if !gone.iter().any(|g| e.detail.contains(g)) {
+                errors.push(e);
+            }
+        }
+    }
+    if errors.is_empty() { Ok(()) } else { Err(errors) }
+}
+
+/// Checks the pod's data path against the kernel: the interface with its address and default
+/// route inside the pod, the host veth, the host route and the to-pod rule.
+///
+/// # Errors
+/// The first thing missing.
+pub fn check(p: &PodNet) -> Result<(), ApplyError> {
+    let missing = |what: &str| ApplyError { what: "check".into(), detail: format!("{what} is missing") };
+    let mut c = Command::new("nsenter");
+    c.arg(format!("--net={}", p.netns)).args(["ip", "-o", "addr", "show", "dev", &p.ifname]);
+    let addrs = run(c, "", "pod interface")?;
+    if !addrs.contains(&format!("{}/", p.addr)) {
+        return Err(missing(&format!("address {} on {}", p.addr, p.ifname)));
+    }
+    let mut c = Command::new("nsenter");
+    c.arg(format!("--net={}", p.netns)).args(["ip", "route", "show", "default"]);
+    if !run(c, "", "pod routes")?.contains("via") {
+        return Err(missing("the pod's default route"));
+    }
+    let mut c = Command::new("ip");
+    c.args(["route", "show", &p.addr.to_string()]);
+    if !run(c, "", "host routes")?.contains(&p.host_veth) {
+        return Err(missing(&format!("host route to {} via {}", p.addr, p.host_veth)));
+    }
+    let mut c = Command::new("ip");
+    c.args(["rule", "show", "priority", "512"]);
+    if !run(c, "", "host rules")?.contains(&format!("to {}", p.addr)) {
+        return Err(missing(&format!("rule to {}", p.addr)));
+    }
+    Ok(())
+}

@@ -1,0 +1,169 @@
+//! The data path of one pod as operations, computed from its lease. Pure.
+
+use std::fmt;
+use std::net::IpAddr;
+
+/// The pod-side gateway (the "169.254.1.1 trick": the host veth answers for it by a permanent
+/// neighbour entry, so it carries no address).
+pub const GATEWAY_V4: &str = "169.254.1.1";
+/// Priority of the to-pod rule.
+pub const RULE_TO_POD: u32 = 512;
+/// Priority of the from-pod rule.
+pub const RULE_FROM_POD: u32 = 1536;
+/// The main route table.
+pub const MAIN_TABLE: u32 = 254;
+
+/// Everything that decides one pod's data path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodNet {
+    /// The pod's netns path.
+    pub netns: String,
+    /// Interface name inside the pod.
+    pub ifname: String,
+    /// Host-side veth name.
+    pub host_veth: String,
+    /// Host-side veth MAC.
+    pub host_mac: String,
+    /// Pod-side MAC.
+    pub pod_mac: String,
+    /// The pod's address.
+    pub addr: IpAddr,
+    /// MTU.
+    pub mtu: u32,
+    /// Route table of the pod's ENI (254 for the primary).
+    pub table: u32,
+}
+
+/// The host veth name: the prefix and the first 11 hex digits of SHA-1 of `key` (the VPC CNI
+/// hashes `namespace.podname`; without Kubernetes names, the container id), at most 15 bytes.
+pub fn host_veth_name(prefix: &str, key: &str) -> String {
+    let hex = sha1_smol::Sha1::from(key).digest().to_string();
+    let keep = 15usize.saturating_sub(prefix.len()).min(11);
+    format!("{prefix}{}", &hex[..keep])
+}
+
+/// A locally administered unicast MAC derived from the host veth name, stable across retries.
+pub fn host_mac(host_veth: &str) -> String {
+    let d = sha1_smol::Sha1::from(host_veth).digest().bytes();
+    let first = (d[0] & 0xfe) | 0x02;
+    format!("{first:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", d[1], d[2], d[3], d[4], d[5])
+}
+
+/// One iproute2 batch line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Line(pub String);
+
+impl fmt::Display for Line {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn host_len(addr: &IpAddr) -> u8 {
+    if addr.is_ipv4() { 32 } else { 128 }
+}
+
+/// Operations inside the pod's netns: the veth pair (its peer moved to the netns of process
+/// `host_pid`), address, routes, neighbour.
+pub fn pod_side(p: &PodNet, host_pid: u32) -> Vec<Line> {
+    let l = |s: String| Line(s);
+    let mut v = vec![
+        l(format!(
+            "link add {} address {} mtu {} type veth peer name {} mtu {} address {} netns {host_pid}",
+            p.ifname, p.pod_mac, p.mtu, p.host_veth, p.mtu, p.host_mac
+        )),
+        l(format!("link set {} up", p.ifname)),
+        l(format!("addr add {}/{} dev {}", p.addr, host_len(&p.addr), p.ifname)),
+    ];
+    if p.addr.is_ipv4() {
+        v.push(l(format!("route add {GATEWAY_V4}/32 dev {} scope link", p.ifname)));
+        v.push(l(format!("route add default via {GATEWAY_V4} dev {}", p.ifname)));
+        v.push(l(format!("neigh add {GATEWAY_V4} lladdr {} dev {} nud permanent", p.host_mac, p.ifname)));
+    } else {
+        v.push(l(format!("route add default via fe80::1 dev {}", p.ifname)));
+        v.push(l(format!("neigh add fe80::1 lladdr {} dev {} nud permanent", p.host_mac, p.ifname)));
+    }
+    v
+}
+
+/// Operations on the host: the host veth up, the route to the pod, the policy rules.
+pub fn host_side(p: &PodNet) -> Vec<Line> {
+    let fam = if p.addr.is_ipv4() { "" } else { "-6 " };
+    let mut v = vec![
+        Line(format!("link set {} up", p.host_veth)),
+        Line(format!("{fam}route replace {}/{} dev {} scope link", p.addr, host_len(&p.addr), p.host_veth)),
+        Line(format!("{fam}rule add to {} lookup main priority {RULE_TO_POD}", p.addr)),
+    ];
+    if p.table != MAIN_TABLE {
+        v.push(Line(format!("{fam}rule add from {} lookup {} priority {RULE_FROM_POD}", p.addr, p.table)));
+    }
+    v
+}
+
+/// Host operations that undo [`host_side`] and the veth (deleting the host end removes the pod
+/// end and the route with it). Each may find its object already gone.
+pub fn host_teardown(host_veth: &str, addr: Option<IpAddr>, table: u32) -> Vec<Line> {
+    let mut v = vec![Line(format!("link del {host_veth}"))];
+    if let Some(a) = addr {
+        let fam = if a.is_ipv4() { "" } else { "-6 " };
+        v.push(Line(format!("{fam}rule del to {a} lookup main priority {RULE_TO_POD}")));
+        if table != MAIN_TABLE {
+            v.push(Line(format!("{fam}rule del from {a} lookup {table} priority {RULE_FROM_POD}")));
+        }
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod() -> PodNet {
+        PodNet {
+            netns: "/var/run/netns/p1".into(),
+            ifname: "eth0".into(),
+            host_veth: host_veth_name("eni", "default.web-0"),
+            host_mac: host_mac("enixxxx"),
+            pod_mac: host_mac("enixxxx/pod"),
+            addr: "10.0.1.23".parse().unwrap(),
+            mtu: 9001,
+            table: 2,
+        }
+    }
+
+    #[test]
+    fn veth_names_follow_the_vpc_cni() {
+        let n = host_veth_name("eni", "default.web-0");
+        assert_eq!(n.len(), 14);
+        assert!(n.starts_with("eni"));
+        assert_eq!(n, host_veth_name("eni", "default.web-0"), "stable");
+        assert_ne!(n, host_veth_name("eni", "default.web-1"));
+        assert_eq!(host_veth_name("abcd", "x").len(), 15);
+    }
+
+    #[test]
+    fn macs_are_locally_administered_unicast() {
+        let m = host_mac("eni0123456789a");
+        let first = u8::from_str_radix(&m[..2], 16).unwrap();
+        assert_eq!(first & 0x03, 0x02);
+        assert_eq!(m.len(), 17);
+    }
+
+    #[test]
+    fn plans_hold_the_vpc_cni_data_path() {
+        let p = pod();
+        let pod_ops: Vec<String> = pod_side(&p, 42).iter().map(ToString::to_string).collect();
+        assert!(pod_ops[0].contains("type veth peer name eni") && pod_ops[0].ends_with("netns 42"));
+        assert!(pod_ops.contains(&"addr add 10.0.1.23/32 dev eth0".to_string()));
+        assert!(pod_ops.contains(&"route add default via 169.254.1.1 dev eth0".to_string()));
+        assert!(pod_ops.iter().any(|o| o.starts_with("neigh add 169.254.1.1 lladdr ") && o.ends_with("nud permanent")));
+        let host: Vec<String> = host_side(&p).iter().map(ToString::to_string).collect();
+        assert!(host.contains(&"rule add to 10.0.1.23 lookup main priority 512".to_string()));
+        assert!(host.contains(&"rule add from 10.0.1.23 lookup 2 priority 1536".to_string()));
+        let mut primary = p.clone();
+        primary.table = MAIN_TABLE;
+        assert_eq!(host_side(&primary).len(), 3, "no from-pod rule for the primary ENI");
+        let down: Vec<String> = host_teardown(&p.host_veth, Some(p.addr), 2).iter().map(ToString::to_string).collect();
+        assert_eq!(down.len(), 3);
+    }
+}
