@@ -203,6 +203,9 @@ fn pods_get_addresses_reach_each_other_and_del_leaves_nothing() {
     assert_eq!(v["supportedVersions"], serde_json::json!(["0.4.0", "1.0.0", "1.1.0"]));
 }
 
+/// (environment, stdin, expected CNI code, text the message names).
+type BadCase<'a> = (Vec<(&'a str, &'a str)>, String, u64, &'a str);
+
 #[test]
 fn bad_input_gets_the_right_code_and_changes_nothing() {
     if !privileged() {
@@ -214,7 +217,7 @@ fn bad_input_gets_the_right_code_and_changes_nothing() {
     let good =
         [("CNI_COMMAND", "ADD"), ("CNI_CONTAINERID", "c1"), ("CNI_NETNS", netns.as_str()), ("CNI_IFNAME", "eth0")];
     let before = sh(&["ip", "-n", &node.name, "link", "show"]);
-    let cases: Vec<(Vec<(&str, &str)>, String, u64, &str)> = vec![
+    let cases: Vec<BadCase> = vec![
         (good.to_vec(), "{not json".into(), 6, "not valid JSON"),
         (good.to_vec(), r#"{"cniVersion":"0.1.0","name":"podip"}"#.into(), 1, "0.1.0"),
         (good.to_vec(), r#"{"cniVersion":"1.0.0","name":"podip","mtu":"big"}"#.into(), 7, "mtu"),
