@@ -4,155 +4,9 @@
 //! table. Without root the test skips, unless REQUIRE_PRIVILEGED=1, where it fails.
 #![allow(clippy::disallowed_methods)] // Drives real processes: waits in wall time.
 
-use agent::config::DaemonConfig;
-use agent::daemon::{Daemon, wall};
-use cloud::remote::serve;
-use cloud::sim::{SimParams, SimVpc};
-use serde_json::Value;
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+mod common;
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0")))
-        .unwrap_or(false)
-}
-
-/// Skips (or fails under REQUIRE_PRIVILEGED=1) without root and iproute2.
-fn privileged() -> bool {
-    let required = std::env::var("REQUIRE_PRIVILEGED").is_ok_and(|v| v == "1");
-    let ok = is_root() && (Path::new("/usr/sbin/ip").exists() || Path::new("/sbin/ip").exists());
-    assert!(ok || !required, "REQUIRE_PRIVILEGED=1 but not root or no iproute2");
-    if !ok {
-        eprintln!("skipping: needs root and iproute2");
-    }
-    ok
-}
-
-fn sh(args: &[&str]) -> String {
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-struct Node {
-    name: String,
-    pods: Vec<String>,
-    dir: PathBuf,
-    socket: PathBuf,
-}
-
-impl Node {
-    fn new(tag: &str) -> Node {
-        let id = std::process::id();
-        let name = format!("podip-n{tag}{id}");
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        sh(&["ip", "netns", "add", &name]);
-        sh(&["ip", "-n", &name, "link", "set", "lo", "up"]);
-        sh(&["ip", "netns", "exec", &name, "sysctl", "-qw", "net.ipv4.ip_forward=1"]);
-        let dir = std::env::temp_dir().join(format!("podip-cni-{tag}-{id}"));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        // The cloud: the simulated-VPC service.
-        let vpc_sock = dir.join("vpc.sock");
-        let mut vpc = SimVpc::new(SimParams { seed: 9, ..SimParams::default() });
-        vpc.add_vpc_cidr("10.0.0.0/16".parse().unwrap()).unwrap();
-        vpc.add_subnet("us-east-1a", "10.0.0.0/24".parse().unwrap()).unwrap();
-        let listener = std::os::unix::net::UnixListener::bind(&vpc_sock).unwrap();
-        std::thread::spawn(move || serve(listener, vpc, wall, 0.0));
-        // The daemon, in this process.
-        let socket = dir.join("podipd.sock");
-        let vars = [
-            ("PODIP_CLOUD", format!("sim:{}", vpc_sock.display())),
-            ("PODIP_SOCKET", socket.display().to_string()),
-            ("PODIP_CHECKPOINT", dir.join("state/ipam.json").display().to_string()),
-            ("PODIP_METRICS_ADDRESS", "127.0.0.1:1".to_string()),
-        ];
-        let cfg = DaemonConfig::load(None, |k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone())).unwrap();
-        let (d, rx, ec2) = Daemon::boot(cfg, &vpc_sock).unwrap();
-        let d2 = Arc::clone(&d);
-        std::thread::spawn(move || d2.run_cloud(rx, ec2));
-        let d3 = Arc::clone(&d);
-        std::thread::spawn(move || d3.run_ticks());
-        std::thread::spawn(move || d.serve());
-        let t0 = Instant::now();
-        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
-            assert!(t0.elapsed() < Duration::from_secs(10));
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Node { name, pods: Vec::new(), dir, socket }
-    }
-
-    fn pod(&mut self, n: usize) -> String {
-        let name = format!("{}-p{n}", self.name);
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        sh(&["ip", "netns", "add", &name]);
-        sh(&["ip", "-n", &name, "link", "set", "lo", "up"]);
-        self.pods.push(name.clone());
-        name
-    }
-
-    fn conf(&self, version: &str) -> String {
-        format!(
-            r#"{{"cniVersion":"{version}","name":"podip","type":"podip-cni","socket":"{}"}}"#,
-            self.socket.display()
-        )
-    }
-
-    /// Runs the plugin inside the node namespace.
-    fn cni(&self, env: &[(&str, &str)], stdin: &str) -> (i32, Value) {
-        let mut c = Command::new("nsenter");
-        c.arg(format!("--net=/var/run/netns/{}", self.name)).arg(env!("CARGO_BIN_EXE_podip-cni"));
-        c.env_clear().env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin").env("CNI_PATH", "/opt/cni/bin");
-        for (k, v) in env {
-            c.env(k, v);
-        }
-        let mut child = c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-        let out = child.wait_with_output().unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        let v = if text.trim().is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or_else(|_| panic!("stdout is not JSON: {text}"))
-        };
-        (out.status.code().unwrap_or(-1), v)
-    }
-
-    fn add(&self, cid: &str, pod: &str) -> Value {
-        let netns = format!("/var/run/netns/{pod}");
-        let env =
-            [("CNI_COMMAND", "ADD"), ("CNI_CONTAINERID", cid), ("CNI_NETNS", netns.as_str()), ("CNI_IFNAME", "eth0")];
-        let t0 = Instant::now();
-        loop {
-            let (code, v) = self.cni(&env, &self.conf("1.0.0"));
-            if code == 0 {
-                return v;
-            }
-            assert_eq!(v["code"], 11, "only try-again is expected while the pool fills: {v}");
-            assert!(t0.elapsed() < Duration::from_secs(30), "no address: {v}");
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        for p in &self.pods {
-            let _ = Command::new("ip").args(["netns", "del", p]).output();
-        }
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn addr_of(result: &Value) -> String {
-    result["ips"][0]["address"].as_str().unwrap().split('/').next().unwrap().to_string()
-}
+use common::{Node, privileged, sh};
 
 #[test]
 fn pods_get_addresses_reach_each_other_and_del_leaves_nothing() {
@@ -163,7 +17,7 @@ fn pods_get_addresses_reach_each_other_and_del_leaves_nothing() {
     let (p1, p2) = (node.pod(1), node.pod(2));
     let r1 = node.add("ctr1", &p1);
     let r2 = node.add("ctr2", &p2);
-    let (a1, a2) = (addr_of(&r1), addr_of(&r2));
+    let (a1, a2) = (common::addr_of(&r1), common::addr_of(&r2));
     assert!(a1.starts_with("10.0.0.") && a2.starts_with("10.0.0.") && a1 != a2, "{a1} {a2}");
     assert_eq!(r1["cniVersion"], "1.0.0");
     assert_eq!(r1["interfaces"][1]["sandbox"], format!("/var/run/netns/{p1}"));

@@ -1,0 +1,174 @@
+//! A real container runtime calls podip-cni: containerd (`ctr run --cni`) starts busybox
+//! containers in a node namespace this test makes; they get addresses from the simulated subnet
+//! and reach each other; when they stop, nothing is left. Needs root and containerd, runc and
+//! busybox-static (the test command installs them); skips without, unless REQUIRE_PRIVILEGED=1.
+#![allow(clippy::disallowed_methods)] // Drives real processes: waits in wall time.
+
+mod common;
+
+use common::{Node, introspect, privileged, sh};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const CONFLIST: &str = "/etc/cni/net.d/00-podip-e2e.conflist";
+const PLUGIN: &str = "/opt/cni/bin/podip-cni";
+
+struct Containerd {
+    child: Child,
+    dir: PathBuf,
+    address: PathBuf,
+}
+
+impl Containerd {
+    fn start(dir: &Path) -> Containerd {
+        let dir = dir.join("ctrd");
+        std::fs::create_dir_all(&dir).unwrap();
+        let address = dir.join("containerd.sock");
+        let config = dir.join("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "version = 2\nroot = \"{0}/root\"\nstate = \"{0}/state\"\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n[grpc]\n  address = \"{1}\"\n",
+                dir.display(),
+                address.display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("containerd.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let t0 = Instant::now();
+        while !address.exists() {
+            assert!(t0.elapsed() < Duration::from_secs(20), "containerd did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Containerd { child, dir, address }
+    }
+
+    fn ctr(&self, node: &str, args: &[&str]) -> std::process::Output {
+        Command::new("nsenter")
+            .arg(format!("--net=/var/run/netns/{node}"))
+            .arg("ctr")
+            .arg("--address")
+            .arg(&self.address)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        // Stop only the containerd this test started, by its PID.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = Command::new("umount").arg("-R").arg(self.dir.join("state")).output();
+    }
+}
+
+fn rootfs(dir: &Path) -> PathBuf {
+    let root = dir.join("rootfs");
+    for d in ["bin", "proc", "sys", "dev", "etc", "tmp", "run"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+    let list = sh(&["/bin/busybox", "--list"]);
+    for applet in list.lines().filter(|a| *a != "busybox") {
+        let _ = std::os::unix::fs::symlink("busybox", root.join("bin").join(applet));
+    }
+    root
+}
+
+fn tools_present() -> bool {
+    let have = ["containerd", "ctr", "runc"].iter().all(|t| {
+        Command::new("sh").args(["-c", &format!("command -v {t}")]).output().is_ok_and(|o| o.status.success())
+    }) && Path::new("/bin/busybox").exists();
+    let required = std::env::var("REQUIRE_PRIVILEGED").is_ok_and(|v| v == "1");
+    assert!(
+        have || !required,
+        "REQUIRE_PRIVILEGED=1 but containerd, runc or busybox-static is missing; run ./scripts/test"
+    );
+    if !have {
+        eprintln!("skipping: containerd, runc or busybox-static missing");
+    }
+    have
+}
+
+#[test]
+fn containerd_containers_get_addresses_and_reach_each_other() {
+    if !privileged() || !tools_present() {
+        return;
+    }
+    let node = Node::new("ctrd");
+    std::fs::create_dir_all("/opt/cni/bin").unwrap();
+    std::fs::create_dir_all("/etc/cni/net.d").unwrap();
+    std::fs::copy(env!("CARGO_BIN_EXE_podip-cni"), PLUGIN).unwrap();
+    std::fs::write(
+        CONFLIST,
+        format!(
+            r#"{{"cniVersion":"1.0.0","name":"podip","plugins":[{{"type":"podip-cni","socket":"{}"}},{{"type":"portmap","capabilities":{{"portMappings":true}},"snat":true}}]}}"#,
+            node.socket.display()
+        ),
+    )
+    .unwrap();
+    let _cleanup = Cleanup;
+    let root = rootfs(&node.dir);
+    let ctrd = Containerd::start(&node.dir);
+    let rootfs = root.display().to_string();
+    // The first container waits a little; the second finds it and pings it. Both run with --rm,
+    // so ctr calls DEL when they end.
+    let mut server = Command::new("nsenter")
+        .arg(format!("--net=/var/run/netns/{}", node.name))
+        .arg("ctr")
+        .arg("--address")
+        .arg(&ctrd.address)
+        .args(["run", "--rm", "--cni", "--rootfs", &rootfs, "e2e-server", "/bin/sleep", "6"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    let server_ip = loop {
+        let st = introspect(&node.socket);
+        let found = st["pods"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["container_id"].as_str().unwrap().contains("e2e-server"))
+            .cloned();
+        if let Some(p) = found {
+            break p["ip"].as_str().unwrap().to_string();
+        }
+        assert!(t0.elapsed() < Duration::from_secs(20), "the server never got an address: {st}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(server_ip.starts_with("10.0.0."), "{server_ip}");
+    let script = format!("ip -4 -o addr show dev eth0 && ping -c 1 -W 2 {server_ip}");
+    let out =
+        ctrd.ctr(&node.name, &["run", "--rm", "--cni", "--rootfs", &rootfs, "e2e-client", "/bin/sh", "-c", &script]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "client: {text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("inet 10.0.0."), "{text}");
+    assert!(text.contains("1 packets received"), "{text}");
+    // When the server ends, ctr runs DEL: its address and veth go.
+    assert!(server.wait().unwrap().success());
+    let st = introspect(&node.socket);
+    assert_eq!(st["pods"].as_array().unwrap().len(), 0, "every address released: {st}");
+    let links = sh(&["ip", "-n", &node.name, "-o", "link", "show"]);
+    assert!(!links.contains("eni"), "no veth left: {links}");
+    assert!(!sh(&["ip", "-n", &node.name, "rule", "show"]).contains("10.0.0."));
+}
+
+struct Cleanup;
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(CONFLIST);
+        let _ = std::fs::remove_file(PLUGIN);
+    }
+}
