@@ -72,6 +72,12 @@ pub struct DaemonConfig {
     pub instance_type: String,
     /// Subnet (id or CIDR) of a node launched on the simulated VPC; default the first subnet.
     pub node_subnet: Option<String>,
+    /// Program the node's data path (SNAT, connmark rule); off for IPAM-only runs.
+    pub program_node: bool,
+    /// The network namespace to program (default: the daemon's own).
+    pub node_netns: Option<String>,
+    /// The primary interface's name.
+    pub primary_if: String,
 }
 
 /// Where the ENIs come from.
@@ -89,7 +95,7 @@ pub enum Cloud {
 pub struct ConfigError(pub Vec<String>);
 
 /// The environment names read, with their defaults.
-pub const VARIABLES: [(&str, &str); 22] = [
+pub const VARIABLES: [(&str, &str); 25] = [
     ("WARM_ENI_TARGET", "1"),
     ("WARM_IP_TARGET", "0"),
     ("MINIMUM_IP_TARGET", "0"),
@@ -112,6 +118,9 @@ pub const VARIABLES: [(&str, &str); 22] = [
     ("PODIP_CLOUD", "sim:/run/podip/vpc.sock"),
     ("PODIP_INSTANCE_TYPE", "m5.large"),
     ("PODIP_NODE_SUBNET", ""),
+    ("PODIP_PROGRAM_NODE", "true"),
+    ("PODIP_NODE_NETNS", ""),
+    ("PODIP_PRIMARY_IF", "eth0"),
 ];
 
 impl DaemonConfig {
@@ -204,6 +213,7 @@ impl DaemonConfig {
         let prefix_delegation = boolean("ENABLE_PREFIX_DELEGATION");
         let custom_networking = boolean("AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG");
         let external = boolean("AWS_VPC_K8S_CNI_EXTERNALSNAT");
+        let program_node = boolean("PODIP_PROGRAM_NODE");
         let v4 = boolean("ENABLE_IPv4");
         let ipv6 = boolean("ENABLE_IPv6");
         if v4 == ipv6 {
@@ -254,6 +264,8 @@ impl DaemonConfig {
             bad.push(format!("PODIP_INSTANCE_TYPE={instance_type:?}: {e}"));
         }
         let node_subnet = Some(get("PODIP_NODE_SUBNET")).filter(|s| !s.is_empty());
+        let node_netns = Some(get("PODIP_NODE_NETNS")).filter(|s| !s.is_empty());
+        let primary_if = get("PODIP_PRIMARY_IF");
         if !bad.is_empty() {
             return Err(ConfigError(bad));
         }
@@ -261,6 +273,9 @@ impl DaemonConfig {
             cloud,
             instance_type,
             node_subnet,
+            program_node,
+            node_netns,
+            primary_if,
             warm_eni,
             warm_ip,
             minimum_ip,

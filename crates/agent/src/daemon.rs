@@ -169,6 +169,33 @@ impl Daemon {
         let mut s = settings(&cfg);
         s.custom_networking = pod_subnet.map(|subnet| ipam::config::EniTemplate { subnet, security_groups: vec![] });
         let node_cfg = NodeConfig::resolve(t, node_subnet.0.clone(), &s)?;
+        if cfg.program_node {
+            let vpc_cidrs = match ec2.call(&Ec2Request::VpcCidrs).map_err(|e| DaemonError::Cloud(e.to_string()))? {
+                Ec2Reply::Cidrs { cidrs } => cidrs,
+                r => return Err(DaemonError::Cloud(format!("unexpected reply {r:?}"))),
+            };
+            let primary = enis.iter().find(|e| e.device_index == 0).map(|e| e.primary_ip);
+            let plan = datapath::node::SnatPlan {
+                internal: cfg.snat == crate::config::Snat::Internal,
+                primary_ip: primary.ok_or_else(|| DaemonError::Cloud("no primary ENI".into()))?,
+                primary_if: cfg.primary_if.clone(),
+                exempt: vpc_cidrs.iter().chain(cfg.exclude_snat.iter()).copied().collect(),
+                veth_prefix: cfg.veth_prefix.clone(),
+                port_flag: match cfg.randomize_snat {
+                    crate::config::RandomizeSnat::Prng => Some("fully-random"),
+                    crate::config::RandomizeSnat::HashRandom => Some("random"),
+                    crate::config::RandomizeSnat::None => None,
+                },
+            };
+            datapath::node::apply_snat(&plan, cfg.node_netns.as_deref())
+                .map_err(|e| DaemonError::Io { path: "node data path".into(), message: e.to_string() })?;
+            notes.push(format!(
+                "SNAT {} (primary {}, exempt {})",
+                if plan.internal { "internal" } else { "external" },
+                plan.primary_ip,
+                plan.exempt.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+            ));
+        }
         let now = wall();
         let mut engine = Engine::new(node_cfg, &enis, now.as_millis(), now)
             .map_err(|e| DaemonError::Cloud(format!("ENIs do not fit the datastore: {e}")))?;

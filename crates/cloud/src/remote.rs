@@ -32,6 +32,8 @@ pub enum Ec2Request {
     },
     /// The subnets, for a node choosing where it lives.
     Subnets,
+    /// The VPC's CIDR blocks (IMDS `vpc-ipv4-cidr-blocks`).
+    VpcCidrs,
     /// `CreateNetworkInterface`.
     Create {
         /// Subnet.
@@ -118,6 +120,11 @@ pub enum Ec2Reply {
         /// The subnets.
         subnets: Vec<(SubnetId, String, Ipv4Net)>,
     },
+    /// CIDR blocks.
+    Cidrs {
+        /// Them.
+        cidrs: Vec<Ipv4Net>,
+    },
     /// One ENI.
     Eni {
         /// It.
@@ -165,6 +172,7 @@ fn handle(vpc: &mut SimVpc, req: Ec2Request) -> Result<Ec2Reply, CallError> {
         Ec2Request::Subnets => {
             Ec2Reply::Subnets { subnets: vpc.subnets().iter().map(|s| (s.id.clone(), s.az.clone(), s.cidr)).collect() }
         }
+        Ec2Request::VpcCidrs => Ec2Reply::Cidrs { cidrs: vpc.vpc_cidrs().to_vec() },
         Ec2Request::Create { subnet, secondary_ips, prefixes } => Ec2Reply::Eni {
             eni: vpc.create_network_interface(&CreateEni {
                 subnet,

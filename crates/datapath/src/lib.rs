@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod apply;
+pub mod node;
 pub mod plan;
 
 pub use plan::{PodNet, host_mac, host_veth_name};

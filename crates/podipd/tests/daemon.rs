@@ -61,6 +61,7 @@ impl World {
             .env("PODIP_CHECKPOINT", self.dir.join("state/ipam.json"))
             .env("PODIP_INSTANCE_TYPE", "m5.large")
             .env("IP_COOLDOWN_PERIOD", "1")
+            .env("PODIP_PROGRAM_NODE", "false")
             .env("WARM_ENI_TARGET", "2")
             .env("PODIP_METRICS_ADDRESS", self.metrics_addr())
             .stdout(Stdio::null())

@@ -46,6 +46,11 @@ pub struct Node {
 
 impl Node {
     pub fn new(tag: &str) -> Node {
+        Node::with(tag, &[])
+    }
+
+    /// A node whose daemon also gets `extra` settings; it programs the node namespace.
+    pub fn with(tag: &str, extra: &[(&str, &str)]) -> Node {
         let id = std::process::id();
         let name = format!("podip-n{tag}{id}");
         let _ = Command::new("ip").args(["netns", "del", &name]).output();
@@ -69,8 +74,17 @@ impl Node {
             ("PODIP_SOCKET", socket.display().to_string()),
             ("PODIP_CHECKPOINT", dir.join("state/ipam.json").display().to_string()),
             ("PODIP_METRICS_ADDRESS", "127.0.0.1:1".to_string()),
+            ("PODIP_NODE_NETNS", format!("/var/run/netns/{name}")),
+            ("PODIP_PRIMARY_IF", "vpc0".to_string()),
         ];
-        let cfg = DaemonConfig::load(None, |k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone())).unwrap();
+        let lookup = |k: &str| {
+            extra
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+                .or_else(|| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone()))
+        };
+        let cfg = DaemonConfig::load(None, lookup).unwrap();
         let (d, rx, ec2) = Daemon::boot(cfg, &vpc_sock).unwrap();
         let d2 = Arc::clone(&d);
         std::thread::spawn(move || d2.run_cloud(rx, ec2));

@@ -1,0 +1,110 @@
+//! Egress from pods, in namespaces this test makes (root): a "remote" namespace plays both a
+//! destination outside the VPC and a peer inside it. With internal SNAT (the default), the
+//! outside destination sees the node's primary address and the VPC peer the pod's; with
+//! external SNAT, both see the pod's. nftables counters in the remote namespace tell.
+#![allow(clippy::disallowed_methods)] // Drives real processes.
+
+mod common;
+
+use common::{Node, addr_of, introspect, privileged, sh};
+use std::process::Command;
+
+const OUTSIDE: &str = "198.51.100.1";
+const VPC_PEER: &str = "10.0.200.1";
+
+struct Remote {
+    name: String,
+}
+
+impl Drop for Remote {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+    }
+}
+
+/// Joins the node to a remote namespace through `vpc0` (the node's primary interface).
+fn remote(node: &Node, primary: &str) -> Remote {
+    let name = format!("{}-r", node.name);
+    let _ = Command::new("ip").args(["netns", "del", &name]).output();
+    sh(&["ip", "netns", "add", &name]);
+    sh(&["ip", "-n", &node.name, "link", "add", "vpc0", "type", "veth", "peer", "name", "eth0", "netns", &name]);
+    sh(&["ip", "-n", &node.name, "addr", "add", &format!("{primary}/32"), "dev", "vpc0"]);
+    sh(&["ip", "-n", &node.name, "link", "set", "vpc0", "up"]);
+    sh(&["ip", "-n", &node.name, "route", "add", "198.51.100.0/24", "dev", "vpc0"]);
+    sh(&["ip", "-n", &node.name, "route", "add", &format!("{VPC_PEER}/32"), "dev", "vpc0"]);
+    sh(&["ip", "-n", &name, "link", "set", "lo", "up"]);
+    sh(&["ip", "-n", &name, "addr", "add", &format!("{OUTSIDE}/24"), "dev", "eth0"]);
+    sh(&["ip", "-n", &name, "addr", "add", &format!("{VPC_PEER}/32"), "dev", "eth0"]);
+    sh(&["ip", "-n", &name, "link", "set", "eth0", "up"]);
+    sh(&["ip", "-n", &name, "route", "add", &format!("{primary}/32"), "dev", "eth0"]);
+    sh(&["ip", "-n", &name, "route", "add", "10.0.0.0/16", "via", primary, "dev", "eth0"]);
+    Remote { name }
+}
+
+/// Packets the remote namespace received from `src`, to `dst`.
+fn seen(remote: &Remote, src: &str, dst: &str) -> u64 {
+    let out = sh(&["ip", "netns", "exec", &remote.name, "nft", "list", "chain", "ip", "seen", "input"]);
+    out.lines()
+        .find(|l| l.contains(&format!("ip saddr {src} ip daddr {dst} ")))
+        .and_then(|l| l.split("packets ").nth(1))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+fn run(external: bool) {
+    let flag = if external { "true" } else { "false" };
+    let mut node = Node::with(if external { "x" } else { "i" }, &[("AWS_VPC_K8S_CNI_EXTERNALSNAT", flag)]);
+    let state = introspect(&node.socket);
+    let primary = state["enis"][0]["primary_ip"].as_str().unwrap().to_string();
+    let r = remote(&node, &primary);
+    let pod = node.pod(1);
+    let pod_ip = addr_of(&node.add("c1", &pod));
+    let mut rules =
+        String::from("table ip seen {\n chain input {\n  type filter hook input priority 0; policy accept;\n");
+    for src in [&primary, &pod_ip] {
+        for dst in [OUTSIDE, VPC_PEER] {
+            rules.push_str(&format!("  ip saddr {src} ip daddr {dst} counter\n"));
+        }
+    }
+    rules.push_str(" }\n}\n");
+    let mut nft = Command::new("ip")
+        .args(["netns", "exec", &r.name, "nft", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut nft.stdin.take().unwrap(), rules.as_bytes()).unwrap();
+    assert!(nft.wait().unwrap().success());
+    sh(&["ip", "netns", "exec", &pod, "ping", "-c", "1", "-W", "2", OUTSIDE]);
+    sh(&["ip", "netns", "exec", &pod, "ping", "-c", "1", "-W", "2", VPC_PEER]);
+    if external {
+        assert_eq!(seen(&r, &pod_ip, OUTSIDE), 1, "external SNAT: the pod's own address leaves the node");
+        assert_eq!(seen(&r, &primary, OUTSIDE), 0);
+    } else {
+        assert_eq!(seen(&r, &primary, OUTSIDE), 1, "internal SNAT: the node's primary address");
+        assert_eq!(seen(&r, &pod_ip, OUTSIDE), 0);
+    }
+    assert_eq!(seen(&r, &pod_ip, VPC_PEER), 1, "inside the VPC, no translation");
+    // DEL leaves the node's rules for other pods, and nothing of this one.
+    let netns = format!("/var/run/netns/{pod}");
+    let del =
+        [("CNI_COMMAND", "DEL"), ("CNI_CONTAINERID", "c1"), ("CNI_NETNS", netns.as_str()), ("CNI_IFNAME", "eth0")];
+    assert_eq!(node.cni(&del, &node.conf("1.0.0")).0, 0);
+    assert!(!sh(&["ip", "-n", &node.name, "route"]).contains(&pod_ip));
+    let table = sh(&["ip", "netns", "exec", &node.name, "nft", "list", "ruleset"]);
+    assert_eq!(table.contains("snat to"), !external, "{table}");
+}
+
+#[test]
+fn internal_snat_shows_the_node_address_outside_the_vpc() {
+    if privileged() {
+        run(false);
+    }
+}
+
+#[test]
+fn external_snat_shows_the_pod_address() {
+    if privileged() {
+        run(true);
+    }
+}

@@ -1,0 +1,143 @@
+//! The node-level data path the daemon owns: SNAT of pod traffic leaving the VPC (internal SNAT,
+//! the VPC CNI's default) with nftables, the connmark that brings NodePort replies back through
+//! the primary ENI, and its policy rule. Rendered as one `nft -f` batch that replaces podip's
+//! table whole, so applying it twice changes nothing.
+
+use crate::apply::ApplyError;
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::process::{Command, Stdio};
+
+/// The nftables table podip owns.
+pub const TABLE: &str = "podip";
+/// The connmark bit (the VPC CNI's `AWS_VPC_K8S_CNI_CONNMARK` default).
+pub const CONNMARK: u32 = 0x80;
+/// Priority of the fwmark rule.
+pub const RULE_CONNMARK: u32 = 1024;
+
+/// How pod traffic leaving the VPC is translated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnatPlan {
+    /// Translate to the node's primary address (internal SNAT); false: leave pod addresses.
+    pub internal: bool,
+    /// The node's primary address.
+    pub primary_ip: Ipv4Addr,
+    /// The primary interface (NodePort traffic arrives there).
+    pub primary_if: String,
+    /// Destinations never translated: the VPC's CIDRs and the excluded ones.
+    pub exempt: Vec<ipnet::Ipv4Net>,
+    /// Host veth prefix (pod traffic enters from these interfaces).
+    pub veth_prefix: String,
+    /// `fully-random`, `random` or nothing.
+    pub port_flag: Option<&'static str>,
+}
+
+/// The nft batch: always creates then deletes the table (so a missing one is no error), then,
+/// for internal SNAT, defines it again.
+pub fn nft_script(p: &SnatPlan) -> String {
+    let mut s = format!("table ip {TABLE}\ndelete table ip {TABLE}\n");
+    if !p.internal {
+        return s;
+    }
+    let exempt: Vec<String> = p.exempt.iter().map(ToString::to_string).collect();
+    let flag = p.port_flag.map(|f| format!(" {f}")).unwrap_or_default();
+    s.push_str(&format!(
+        "table ip {TABLE} {{\n\
+         \tset exempt {{ type ipv4_addr; flags interval; {elements}}}\n\
+         \tchain postrouting {{\n\
+         \t\ttype nat hook postrouting priority srcnat; policy accept;\n\
+         \t\tip daddr @exempt return\n\
+         \t\tfib daddr type local return\n\
+         \t\tiifname \"{prefix}*\" snat to {ip}{flag}\n\
+         \t}}\n\
+         \tchain prerouting {{\n\
+         \t\ttype filter hook prerouting priority mangle; policy accept;\n\
+         \t\tiifname \"{pif}\" fib daddr type local ct mark set ct mark | {mark:#x}\n\
+         \t\tiifname \"{prefix}*\" meta mark set ct mark & {mark:#x}\n\
+         \t}}\n\
+         }}\n",
+        elements = if exempt.is_empty() { String::new() } else { format!("elements = {{ {} }}; ", exempt.join(", ")) },
+        prefix = p.veth_prefix,
+        ip = p.primary_ip,
+        pif = p.primary_if,
+        mark = CONNMARK,
+    ));
+    s
+}
+
+fn in_netns(netns: Option<&str>, program: &str) -> Command {
+    match netns {
+        Some(ns) => {
+            let mut c = Command::new("nsenter");
+            c.arg(format!("--net={ns}")).arg(program);
+            c
+        }
+        None => Command::new(program),
+    }
+}
+
+fn run(mut c: Command, input: &str, what: &str) -> Result<(), ApplyError> {
+    let err = |detail: String| ApplyError { what: what.into(), detail };
+    let mut child =
+        c.stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().map_err(|e| err(e.to_string()))?;
+    if let Some(mut i) = child.stdin.take() {
+        i.write_all(input.as_bytes()).map_err(|e| err(e.to_string()))?;
+    }
+    let out = child.wait_with_output().map_err(|e| err(e.to_string()))?;
+    if out.status.success() { Ok(()) } else { Err(err(String::from_utf8_lossy(&out.stderr).trim().to_string())) }
+}
+
+/// Applies the SNAT plan in `netns` (the daemon's own namespace when `None`): the nft table and
+/// the fwmark rule (`fwmark 0x80/0x80 lookup main`, priority 1024) for internal SNAT.
+///
+/// # Errors
+/// What nft or ip said.
+pub fn apply_snat(p: &SnatPlan, netns: Option<&str>) -> Result<(), ApplyError> {
+    let mut nft = in_netns(netns, "nft");
+    nft.args(["-f", "-"]);
+    run(nft, &nft_script(p), "nftables SNAT")?;
+    let rule = format!("rule del fwmark {CONNMARK:#x}/{CONNMARK:#x} priority {RULE_CONNMARK}\n");
+    let mut ip = in_netns(netns, "ip");
+    ip.args(["-force", "-batch", "-"]);
+    let _ = run(ip, &rule, "connmark rule");
+    if p.internal {
+        let mut ip = in_netns(netns, "ip");
+        ip.args(["-batch", "-"]);
+        run(
+            ip,
+            &format!("rule add fwmark {CONNMARK:#x}/{CONNMARK:#x} lookup main priority {RULE_CONNMARK}\n"),
+            "connmark rule",
+        )?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(internal: bool) -> SnatPlan {
+        SnatPlan {
+            internal,
+            primary_ip: Ipv4Addr::new(10, 0, 0, 10),
+            primary_if: "eth0".into(),
+            exempt: vec!["10.0.0.0/16".parse().unwrap(), "172.16.0.0/12".parse().unwrap()],
+            veth_prefix: "eni".into(),
+            port_flag: Some("fully-random"),
+        }
+    }
+
+    #[test]
+    fn internal_snat_translates_to_the_primary_address_outside_the_vpc() {
+        let s = nft_script(&plan(true));
+        assert!(s.starts_with("table ip podip\ndelete table ip podip\n"), "replaces the table whole");
+        assert!(s.contains("elements = { 10.0.0.0/16, 172.16.0.0/12 }"));
+        assert!(s.contains("iifname \"eni*\" snat to 10.0.0.10 fully-random"));
+        assert!(s.contains("ct mark set ct mark | 0x80"));
+    }
+
+    #[test]
+    fn external_snat_removes_the_table() {
+        assert_eq!(nft_script(&plan(false)), "table ip podip\ndelete table ip podip\n");
+    }
+}
