@@ -34,6 +34,8 @@ impl World {
         let mut vpc = SimVpc::new(SimParams { seed: 3, ..SimParams::default() });
         vpc.add_vpc_cidr("10.0.0.0/16".parse().unwrap()).unwrap();
         vpc.add_subnet("us-east-1a", "10.0.0.0/22".parse().unwrap()).unwrap();
+        vpc.add_vpc_cidr("100.64.0.0/16".parse().unwrap()).unwrap();
+        vpc.add_subnet("us-east-1a", "100.64.0.0/22".parse().unwrap()).unwrap();
         let listener = std::os::unix::net::UnixListener::bind(&vpc_sock).unwrap();
         std::thread::spawn(move || serve(listener, vpc, wall, 0.0));
         World { dir, vpc_sock, daemon: None }
@@ -294,4 +296,15 @@ fn metrics_and_introspection_on_localhost() {
     let v: Value = serde_json::from_str(body).unwrap();
     assert_eq!(v["pods"][0]["container_id"], "m1");
     assert!(http_get(&w.metrics_addr(), "/nope").starts_with("HTTP/1.1 404"));
+}
+
+#[test]
+fn custom_networking_puts_pods_in_the_pod_subnet() {
+    let mut w = World::new("custom");
+    w.start(&[("AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG", "true")]);
+    let a = add(&w.sock(), "cn1");
+    assert!(a.starts_with("100.64."), "{a}");
+    let st = introspect(&w.sock());
+    let enis = st["enis"].as_array().unwrap();
+    assert!(enis[0]["primary"].as_bool().unwrap() && enis[0]["secondary_ips"].as_array().unwrap().is_empty(), "no pods on the primary ENI: {st}");
 }
