@@ -75,17 +75,20 @@ fn run_in_pod_del(p: &PodNet) -> Result<String, ApplyError> {
 /// # Errors
 /// Every step that failed for another reason.
 pub fn teardown(host_veth: &str, addr: Option<IpAddr>, table: u32) -> Result<(), Vec<ApplyError>> {
-    let mut errors = Vec::new();
-    for line in host_teardown(host_veth, addr, table) {
-        let mut c = Command::new("ip");
-        c.args(line.0.split_whitespace());
-        if let Err(e) = run(c, "", &line.0) {
-            let gone = ["Cannot find device", "No such file or directory", "No such process", "does not exist"];
-            if !gone.iter().any(|g| e.detail.contains(g)) {
-                errors.push(e);
-            }
-        }
-    }
+    // One batch; -force goes on after a failed line, and every failure is reported on stderr.
+    let lines = host_teardown(host_veth, addr, table);
+    let mut c = Command::new("ip");
+    c.args(["-force", "-batch", "-"]);
+    let detail = match run(c, &batch(&lines), "teardown") {
+        Ok(_) => return Ok(()),
+        Err(e) => e.detail,
+    };
+    let gone = ["Cannot find device", "No such file or directory", "No such process", "does not exist", "Command failed"];
+    let errors: Vec<ApplyError> = detail
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !gone.iter().any(|g| l.contains(g)))
+        .map(|l| ApplyError { what: "teardown".into(), detail: l.to_string() })
+        .collect();
     if errors.is_empty() { Ok(()) } else { Err(errors) }
 }
 
