@@ -72,6 +72,8 @@ pub fn wall() -> Time {
 struct Inner {
     engine: Engine,
     meta: BTreeMap<PodKey, (String, String)>,
+    /// Device indexes of the secondary ENIs whose links are programmed.
+    links: Vec<u32>,
 }
 
 /// A booted daemon, the receiver of its cloud calls, and its cloud client.
@@ -244,11 +246,15 @@ impl Daemon {
         let d = Arc::new(Daemon {
             cfg,
             metrics: crate::metrics::Metrics::default(),
-            inner: Mutex::new(Inner { engine, meta }),
+            inner: Mutex::new(Inner { engine, meta, links: Vec::new() }),
             calls: Mutex::new(tx),
             instance,
             startup_notes: notes,
         });
+        {
+            let mut g = d.lock();
+            d.program_enis(&mut g);
+        }
         Ok((d, rx, ec2))
     }
 
@@ -271,6 +277,32 @@ impl Daemon {
         self.metrics.observe(&e.stats(now), e.datastore().enis().len(), e.in_backoff(now));
     }
 
+    /// Makes the node's ENI links and tables match the datastore (secondary ENIs only).
+    fn program_enis(&self, inner: &mut Inner) {
+        if !self.cfg.program_node {
+            return;
+        }
+        let enis: Vec<datapath::node::EniLink> = inner
+            .engine
+            .datastore()
+            .enis()
+            .iter()
+            .filter(|e| !e.primary && !e.releasing)
+            .map(|e| datapath::node::EniLink { device_index: e.device_index, primary_ip: e.primary_ip })
+            .collect();
+        let want: Vec<u32> = enis.iter().map(|e| e.device_index).collect();
+        let gone: Vec<u32> = inner.links.iter().copied().filter(|d| !want.contains(d)).collect();
+        let new: Vec<datapath::node::EniLink> =
+            enis.into_iter().filter(|e| !inner.links.contains(&e.device_index)).collect();
+        if new.is_empty() && gone.is_empty() {
+            return;
+        }
+        match datapath::node::apply_enis(&new, &gone, &self.cfg.primary_if, self.cfg.node_netns.as_deref()) {
+            Ok(()) => inner.links = want,
+            Err(e) => eprintln!("podipd: {e}"),
+        }
+    }
+
     fn persist(&self, inner: &Inner, now: Time) -> Result<(), String> {
         self.observe(inner, now);
         Checkpoint::capture(inner.engine.datastore(), &inner.meta, now)
@@ -288,6 +320,7 @@ impl Daemon {
             let now = wall();
             let mut g = self.lock();
             let effects = g.engine.handle(now, Event::CallDone { op, result });
+            self.program_enis(&mut g);
             for e in &effects {
                 if let Effect::Inconsistent { op, error } = e {
                     eprintln!("podipd: {op} did not fit the datastore: {error}");

@@ -108,3 +108,38 @@ fn external_snat_shows_the_pod_address() {
         run(true);
     }
 }
+
+#[test]
+fn pods_on_a_secondary_eni_leave_through_its_route_table() {
+    if !privileged() {
+        return;
+    }
+    let mut node = Node::with("e", &[]);
+    let state = introspect(&node.socket);
+    let primary = state["enis"][0]["primary_ip"].as_str().unwrap().to_string();
+    let _r = remote(&node, &primary);
+    // m5.large: 9 addresses on the primary ENI; the 10th pod lands on a secondary ENI.
+    let mut pods = Vec::new();
+    for i in 0..10 {
+        let ns = node.pod(i);
+        let ip = addr_of(&node.add(&format!("c{i}"), &ns));
+        pods.push((ns, ip));
+    }
+    let state = introspect(&node.socket);
+    let secondary =
+        state["enis"].as_array().unwrap().iter().find(|e| !e["primary"].as_bool().unwrap()).expect("a secondary ENI");
+    let table = secondary["device_index"].as_u64().unwrap() + 1;
+    let on_secondary: Vec<&String> = secondary["secondary_ips"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| pods.iter().find(|(_, ip)| ip == a.as_str().unwrap()).map(|(ns, _)| ns))
+        .collect();
+    let ns = on_secondary.first().expect("a pod on the secondary ENI");
+    let ip = pods.iter().find(|(n, _)| n == *ns).unwrap().1.clone();
+    let rules = sh(&["ip", "-n", &node.name, "rule", "show"]);
+    assert!(rules.contains(&format!("1536:\tfrom {ip} lookup {table}")), "{rules}");
+    let routes = sh(&["ip", "-n", &node.name, "route", "show", "table", &table.to_string()]);
+    assert!(routes.contains("default dev vpc0"), "{routes}");
+    sh(&["ip", "netns", "exec", ns, "ping", "-c", "1", "-W", "2", OUTSIDE]);
+}

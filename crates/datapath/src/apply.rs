@@ -83,7 +83,8 @@ pub fn teardown(host_veth: &str, addr: Option<IpAddr>, table: u32) -> Result<(),
         Ok(_) => return Ok(()),
         Err(e) => e.detail,
     };
-    let gone = ["Cannot find device", "No such file or directory", "No such process", "does not exist", "Command failed"];
+    let gone =
+        ["Cannot find device", "No such file or directory", "No such process", "does not exist", "Command failed"];
     let errors: Vec<ApplyError> = detail
         .lines()
         .filter(|l| !l.trim().is_empty() && !gone.iter().any(|g| l.contains(g)))

@@ -141,3 +141,59 @@ mod tests {
         assert_eq!(nft_script(&plan(false)), "table ip podip\ndelete table ip podip\n");
     }
 }
+
+/// A secondary ENI as the node's data path sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EniLink {
+    /// Device index (table = index + 1).
+    pub device_index: u32,
+    /// The ENI's own primary address.
+    pub primary_ip: Ipv4Addr,
+}
+
+/// The link name of a secondary ENI on the simulated VPC.
+pub fn eni_link_name(device_index: u32) -> String {
+    format!("podip-eni{device_index}")
+}
+
+/// Lines that make each secondary ENI a link of the node (a dummy carrying its primary address,
+/// on the simulated VPC) with its route table (`device + 1`) leading out through the node's
+/// fabric interface, and remove links of ENIs that are gone (`gone` device indexes).
+pub fn eni_lines(enis: &[EniLink], gone: &[u32], fabric_if: &str) -> Vec<String> {
+    let mut v = Vec::new();
+    for e in enis {
+        let link = eni_link_name(e.device_index);
+        let table = e.device_index + 1;
+        v.push(format!("link add {link} type dummy"));
+        v.push(format!("addr replace {}/32 dev {link}", e.primary_ip));
+        v.push(format!("link set {link} up"));
+        v.push(format!("route replace default dev {fabric_if} table {table}"));
+    }
+    for d in gone {
+        v.push(format!("link del {}", eni_link_name(*d)));
+        v.push(format!("route flush table {}", d + 1));
+    }
+    v
+}
+
+/// Applies [`eni_lines`] in `netns` in one forced batch (a link that already exists is fine).
+///
+/// # Errors
+/// What ip said, other than "exists" or "not found".
+pub fn apply_enis(enis: &[EniLink], gone: &[u32], fabric_if: &str, netns: Option<&str>) -> Result<(), ApplyError> {
+    let lines = eni_lines(enis, gone, fabric_if);
+    if lines.is_empty() {
+        return Ok(());
+    }
+    let mut ip = in_netns(netns, "ip");
+    ip.args(["-force", "-batch", "-"]);
+    match run(ip, &(lines.join("\n") + "\n"), "ENI links") {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let benign = ["File exists", "Cannot find device", "Command failed", "No such"];
+            let real: Vec<&str> =
+                e.detail.lines().filter(|l| !l.trim().is_empty() && !benign.iter().any(|b| l.contains(b))).collect();
+            if real.is_empty() { Ok(()) } else { Err(ApplyError { what: e.what, detail: real.join("; ") }) }
+        }
+    }
+}

@@ -306,5 +306,8 @@ fn custom_networking_puts_pods_in_the_pod_subnet() {
     assert!(a.starts_with("100.64."), "{a}");
     let st = introspect(&w.sock());
     let enis = st["enis"].as_array().unwrap();
-    assert!(enis[0]["primary"].as_bool().unwrap() && enis[0]["secondary_ips"].as_array().unwrap().is_empty(), "no pods on the primary ENI: {st}");
+    assert!(
+        enis[0]["primary"].as_bool().unwrap() && enis[0]["secondary_ips"].as_array().unwrap().is_empty(),
+        "no pods on the primary ENI: {st}"
+    );
 }
