@@ -206,7 +206,7 @@ pub fn restore(
         } else {
             match a.ip {
                 IpAddr::V4(ip) => ds.restore(&a.key(), ip).err().map(|e| format!("not restorable: {e}")),
-                IpAddr::V6(_) => Some("IPv6 entries are re-created from the node's /80 on ADD".to_string()),
+                IpAddr::V6(ip) => ds.restore_v6(&a.key(), ip).err().map(|e| format!("not restorable: {e}")),
             }
         };
         match reason {

@@ -178,7 +178,8 @@ impl Daemon {
             };
             let primary = enis.iter().find(|e| e.device_index == 0).map(|e| e.primary_ip);
             let plan = datapath::node::SnatPlan {
-                internal: cfg.snat == crate::config::Snat::Internal,
+                egress_v4: cfg.ipv6,
+                internal: cfg.snat == crate::config::Snat::Internal || cfg.ipv6,
                 primary_ip: primary.ok_or_else(|| DaemonError::Cloud("no primary ENI".into()))?,
                 primary_if: cfg.primary_if.clone(),
                 exempt: vpc_cidrs.iter().chain(cfg.exclude_snat.iter()).copied().collect(),
@@ -347,8 +348,19 @@ impl Daemon {
         }
     }
 
-    fn lease(&self, p: ipam::datastore::Placement) -> Lease {
+    /// IPv6 pods' node-local egress IPv4: 169.254.172.1 is the gateway, pods follow by the
+    /// offset of their address in the node's /80 (unique while they live).
+    fn egress_v4(ds: &ipam::datastore::Datastore, addr: std::net::IpAddr) -> Option<std::net::Ipv4Addr> {
+        let std::net::IpAddr::V6(v6) = addr else { return None };
+        let offset = ds.v6_offset(v6)?;
+        (1..=1021)
+            .contains(&offset)
+            .then(|| std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(169, 254, 172, 1)) + offset as u32))
+    }
+
+    fn lease(&self, p: ipam::datastore::Placement, egress_v4: Option<std::net::Ipv4Addr>) -> Lease {
         Lease {
+            egress_v4,
             addr: p.addr,
             eni: p.eni.to_string(),
             device_index: p.device_index,
@@ -398,7 +410,8 @@ impl Daemon {
                     g.meta.remove(&key);
                     return err(ErrorKind::Internal, format!("checkpoint not written, assignment undone: {e}"));
                 }
-                ok(Reply::Lease(self.lease(ipam::datastore::Placement { addr, eni, device_index })))
+                let egress = Self::egress_v4(g.engine.datastore(), addr);
+                ok(Reply::Lease(self.lease(ipam::datastore::Placement { addr, eni, device_index }, egress)))
             }
             Op::Del(a) => {
                 let key = Self::key(a);
@@ -435,11 +448,9 @@ impl Daemon {
                                     .is_some_and(|p| matches!(addr, std::net::IpAddr::V6(ip) if p.contains(&ip)))
                         });
                         let (eni, device_index) = p.map_or((String::new(), 0), |e| (e.id.to_string(), e.device_index));
-                        ok(Reply::Lease(self.lease(ipam::datastore::Placement {
-                            addr,
-                            eni: eni.as_str().into(),
-                            device_index,
-                        })))
+                        let egress = Self::egress_v4(g.engine.datastore(), addr);
+                        let placement = ipam::datastore::Placement { addr, eni: eni.as_str().into(), device_index };
+                        ok(Reply::Lease(self.lease(placement, egress)))
                     }
                     None => err(ErrorKind::UnknownAttachment, format!("{key} holds no address")),
                 }

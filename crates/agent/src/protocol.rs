@@ -78,6 +78,9 @@ pub struct Lease {
     pub mtu: u32,
     /// Host veth prefix.
     pub veth_prefix: String,
+    /// IPv6 pods: the node-local IPv4 (169.254.172.0/22) of their IPv4 egress interface.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress_v4: Option<std::net::Ipv4Addr>,
 }
 
 /// Readiness, as STATUS reports it.
@@ -243,6 +246,7 @@ mod tests {
                     route_table: 2,
                     mtu: 9001,
                     veth_prefix: "eni".into(),
+                    egress_v4: None,
                 }),
             },
         };

@@ -80,7 +80,17 @@ fn veth_name(env: &CniEnv, lease_prefix: &str) -> String {
 
 fn pod_net(env: &CniEnv, conf: &NetConf, lease: &Lease) -> PodNet {
     let host_veth = veth_name(env, &lease.veth_prefix);
+    let egress = lease.egress_v4.map(|addr| {
+        let host = datapath::egress_veth_name(&host_veth);
+        datapath::Egress {
+            addr,
+            host_mac: datapath::host_mac(&host),
+            pod_mac: datapath::host_mac(&format!("{host}/pod")),
+            host_veth: host,
+        }
+    });
     PodNet {
+        egress,
         netns: env.netns.clone().unwrap_or_default(),
         ifname: env.ifname.clone().unwrap_or_default(),
         host_mac: datapath::host_mac(&host_veth),
@@ -116,7 +126,7 @@ fn add(env: &CniEnv, conf: &NetConf) -> Result<String, CniError> {
     }
     let len = if lease.addr.is_ipv4() { 32 } else { 128 };
     let gw = if lease.addr.is_ipv4() { datapath::plan::GATEWAY_V4.parse().ok() } else { "fe80::1".parse().ok() };
-    let result = AddResult {
+    let mut result = AddResult {
         interfaces: vec![
             Interface { name: p.host_veth.clone(), mac: p.host_mac.clone(), sandbox: None, mtu: Some(p.mtu) },
             Interface {
@@ -141,6 +151,20 @@ fn add(env: &CniEnv, conf: &NetConf) -> Result<String, CniError> {
             gw,
         }],
     };
+    if let Some(e) = &p.egress {
+        result.interfaces.push(Interface {
+            name: datapath::plan::EGRESS_IF.into(),
+            mac: e.pod_mac.clone(),
+            sandbox: Some(p.netns.clone()),
+            mtu: Some(p.mtu),
+        });
+        result.ips.push(IpConfig {
+            address: ipnet::IpNet::new(std::net::IpAddr::V4(e.addr), 22)
+                .map_err(|e| CniError::new(ErrorCode::Plugin(101), e.to_string()))?,
+            gateway: datapath::plan::EGRESS_GATEWAY.parse().ok(),
+            interface: Some(2),
+        });
+    }
     Ok(result.to_value(conf.version).to_string())
 }
 

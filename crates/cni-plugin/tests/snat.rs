@@ -143,3 +143,58 @@ fn pods_on_a_secondary_eni_leave_through_its_route_table() {
     assert!(routes.contains("default dev vpc0"), "{routes}");
     sh(&["ip", "netns", "exec", ns, "ping", "-c", "1", "-W", "2", OUTSIDE]);
 }
+
+#[test]
+fn ipv6_pods_get_slash_128s_and_ipv4_egress_through_the_node() {
+    if !privileged() {
+        return;
+    }
+    let mut node = Node::with("6", &[("ENABLE_IPv6", "true"), ("ENABLE_IPv4", "false")]);
+    let state = introspect(&node.socket);
+    let primary = state["enis"][0]["primary_ip"].as_str().unwrap().to_string();
+    let r = remote(&node, &primary);
+    sh(&["ip", "netns", "exec", &r.name, "nft", "add", "table", "ip", "seen"]);
+    sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &r.name,
+        "nft",
+        "add",
+        "chain",
+        "ip",
+        "seen",
+        "input",
+        "{ type filter hook input priority 0; policy accept; }",
+    ]);
+    sh(&[
+        "ip", "netns", "exec", &r.name, "nft", "add", "rule", "ip", "seen", "input", "ip", "saddr", &primary, "ip",
+        "daddr", OUTSIDE, "counter",
+    ]);
+    let (p1, p2) = (node.pod(1), node.pod(2));
+    let r1 = node.add("v6a", &p1);
+    let r2 = node.add("v6b", &p2);
+    let a1 = r1["ips"][0]["address"].as_str().unwrap().to_string();
+    assert!(a1.starts_with("2600:1f18:aaaa:1:") && a1.ends_with("/128"), "{r1}");
+    assert!(r1["ips"][1]["address"].as_str().unwrap().starts_with("169.254.17"), "an IPv4 egress address: {r1}");
+    let a2 = addr_of(&r2);
+    // IPv6 pod to pod through the node.
+    sh(&["ip", "netns", "exec", &p1, "ping", "-6", "-c", "1", "-W", "2", &a2]);
+    // IPv4 egress: out through the egress interface, translated to the node's IPv4.
+    sh(&["ip", "netns", "exec", &p1, "ping", "-4", "-c", "1", "-W", "2", OUTSIDE]);
+    assert_eq!(seen(&r, &primary, OUTSIDE), 1, "the outside sees the node's IPv4");
+    // DEL removes both veths.
+    let netns = format!("/var/run/netns/{p1}");
+    let del =
+        [("CNI_COMMAND", "DEL"), ("CNI_CONTAINERID", "v6a"), ("CNI_NETNS", netns.as_str()), ("CNI_IFNAME", "eth0")];
+    assert_eq!(node.cni(&del, &node.conf("1.1.0")).0, 0);
+    let links = sh(&["ip", "-n", &node.name, "-o", "link", "show"]);
+    let host = r1["interfaces"][0]["name"].as_str().unwrap();
+    assert!(!links.contains(host) && !links.contains(&datapath_egress(host)), "{links}");
+}
+
+fn datapath_egress(host: &str) -> String {
+    // The egress veth's name is derived from the main one (see datapath::egress_veth_name).
+    let out = Command::new("sh").arg("-c").arg(format!("printf %s {host} | sha1sum | cut -c1-11")).output().unwrap();
+    format!("v4{}", String::from_utf8_lossy(&out.stdout).trim())
+}

@@ -41,6 +41,48 @@ fn batch(lines: &[Line]) -> String {
     lines.iter().map(|l| format!("{l}\n")).collect()
 }
 
+/// Splits lines into those for `ip -batch` and those for `ip -6 -batch` (marked `-6 `, since a
+/// batch line cannot carry the family option).
+fn by_family(lines: &[Line]) -> (Vec<Line>, Vec<Line>) {
+    let (v6, rest): (Vec<&Line>, Vec<&Line>) = lines.iter().partition(|l| l.0.starts_with("-6 "));
+    (
+        rest.into_iter().cloned().collect(),
+        v6.into_iter().map(|l| Line(l.0.trim_start_matches("-6 ").to_string())).collect(),
+    )
+}
+
+/// Runs host lines: the family-less batch, then the IPv6 one.
+fn run_host(lines: &[Line], force: bool, what: &str) -> Result<(), ApplyError> {
+    let (plain, v6) = by_family(lines);
+    let mut result = Ok(());
+    for (fam, part) in [(None, plain), (Some("-6"), v6)] {
+        if part.is_empty() {
+            continue;
+        }
+        let mut c = Command::new("ip");
+        if let Some(f) = fam {
+            c.arg(f);
+        }
+        if force {
+            c.arg("-force");
+        }
+        c.args(["-batch", "-"]);
+        if let Err(e) = run(c, &batch(&part), what) {
+            if !force {
+                return Err(e);
+            }
+            result = match result {
+                Ok(()) => Err(e),
+                Err(mut prev) => {
+                    prev.detail = format!("{}\n{}", prev.detail, e.detail);
+                    Err(prev)
+                }
+            };
+        }
+    }
+    result
+}
+
 /// Creates the pod's data path: the pod side in one batch, then the host side in one batch. On a
 /// failure, what was created is removed again before the error is returned.
 ///
@@ -54,9 +96,7 @@ pub fn setup(p: &PodNet) -> Result<(), ApplyError> {
         let _ = run_in_pod_del(p);
         return Err(e);
     }
-    let mut host = Command::new("ip");
-    host.args(["-batch", "-"]);
-    if let Err(e) = run(host, &batch(&host_side(p)), "host side") {
+    if let Err(e) = run_host(&host_side(p), false, "host side") {
         let _ = teardown(&p.host_veth, Some(p.addr), p.table);
         return Err(e);
     }
@@ -77,9 +117,7 @@ fn run_in_pod_del(p: &PodNet) -> Result<String, ApplyError> {
 pub fn teardown(host_veth: &str, addr: Option<IpAddr>, table: u32) -> Result<(), Vec<ApplyError>> {
     // One batch; -force goes on after a failed line, and every failure is reported on stderr.
     let lines = host_teardown(host_veth, addr, table);
-    let mut c = Command::new("ip");
-    c.args(["-force", "-batch", "-"]);
-    let detail = match run(c, &batch(&lines), "teardown") {
+    let detail = match run_host(&lines, true, "teardown") {
         Ok(_) => return Ok(()),
         Err(e) => e.detail,
     };

@@ -12,4 +12,4 @@ pub mod apply;
 pub mod node;
 pub mod plan;
 
-pub use plan::{PodNet, host_mac, host_veth_name};
+pub use plan::{Egress, PodNet, egress_veth_name, host_mac, host_veth_name};

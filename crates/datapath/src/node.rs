@@ -30,7 +30,12 @@ pub struct SnatPlan {
     pub veth_prefix: String,
     /// `fully-random`, `random` or nothing.
     pub port_flag: Option<&'static str>,
+    /// IPv6 mode: pods' IPv4 egress from 169.254.172.0/22 is translated to the node's address.
+    pub egress_v4: bool,
 }
+
+/// The node-local range of IPv6 pods' IPv4 egress interfaces.
+pub const EGRESS_V4_RANGE: &str = "169.254.172.0/22";
 
 /// The nft batch: always creates then deletes the table (so a missing one is no error), then,
 /// for internal SNAT, defines it again.
@@ -46,6 +51,7 @@ pub fn nft_script(p: &SnatPlan) -> String {
          \tset exempt {{ type ipv4_addr; flags interval; {elements}}}\n\
          \tchain postrouting {{\n\
          \t\ttype nat hook postrouting priority srcnat; policy accept;\n\
+         {egress}\
          \t\tip daddr @exempt return\n\
          \t\tfib daddr type local return\n\
          \t\tiifname \"{prefix}*\" snat to {ip}{flag}\n\
@@ -57,6 +63,11 @@ pub fn nft_script(p: &SnatPlan) -> String {
          \t}}\n\
          }}\n",
         elements = if exempt.is_empty() { String::new() } else { format!("elements = {{ {} }}; ", exempt.join(", ")) },
+        egress = if p.egress_v4 {
+            format!("\t\tip saddr {EGRESS_V4_RANGE} snat to {}{flag}\n", p.primary_ip)
+        } else {
+            String::new()
+        },
         prefix = p.veth_prefix,
         ip = p.primary_ip,
         pif = p.primary_if,
@@ -124,6 +135,7 @@ mod tests {
             exempt: vec!["10.0.0.0/16".parse().unwrap(), "172.16.0.0/12".parse().unwrap()],
             veth_prefix: "eni".into(),
             port_flag: Some("fully-random"),
+            egress_v4: false,
         }
     }
 

@@ -13,6 +13,25 @@ pub const RULE_FROM_POD: u32 = 1536;
 /// The main route table.
 pub const MAIN_TABLE: u32 = 254;
 
+/// The IPv4 egress interface of an IPv6 pod (the VPC CNI's `egress-cni`): a second veth with a
+/// node-local address, SNATed to the node's IPv4 on the way out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Egress {
+    /// The pod's node-local IPv4 (in 169.254.172.0/22).
+    pub addr: std::net::Ipv4Addr,
+    /// Host-side veth.
+    pub host_veth: String,
+    /// Host-side MAC.
+    pub host_mac: String,
+    /// Pod-side MAC.
+    pub pod_mac: String,
+}
+
+/// Name of the egress interface inside the pod.
+pub const EGRESS_IF: &str = "v4if0";
+/// Its gateway.
+pub const EGRESS_GATEWAY: &str = "169.254.172.1";
+
 /// Everything that decides one pod's data path.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PodNet {
@@ -32,6 +51,8 @@ pub struct PodNet {
     pub mtu: u32,
     /// Route table of the pod's ENI (254 for the primary).
     pub table: u32,
+    /// IPv4 egress for an IPv6 pod.
+    pub egress: Option<Egress>,
 }
 
 /// The host veth name: the prefix and the first 11 hex digits of SHA-1 of `key` (the VPC CNI
@@ -40,6 +61,12 @@ pub fn host_veth_name(prefix: &str, key: &str) -> String {
     let hex = sha1_smol::Sha1::from(key).digest().to_string();
     let keep = 15usize.saturating_sub(prefix.len()).min(11);
     format!("{prefix}{}", &hex[..keep])
+}
+
+/// The host end of an IPv6 pod's IPv4 egress veth, named after its main host veth.
+pub fn egress_veth_name(host_veth: &str) -> String {
+    let hex = sha1_smol::Sha1::from(host_veth).digest().to_string();
+    format!("v4{}", &hex[..11])
 }
 
 /// A locally administered unicast MAC derived from the host veth name, stable across retries.
@@ -73,7 +100,13 @@ pub fn pod_side(p: &PodNet, host_pid: u32) -> Vec<Line> {
             p.ifname, p.pod_mac, p.mtu, p.host_veth, p.mtu, p.host_mac
         )),
         l(format!("link set {} up", p.ifname)),
-        l(format!("addr add {}/{} dev {}", p.addr, host_len(&p.addr), p.ifname)),
+        l(format!(
+            "addr add {}/{} dev {}{}",
+            p.addr,
+            host_len(&p.addr),
+            p.ifname,
+            if p.addr.is_ipv4() { "" } else { " nodad" }
+        )),
     ];
     if p.addr.is_ipv4() {
         v.push(l(format!("route add {GATEWAY_V4}/32 dev {} scope link", p.ifname)));
@@ -82,6 +115,16 @@ pub fn pod_side(p: &PodNet, host_pid: u32) -> Vec<Line> {
     } else {
         v.push(l(format!("route add default via fe80::1 dev {}", p.ifname)));
         v.push(l(format!("neigh add fe80::1 lladdr {} dev {} nud permanent", p.host_mac, p.ifname)));
+    }
+    if let Some(e) = &p.egress {
+        v.push(l(format!(
+            "link add {EGRESS_IF} address {} mtu {} type veth peer name {} mtu {} address {} netns {host_pid}",
+            e.pod_mac, p.mtu, e.host_veth, p.mtu, e.host_mac
+        )));
+        v.push(l(format!("link set {EGRESS_IF} up")));
+        v.push(l(format!("addr add {}/22 dev {EGRESS_IF}", e.addr)));
+        v.push(l(format!("route add default via {EGRESS_GATEWAY} dev {EGRESS_IF}")));
+        v.push(l(format!("neigh add {EGRESS_GATEWAY} lladdr {} dev {EGRESS_IF} nud permanent", e.host_mac)));
     }
     v
 }
@@ -94,8 +137,17 @@ pub fn host_side(p: &PodNet) -> Vec<Line> {
         Line(format!("{fam}route replace {}/{} dev {} scope link", p.addr, host_len(&p.addr), p.host_veth)),
         Line(format!("{fam}rule add to {} lookup main priority {RULE_TO_POD}", p.addr)),
     ];
+    if p.addr.is_ipv6() {
+        // No neighbour discovery towards the pod: the host veth's link-local address is still
+        // tentative (DAD) when the first packets come, and the pod's MAC is known anyway.
+        v.push(Line(format!("-6 neigh replace {} lladdr {} dev {} nud permanent", p.addr, p.pod_mac, p.host_veth)));
+    }
     if p.table != MAIN_TABLE {
         v.push(Line(format!("{fam}rule add from {} lookup {} priority {RULE_FROM_POD}", p.addr, p.table)));
+    }
+    if let Some(e) = &p.egress {
+        v.push(Line(format!("link set {} up", e.host_veth)));
+        v.push(Line(format!("route replace {}/32 dev {} scope link", e.addr, e.host_veth)));
     }
     v
 }
@@ -104,6 +156,9 @@ pub fn host_side(p: &PodNet) -> Vec<Line> {
 /// end and the route with it). Each may find its object already gone.
 pub fn host_teardown(host_veth: &str, addr: Option<IpAddr>, table: u32) -> Vec<Line> {
     let mut v = vec![Line(format!("link del {host_veth}"))];
+    if addr.is_some_and(|a| a.is_ipv6()) {
+        v.push(Line(format!("link del {}", egress_veth_name(host_veth))));
+    }
     if let Some(a) = addr {
         let fam = if a.is_ipv4() { "" } else { "-6 " };
         v.push(Line(format!("{fam}rule del to {a} lookup main priority {RULE_TO_POD}")));
@@ -125,6 +180,7 @@ mod tests {
             host_veth: host_veth_name("eni", "default.web-0"),
             host_mac: host_mac("enixxxx"),
             pod_mac: host_mac("enixxxx/pod"),
+            egress: None,
             addr: "10.0.1.23".parse().unwrap(),
             mtu: 9001,
             table: 2,

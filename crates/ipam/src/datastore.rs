@@ -686,6 +686,35 @@ impl Datastore {
         Some(addr)
     }
 
+    /// Restores an IPv6 assignment read back from a checkpoint, keeping its exact address.
+    ///
+    /// # Errors
+    /// The address is not in the node's /80, or another key holds it.
+    pub fn restore_v6(&mut self, key: &PodKey, addr: Ipv6Addr) -> Result<(), DatastoreError> {
+        if let Some(existing) = self.pods.get(key) {
+            return if *existing == IpAddr::V6(addr) { Ok(()) } else { Err(DatastoreError::InUse(key.to_string())) };
+        }
+        let Some(ei) = self.enis.iter().position(|e| e.v6_prefix.is_some_and(|p| p.contains(&addr))) else {
+            return Err(DatastoreError::NoFreeAddress);
+        };
+        let base = self.enis[ei].v6_prefix.map(|p| u128::from(p.network())).unwrap_or(0);
+        let offset = (u128::from(addr) - base) as u64;
+        if self.v6_slots.get(&offset) == Some(&Slot::Assigned) {
+            return Err(DatastoreError::InUse(addr.to_string()));
+        }
+        self.v6_slots.insert(offset, Slot::Assigned);
+        self.v6_next = self.v6_next.max(offset + 1);
+        self.enis[ei].assigned += 1;
+        self.pods.insert(key.clone(), IpAddr::V6(addr));
+        Ok(())
+    }
+
+    /// The offset of an IPv6 pod address in the node's /80 (1 for the first pod).
+    pub fn v6_offset(&self, addr: Ipv6Addr) -> Option<u64> {
+        let p = self.enis.iter().find_map(|e| e.v6_prefix.filter(|p| p.contains(&addr)))?;
+        Some((u128::from(addr) - u128::from(p.network())) as u64)
+    }
+
     /// Restores an assignment read back from a checkpoint, keeping its exact address.
     ///
     /// # Errors

@@ -57,6 +57,7 @@ impl Node {
         sh(&["ip", "netns", "add", &name]);
         sh(&["ip", "-n", &name, "link", "set", "lo", "up"]);
         sh(&["ip", "netns", "exec", &name, "sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        sh(&["ip", "netns", "exec", &name, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
         let dir = std::env::temp_dir().join(format!("podip-cni-{tag}-{id}"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -64,7 +65,8 @@ impl Node {
         let vpc_sock = dir.join("vpc.sock");
         let mut vpc = SimVpc::new(SimParams { seed: 9, ..SimParams::default() });
         vpc.add_vpc_cidr("10.0.0.0/16".parse().unwrap()).unwrap();
-        vpc.add_subnet("us-east-1a", "10.0.0.0/24".parse().unwrap()).unwrap();
+        vpc.add_subnet_v6("us-east-1a", "10.0.0.0/24".parse().unwrap(), Some("2600:1f18:aaaa:1::/64".parse().unwrap()))
+            .unwrap();
         let listener = std::os::unix::net::UnixListener::bind(&vpc_sock).unwrap();
         std::thread::spawn(move || serve(listener, vpc, wall, 0.0));
         // The daemon, in this process.
