@@ -205,7 +205,21 @@ impl Daemon {
         let mut meta = BTreeMap::new();
         match Checkpoint::read(&cfg.checkpoint) {
             Ok(Some(cp)) => {
-                let r = restore(engine.datastore_mut(), &cp, |_| true, now);
+                // Ground truth for pods: their host veths (when this daemon owns the node's data
+                // path). An entry whose veth is gone belonged to a pod that is gone.
+                let links = if cfg.program_node { host_links(cfg.node_netns.as_deref()) } else { None };
+                let prefix = cfg.veth_prefix.clone();
+                let alive = |a: &crate::checkpoint::Allocation| match &links {
+                    None => true,
+                    Some(names) => {
+                        let key = match (&a.pod_namespace, &a.pod_name) {
+                            (Some(ns), Some(n)) => format!("{ns}.{n}"),
+                            _ => a.container_id.clone(),
+                        };
+                        names.contains(&datapath::host_veth_name(&prefix, &key))
+                    }
+                };
+                let r = restore(engine.datastore_mut(), &cp, alive, now);
                 for a in &r.restored {
                     if let (Some(ns), Some(n)) = (&a.pod_namespace, &a.pod_name) {
                         meta.insert(a.key(), (ns.clone(), n.clone()));
@@ -595,6 +609,25 @@ impl Daemon {
             }
         }
     }
+}
+
+/// The link names of the node's namespace, or `None` when they cannot be read.
+fn host_links(netns: Option<&str>) -> Option<std::collections::HashSet<String>> {
+    let out = match netns {
+        Some(ns) => {
+            std::process::Command::new("nsenter").arg(format!("--net={ns}")).args(["ip", "-o", "link", "show"]).output()
+        }
+        None => std::process::Command::new("ip").args(["-o", "link", "show"]).output(),
+    }
+    .ok()
+    .filter(|o| o.status.success())?;
+    Some(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split(": ").nth(1))
+            .map(|n| n.split('@').next().unwrap_or(n).to_string())
+            .collect(),
+    )
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), DaemonError> {

@@ -98,3 +98,23 @@ fn bad_input_gets_the_right_code_and_changes_nothing() {
     assert_eq!(sh(&["ip", "-n", &node.name, "link", "show"]), before, "nothing changed");
     assert!(sh(&["ip", "-n", &p, "link", "show"]).lines().count() <= 2, "no pod interface");
 }
+
+#[test]
+fn on_restart_the_host_veths_are_ground_truth() {
+    if !privileged() {
+        return;
+    }
+    let mut node = Node::new("g");
+    let (p1, p2) = (node.pod(1), node.pod(2));
+    let r1 = node.add("live", &p1);
+    let r2 = node.add("gone", &p2);
+    // The second pod's data path disappears while the daemon is down (the pod was deleted).
+    let veth2 = r2["interfaces"][0]["name"].as_str().unwrap();
+    sh(&["ip", "-n", &node.name, "link", "del", veth2]);
+    let (socket, notes) = node.restart_daemon();
+    let st = common::introspect(&socket);
+    let pods: Vec<&str> = st["pods"].as_array().unwrap().iter().map(|p| p["container_id"].as_str().unwrap()).collect();
+    assert_eq!(pods, vec!["live"], "{st}");
+    assert_eq!(st["pods"][0]["ip"].as_str().unwrap(), common::addr_of(&r1));
+    assert!(notes.iter().any(|n| n.contains("gone") && n.contains("host interface")), "{notes:?}");
+}

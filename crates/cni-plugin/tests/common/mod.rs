@@ -42,6 +42,7 @@ pub struct Node {
     pub pods: Vec<String>,
     pub dir: PathBuf,
     pub socket: PathBuf,
+    vars: Vec<(String, String)>,
 }
 
 impl Node {
@@ -79,13 +80,9 @@ impl Node {
             ("PODIP_NODE_NETNS", format!("/var/run/netns/{name}")),
             ("PODIP_PRIMARY_IF", "vpc0".to_string()),
         ];
-        let lookup = |k: &str| {
-            extra
-                .iter()
-                .find(|(n, _)| *n == k)
-                .map(|(_, v)| v.to_string())
-                .or_else(|| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone()))
-        };
+        let mut all: Vec<(String, String)> = extra.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        all.extend(vars.iter().map(|(k, v)| (k.to_string(), v.clone())));
+        let lookup = |k: &str| all.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
         let cfg = DaemonConfig::load(None, lookup).unwrap();
         let (d, rx, ec2) = Daemon::boot(cfg, &vpc_sock).unwrap();
         let d2 = Arc::clone(&d);
@@ -98,7 +95,33 @@ impl Node {
             assert!(t0.elapsed() < Duration::from_secs(10));
             std::thread::sleep(Duration::from_millis(20));
         }
-        Node { name, pods: Vec::new(), dir, socket }
+        Node { name, pods: Vec::new(), dir, socket, vars: all }
+    }
+
+    /// Boots a second daemon for the same node (same cloud, checkpoint and namespace), as after
+    /// a restart, on its own socket; returns that socket and what start-up reported.
+    pub fn restart_daemon(&self) -> (PathBuf, Vec<String>) {
+        let socket = self.dir.join("podipd-restarted.sock");
+        let lookup = |k: &str| {
+            if k == "PODIP_SOCKET" {
+                return Some(socket.display().to_string());
+            }
+            self.vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+        };
+        let cfg = DaemonConfig::load(None, lookup).unwrap();
+        let vpc =
+            PathBuf::from(self.vars.iter().find(|(k, _)| k == "PODIP_CLOUD").unwrap().1.trim_start_matches("sim:"));
+        let (d, rx, ec2) = Daemon::boot(cfg, &vpc).unwrap();
+        let notes = d.startup_notes.clone();
+        let d2 = Arc::clone(&d);
+        std::thread::spawn(move || d2.run_cloud(rx, ec2));
+        std::thread::spawn(move || d.serve());
+        let t0 = Instant::now();
+        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+            assert!(t0.elapsed() < Duration::from_secs(10));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        (socket, notes)
     }
 
     pub fn pod(&mut self, n: usize) -> String {
