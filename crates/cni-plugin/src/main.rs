@@ -119,7 +119,9 @@ fn add(env: &CniEnv, conf: &NetConf) -> Result<String, CniError> {
         Err((kind, msg)) => return Err(daemon_error(kind, msg)),
     };
     let p = pod_net(env, conf, &lease);
-    if let Err(e) = datapath::apply::setup(&p) {
+    let applied =
+        if p.addr.is_ipv4() && p.egress.is_none() { datapath::netlink::setup(&p) } else { datapath::apply::setup(&p) };
+    if let Err(e) = applied {
         // Undo: the address goes back to the pool (the data path was already removed).
         let _ = daemon::call(&conf.socket, Op::Del(a));
         return Err(CniError::new(ErrorCode::Plugin(100), format!("data path setup failed: {e}")));

@@ -4,11 +4,13 @@
 //! the ENI's table at 1536).
 //!
 //! [`plan`] computes the operations as data, per side (inside the pod's netns, on the host);
-//! [`apply`] carries a plan out in one batch per side, through iproute2's batch mode, so a whole
-//! side is one netlink session.
+//! [`netlink`] carries out an IPv4 pod's over rtnetlink from the calling process (no process
+//! spawned: the fast path); [`apply`] carries out any plan through iproute2's batch mode (IPv6
+//! pods, teardown, checks); [`node`] owns the node-level SNAT and ENI links.
 #![forbid(unsafe_code)]
 
 pub mod apply;
+pub mod netlink;
 pub mod node;
 pub mod plan;
 
