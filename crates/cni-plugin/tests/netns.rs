@@ -118,3 +118,26 @@ fn on_restart_the_host_veths_are_ground_truth() {
     assert_eq!(st["pods"][0]["ip"].as_str().unwrap(), common::addr_of(&r1));
     assert!(notes.iter().any(|n| n.contains("gone") && n.contains("host interface")), "{notes:?}");
 }
+
+#[test]
+fn status_reports_50_and_add_11_when_no_address_can_be_had() {
+    if !privileged() {
+        return;
+    }
+    // One ENI only (MAX_ENI=1): 9 addresses, and the pool cannot grow.
+    let mut node = Node::with("s", &[("MAX_ENI", "1")]);
+    assert_eq!(node.cni(&[("CNI_COMMAND", "STATUS")], &node.conf("1.1.0")).0, 0, "ready at first");
+    for i in 0..9 {
+        let ns = node.pod(i);
+        node.add(&format!("s{i}"), &ns);
+    }
+    let (code, v) = node.cni(&[("CNI_COMMAND", "STATUS")], &node.conf("1.1.0"));
+    assert_eq!((code, v["code"].as_u64()), (1, Some(50)), "{v}");
+    let ns = node.pod(9);
+    let netns = format!("/var/run/netns/{ns}");
+    let env =
+        [("CNI_COMMAND", "ADD"), ("CNI_CONTAINERID", "s9"), ("CNI_NETNS", netns.as_str()), ("CNI_IFNAME", "eth0")];
+    let (code, v) = node.cni(&env, &node.conf("1.1.0"));
+    assert_eq!((code, v["code"].as_u64()), (1, Some(11)), "{v}");
+    assert!(sh(&["ip", "-n", &ns, "-o", "link", "show"]).lines().count() == 1, "a refused ADD builds nothing");
+}
