@@ -520,6 +520,32 @@ impl SimVpc {
         Ok(got)
     }
 
+    /// `UnassignPrivateIpAddresses` of addresses (/32s) or prefixes: all of them must be on the
+    /// ENI, or nothing changes.
+    fn unassign_blocks(&mut self, eni: &EniId, nets: &[Ipv4Net], prefixes: bool) -> Result<(), CallError> {
+        self.begin(Action::UnassignPrivateIpAddresses)?;
+        let r = (|| {
+            let e = self.enis.get_mut(eni).ok_or_else(|| Self::eni_not_found(eni))?;
+            let held: Vec<Ipv4Net> =
+                if prefixes { e.prefixes.clone() } else { e.secondary.iter().map(|ip| host_net(*ip)).collect() };
+            if let Some(n) = nets.iter().find(|n| !held.contains(n)) {
+                let shown = if prefixes { n.to_string() } else { n.addr().to_string() };
+                return Err(ec2_error("InvalidParameterValue", format!("{shown} is not assigned to {eni}")));
+            }
+            if prefixes {
+                e.prefixes.retain(|p| !nets.contains(p));
+            } else {
+                e.secondary.retain(|ip| !nets.contains(&host_net(*ip)));
+            }
+            let si = e.subnet;
+            for n in nets {
+                self.subnets[si].release(*n);
+            }
+            Ok(())
+        })();
+        self.finish(Action::UnassignPrivateIpAddresses, r)
+    }
+
     /// Checks the VPC's own invariants: every address belongs to at most one holder and lies in
     /// its subnet outside the reserved ones, prefixes are aligned, limits hold. Returns the
     /// violations found.
@@ -659,37 +685,12 @@ impl Ec2 for SimVpc {
     }
 
     fn unassign_private_ip_addresses(&mut self, eni: &EniId, ips: &[Ipv4Addr]) -> Result<(), CallError> {
-        self.begin(Action::UnassignPrivateIpAddresses)?;
-        let r = (|| {
-            let e = self.enis.get_mut(eni).ok_or_else(|| Self::eni_not_found(eni))?;
-            if let Some(ip) = ips.iter().find(|ip| !e.secondary.contains(ip)) {
-                return Err(ec2_error("InvalidParameterValue", format!("{ip} is not assigned to {eni}")));
-            }
-            e.secondary.retain(|ip| !ips.contains(ip));
-            let si = e.subnet;
-            for ip in ips {
-                self.subnets[si].release(host_net(*ip));
-            }
-            Ok(())
-        })();
-        self.finish(Action::UnassignPrivateIpAddresses, r)
+        let nets: Vec<Ipv4Net> = ips.iter().map(|ip| host_net(*ip)).collect();
+        self.unassign_blocks(eni, &nets, false)
     }
 
     fn unassign_ipv4_prefixes(&mut self, eni: &EniId, prefixes: &[Ipv4Net]) -> Result<(), CallError> {
-        self.begin(Action::UnassignPrivateIpAddresses)?;
-        let r = (|| {
-            let e = self.enis.get_mut(eni).ok_or_else(|| Self::eni_not_found(eni))?;
-            if let Some(p) = prefixes.iter().find(|p| !e.prefixes.contains(p)) {
-                return Err(ec2_error("InvalidParameterValue", format!("{p} is not assigned to {eni}")));
-            }
-            e.prefixes.retain(|p| !prefixes.contains(p));
-            let si = e.subnet;
-            for p in prefixes {
-                self.subnets[si].release(*p);
-            }
-            Ok(())
-        })();
-        self.finish(Action::UnassignPrivateIpAddresses, r)
+        self.unassign_blocks(eni, prefixes, true)
     }
 
     fn detach_network_interface(&mut self, eni: &EniId) -> Result<(), CallError> {
