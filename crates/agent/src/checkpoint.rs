@@ -1,8 +1,12 @@
-//! The checkpoint: every assignment and every cooling address, written atomically on every
-//! change (temporary file, fsync, rename, fsync of the directory) and versioned. On start it is
-//! reconciled with ground truth (the ENIs the cloud reports and the pods' host interfaces): an
-//! entry whose address is no longer on the node, or whose pod is gone, is dropped and reported;
-//! an address is never restored to two pods.
+//! The checkpoint: every assignment, every cooling address (IPv4 and IPv6) and the IPv6
+//! allocator's mark, written atomically (temporary file, fsync, rename, fsync of the directory)
+//! and versioned. Cooldowns are kept on the monotonic boot clock, as time remaining, so a step
+//! of the wall clock neither shortens nor lengthens them.
+//!
+//! Versions: `podip-ipam/1` (wall-clock cooldowns, IPv4 only) is migrated on read; a newer or
+//! unknown version is refused, never overwritten. Reconciling with ground truth (the cloud's
+//! ENIs, the host's wiring) is the daemon's: [`restore`] only puts back what fits the pool, and
+//! never gives an address to two pods.
 
 use ipam::Time;
 use ipam::addr::PodKey;
@@ -14,8 +18,10 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use thiserror::Error;
 
-/// The format version.
-pub const VERSION: &str = "podip-ipam/1";
+/// The format version this build writes.
+pub const VERSION: &str = "podip-ipam/2";
+/// The first format (read and migrated).
+pub const VERSION_1: &str = "podip-ipam/1";
 
 /// One assignment.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,28 +55,53 @@ impl Allocation {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cooling {
     /// Address.
-    pub ip: Ipv4Addr,
-    /// Usable again at this instant (milliseconds since the Unix epoch).
-    #[serde(rename = "untilMs")]
-    pub until_ms: u64,
+    pub ip: IpAddr,
+    /// Cooling time left when the checkpoint was written.
+    #[serde(rename = "remainingMs")]
+    pub remaining_ms: u64,
 }
 
 /// The file's content.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checkpoint {
-    /// `podip-ipam/1`.
+    /// [`VERSION`].
     pub version: String,
+    /// The kernel's boot id when written: within one boot, cooldowns end at the same instant
+    /// of the boot clock; after a reboot they restart with their remaining time.
+    #[serde(rename = "bootId", default)]
+    pub boot_id: String,
+    /// The boot clock when written (milliseconds since boot).
+    #[serde(rename = "writtenMs", default)]
+    pub written_ms: u64,
     /// Assignments.
     pub allocations: Vec<Allocation>,
     /// Cooldowns.
     #[serde(default)]
     pub cooling: Vec<Cooling>,
+    /// The IPv6 allocator's next never-used offset.
+    #[serde(rename = "v6Next", default)]
+    pub v6_next: u64,
+}
+
+/// The first format's cooldown: an instant of the wall clock.
+#[derive(Deserialize)]
+struct CoolingV1 {
+    ip: Ipv4Addr,
+    #[serde(rename = "untilMs")]
+    until_ms: u64,
+}
+
+#[derive(Deserialize)]
+struct CheckpointV1 {
+    allocations: Vec<Allocation>,
+    #[serde(default)]
+    cooling: Vec<CoolingV1>,
 }
 
 /// Why a checkpoint could not be used.
 #[derive(Debug, Error)]
 pub enum CheckpointError {
-    /// Unreadable content (the daemon recovers from ground truth and reports it).
+    /// Unreadable content (the daemon rebuilds from ground truth and reports it).
     #[error("checkpoint {path} is corrupt: {reason}")]
     Corrupt {
         /// File.
@@ -78,15 +109,17 @@ pub enum CheckpointError {
         /// What is wrong.
         reason: String,
     },
-    /// Another format version.
-    #[error("checkpoint {path} has version {found:?}; this build reads {VERSION:?}")]
+    /// A version this build does not read (newer, or not podip's): left untouched.
+    #[error(
+        "checkpoint {path} has version {found:?}; this build reads {VERSION:?} and {VERSION_1:?}: run a podipd that reads it, or move the file away to rebuild the state from the host"
+    )]
     Version {
         /// File.
         path: String,
         /// Version found.
         found: String,
     },
-    /// I/O.
+    /// I/O (never mistaken for corruption).
     #[error("checkpoint {path}: {source}")]
     Io {
         /// File.
@@ -97,9 +130,22 @@ pub enum CheckpointError {
     },
 }
 
+/// The clocks a checkpoint is read and written against.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Clocks {
+    /// The boot clock (the engine's time in the daemon).
+    pub now: Time,
+    /// The wall clock, milliseconds since the Unix epoch (only to migrate version 1).
+    pub wall_ms: u64,
+    /// The kernel's boot id.
+    pub boot_id: String,
+}
+
 impl Checkpoint {
-    /// The datastore's assignments and cooldowns at `now`, with pod names from `meta`.
-    pub fn capture(ds: &Datastore, meta: &BTreeMap<PodKey, (String, String)>, now: Time) -> Checkpoint {
+    /// The datastore's assignments, cooldowns and IPv6 mark at `clocks.now`, with pod names from
+    /// `meta`.
+    pub fn capture(ds: &Datastore, meta: &BTreeMap<PodKey, (String, String)>, clocks: &Clocks) -> Checkpoint {
+        let now = clocks.now;
         let mut allocations: Vec<Allocation> = ds
             .pods()
             .map(|(k, ip)| {
@@ -115,9 +161,23 @@ impl Checkpoint {
             })
             .collect();
         allocations.sort_by(|a, b| (a.ip, &a.container_id).cmp(&(b.ip, &b.container_id)));
-        let cooling =
-            ds.cooling(now).into_iter().map(|(ip, until)| Cooling { ip, until_ms: until.as_millis() }).collect();
-        Checkpoint { version: VERSION.into(), allocations, cooling }
+        let left = |until: Time| until.since(now).as_millis() as u64;
+        let mut cooling: Vec<Cooling> = ds
+            .cooling(now)
+            .into_iter()
+            .map(|(ip, until)| Cooling { ip: IpAddr::V4(ip), remaining_ms: left(until) })
+            .collect();
+        cooling.extend(
+            ds.cooling_v6(now).into_iter().map(|(ip, until)| Cooling { ip: IpAddr::V6(ip), remaining_ms: left(until) }),
+        );
+        Checkpoint {
+            version: VERSION.into(),
+            boot_id: clocks.boot_id.clone(),
+            written_ms: now.as_millis(),
+            allocations,
+            cooling,
+            v6_next: ds.v6_next(),
+        }
     }
 
     /// Serialized form.
@@ -126,31 +186,50 @@ impl Checkpoint {
         serde_json::to_vec_pretty(self).expect("checkpoint serializes")
     }
 
-    /// Parses a checkpoint.
+    /// Parses a checkpoint, migrating version 1 (its wall-clock cooldowns become time
+    /// remaining at `clocks.wall_ms`).
     ///
     /// # Errors
-    /// Corrupt content, or another version.
-    pub fn decode(path: &str, bytes: &[u8]) -> Result<Checkpoint, CheckpointError> {
+    /// Corrupt content, or a version this build does not read.
+    pub fn decode(path: &str, bytes: &[u8], clocks: &Clocks) -> Result<Checkpoint, CheckpointError> {
         #[derive(Deserialize)]
         struct Head {
             version: String,
         }
-        let head: Head = serde_json::from_slice(bytes)
-            .map_err(|e| CheckpointError::Corrupt { path: path.into(), reason: e.to_string() })?;
-        if head.version != VERSION {
-            return Err(CheckpointError::Version { path: path.into(), found: head.version });
+        let corrupt = |e: serde_json::Error| CheckpointError::Corrupt { path: path.into(), reason: e.to_string() };
+        let head: Head = serde_json::from_slice(bytes).map_err(corrupt)?;
+        match head.version.as_str() {
+            VERSION => serde_json::from_slice(bytes).map_err(corrupt),
+            VERSION_1 => {
+                let v1: CheckpointV1 = serde_json::from_slice(bytes).map_err(corrupt)?;
+                Ok(Checkpoint {
+                    version: VERSION.into(),
+                    boot_id: String::new(),
+                    written_ms: clocks.now.as_millis(),
+                    allocations: v1.allocations,
+                    cooling: v1
+                        .cooling
+                        .into_iter()
+                        .map(|c| Cooling {
+                            ip: IpAddr::V4(c.ip),
+                            remaining_ms: c.until_ms.saturating_sub(clocks.wall_ms),
+                        })
+                        .collect(),
+                    v6_next: 0,
+                })
+            }
+            _ => Err(CheckpointError::Version { path: path.into(), found: head.version }),
         }
-        serde_json::from_slice(bytes).map_err(|e| CheckpointError::Corrupt { path: path.into(), reason: e.to_string() })
     }
 
     /// Reads `path`; `None` when it does not exist.
     ///
     /// # Errors
     /// Unreadable, corrupt or another version.
-    pub fn read(path: &Path) -> Result<Option<Checkpoint>, CheckpointError> {
+    pub fn read(path: &Path, clocks: &Clocks) -> Result<Option<Checkpoint>, CheckpointError> {
         let name = path.display().to_string();
         match std::fs::read(path) {
-            Ok(b) => Checkpoint::decode(&name, &b).map(Some),
+            Ok(b) => Checkpoint::decode(&name, &b, clocks).map(Some),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(source) => Err(CheckpointError::Io { path: name, source }),
         }
@@ -162,18 +241,27 @@ impl Checkpoint {
     /// # Errors
     /// Any I/O failure; the old checkpoint is then untouched.
     pub fn write(&self, path: &Path) -> Result<(), CheckpointError> {
-        let name = path.display().to_string();
-        let io = |source| CheckpointError::Io { path: name.clone(), source };
-        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        let tmp = dir.join(format!(".{}.tmp", path.file_name().and_then(|f| f.to_str()).unwrap_or("checkpoint")));
-        let mut f = std::fs::File::create(&tmp).map_err(io)?;
-        f.write_all(&self.encode()).map_err(io)?;
-        f.sync_all().map_err(io)?;
-        drop(f);
-        std::fs::rename(&tmp, path).map_err(io)?;
-        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
-        Ok(())
+        write_bytes(path, &self.encode())
     }
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file in the same directory, fsync, rename,
+/// fsync of the directory. A crash leaves either the old or the new file, never a mix.
+///
+/// # Errors
+/// Any I/O failure; the old file is then untouched.
+pub fn write_bytes(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
+    let name = path.display().to_string();
+    let io = |source| CheckpointError::Io { path: name.clone(), source };
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(".{}.tmp", path.file_name().and_then(|f| f.to_str()).unwrap_or("checkpoint")));
+    let mut f = std::fs::File::create(&tmp).map_err(io)?;
+    f.write_all(bytes).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(io)?;
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+    Ok(())
 }
 
 /// What a restore kept and dropped.
@@ -181,28 +269,25 @@ impl Checkpoint {
 pub struct RestoreReport {
     /// Assignments restored.
     pub restored: Vec<Allocation>,
-    /// Assignments dropped, with why.
+    /// Assignments dropped, with why (their address is not on the node, or listed twice).
     pub dropped: Vec<(Allocation, String)>,
     /// Cooldowns restored.
     pub cooling: usize,
 }
 
 /// Restores `cp` into `ds`, which already holds the ENIs and blocks the cloud reports (ground
-/// truth). `pod_alive` says whether an allocation's pod still exists on the host (its veth);
-/// it is consulted for every entry.
-pub fn restore(
-    ds: &mut Datastore,
-    cp: &Checkpoint,
-    pod_alive: impl Fn(&Allocation) -> bool,
-    now: Time,
-) -> RestoreReport {
+/// truth): every assignment whose address is on the node, each address to one pod only, the
+/// cooldowns (to the same instant of the boot clock within one boot, with their remaining time
+/// after a reboot) and the IPv6 mark. Whether a pod is still wired is the daemon's question.
+pub fn restore(ds: &mut Datastore, cp: &Checkpoint, clocks: &Clocks) -> RestoreReport {
     let mut report = RestoreReport::default();
     let mut seen: HashSet<IpAddr> = HashSet::new();
+    ds.advance_v6(cp.v6_next);
     for a in &cp.allocations {
         let reason = if !seen.insert(a.ip) {
             Some("address listed twice in the checkpoint".to_string())
-        } else if !pod_alive(a) {
-            Some("the pod's host interface is gone".to_string())
+        } else if let Err(e) = crate::limits::allocation(a) {
+            Some(e)
         } else {
             match a.ip {
                 IpAddr::V4(ip) => ds.restore(&a.key(), ip).err().map(|e| format!("not restorable: {e}")),
@@ -214,11 +299,18 @@ pub fn restore(
             Some(r) => report.dropped.push((a.clone(), r)),
         }
     }
+    let same_boot = !cp.boot_id.is_empty() && cp.boot_id == clocks.boot_id && cp.written_ms <= clocks.now.as_millis();
+    let base = if same_boot { Time::from_millis(cp.written_ms) } else { clocks.now };
     for c in &cp.cooling {
-        let until = Time::from_millis(c.until_ms);
-        if until > now && ds.restore_cooling(c.ip, until) {
-            report.cooling += 1;
+        let until = base + std::time::Duration::from_millis(c.remaining_ms);
+        if until <= clocks.now {
+            continue;
         }
+        let ok = match c.ip {
+            IpAddr::V4(ip) => ds.restore_cooling(ip, until),
+            IpAddr::V6(ip) => ds.restore_cooling_v6(ip, until),
+        };
+        report.cooling += usize::from(ok);
     }
     report
 }
@@ -244,37 +336,78 @@ mod tests {
         ds
     }
 
+    fn clocks(now_s: u64, wall_s: u64, boot: &str) -> Clocks {
+        Clocks { now: Time::from_secs(now_s), wall_ms: wall_s * 1000, boot_id: boot.into() }
+    }
+
     #[test]
     fn capture_write_read_restore_round_trip() {
         let mut a = ds();
-        let t = Time::from_secs(1_000);
+        let c = clocks(1_000, 1_700_000_000, "b1");
+        let t = c.now;
         a.assign(&PodKey::new("c1"), t).unwrap();
         a.assign(&PodKey::new("c2"), t).unwrap();
         a.unassign(&PodKey::new("c2"), t);
-        let cp = Checkpoint::capture(&a, &BTreeMap::new(), t);
+        let cp = Checkpoint::capture(&a, &BTreeMap::new(), &c);
         assert_eq!((cp.allocations.len(), cp.cooling.len()), (1, 1));
+        assert_eq!(cp.cooling[0].remaining_ms, 30_000);
         let dir = std::env::temp_dir().join(format!("podip-cp-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("ipam.json");
         cp.write(&path).unwrap();
-        let back = Checkpoint::read(&path).unwrap().unwrap();
+        let back = Checkpoint::read(&path, &c).unwrap().unwrap();
         assert_eq!(back, cp);
         let mut b = ds();
-        let r = restore(&mut b, &back, |_| true, t);
+        let r = restore(&mut b, &back, &c);
         assert_eq!((r.restored.len(), r.dropped.len(), r.cooling), (1, 0, 1));
         assert_eq!(b.pod(&PodKey::new("c1")), a.pod(&PodKey::new("c1")));
         // The cooldown survived the restart: the released address is not handed out early.
         let cooled = cp.cooling[0].ip;
         for i in 0..3 {
             let p = b.assign(&PodKey::new(format!("n{i}")), t).unwrap();
-            assert_ne!(p.addr, IpAddr::V4(cooled));
+            assert_ne!(p.addr, cooled);
         }
         assert!(b.assign(&PodKey::new("n9"), t).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
-    fn ground_truth_wins() {
+    fn cooldowns_follow_the_boot_clock_not_the_wall_clock() {
+        let mut a = ds();
+        let written = clocks(1_000, 1_700_000_000, "b1");
+        a.assign(&PodKey::new("c1"), written.now).unwrap();
+        a.unassign(&PodKey::new("c1"), written.now);
+        let cp = Checkpoint::capture(&a, &BTreeMap::new(), &written);
+        // The wall clock jumps an hour forward, then an hour back: nothing changes. 10 s of boot
+        // clock later, 20 s remain.
+        for wall in [1_700_003_600, 1_699_996_400] {
+            let mut b = ds();
+            let later = clocks(1_010, wall, "b1");
+            assert_eq!(restore(&mut b, &cp, &later).cooling, 1);
+            assert_eq!(b.cooling(later.now)[0].1, Time::from_secs(1_030), "wall {wall}");
+        }
+        // After a reboot (another boot id) the whole remaining time applies again.
+        let mut b = ds();
+        let rebooted = clocks(5, 1_700_000_100, "b2");
+        restore(&mut b, &cp, &rebooted);
+        assert_eq!(b.cooling(rebooted.now)[0].1, Time::from_secs(35));
+    }
+
+    #[test]
+    fn version_1_migrates_its_wall_clock_cooldowns() {
+        let v1 = br#"{"version":"podip-ipam/1","allocations":[{"network":"podip","containerID":"c1","ifName":"eth0","ip":"10.0.0.5"}],"cooling":[{"ip":"10.0.0.6","untilMs":1700000020000}]}"#;
+        let c = clocks(50, 1_700_000_000, "b1");
+        let cp = Checkpoint::decode("f", v1, &c).unwrap();
+        assert_eq!(cp.version, VERSION);
+        assert_eq!(cp.cooling, vec![Cooling { ip: "10.0.0.6".parse().unwrap(), remaining_ms: 20_000 }]);
+        let mut b = ds();
+        let r = restore(&mut b, &cp, &c);
+        assert_eq!((r.restored.len(), r.cooling), (1, 1));
+        assert_eq!(b.cooling(c.now)[0].1, Time::from_secs(70));
+    }
+
+    #[test]
+    fn restore_never_gives_an_address_twice() {
         let mut b = ds();
         let alloc = |c: &str, ip: [u8; 4]| Allocation {
             network: "podip".into(),
@@ -286,32 +419,44 @@ mod tests {
         };
         let cp = Checkpoint {
             version: VERSION.into(),
+            boot_id: String::new(),
+            written_ms: 0,
             allocations: vec![
                 alloc("ok", [10, 0, 0, 5]),
                 alloc("twice", [10, 0, 0, 5]),
                 alloc("gone-eni", [10, 9, 9, 9]),
-                alloc("dead-pod", [10, 0, 0, 6]),
+                alloc(&"x".repeat(100_000), [10, 0, 0, 6]),
             ],
             cooling: vec![],
+            v6_next: 0,
         };
-        let r = restore(&mut b, &cp, |a| a.container_id != "dead-pod", Time::ZERO);
+        let r = restore(&mut b, &cp, &clocks(0, 0, ""));
         assert_eq!(r.restored.iter().map(|a| a.container_id.as_str()).collect::<Vec<_>>(), vec!["ok"]);
-        let why: BTreeMap<&str, &str> = r.dropped.iter().map(|(a, w)| (a.container_id.as_str(), w.as_str())).collect();
-        assert!(why["twice"].contains("twice"));
-        assert!(why["gone-eni"].contains("not restorable"));
-        assert!(why["dead-pod"].contains("gone"));
+        let why: Vec<&str> = r.dropped.iter().map(|(_, w)| w.as_str()).collect();
+        assert!(
+            why[0].contains("twice") && why[1].contains("not restorable") && why[2].contains("container"),
+            "{why:?}"
+        );
         assert_eq!(b.pod_count(), 1, "no address handed to two pods");
     }
 
     #[test]
-    fn corrupt_and_foreign_checkpoints_are_named() {
-        let e = Checkpoint::decode("/x/ipam.json", b"{\"version\":\"podip-ipam/1\",\"allocations\":[{]}").unwrap_err();
+    fn corrupt_newer_and_foreign_checkpoints_are_told_apart() {
+        let c = clocks(0, 0, "");
+        let e =
+            Checkpoint::decode("/x/ipam.json", b"{\"version\":\"podip-ipam/2\",\"allocations\":[{]}", &c).unwrap_err();
         assert!(matches!(e, CheckpointError::Corrupt { .. }), "{e}");
         assert!(e.to_string().contains("/x/ipam.json"));
-        let e = Checkpoint::decode("f", br#"{"version":"vpc-cni-ipam/1","allocations":[]}"#).unwrap_err();
-        assert!(e.to_string().contains("vpc-cni-ipam/1"));
-        let e = Checkpoint::decode("f", b"\x00\x01garbage").unwrap_err();
+        for v in ["podip-ipam/3", "vpc-cni-ipam/1"] {
+            let e =
+                Checkpoint::decode("f", format!(r#"{{"version":"{v}","allocations":[]}}"#).as_bytes(), &c).unwrap_err();
+            assert!(matches!(e, CheckpointError::Version { .. }) && e.to_string().contains(v), "{e}");
+        }
+        let e = Checkpoint::decode("f", b"\x00\x01garbage", &c).unwrap_err();
         assert!(matches!(e, CheckpointError::Corrupt { .. }));
-        assert!(Checkpoint::read(Path::new("/nonexistent/podip/ipam.json")).unwrap().is_none());
+        assert!(Checkpoint::read(Path::new("/nonexistent/podip/ipam.json"), &c).unwrap().is_none());
+        // A directory where the file should be is an I/O error, not corruption.
+        let e = Checkpoint::read(Path::new("/"), &c).unwrap_err();
+        assert!(matches!(e, CheckpointError::Io { .. }), "{e}");
     }
 }

@@ -78,6 +78,9 @@ pub struct DaemonConfig {
     pub node_netns: Option<String>,
     /// The primary interface's name.
     pub primary_if: String,
+    /// How long an assignment may stay without wiring on the host (no veth, no route) before
+    /// it is released: the plugin may be between the daemon's answer and the kernel.
+    pub wiring_grace: Duration,
 }
 
 /// Where the ENIs come from.
@@ -95,7 +98,7 @@ pub enum Cloud {
 pub struct ConfigError(pub Vec<String>);
 
 /// The environment names read, with their defaults.
-pub const VARIABLES: [(&str, &str); 25] = [
+pub const VARIABLES: [(&str, &str); 26] = [
     ("WARM_ENI_TARGET", "1"),
     ("WARM_IP_TARGET", "0"),
     ("MINIMUM_IP_TARGET", "0"),
@@ -121,7 +124,27 @@ pub const VARIABLES: [(&str, &str); 25] = [
     ("PODIP_PROGRAM_NODE", "true"),
     ("PODIP_NODE_NETNS", ""),
     ("PODIP_PRIMARY_IF", "eth0"),
+    ("PODIP_WIRING_GRACE", "180"),
 ];
+
+/// Bounds of the numeric settings: (name, lowest, highest).
+pub const BOUNDS: [(&str, u32, u32); 9] = [
+    ("WARM_ENI_TARGET", 0, 100),
+    ("WARM_IP_TARGET", 0, 10_000),
+    ("MINIMUM_IP_TARGET", 0, 10_000),
+    ("WARM_PREFIX_TARGET", 0, 1_000),
+    ("MAX_ENI", 1, 100),
+    ("IP_COOLDOWN_PERIOD", 0, 3_600),
+    ("AWS_VPC_ENI_MTU", 576, 9_001),
+    ("POD_MTU", 576, 9_001),
+    ("PODIP_WIRING_GRACE", 1, 3_600),
+];
+
+fn absolute_path(name: &str, v: &str, max: usize, bad: &mut Vec<String>) {
+    if !v.starts_with('/') || v.len() > max || v.contains('\0') {
+        bad.push(format!("{name}={v:?}: an absolute path of at most {max} bytes"));
+    }
+}
 
 impl DaemonConfig {
     /// Reads the configuration: the TOML file's keys (the same names, lower or upper case) first,
@@ -174,10 +197,11 @@ impl DaemonConfig {
             if v.is_empty() {
                 return None;
             }
+            let (lo, hi) = BOUNDS.iter().find(|(n, _, _)| *n == name).map_or((0, u32::MAX), |(_, l, h)| (*l, *h));
             match v.trim().parse::<u32>() {
-                Ok(n) => Some(n),
-                Err(_) => {
-                    bad.push(format!("{name}={v:?}: not a whole number 0 or above"));
+                Ok(n) if (lo..=hi).contains(&n) => Some(n),
+                _ => {
+                    bad.push(format!("{name}={v:?}: a whole number from {lo} to {hi}"));
                     None
                 }
             }
@@ -187,18 +211,10 @@ impl DaemonConfig {
         let minimum_ip = uint("MINIMUM_IP_TARGET", &mut bad).unwrap_or(0);
         let warm_prefix = uint("WARM_PREFIX_TARGET", &mut bad);
         let max_eni = uint("MAX_ENI", &mut bad);
-        if max_eni == Some(0) {
-            bad.push("MAX_ENI=\"0\": at least 1".into());
-        }
         let cooldown = Duration::from_secs(u64::from(uint("IP_COOLDOWN_PERIOD", &mut bad).unwrap_or(30)));
         let eni_mtu = uint("AWS_VPC_ENI_MTU", &mut bad).unwrap_or(9001);
-        if !(576..=9001).contains(&eni_mtu) {
-            bad.push(format!("AWS_VPC_ENI_MTU=\"{eni_mtu}\": 576 to 9001"));
-        }
         let pod_mtu = uint("POD_MTU", &mut bad).unwrap_or(eni_mtu);
-        if !(576..=9001).contains(&pod_mtu) {
-            bad.push(format!("POD_MTU=\"{pod_mtu}\": 576 to 9001"));
-        }
+        let wiring_grace = Duration::from_secs(u64::from(uint("PODIP_WIRING_GRACE", &mut bad).unwrap_or(180)));
         let mut boolean = |name: &str| -> bool {
             let v = get(name);
             match v.to_ascii_lowercase().as_str() {
@@ -242,8 +258,8 @@ impl DaemonConfig {
             }
         };
         let veth_prefix = get("AWS_VPC_K8S_CNI_VETHPREFIX");
-        if veth_prefix.is_empty() || veth_prefix.len() > 4 || ["eth", "lo", "vlan"].contains(&veth_prefix.as_str()) {
-            bad.push(format!("AWS_VPC_K8S_CNI_VETHPREFIX={veth_prefix:?}: 1 to 4 characters, not eth, lo or vlan"));
+        if let Some(p) = cni::env::veth_prefix_problem(&veth_prefix) {
+            bad.push(format!("AWS_VPC_K8S_CNI_VETHPREFIX={veth_prefix:?}: {p}"));
         }
         let metrics = get("PODIP_METRICS_ADDRESS");
         match metrics.parse::<std::net::SocketAddr>() {
@@ -264,8 +280,25 @@ impl DaemonConfig {
             bad.push(format!("PODIP_INSTANCE_TYPE={instance_type:?}: {e}"));
         }
         let node_subnet = Some(get("PODIP_NODE_SUBNET")).filter(|s| !s.is_empty());
+        if let Some(s) = &node_subnet
+            && (s.len() > 64 || !s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'/')))
+        {
+            bad.push(format!("PODIP_NODE_SUBNET={s:?}: a subnet id or CIDR"));
+        }
         let node_netns = Some(get("PODIP_NODE_NETNS")).filter(|s| !s.is_empty());
+        if let Some(n) = &node_netns {
+            absolute_path("PODIP_NODE_NETNS", n, crate::limits::MAX_PATH, &mut bad);
+        }
+        // A Unix socket path holds at most 107 bytes.
+        absolute_path("PODIP_SOCKET", &get("PODIP_SOCKET"), 107, &mut bad);
+        absolute_path("PODIP_CHECKPOINT", &get("PODIP_CHECKPOINT"), crate::limits::MAX_PATH, &mut bad);
+        if let Cloud::Sim(p) = &cloud {
+            absolute_path("PODIP_CLOUD", &p.display().to_string(), 107, &mut bad);
+        }
         let primary_if = get("PODIP_PRIMARY_IF");
+        if let Some(p) = crate::limits::interface_problem(&primary_if) {
+            bad.push(format!("PODIP_PRIMARY_IF={primary_if:?}: {p}"));
+        }
         if !bad.is_empty() {
             return Err(ConfigError(bad));
         }
@@ -276,6 +309,7 @@ impl DaemonConfig {
             program_node,
             node_netns,
             primary_if,
+            wiring_grace,
             warm_eni,
             warm_ip,
             minimum_ip,
@@ -350,5 +384,34 @@ mod tests {
         }
         let e = load(None, &[("ENABLE_IPv6", "true"), ("ENABLE_IPv4", "true")]).unwrap_err();
         assert!(e.to_string().contains("exactly one"));
+    }
+
+    #[test]
+    fn hostile_settings_never_reach_a_command_or_a_path() {
+        let e = load(
+            None,
+            &[
+                ("PODIP_PRIMARY_IF", "eth0\" accept; iifname \"x"),
+                ("AWS_VPC_K8S_CNI_VETHPREFIX", "e\""),
+                ("IP_COOLDOWN_PERIOD", "4294967295"),
+                ("PODIP_SOCKET", "relative.sock"),
+                ("PODIP_CHECKPOINT", "state.json"),
+                ("WARM_IP_TARGET", "99999999"),
+                ("PODIP_NODE_SUBNET", "subnet-1; rm -rf /"),
+            ],
+        )
+        .unwrap_err()
+        .to_string();
+        for n in [
+            "PODIP_PRIMARY_IF=",
+            "AWS_VPC_K8S_CNI_VETHPREFIX=\"e\\\"\"",
+            "IP_COOLDOWN_PERIOD=\"4294967295\": a whole number from 0 to 3600",
+            "PODIP_SOCKET=\"relative.sock\"",
+            "PODIP_CHECKPOINT=\"state.json\"",
+            "WARM_IP_TARGET=\"99999999\"",
+            "PODIP_NODE_SUBNET=",
+        ] {
+            assert!(e.contains(n), "missing {n}: {e}");
+        }
     }
 }

@@ -5,7 +5,10 @@
 #![forbid(unsafe_code)]
 
 pub mod checkpoint;
+pub mod clock;
 pub mod config;
 pub mod daemon;
+pub mod limits;
+pub mod lock;
 pub mod metrics;
 pub mod protocol;

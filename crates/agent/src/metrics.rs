@@ -45,6 +45,19 @@ pub struct Metrics {
     pub add_seconds: Histogram,
     /// DEL handling time.
     pub del_seconds: Histogram,
+    /// Host objects no attachment holds, removed by the sweep, by kind (rule, link).
+    pub strays_removed: Family<KindLabel, Counter>,
+    /// Assignments released because the host never wired them within the grace period.
+    pub unwired_released: Counter,
+    /// Attachments recovered from the host's wiring (checkpoint lost or behind).
+    pub recovered: Counter,
+}
+
+/// A kind label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    /// Kind.
+    pub kind: String,
 }
 
 impl Default for Metrics {
@@ -63,6 +76,9 @@ impl Default for Metrics {
             calls: Family::default(),
             add_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             del_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
+            strays_removed: Family::default(),
+            unwired_released: Counter::default(),
+            recovered: Counter::default(),
             registry: Registry::default(),
         };
         registry.register("addresses", "Pod addresses in the warm pool", m.total.clone());
@@ -77,6 +93,9 @@ impl Default for Metrics {
         registry.register("ec2_calls", "EC2 calls by call and result code", m.calls.clone());
         registry.register("cni_add_seconds", "Time to answer an ADD", m.add_seconds.clone());
         registry.register("cni_del_seconds", "Time to answer a DEL", m.del_seconds.clone());
+        registry.register("host_strays_removed", "Host rules and links no attachment held", m.strays_removed.clone());
+        registry.register("unwired_released", "Assignments the host never wired, released", m.unwired_released.clone());
+        registry.register("recovered", "Attachments recovered from the host's wiring", m.recovered.clone());
         Metrics { registry, ..m }
     }
 }

@@ -81,6 +81,10 @@ pub struct Lease {
     /// IPv6 pods: the node-local IPv4 (169.254.172.0/22) of their IPv4 egress interface.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub egress_v4: Option<std::net::Ipv4Addr>,
+    /// The attachment already held this address before this request (a repeated ADD): the
+    /// plugin must not give it back if its own work fails.
+    #[serde(default)]
+    pub existing: bool,
 }
 
 /// Readiness, as STATUS reports it.
@@ -105,9 +109,9 @@ pub enum Reply {
     Released {
         /// The address.
         addr: Option<IpAddr>,
-        /// Its route table (for the from-pod rule), when an address was held.
+        /// The daemon's host veth prefix (ADD and DEL use the same).
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        route_table: Option<u32>,
+        veth_prefix: Option<String>,
     },
     /// GC: how many attachments were released.
     Collected {
@@ -247,6 +251,7 @@ mod tests {
                     mtu: 9001,
                     veth_prefix: "eni".into(),
                     egress_v4: None,
+                    existing: false,
                 }),
             },
         };

@@ -1,12 +1,19 @@
 //! `podip-cni`, the CNI plugin the container runtime execs. Stdout carries exactly one JSON
 //! document (the result or the error); diagnostics go to stderr.
 //!
-//! ADD asks podipd for the attachment's address (the same key gets the same address) and builds
-//! the data path; if the data path fails, the address is released again. DEL releases the address
-//! and removes the data path, idempotently, with or without the netns. CHECK compares the kernel
-//! with the lease. GC and STATUS are forwarded to podipd. VERSION lists 0.4.0, 1.0.0 and 1.1.0.
+//! ADD checks the pod's netns before anything else (a namespace file, a network namespace, not
+//! the plugin's own nor the host's, opened without blocking), then asks podipd for the
+//! attachment's address and builds the data path. An address this ADD took is given back if
+//! the data path fails; one the attachment already held (a retried ADD) never is: a complete
+//! data path is answered as is, an incomplete one rebuilt. DEL releases the address and removes
+//! the data path, idempotently, with or without the netns; when podipd does not know the
+//! address (or is down), it is read from the host's route to the pod, so no rule stays behind.
+//! ADD and DEL of one attachment never overlap ([`serial`]), and both use podipd's veth prefix.
+//! CHECK compares the kernel with the lease. GC and STATUS are forwarded to podipd. VERSION
+//! lists 0.4.0, 1.0.0 and 1.1.0.
 
 mod daemon;
+mod serial;
 
 use agent::protocol::{Attach, ErrorKind, Lease, Op, Readiness, Reply};
 use cni::config::NetConf;
@@ -112,20 +119,52 @@ fn daemon_error(kind: ErrorKind, message: String) -> CniError {
 }
 
 fn add(env: &CniEnv, conf: &NetConf) -> Result<String, CniError> {
+    let netns = env.netns.as_deref().unwrap_or_default();
+    datapath::netns::open_pod_netns(netns).map_err(|e| CniError::new(ErrorCode::InvalidEnv, e.to_string()))?;
     let a = attach(env, conf);
+    let _serial = serial::lock(&conf.socket, &a.network, &a.container_id, &a.ifname)?;
     let lease = match daemon::call(&conf.socket, Op::Add(a.clone()))? {
         Ok(Reply::Lease(l)) => l,
         Ok(other) => return Err(CniError::new(ErrorCode::Plugin(101), format!("unexpected reply {other:?}"))),
         Err((kind, msg)) => return Err(daemon_error(kind, msg)),
     };
+    // Gives back an address this ADD took; never one the attachment held before it.
+    let give_back = |lease: &Lease| {
+        if !lease.existing {
+            let _ = daemon::call(&conf.socket, Op::Del(a.clone()));
+        }
+    };
+    if let Some(p) = conf.veth_prefix.as_deref().filter(|p| *p != lease.veth_prefix) {
+        give_back(&lease);
+        return Err(CniError::new(
+            ErrorCode::InvalidConfig,
+            format!(
+                "vethPrefix={p:?} differs from podipd's {:?} (AWS_VPC_K8S_CNI_VETHPREFIX); remove it or make them equal",
+                lease.veth_prefix
+            ),
+        ));
+    }
     let p = pod_net(env, conf, &lease);
+    if lease.existing && datapath::apply::check(&p).is_ok() {
+        return result(&p, &lease, conf);
+    }
+    // A veth of this name is this attachment's own unfinished one (a retried ADD) or one a
+    // previous sandbox of the same pod left: it goes, with the rules of its address.
+    let stale = datapath::host::scan(None).ok().and_then(|v| v.has_link(&p.host_veth).then(|| v.addr_on(&p.host_veth)));
+    if let Some(old) = stale {
+        let addrs: Vec<std::net::IpAddr> = old.into_iter().collect();
+        let _ = datapath::apply::teardown(&p.host_veth, &addrs);
+    }
     let applied =
         if p.addr.is_ipv4() && p.egress.is_none() { datapath::netlink::setup(&p) } else { datapath::apply::setup(&p) };
     if let Err(e) = applied {
-        // Undo: the address goes back to the pool (the data path was already removed).
-        let _ = daemon::call(&conf.socket, Op::Del(a));
+        give_back(&lease);
         return Err(CniError::new(ErrorCode::Plugin(100), format!("data path setup failed: {e}")));
     }
+    result(&p, &lease, conf)
+}
+
+fn result(p: &PodNet, lease: &Lease, conf: &NetConf) -> Result<String, CniError> {
     let len = if lease.addr.is_ipv4() { 32 } else { 128 };
     let gw = if lease.addr.is_ipv4() { datapath::plan::GATEWAY_V4.parse().ok() } else { "fe80::1".parse().ok() };
     let mut result = AddResult {
@@ -172,20 +211,28 @@ fn add(env: &CniEnv, conf: &NetConf) -> Result<String, CniError> {
 
 fn del(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
     let a = attach(env, conf);
+    let _serial = serial::lock(&conf.socket, &a.network, &a.container_id, &a.ifname)?;
     let released = daemon::call(&conf.socket, Op::Del(a));
-    let (addr, table, daemon_err) = match released {
-        Ok(Ok(Reply::Released { addr, route_table })) => {
-            (addr, route_table.unwrap_or(datapath::plan::MAIN_TABLE), None)
-        }
-        Ok(Ok(_)) => (None, datapath::plan::MAIN_TABLE, None),
-        Ok(Err((kind, msg))) => (None, datapath::plan::MAIN_TABLE, Some(daemon_error(kind, msg))),
-        Err(e) => (None, datapath::plan::MAIN_TABLE, Some(e)),
+    let (addr, prefix, daemon_err) = match released {
+        Ok(Ok(Reply::Released { addr, veth_prefix })) => (addr, veth_prefix, None),
+        Ok(Ok(_)) => (None, None, None),
+        Ok(Err((kind, msg))) => (None, None, Some(daemon_error(kind, msg))),
+        Err(e) => (None, None, Some(e)),
     };
-    // The data path goes whatever the daemon said: DEL is best effort and idempotent.
-    let prefix = conf.veth_prefix.clone();
+    // The data path goes whatever the daemon said: DEL is best effort and idempotent. podipd's
+    // prefix when it answered, else the configuration's (which ADD checked against podipd's).
+    let prefix = prefix.or_else(|| conf.veth_prefix.clone()).unwrap_or_else(|| "eni".into());
     let veth = veth_name(env, &prefix);
+    let mut addrs: Vec<std::net::IpAddr> = addr.into_iter().collect();
+    if addrs.is_empty() {
+        // podipd does not know it (or is down): the host's route to the pod says which address
+        // this veth carried, so its rules go too.
+        if let Some(host) = datapath::host::scan(None).ok().and_then(|v| v.addr_on(&veth)) {
+            addrs.push(host);
+        }
+    }
     let mut errors = Vec::new();
-    if let Err(es) = datapath::apply::teardown(&veth, addr, table) {
+    if let Err(es) = datapath::apply::teardown(&veth, &addrs) {
         errors.extend(es.into_iter().map(|e| e.to_string()));
     }
     if let Some(e) = daemon_err {

@@ -48,8 +48,9 @@ pub struct NetConf {
     pub socket: String,
     /// Pod MTU, if set.
     pub mtu: Option<u32>,
-    /// Host veth prefix (default `eni`, as the VPC CNI).
-    pub veth_prefix: String,
+    /// Host veth prefix, when the configuration sets one: it must then equal podipd's
+    /// (`AWS_VPC_K8S_CNI_VETHPREFIX`), which ADD and DEL both use.
+    pub veth_prefix: Option<String>,
     /// The previous result (CHECK, DEL, chained ADD).
     pub prev_result: Option<Value>,
     /// GC's valid attachments.
@@ -68,8 +69,9 @@ impl NetConf {
         let version = Version::parse(raw.cni_version.as_deref().unwrap_or(""))?;
         let mut bad = Vec::new();
         let name = raw.name.unwrap_or_default();
-        if name.is_empty() {
-            bad.push("name is missing or empty".to_string());
+        if let Some(p) = crate::env::network_name_problem(&name) {
+            let shown: String = name.chars().take(64).collect();
+            bad.push(format!("name={shown:?} {p}"));
         }
         let mtu = match &raw.mtu {
             None => None,
@@ -85,9 +87,13 @@ impl NetConf {
                 None
             }
         };
-        let veth_prefix = raw.veth_prefix.unwrap_or_else(|| "eni".into());
-        if veth_prefix.is_empty() || veth_prefix.len() > 4 || ["eth", "lo", "vlan"].contains(&veth_prefix.as_str()) {
-            bad.push(format!("vethPrefix={veth_prefix:?} must be 1 to 4 characters and not eth, lo or vlan"));
+        let veth_prefix = raw.veth_prefix;
+        if let Some(p) = veth_prefix.as_deref().and_then(crate::env::veth_prefix_problem) {
+            bad.push(format!("vethPrefix={:?} {p}", veth_prefix.as_deref().unwrap_or_default()));
+        }
+        let socket = raw.socket.unwrap_or_else(|| DEFAULT_SOCKET.into());
+        if !socket.starts_with('/') || socket.len() > 107 || socket.contains('\0') {
+            bad.push(format!("socket={socket:?} must be an absolute path of at most 107 bytes"));
         }
         if !bad.is_empty() {
             return Err(CniError::new(ErrorCode::InvalidConfig, bad.join("; ")).in_version(version.as_str()));
@@ -96,7 +102,7 @@ impl NetConf {
             version,
             name,
             kind: raw.kind.unwrap_or_default(),
-            socket: raw.socket.unwrap_or_else(|| DEFAULT_SOCKET.into()),
+            socket,
             mtu,
             veth_prefix,
             prev_result: raw.prev_result,
@@ -119,7 +125,7 @@ mod tests {
             (c.version, c.name.as_str(), c.mtu, c.socket.as_str()),
             (Version::V1_0_0, "podip", Some(9001), "/tmp/s.sock")
         );
-        assert_eq!(c.veth_prefix, "eni");
+        assert_eq!(c.veth_prefix, None);
     }
 
     #[test]
@@ -134,6 +140,14 @@ mod tests {
         for needle in ["name", "mtu=\"big\"", "vethPrefix=\"toolong\""] {
             assert!(e.msg.contains(needle), "{}", e.msg);
         }
+        let e = NetConf::parse(br#"{"cniVersion":"1.1.0","name":"a b","vethPrefix":"e\u0007","socket":"rel.sock"}"#)
+            .unwrap_err();
+        for needle in ["name=\"a b\"", "vethPrefix=\"e\\u{7}\"", "socket=\"rel.sock\""] {
+            assert!(e.msg.contains(needle), "{needle}: {}", e.msg);
+        }
+        let long = format!(r#"{{"cniVersion":"1.1.0","name":"{}"}}"#, "n".repeat(50_000_000));
+        let e = NetConf::parse(long.as_bytes()).unwrap_err();
+        assert!(e.msg.contains("1 to 128") && e.msg.len() < 300, "the message stays short");
     }
 
     #[test]

@@ -52,9 +52,16 @@ pub struct CniEnv {
     pub path: Vec<String>,
 }
 
-/// Whether `id` is a valid container id: starts alphanumeric, then alphanumerics, `_`, `.`, `-`.
+/// The longest container id accepted (runtimes use 64 hex digits, containerd prefixes a
+/// namespace).
+pub const MAX_CONTAINER_ID: usize = 256;
+
+/// Whether `id` is a valid container id (at most [`MAX_CONTAINER_ID`] bytes): starts alphanumeric, then alphanumerics, `_`, `.`, `-`.
 pub fn valid_container_id(id: &str) -> bool {
     let mut chars = id.chars();
+    if id.len() > MAX_CONTAINER_ID {
+        return false;
+    }
     chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
@@ -67,8 +74,35 @@ pub fn ifname_problem(name: &str) -> Option<&'static str> {
         Some("is longer than 15 characters")
     } else if name == "." || name == ".." {
         Some("is . or ..")
-    } else if name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace()) {
-        Some("contains /, : or whitespace")
+    } else if name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control()) {
+        Some("contains /, :, whitespace or a control character")
+    } else {
+        None
+    }
+}
+
+/// Why `prefix` cannot be a host veth prefix, if it cannot: 1 to 4 ASCII letters or digits
+/// (the rest of the 15-byte name is the pod's hash), and not a prefix the node's own interfaces
+/// use (`eth`, `lo`, `vlan`).
+pub fn veth_prefix_problem(prefix: &str) -> Option<&'static str> {
+    if prefix.is_empty() || prefix.len() > 4 {
+        Some("must be 1 to 4 characters")
+    } else if !prefix.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        Some("must hold only ASCII letters and digits")
+    } else if ["eth", "lo", "vlan"].contains(&prefix) {
+        Some("must not be eth, lo or vlan")
+    } else {
+        None
+    }
+}
+
+/// Why `name` cannot be a CNI network name, if it cannot: 1 to 128 characters, a letter or
+/// digit first, then letters, digits, `_`, `.`, `-` (libcni's rule, with a length cap).
+pub fn network_name_problem(name: &str) -> Option<&'static str> {
+    if name.is_empty() || name.len() > 128 {
+        Some("must be 1 to 128 characters")
+    } else if !valid_container_id(name) {
+        Some("must start with a letter or digit and hold only letters, digits, _ . -")
     } else {
         None
     }

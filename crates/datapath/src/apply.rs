@@ -1,8 +1,8 @@
 //! Carries out plans: one iproute2 batch inside the pod's netns (through `nsenter`), one on the
-//! host; teardown that reports every error but treats "already gone" as done; and checks that
-//! read the kernel's state back.
+//! host, the rules over rtnetlink; teardown (rtnetlink, no process) that reports every error but
+//! treats "already gone" as done; and checks that read the kernel's state back.
 
-use crate::plan::{Line, PodNet, host_side, host_teardown, pod_side};
+use crate::plan::{Line, PodNet, host_side, pod_side};
 use std::io::Write;
 use std::net::IpAddr;
 use std::process::{Command, Stdio};
@@ -51,10 +51,9 @@ fn by_family(lines: &[Line]) -> (Vec<Line>, Vec<Line>) {
     )
 }
 
-/// Runs host lines: the family-less batch, then the IPv6 one.
-fn run_host(lines: &[Line], force: bool, what: &str) -> Result<(), ApplyError> {
+/// Runs host lines: the family-less batch, then the IPv6 one; stops at the first failure.
+fn run_host(lines: &[Line], what: &str) -> Result<(), ApplyError> {
     let (plain, v6) = by_family(lines);
-    let mut result = Ok(());
     for (fam, part) in [(None, plain), (Some("-6"), v6)] {
         if part.is_empty() {
             continue;
@@ -63,24 +62,10 @@ fn run_host(lines: &[Line], force: bool, what: &str) -> Result<(), ApplyError> {
         if let Some(f) = fam {
             c.arg(f);
         }
-        if force {
-            c.arg("-force");
-        }
         c.args(["-batch", "-"]);
-        if let Err(e) = run(c, &batch(&part), what) {
-            if !force {
-                return Err(e);
-            }
-            result = match result {
-                Ok(()) => Err(e),
-                Err(mut prev) => {
-                    prev.detail = format!("{}\n{}", prev.detail, e.detail);
-                    Err(prev)
-                }
-            };
-        }
+        run(c, &batch(&part), what)?;
     }
-    result
+    Ok(())
 }
 
 /// Creates the pod's data path: the pod side in one batch, then the host side in one batch. On a
@@ -92,12 +77,17 @@ pub fn setup(p: &PodNet) -> Result<(), ApplyError> {
     let mut pod = Command::new("nsenter");
     pod.arg(format!("--net={}", p.netns)).args(["ip", "-batch", "-"]);
     if let Err(e) = run(pod, &batch(&pod_side(p, std::process::id())), "pod side") {
-        let _ = teardown(&p.host_veth, None, p.table);
-        let _ = run_in_pod_del(p);
+        // The batch's first line creates the veth pair: if it failed there, nothing of this call
+        // exists, and a link of the same name belongs to someone else.
+        if !e.detail.contains("File exists") {
+            let _ = teardown(&p.host_veth, &[]);
+            let _ = run_in_pod_del(p);
+        }
         return Err(e);
     }
-    if let Err(e) = run_host(&host_side(p), false, "host side") {
-        let _ = teardown(&p.host_veth, Some(p.addr), p.table);
+    let host = run_host(&host_side(p), "host side").and_then(|()| crate::host::ensure_pod_rules(None, p.addr, p.table));
+    if let Err(e) = host {
+        let _ = teardown(&p.host_veth, &[p.addr]);
         return Err(e);
     }
     Ok(())
@@ -109,25 +99,28 @@ fn run_in_pod_del(p: &PodNet) -> Result<String, ApplyError> {
     run(c, "", "pod interface")
 }
 
-/// Removes the host veth (and so the pod end and the route) and the policy rules. Objects that
-/// are already gone count as removed; every other error is reported.
+/// Removes the host veth (and so the pod end and its routes; for an IPv6 pod also its IPv4
+/// egress veth) and every podip rule of `addrs`, in the caller's namespace, over rtnetlink.
+/// Objects that are already gone count as removed; every other error is reported.
 ///
 /// # Errors
 /// Every step that failed for another reason.
-pub fn teardown(host_veth: &str, addr: Option<IpAddr>, table: u32) -> Result<(), Vec<ApplyError>> {
-    // One batch; -force goes on after a failed line, and every failure is reported on stderr.
-    let lines = host_teardown(host_veth, addr, table);
-    let detail = match run_host(&lines, true, "teardown") {
-        Ok(_) => return Ok(()),
-        Err(e) => e.detail,
-    };
-    let gone =
-        ["Cannot find device", "No such file or directory", "No such process", "does not exist", "Command failed"];
-    let errors: Vec<ApplyError> = detail
-        .lines()
-        .filter(|l| !l.trim().is_empty() && !gone.iter().any(|g| l.contains(g)))
-        .map(|l| ApplyError { what: "teardown".into(), detail: l.to_string() })
-        .collect();
+pub fn teardown(host_veth: &str, addrs: &[IpAddr]) -> Result<(), Vec<ApplyError>> {
+    let mut errors = Vec::new();
+    let mut links = vec![host_veth.to_string()];
+    if addrs.iter().any(IpAddr::is_ipv6) {
+        links.push(crate::plan::egress_veth_name(host_veth));
+    }
+    for l in &links {
+        if let Err(e) = crate::host::remove_link(None, l) {
+            errors.push(e);
+        }
+    }
+    for a in addrs {
+        if let Err(e) = crate::host::remove_pod_rules(None, *a) {
+            errors.push(e);
+        }
+    }
     if errors.is_empty() { Ok(()) } else { Err(errors) }
 }
 

@@ -6,11 +6,14 @@
 //! [`plan`] computes the operations as data, per side (inside the pod's netns, on the host);
 //! [`netlink`] carries out an IPv4 pod's over rtnetlink from the calling process (no process
 //! spawned: the fast path); [`apply`] carries out any plan through iproute2's batch mode (IPv6
-//! pods, teardown, checks); [`node`] owns the node-level SNAT and ENI links.
+//! pods, checks); [`host`] reads the node's pod wiring and keeps policy rules exclusive, and
+//! tears down; [`node`] owns the node-level SNAT and ENI links.
 #![forbid(unsafe_code)]
 
 pub mod apply;
+pub mod host;
 pub mod netlink;
+pub mod netns;
 pub mod node;
 pub mod plan;
 

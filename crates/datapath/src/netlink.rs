@@ -5,7 +5,7 @@
 //! IPv4 pods only; IPv6 pods (and their egress interface) go through [`crate::apply`].
 
 use crate::apply::ApplyError;
-use crate::plan::{GATEWAY_V4, MAIN_TABLE, PodNet, RULE_FROM_POD, RULE_TO_POD};
+use crate::plan::{GATEWAY_V4, PodNet};
 use netlink_packet_core::{
     NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
 };
@@ -15,7 +15,6 @@ use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, Neig
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
-use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 use nix::sched::{CloneFlags, setns};
@@ -28,22 +27,39 @@ fn err(what: &str, detail: impl ToString) -> ApplyError {
 }
 
 /// One rtnetlink socket.
-struct Nl {
+pub(crate) struct Nl {
     sock: Socket,
     seq: u32,
 }
 
 impl Nl {
-    fn open() -> Result<Nl, ApplyError> {
+    /// A socket in the calling thread's namespace.
+    pub(crate) fn open() -> Result<Nl, ApplyError> {
         let mut sock = Socket::new(NETLINK_ROUTE).map_err(|e| err("netlink socket", e))?;
         sock.bind_auto().map_err(|e| err("netlink bind", e))?;
         sock.connect(&SocketAddr::new(0, 0)).map_err(|e| err("netlink connect", e))?;
         Ok(Nl { sock, seq: 0 })
     }
 
+    /// A socket in the network namespace at `netns` (the caller's own when `None`). The
+    /// namespace is entered by a short-lived thread of its own, so no thread of the caller ever
+    /// changes namespace; the socket stays bound to the namespace it was made in.
+    pub(crate) fn open_in(netns: Option<&str>) -> Result<Nl, ApplyError> {
+        let Some(ns) = netns else { return Nl::open() };
+        let file = File::open(ns).map_err(|e| err(&format!("netns {ns}"), e))?;
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                setns(&file, CloneFlags::CLONE_NEWNET).map_err(|e| err(&format!("enter netns {ns}"), e))?;
+                Nl::open()
+            })
+            .join()
+            .unwrap_or_else(|_| Err(err("netlink", "the namespace thread panicked")))
+        })
+    }
+
     /// Sends one request and returns the messages of the answer; a NACK becomes an error naming
     /// `what` and the errno.
-    fn call(
+    pub(crate) fn call(
         &mut self,
         what: &str,
         msg: RouteNetlinkMessage,
@@ -85,7 +101,7 @@ impl Nl {
         }
     }
 
-    fn index(&mut self, name: &str) -> Result<u32, ApplyError> {
+    pub(crate) fn index(&mut self, name: &str) -> Result<u32, ApplyError> {
         let mut m = LinkMessage::default();
         m.attributes.push(LinkAttribute::IfName(name.to_string()));
         let replies = self.call(&format!("find {name}"), RouteNetlinkMessage::GetLink(m), 0)?;
@@ -129,23 +145,6 @@ impl Nl {
         }
         r.attributes.push(RouteAttribute::Oif(oif));
         self.call(what, RouteNetlinkMessage::NewRoute(r), NLM_F_CREATE | NLM_F_REPLACE).map(|_| ())
-    }
-
-    fn rule(&mut self, what: &str, addr: Ipv4Addr, to: bool, table: u32, priority: u32) -> Result<(), ApplyError> {
-        let mut r = RuleMessage::default();
-        r.header.family = AddressFamily::Inet;
-        r.header.action = RuleAction::ToTable;
-        r.header.table = u8::try_from(table).unwrap_or(0);
-        if to {
-            r.header.dst_len = 32;
-            r.attributes.push(RuleAttribute::Destination(IpAddr::V4(addr)));
-        } else {
-            r.header.src_len = 32;
-            r.attributes.push(RuleAttribute::Source(IpAddr::V4(addr)));
-        }
-        r.attributes.push(RuleAttribute::Priority(priority));
-        r.attributes.push(RuleAttribute::Table(table));
-        self.call(what, RouteNetlinkMessage::NewRule(r), NLM_F_CREATE).map(|_| ())
     }
 }
 
@@ -211,14 +210,12 @@ pub fn setup(p: &PodNet) -> Result<(), ApplyError> {
         let hi = host.index(&p.host_veth)?;
         host.up(hi, "host veth up")?;
         host.route("host route to the pod", Some((addr, 32)), None, hi, RouteScope::Link)?;
-        host.rule("to-pod rule", addr, true, MAIN_TABLE, RULE_TO_POD)?;
-        if p.table != MAIN_TABLE {
-            host.rule("from-pod rule", addr, false, p.table, RULE_FROM_POD)?;
-        }
-        Ok(())
+        crate::host::set_pod_rules(&mut host, p.addr, p.table)
     })();
     if result.is_err() {
-        let _ = crate::apply::teardown(&p.host_veth, Some(p.addr), p.table);
+        // Only what this call made: the veth it just created (its peer and routes go with it) and
+        // the rules of this pod's address.
+        let _ = crate::apply::teardown(&p.host_veth, &[p.addr]);
     }
     result
 }

@@ -104,6 +104,16 @@ fn run(mut c: Command, input: &str, what: &str) -> Result<(), ApplyError> {
 /// # Errors
 /// What nft or ip said.
 pub fn apply_snat(p: &SnatPlan, netns: Option<&str>) -> Result<(), ApplyError> {
+    // Names reach nft's language: only an interface name's plain alphabet gets there.
+    for (what, name) in [("primary interface", &p.primary_if), ("veth prefix", &p.veth_prefix)] {
+        if name.is_empty() || name.len() > 15 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+        {
+            return Err(ApplyError {
+                what: "nftables SNAT".into(),
+                detail: format!("{what} {name:?} is not an interface name"),
+            });
+        }
+    }
     let mut nft = in_netns(netns, "nft");
     nft.args(["-f", "-"]);
     run(nft, &nft_script(p), "nftables SNAT")?;

@@ -129,42 +129,22 @@ pub fn pod_side(p: &PodNet, host_pid: u32) -> Vec<Line> {
     v
 }
 
-/// Operations on the host: the host veth up, the route to the pod, the policy rules.
+/// Operations on the host: the host veth up, the route to the pod (the policy rules are set
+/// exclusively over rtnetlink, see [`crate::host`]).
 pub fn host_side(p: &PodNet) -> Vec<Line> {
     let fam = if p.addr.is_ipv4() { "" } else { "-6 " };
     let mut v = vec![
         Line(format!("link set {} up", p.host_veth)),
         Line(format!("{fam}route replace {}/{} dev {} scope link", p.addr, host_len(&p.addr), p.host_veth)),
-        Line(format!("{fam}rule add to {} lookup main priority {RULE_TO_POD}", p.addr)),
     ];
     if p.addr.is_ipv6() {
         // No neighbour discovery towards the pod: the host veth's link-local address is still
         // tentative (DAD) when the first packets come, and the pod's MAC is known anyway.
         v.push(Line(format!("-6 neigh replace {} lladdr {} dev {} nud permanent", p.addr, p.pod_mac, p.host_veth)));
     }
-    if p.table != MAIN_TABLE {
-        v.push(Line(format!("{fam}rule add from {} lookup {} priority {RULE_FROM_POD}", p.addr, p.table)));
-    }
     if let Some(e) = &p.egress {
         v.push(Line(format!("link set {} up", e.host_veth)));
         v.push(Line(format!("route replace {}/32 dev {} scope link", e.addr, e.host_veth)));
-    }
-    v
-}
-
-/// Host operations that undo [`host_side`] and the veth (deleting the host end removes the pod
-/// end and the route with it). Each may find its object already gone.
-pub fn host_teardown(host_veth: &str, addr: Option<IpAddr>, table: u32) -> Vec<Line> {
-    let mut v = vec![Line(format!("link del {host_veth}"))];
-    if addr.is_some_and(|a| a.is_ipv6()) {
-        v.push(Line(format!("link del {}", egress_veth_name(host_veth))));
-    }
-    if let Some(a) = addr {
-        let fam = if a.is_ipv4() { "" } else { "-6 " };
-        v.push(Line(format!("{fam}rule del to {a} lookup main priority {RULE_TO_POD}")));
-        if table != MAIN_TABLE {
-            v.push(Line(format!("{fam}rule del from {a} lookup {table} priority {RULE_FROM_POD}")));
-        }
     }
     v
 }
@@ -214,12 +194,7 @@ mod tests {
         assert!(pod_ops.contains(&"route add default via 169.254.1.1 dev eth0".to_string()));
         assert!(pod_ops.iter().any(|o| o.starts_with("neigh add 169.254.1.1 lladdr ") && o.ends_with("nud permanent")));
         let host: Vec<String> = host_side(&p).iter().map(ToString::to_string).collect();
-        assert!(host.contains(&"rule add to 10.0.1.23 lookup main priority 512".to_string()));
-        assert!(host.contains(&"rule add from 10.0.1.23 lookup 2 priority 1536".to_string()));
-        let mut primary = p.clone();
-        primary.table = MAIN_TABLE;
-        assert_eq!(host_side(&primary).len(), 3, "no from-pod rule for the primary ENI");
-        let down: Vec<String> = host_teardown(&p.host_veth, Some(p.addr), 2).iter().map(ToString::to_string).collect();
-        assert_eq!(down.len(), 3);
+        assert!(host.contains(&format!("route replace 10.0.1.23/32 dev {} scope link", p.host_veth)));
+        assert!(!host.iter().any(|l| l.contains("rule")), "rules go over rtnetlink, exclusively");
     }
 }

@@ -752,6 +752,41 @@ impl Datastore {
         out
     }
 
+    /// Every IPv6 pod address still cooling at `now`, with the instant it becomes usable.
+    pub fn cooling_v6(&self, now: Time) -> Vec<(Ipv6Addr, Time)> {
+        let Some(p) = self.enis.iter().find_map(|e| e.v6_prefix) else { return Vec::new() };
+        self.v6_slots
+            .iter()
+            .filter_map(|(o, s)| match s.filter_cooling(now) {
+                Slot::Cooling(until) => Some((Ipv6Addr::from(u128::from(p.network()) + u128::from(*o)), until)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Restores an IPv6 cooldown read back from a checkpoint. False when the address is not in
+    /// the node's prefix or is held by a pod.
+    pub fn restore_cooling_v6(&mut self, addr: Ipv6Addr, until: Time) -> bool {
+        let Some(offset) = self.v6_offset(addr) else { return false };
+        if self.v6_slots.get(&offset) == Some(&Slot::Assigned) {
+            return false;
+        }
+        self.v6_slots.insert(offset, Slot::Cooling(until));
+        self.v6_next = self.v6_next.max(offset + 1);
+        true
+    }
+
+    /// The next never-used offset of the IPv6 allocator (persisted, so a restart never hands
+    /// out an address from the beginning of the /80 again).
+    pub fn v6_next(&self) -> u64 {
+        self.v6_next
+    }
+
+    /// Moves the IPv6 allocator's never-used mark forward to at least `next`.
+    pub fn advance_v6(&mut self, next: u64) {
+        self.v6_next = self.v6_next.max(next);
+    }
+
     /// Restores a cooldown read back from a checkpoint. False when the address is not in the
     /// pool or is held by a pod.
     pub fn restore_cooling(&mut self, ip: Ipv4Addr, until: Time) -> bool {

@@ -65,6 +65,10 @@ fn main() -> ExitCode {
         eprintln!("podipd: {n}");
     }
     let d = Arc::clone(&daemon);
+    std::thread::spawn(move || d.run_commits());
+    let d = Arc::clone(&daemon);
+    std::thread::spawn(move || d.run_sweeps());
+    let d = Arc::clone(&daemon);
     std::thread::spawn(move || d.run_cloud(rx, ec2));
     let d = Arc::clone(&daemon);
     std::thread::spawn(move || d.run_ticks());

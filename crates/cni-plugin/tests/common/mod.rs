@@ -2,15 +2,13 @@
 //! daemon behind it, pod namespaces, and the plugin run inside the node namespace.
 #![allow(dead_code)]
 
-use agent::config::DaemonConfig;
-use agent::daemon::{Daemon, wall};
+use agent::daemon::wall;
 use cloud::remote::serve;
 use cloud::sim::{SimParams, SimVpc};
 use serde_json::Value;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::Arc;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub fn is_root() -> bool {
@@ -42,7 +40,17 @@ pub struct Node {
     pub pods: Vec<String>,
     pub dir: PathBuf,
     pub socket: PathBuf,
+    pub vpc_sock: PathBuf,
     vars: Vec<(String, String)>,
+    daemon: Option<Child>,
+}
+
+/// The podipd binary cargo built beside this test (the workspace's tests build every binary).
+pub fn podipd_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().and_then(Path::parent).unwrap().join("podipd");
+    assert!(bin.exists(), "{} is missing: build it first (cargo build -p podipd)", bin.display());
+    bin
 }
 
 impl Node {
@@ -50,7 +58,8 @@ impl Node {
         Node::with(tag, &[])
     }
 
-    /// A node whose daemon also gets `extra` settings; it programs the node namespace.
+    /// A node whose daemon (a podipd process) also gets `extra` settings; it programs the node
+    /// namespace.
     pub fn with(tag: &str, extra: &[(&str, &str)]) -> Node {
         let id = std::process::id();
         let name = format!("podip-n{tag}{id}");
@@ -62,7 +71,7 @@ impl Node {
         let dir = std::env::temp_dir().join(format!("podip-cni-{tag}-{id}"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        // The cloud: the simulated-VPC service.
+        // The cloud: the simulated-VPC service, in this process (it outlives every daemon).
         let vpc_sock = dir.join("vpc.sock");
         let mut vpc = SimVpc::new(SimParams { seed: 9, ..SimParams::default() });
         vpc.add_vpc_cidr("10.0.0.0/16".parse().unwrap()).unwrap();
@@ -70,7 +79,6 @@ impl Node {
             .unwrap();
         let listener = std::os::unix::net::UnixListener::bind(&vpc_sock).unwrap();
         std::thread::spawn(move || serve(listener, vpc, wall, 0.0));
-        // The daemon, in this process.
         let socket = dir.join("podipd.sock");
         let vars = [
             ("PODIP_CLOUD", format!("sim:{}", vpc_sock.display())),
@@ -82,46 +90,47 @@ impl Node {
         ];
         let mut all: Vec<(String, String)> = extra.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         all.extend(vars.iter().map(|(k, v)| (k.to_string(), v.clone())));
-        let lookup = |k: &str| all.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-        let cfg = DaemonConfig::load(None, lookup).unwrap();
-        let (d, rx, ec2) = Daemon::boot(cfg, &vpc_sock).unwrap();
-        let d2 = Arc::clone(&d);
-        std::thread::spawn(move || d2.run_cloud(rx, ec2));
-        let d3 = Arc::clone(&d);
-        std::thread::spawn(move || d3.run_ticks());
-        std::thread::spawn(move || d.serve());
-        let t0 = Instant::now();
-        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
-            assert!(t0.elapsed() < Duration::from_secs(10));
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Node { name, pods: Vec::new(), dir, socket, vars: all }
+        let mut node = Node { name, pods: Vec::new(), dir, socket, vpc_sock, vars: all, daemon: None };
+        node.start_daemon();
+        node
     }
 
-    /// Boots a second daemon for the same node (same cloud, checkpoint and namespace), as after
-    /// a restart, on its own socket; returns that socket and what start-up reported.
-    pub fn restart_daemon(&self) -> (PathBuf, Vec<String>) {
-        let socket = self.dir.join("podipd-restarted.sock");
-        let lookup = |k: &str| {
-            if k == "PODIP_SOCKET" {
-                return Some(socket.display().to_string());
-            }
-            self.vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
-        };
-        let cfg = DaemonConfig::load(None, lookup).unwrap();
-        let vpc =
-            PathBuf::from(self.vars.iter().find(|(k, _)| k == "PODIP_CLOUD").unwrap().1.trim_start_matches("sim:"));
-        let (d, rx, ec2) = Daemon::boot(cfg, &vpc).unwrap();
-        let notes = d.startup_notes.clone();
-        let d2 = Arc::clone(&d);
-        std::thread::spawn(move || d2.run_cloud(rx, ec2));
-        std::thread::spawn(move || d.serve());
+    /// Starts podipd (the node's daemon) and waits for its socket.
+    pub fn start_daemon(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("podipd.log")).unwrap();
+        let mut c = Command::new(podipd_bin());
+        c.env_clear().env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+        for (k, v) in &self.vars {
+            c.env(k, v);
+        }
+        let child = c.stdout(Stdio::null()).stderr(log).spawn().unwrap();
         let t0 = Instant::now();
-        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
-            assert!(t0.elapsed() < Duration::from_secs(10));
+        while std::os::unix::net::UnixStream::connect(&self.socket).is_err() {
+            assert!(t0.elapsed() < Duration::from_secs(20), "podipd did not come up: {}", self.log());
             std::thread::sleep(Duration::from_millis(20));
         }
-        (socket, notes)
+        self.daemon = Some(child);
+    }
+
+    /// Kills podipd with SIGKILL (only the process this node started).
+    pub fn kill_daemon(&mut self) {
+        if let Some(mut c) = self.daemon.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// What podipd wrote to stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("podipd.log")).unwrap_or_default()
+    }
+
+    /// Kills podipd and starts it again; returns what the new one reported at start.
+    pub fn restart_daemon(&mut self) -> Vec<String> {
+        self.kill_daemon();
+        let before = self.log().len();
+        self.start_daemon();
+        self.log()[before..].lines().map(String::from).collect()
     }
 
     pub fn pod(&mut self, n: usize) -> String {
@@ -179,6 +188,7 @@ impl Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
+        self.kill_daemon();
         for p in &self.pods {
             let _ = Command::new("ip").args(["netns", "del", p]).output();
         }
@@ -198,4 +208,17 @@ pub fn introspect(socket: &Path) -> Value {
     let mut line = String::new();
     std::io::BufRead::read_line(&mut std::io::BufReader::new(s), &mut line).unwrap();
     serde_json::from_str::<Value>(&line).unwrap()["ok"]["state"].clone()
+}
+
+/// Polls the daemon's introspection until `ok` holds, for at most `secs` seconds.
+pub fn wait_for(socket: &Path, ok: impl Fn(&Value) -> bool, secs: u64) -> Value {
+    let t0 = Instant::now();
+    loop {
+        let st = introspect(socket);
+        if ok(&st) {
+            return st;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(secs), "gave up waiting: {st}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

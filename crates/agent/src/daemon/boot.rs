@@ -1,0 +1,303 @@
+//! Start-up: the state directory's lock first (one daemon per node), the node's identity, its
+//! ENIs from the cloud (ground truth for addresses), the node's SNAT, then the pool rebuilt from
+//! the checkpoint and the host's wiring (ground truth for pods), both ways, before anything is
+//! handed out:
+//! - a checkpoint entry whose pod is wired is kept; one without wiring is kept for the grace
+//!   period (its plugin may be between the daemon's answer and the kernel);
+//! - a wired address with no entry (the checkpoint was lost or corrupt) is recovered under
+//!   `host:<veth>`, so it is never handed to a second pod;
+//! - a corrupt checkpoint is moved aside and the addresses not wired cool down once; another
+//!   version or an I/O error stops the start with the reason, and the file is left alone.
+
+use super::{Daemon, DaemonError, Inner, QUARANTINE, RECOVERED, veth_name};
+use crate::checkpoint::{Checkpoint, CheckpointError, Clocks, restore, write_bytes};
+use crate::config::DaemonConfig;
+use cloud::Ec2;
+use cloud::remote::{Ec2Reply, Ec2Request, RemoteEc2};
+use ipam::Time;
+use ipam::addr::{InstanceId, PodKey};
+use ipam::call::{Call, OpId};
+use ipam::catalog::Catalog;
+use ipam::config::{NodeConfig, NodeSettings};
+use ipam::datastore::{Datastore, EniInfo};
+use ipam::engine::Engine;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, channel};
+use std::sync::{Arc, Mutex};
+
+/// A booted daemon, the receiver of its cloud calls, and its cloud client.
+pub type Booted = (Arc<Daemon>, Receiver<(OpId, Call)>, RemoteEc2);
+
+/// The node's identity, kept in the state directory (what IMDS tells a real node).
+#[derive(Debug, Serialize, Deserialize)]
+struct Identity {
+    instance: InstanceId,
+    instance_type: String,
+}
+
+fn state_dir(cfg: &DaemonConfig) -> PathBuf {
+    cfg.checkpoint.parent().unwrap_or(Path::new("/")).to_path_buf()
+}
+
+fn settings(cfg: &DaemonConfig) -> NodeSettings {
+    NodeSettings {
+        warm_eni: cfg.warm_eni,
+        warm_ip: cfg.warm_ip,
+        minimum_ip: cfg.minimum_ip,
+        warm_prefix: cfg.warm_prefix,
+        prefix_delegation: cfg.prefix_delegation,
+        ipv6: cfg.ipv6,
+        max_eni: cfg.max_eni,
+        cooldown: cfg.cooldown,
+        ..NodeSettings::default()
+    }
+}
+
+fn cloud_err(e: impl std::fmt::Display) -> DaemonError {
+    DaemonError::Cloud(e.to_string())
+}
+
+/// Reads the checkpoint: I/O errors are retried, then stop the start; a corrupt file is moved
+/// aside (returned as lost); another version stops the start.
+fn read_checkpoint(
+    path: &Path,
+    clocks: &Clocks,
+    notes: &mut Vec<String>,
+) -> Result<(Option<Checkpoint>, bool), DaemonError> {
+    let mut attempt = 0;
+    loop {
+        match Checkpoint::read(path, clocks) {
+            Ok(cp) => return Ok((cp, false)),
+            Err(CheckpointError::Corrupt { path: p, reason }) => {
+                let aside = path.with_extension(format!("corrupt-{}", crate::clock::wall_ms()));
+                let _ = std::fs::rename(path, &aside);
+                notes.push(format!("checkpoint {p} is corrupt ({reason}); kept as {}", aside.display()));
+                return Ok((None, true));
+            }
+            Err(e @ CheckpointError::Io { .. }) if attempt < 3 => {
+                notes.push(format!("{e}; retrying"));
+                attempt += 1;
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Holds every address of the pool that no pod holds until `until` (as if cooling).
+fn quarantine(ds: &mut Datastore, until: Time) -> usize {
+    let addrs: Vec<std::net::Ipv4Addr> = ds
+        .enis()
+        .iter()
+        .flat_map(|e| e.cidrs.iter())
+        .flat_map(|c| (0..(1u32 << (32 - u32::from(c.net.prefix_len())))).map(|i| ipam::addr::nth(&c.net, i)))
+        .collect();
+    addrs.into_iter().filter(|ip| ds.restore_cooling(*ip, until)).count()
+}
+
+impl Daemon {
+    /// Boots the node against the simulated-VPC service at `socket`. Returns the daemon and
+    /// the receiver of cloud calls for [`Daemon::run_cloud`].
+    ///
+    /// # Errors
+    /// Another daemon holds the node; the cloud is unreachable; the settings do not fit the
+    /// instance type; the checkpoint is of another version or unreadable; the host cannot be
+    /// read; files fail.
+    pub fn boot(cfg: DaemonConfig, socket: &Path) -> Result<Booted, DaemonError> {
+        let dir = state_dir(&cfg);
+        let lock = crate::lock::acquire(&dir)?;
+        let mut ec2 = RemoteEc2::connect(socket).map_err(|e| cloud_err(format!("{}: {e}", socket.display())))?;
+        let t = Catalog::embedded().get(&cfg.instance_type).map_err(cloud_err)?;
+        let id_path = dir.join("node.json");
+        let mut notes = Vec::new();
+        let identity: Option<Identity> = std::fs::read(&id_path).ok().and_then(|b| serde_json::from_slice(&b).ok());
+        let subnets = match ec2.call(&Ec2Request::Subnets).map_err(cloud_err)? {
+            Ec2Reply::Subnets { subnets } => subnets,
+            r => return Err(cloud_err(format!("unexpected reply {r:?}"))),
+        };
+        let node_subnet = match &cfg.node_subnet {
+            Some(want) => subnets.iter().find(|(id, _, cidr)| id.0 == *want || cidr.to_string() == *want),
+            None => subnets.first(),
+        }
+        .cloned()
+        .ok_or_else(|| cloud_err(format!("no subnet {:?} in the VPC", cfg.node_subnet)))?;
+        let instance = match identity {
+            Some(i) => i.instance,
+            None => {
+                let r = ec2
+                    .call(&Ec2Request::RunInstance { instance_type: t.name.clone(), subnet: node_subnet.0.clone() })
+                    .map_err(cloud_err)?;
+                let Ec2Reply::Instance { instance, .. } = r else {
+                    return Err(cloud_err("unexpected reply to RunInstance"));
+                };
+                let id = Identity { instance: instance.clone(), instance_type: t.name.clone() };
+                write_bytes(&id_path, &serde_json::to_vec(&id).map_err(cloud_err)?)?;
+                notes.push(format!("launched instance {instance} in {}", node_subnet.2));
+                instance
+            }
+        };
+        let enis: Vec<EniInfo> = ec2
+            .describe_network_interfaces(&instance)
+            .map_err(cloud_err)?
+            .into_iter()
+            .map(|d| {
+                let dev = d.attachment.as_ref().map_or(0, |(_, dev)| *dev);
+                d.into_info(dev)
+            })
+            .collect();
+        if enis.is_empty() {
+            return Err(cloud_err(format!("instance {instance} has no ENIs (terminated?)")));
+        }
+        let pod_subnet = if cfg.custom_networking {
+            subnets.iter().find(|(id, az, _)| *id != node_subnet.0 && *az == node_subnet.1).map(|(id, _, _)| id.clone())
+        } else {
+            None
+        };
+        let mut s = settings(&cfg);
+        s.custom_networking = pod_subnet.map(|subnet| ipam::config::EniTemplate { subnet, security_groups: vec![] });
+        let node_cfg = NodeConfig::resolve(t, node_subnet.0.clone(), &s)?;
+        if cfg.program_node {
+            program_snat(&cfg, &mut ec2, &enis, &mut notes)?;
+        }
+        let boot_id = crate::clock::boot_id();
+        let clocks = crate::clock::clocks(&boot_id);
+        let now = clocks.now;
+        let mut engine = Engine::new(node_cfg, &enis, clocks.wall_ms, now)
+            .map_err(|e| cloud_err(format!("ENIs do not fit the datastore: {e}")))?;
+        let host =
+            if cfg.program_node {
+                Some(datapath::host::scan(cfg.node_netns.as_deref()).map_err(|e| DaemonError::Io {
+                    path: "the node's network namespace".into(),
+                    message: e.to_string(),
+                })?)
+            } else {
+                None
+            };
+        let (cp, lost) = read_checkpoint(&cfg.checkpoint, &clocks, &mut notes)?;
+        let mut meta = BTreeMap::new();
+        let ds = engine.datastore_mut();
+        if let Some(cp) = &cp {
+            let r = restore(ds, cp, &clocks);
+            for a in &r.restored {
+                if let (Some(ns), Some(n)) = (&a.pod_namespace, &a.pod_name) {
+                    meta.insert(a.key(), (ns.clone(), n.clone()));
+                }
+            }
+            notes.push(format!("restored {} assignments and {} cooldowns", r.restored.len(), r.cooling));
+            for (a, why) in &r.dropped {
+                notes.push(format!("dropped {} {}: {why}", a.container_id.chars().take(80).collect::<String>(), a.ip));
+            }
+        }
+        let mut unwired = BTreeMap::new();
+        let mut recovered = 0;
+        match &host {
+            Some(view) => {
+                let wired = view.wired(&cfg.veth_prefix);
+                let pods: Vec<(PodKey, IpAddr)> = ds.pods().map(|(k, a)| (k.clone(), *a)).collect();
+                let held: BTreeSet<IpAddr> = pods.iter().map(|(_, a)| *a).collect();
+                for (k, a) in &pods {
+                    if !view.has_link(&veth_name(&cfg.veth_prefix, k, meta.get(k))) && !wired.contains_key(a) {
+                        unwired.insert(k.clone(), now);
+                        notes.push(format!(
+                            "{k} ({a}) is not wired on the host: kept for {} s",
+                            cfg.wiring_grace.as_secs()
+                        ));
+                    }
+                }
+                for (a, link) in wired.iter().filter(|(a, _)| !held.contains(a)) {
+                    let key = PodKey {
+                        network: String::new(),
+                        container_id: format!("{RECOVERED}{link}"),
+                        ifname: String::new(),
+                    };
+                    let r = match a {
+                        IpAddr::V4(ip) => ds.restore(&key, *ip),
+                        IpAddr::V6(ip) => ds.restore_v6(&key, *ip),
+                    };
+                    match r {
+                        Ok(()) => {
+                            recovered += 1;
+                            notes.push(format!("recovered {a} of veth {link} from the host"));
+                        }
+                        Err(e) => {
+                            notes.push(format!("{a} on veth {link} is not the node's ({e}); the sweep removes it"))
+                        }
+                    }
+                }
+                if lost {
+                    // Which addresses were cooling is lost: every address not wired cools once.
+                    let n = quarantine(ds, now + cfg.cooldown);
+                    notes.push(format!("rebuilt from the host; {n} unwired addresses cool down once"));
+                }
+            }
+            None if lost => {
+                // No host to rebuild from: hold every address back, and move the IPv6 allocator
+                // far past anything handed out before.
+                let n = quarantine(ds, now + QUARANTINE);
+                ds.advance_v6(ds.v6_next() + (1 << 32));
+                notes.push(format!(
+                    "{n} addresses quarantined for {} s; new pods get fresh addresses",
+                    QUARANTINE.as_secs()
+                ));
+            }
+            None => {}
+        }
+        Checkpoint::capture(engine.datastore(), &meta, &clocks).write(&cfg.checkpoint)?;
+        let (tx, rx) = channel();
+        let metrics = crate::metrics::Metrics::default();
+        metrics.recovered.inc_by(recovered);
+        let commit = super::Committer::new(cfg.checkpoint.clone(), 0);
+        let d = Arc::new(Daemon {
+            cfg,
+            metrics,
+            inner: Mutex::new(Inner { engine, meta, unwired, strays: BTreeSet::new(), generation: 0 }),
+            calls: Mutex::new(tx),
+            instance,
+            boot_id,
+            commit,
+            links: Mutex::new(Vec::new()),
+            _lock: lock,
+            startup_notes: notes,
+        });
+        d.program_enis();
+        Ok((d, rx, ec2))
+    }
+}
+
+fn program_snat(
+    cfg: &DaemonConfig,
+    ec2: &mut RemoteEc2,
+    enis: &[EniInfo],
+    notes: &mut Vec<String>,
+) -> Result<(), DaemonError> {
+    let vpc_cidrs = match ec2.call(&Ec2Request::VpcCidrs).map_err(cloud_err)? {
+        Ec2Reply::Cidrs { cidrs } => cidrs,
+        r => return Err(cloud_err(format!("unexpected reply {r:?}"))),
+    };
+    let primary = enis.iter().find(|e| e.device_index == 0).map(|e| e.primary_ip);
+    let plan = datapath::node::SnatPlan {
+        egress_v4: cfg.ipv6,
+        internal: cfg.snat == crate::config::Snat::Internal || cfg.ipv6,
+        primary_ip: primary.ok_or_else(|| cloud_err("no primary ENI"))?,
+        primary_if: cfg.primary_if.clone(),
+        exempt: vpc_cidrs.iter().chain(cfg.exclude_snat.iter()).copied().collect(),
+        veth_prefix: cfg.veth_prefix.clone(),
+        port_flag: match cfg.randomize_snat {
+            crate::config::RandomizeSnat::Prng => Some("fully-random"),
+            crate::config::RandomizeSnat::HashRandom => Some("random"),
+            crate::config::RandomizeSnat::None => None,
+        },
+    };
+    datapath::node::apply_snat(&plan, cfg.node_netns.as_deref())
+        .map_err(|e| DaemonError::Io { path: "node data path".into(), message: e.to_string() })?;
+    notes.push(format!(
+        "SNAT {} (primary {}, exempt {})",
+        if plan.internal { "internal" } else { "external" },
+        plan.primary_ip,
+        plan.exempt.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+    ));
+    Ok(())
+}

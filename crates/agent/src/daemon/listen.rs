@@ -1,0 +1,117 @@
+//! The plugin socket: owner-only, bounded. A fixed pool of workers serves connections handed
+//! over through a bounded queue (a flood waits in the kernel's backlog, it does not spawn
+//! threads); every request line is capped in length, every connection has read and write
+//! timeouts and a cap on requests; running out of file descriptors slows accepting down
+//! instead of spinning. The socket path is removed before binding only if it is a socket.
+
+use super::{Daemon, DaemonError};
+use crate::protocol::{CURRENT, ErrorKind, Outcome, Response, parse_request};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::sync::mpsc::{Receiver, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Longest request line accepted, in bytes.
+pub const MAX_REQUEST: usize = 64 * 1024;
+/// Workers serving connections.
+const WORKERS: usize = 16;
+/// Accepted connections waiting for a worker.
+const QUEUE: usize = 64;
+/// Read and write timeout of a connection.
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Requests one connection may make.
+const MAX_REQUESTS: usize = 64;
+
+impl Daemon {
+    /// Serves the plugin protocol on the configured socket (owner-only), forever.
+    ///
+    /// # Errors
+    /// The socket cannot be bound, or its path holds something that is not a socket.
+    pub fn serve(self: &Arc<Self>) -> Result<(), DaemonError> {
+        let path = &self.cfg.socket;
+        let io =
+            |e: &dyn std::fmt::Display| DaemonError::Io { path: path.display().to_string(), message: e.to_string() };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| io(&e))?;
+        }
+        match std::fs::symlink_metadata(path) {
+            // A stale socket of an earlier daemon of this node (the state lock says none runs).
+            Ok(m) if m.file_type().is_socket() => std::fs::remove_file(path).map_err(|e| io(&e))?,
+            Ok(_) => return Err(io(&"exists and is not a socket; not removing it")),
+            Err(_) => {}
+        }
+        let listener = UnixListener::bind(path).map_err(|e| io(&e))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|e| io(&e))?;
+        let (tx, rx) = sync_channel::<UnixStream>(QUEUE);
+        let rx = Arc::new(Mutex::new(rx));
+        for _ in 0..WORKERS {
+            let d = Arc::clone(self);
+            let rx = Arc::clone(&rx);
+            std::thread::spawn(move || d.work(&rx));
+        }
+        for conn in listener.incoming() {
+            match conn {
+                Ok(c) => {
+                    if tx.send(c).is_err() {
+                        break;
+                    }
+                }
+                // Out of descriptors (or another transient failure): let connections finish.
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+        Ok(())
+    }
+
+    fn work(&self, rx: &Mutex<Receiver<UnixStream>>) {
+        loop {
+            let conn = match rx.lock().expect("listener queue lock").recv() {
+                Ok(c) => c,
+                Err(_) => return,
+            };
+            self.connection(conn);
+        }
+    }
+
+    fn connection(&self, conn: UnixStream) {
+        if conn.set_read_timeout(Some(IO_TIMEOUT)).is_err() || conn.set_write_timeout(Some(IO_TIMEOUT)).is_err() {
+            return;
+        }
+        let Ok(read) = conn.try_clone() else { return };
+        let mut reader = BufReader::new(read);
+        let mut write = conn;
+        for _ in 0..MAX_REQUESTS {
+            let mut line = Vec::new();
+            match (&mut reader).take(MAX_REQUEST as u64 + 1).read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+            let resp = if line.len() > MAX_REQUEST {
+                Response {
+                    v: CURRENT,
+                    outcome: Outcome::Err {
+                        error: ErrorKind::BadRequest,
+                        message: format!("request longer than {MAX_REQUEST} bytes"),
+                    },
+                }
+            } else {
+                match std::str::from_utf8(&line).map_err(|e| e.to_string()).map(|l| parse_request(l.trim_end())) {
+                    Ok(Ok(req)) => self.handle(req),
+                    Ok(Err(resp)) => resp,
+                    Err(e) => Response {
+                        v: CURRENT,
+                        outcome: Outcome::Err { error: ErrorKind::BadRequest, message: format!("not UTF-8: {e}") },
+                    },
+                }
+            };
+            let too_long = line.len() > MAX_REQUEST;
+            let Ok(mut text) = serde_json::to_string(&resp) else { return };
+            text.push('\n');
+            if write.write_all(text.as_bytes()).is_err() || too_long {
+                return;
+            }
+        }
+    }
+}

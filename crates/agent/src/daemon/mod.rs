@@ -1,0 +1,449 @@
+//! The daemon: one node engine in real time against the cloud, answering the plugin protocol on
+//! a Unix socket; every change durable before it is acknowledged.
+//!
+//! Threads: a bounded pool of plugin-connection workers ([`listen`]), a pool-check loop (every
+//! 5 s), one cloud worker that carries out the engine's calls in order and feeds their results
+//! back, the checkpoint writer ([`commit`]), the host sweep ([`sweep`]) and the metrics endpoint
+//! ([`http`]). The engine sits behind one mutex that is never held across a file write, an
+//! fsync or a subprocess.
+//!
+//! Ownership: an address is released only by a DEL or GC of its attachment, or by the sweep
+//! when the host never wired it within the grace period; a repeated ADD returns the held lease
+//! (`existing`), so the plugin never rolls back an address it did not take. Start-up
+//! ([`boot`]) takes the state directory's lock, then rebuilds the pool from the cloud's ENIs,
+//! the checkpoint and the host's wiring, before anything is handed out.
+
+mod boot;
+mod commit;
+mod http;
+mod listen;
+mod sweep;
+
+pub use boot::Booted;
+pub use listen::MAX_REQUEST;
+
+use crate::checkpoint::Checkpoint;
+use crate::config::DaemonConfig;
+use crate::protocol::{Attach, ErrorKind, Lease, Op, Outcome, Readiness, Reply, Request, Response};
+use cloud::exec::execute;
+use cloud::remote::RemoteEc2;
+use commit::Committer;
+use ipam::Time;
+use ipam::addr::{InstanceId, PodKey};
+use ipam::call::{Call, OpId};
+use ipam::engine::{Effect, Engine, Event};
+use ipam::policy::POOL_CHECK_INTERVAL;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::{Arc, Mutex, MutexGuard};
+pub use sweep::SweepReport;
+use thiserror::Error;
+
+/// How long addresses of unknown holders are kept from new pods after a corrupt checkpoint when
+/// the host's wiring cannot be read (IPAM-only runs).
+pub const QUARANTINE: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// The IPAM key prefix of attachments recovered from the host (their checkpoint entry was
+/// lost): `host:<veth>`; a DEL that names the pod behind that veth releases them.
+pub const RECOVERED: &str = "host:";
+
+/// Why the daemon could not start.
+#[derive(Debug, Error)]
+pub enum DaemonError {
+    /// The cloud could not be reached or refused.
+    #[error("cloud: {0}")]
+    Cloud(String),
+    /// Settings the instance type cannot honour.
+    #[error(transparent)]
+    Settings(#[from] ipam::config::SettingsError),
+    /// Another daemon runs on this node.
+    #[error(transparent)]
+    Locked(#[from] crate::lock::LockError),
+    /// The checkpoint cannot be used as it is (another version, or unreadable).
+    #[error(transparent)]
+    Checkpoint(#[from] crate::checkpoint::CheckpointError),
+    /// Local files and the host.
+    #[error("{path}: {message}")]
+    Io {
+        /// File.
+        path: String,
+        /// What failed.
+        message: String,
+    },
+}
+
+/// The engine time the daemon runs on: the boot clock.
+pub fn now() -> Time {
+    crate::clock::now()
+}
+
+/// The wall clock as engine time (milliseconds since the Unix epoch), for simulated clouds in
+/// tests and the simulated-VPC service.
+pub fn wall() -> Time {
+    Time::from_millis(crate::clock::wall_ms())
+}
+
+/// The host veth of an attachment (see [`Daemon::veth_of`]).
+fn veth_name(prefix: &str, key: &PodKey, meta: Option<&(String, String)>) -> String {
+    if let Some(v) = key.container_id.strip_prefix(RECOVERED) {
+        return v.to_string();
+    }
+    let k = meta.map_or_else(|| key.container_id.clone(), |(ns, n)| format!("{ns}.{n}"));
+    datapath::host_veth_name(prefix, &k)
+}
+
+struct Inner {
+    engine: Engine,
+    meta: BTreeMap<PodKey, (String, String)>,
+    /// Assignments the last sweep saw without wiring on the host, since when.
+    unwired: BTreeMap<PodKey, Time>,
+    /// Host objects no attachment held at the last sweep (removed if still so at the next).
+    strays: BTreeSet<sweep::Stray>,
+    /// The newest generation of the pool's state.
+    generation: u64,
+}
+
+/// A running daemon.
+pub struct Daemon {
+    cfg: DaemonConfig,
+    /// Prometheus metrics.
+    pub metrics: crate::metrics::Metrics,
+    inner: Mutex<Inner>,
+    calls: Mutex<Sender<(OpId, Call)>>,
+    instance: InstanceId,
+    boot_id: String,
+    commit: Committer,
+    /// Device indexes of the secondary ENIs whose links are programmed.
+    links: Mutex<Vec<u32>>,
+    _lock: crate::lock::StateLock,
+    /// What start-up reported (restored, recovered, dropped).
+    pub startup_notes: Vec<String>,
+}
+
+impl Daemon {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves the engine in an unknown state: stop.
+        self.inner.lock().expect("daemon state lock")
+    }
+
+    fn forward(&self, effects: Vec<Effect>) {
+        let tx = self.calls.lock().expect("call channel lock");
+        for e in effects {
+            if let Effect::Call { op, call } = e {
+                let _ = tx.send((op, call));
+            }
+        }
+    }
+
+    fn observe(&self, inner: &Inner, now: Time) {
+        let e = &inner.engine;
+        self.metrics.observe(&e.stats(now), e.datastore().enis().len(), e.in_backoff(now));
+    }
+
+    /// Publishes the pool's state as a new generation (under the pool lock); the caller waits
+    /// for it with [`Committer::wait`] after letting the lock go.
+    fn publish(&self, inner: &mut Inner, now: Time) -> u64 {
+        self.observe(inner, now);
+        inner.generation += 1;
+        let clocks = crate::checkpoint::Clocks { now, wall_ms: 0, boot_id: self.boot_id.clone() };
+        self.commit.publish(inner.generation, Checkpoint::capture(inner.engine.datastore(), &inner.meta, &clocks));
+        inner.generation
+    }
+
+    /// Makes the node's ENI links and tables match the datastore (secondary ENIs only), outside
+    /// the pool lock.
+    fn program_enis(&self) {
+        if !self.cfg.program_node {
+            return;
+        }
+        let enis: Vec<datapath::node::EniLink> = self
+            .lock()
+            .engine
+            .datastore()
+            .enis()
+            .iter()
+            .filter(|e| !e.primary && !e.releasing)
+            .map(|e| datapath::node::EniLink { device_index: e.device_index, primary_ip: e.primary_ip })
+            .collect();
+        let mut links = self.links.lock().expect("links lock");
+        let want: Vec<u32> = enis.iter().map(|e| e.device_index).collect();
+        let gone: Vec<u32> = links.iter().copied().filter(|d| !want.contains(d)).collect();
+        let new: Vec<datapath::node::EniLink> = enis.into_iter().filter(|e| !links.contains(&e.device_index)).collect();
+        if new.is_empty() && gone.is_empty() {
+            return;
+        }
+        match datapath::node::apply_enis(&new, &gone, &self.cfg.primary_if, self.cfg.node_netns.as_deref()) {
+            Ok(()) => *links = want,
+            Err(e) => eprintln!("podipd: {e}"),
+        }
+    }
+
+    /// Runs the checkpoint writer forever.
+    pub fn run_commits(self: &Arc<Self>) {
+        self.commit.run();
+    }
+
+    /// Runs the cloud worker: carries out calls in order and feeds results back. Returns when
+    /// every sender is gone.
+    pub fn run_cloud(self: &Arc<Self>, rx: Receiver<(OpId, Call)>, mut ec2: RemoteEc2) {
+        for (op, call) in rx {
+            let result = execute(&mut ec2, &self.instance, &call);
+            let code = result.as_ref().map_or_else(|e| e.code.clone(), |_| "ok".to_string());
+            self.metrics.calls.get_or_create(&crate::metrics::CallLabels { call: call.name().into(), code }).inc();
+            let now = now();
+            let effects = {
+                let mut g = self.lock();
+                let effects = g.engine.handle(now, Event::CallDone { op, result });
+                for e in &effects {
+                    if let Effect::Inconsistent { op, error } = e {
+                        eprintln!("podipd: {op} did not fit the datastore: {error}");
+                    }
+                }
+                self.publish(&mut g, now);
+                effects
+            };
+            self.program_enis();
+            self.forward(effects);
+        }
+    }
+
+    /// Runs the pool-check loop forever.
+    pub fn run_ticks(self: &Arc<Self>) {
+        loop {
+            let effects = {
+                let mut g = self.lock();
+                let now = now();
+                let effects = g.engine.handle(now, Event::Tick);
+                self.observe(&g, now);
+                effects
+            };
+            self.forward(effects);
+            std::thread::sleep(POOL_CHECK_INTERVAL);
+        }
+    }
+
+    /// IPv6 pods' node-local egress IPv4: 169.254.172.1 is the gateway, pods follow by the
+    /// offset of their address in the node's /80 (unique while they live).
+    fn egress_v4(ds: &ipam::datastore::Datastore, addr: std::net::IpAddr) -> Option<std::net::Ipv4Addr> {
+        let std::net::IpAddr::V6(v6) = addr else { return None };
+        let offset = ds.v6_offset(v6)?;
+        (1..=1021)
+            .contains(&offset)
+            .then(|| std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(169, 254, 172, 1)) + offset as u32))
+    }
+
+    fn lease(&self, ds: &ipam::datastore::Datastore, addr: std::net::IpAddr, existing: bool) -> Lease {
+        let (eni, device_index) = ds
+            .enis()
+            .iter()
+            .find(|e| match addr {
+                std::net::IpAddr::V4(ip) => e.cidrs.iter().any(|c| c.net.contains(&ip)),
+                std::net::IpAddr::V6(ip) => e.v6_prefix.is_some_and(|p| p.contains(&ip)),
+            })
+            .map_or((String::new(), 0), |e| (e.id.to_string(), e.device_index));
+        Lease {
+            egress_v4: Self::egress_v4(ds, addr),
+            addr,
+            eni,
+            device_index,
+            route_table: if device_index == 0 { 254 } else { device_index + 1 },
+            mtu: self.cfg.pod_mtu,
+            veth_prefix: self.cfg.veth_prefix.clone(),
+            existing,
+        }
+    }
+
+    fn key(a: &Attach) -> PodKey {
+        PodKey { network: a.network.clone(), container_id: a.container_id.clone(), ifname: a.ifname.clone() }
+    }
+
+    /// The host veth of an attachment: the VPC CNI's `namespace.name` hash, or the container
+    /// id's without them; for a recovered attachment, the veth it was recovered from.
+    fn veth_of(&self, key: &PodKey, meta: Option<&(String, String)>) -> String {
+        veth_name(&self.cfg.veth_prefix, key, meta)
+    }
+
+    /// Answers one request, timing ADD and DEL.
+    #[allow(clippy::disallowed_methods)] // Latency histograms measure real elapsed time.
+    pub fn handle(&self, req: Request) -> Response {
+        let started = std::time::Instant::now();
+        let kind = match req.op {
+            Op::Add(_) => Some(&self.metrics.add_seconds),
+            Op::Del(_) => Some(&self.metrics.del_seconds),
+            _ => None,
+        };
+        let r = self.answer(req);
+        if let Some(h) = kind {
+            h.observe(started.elapsed().as_secs_f64());
+        }
+        r
+    }
+
+    fn answer(&self, req: Request) -> Response {
+        let v = req.v;
+        let ok = |r| Response { v, outcome: Outcome::Ok { ok: r } };
+        let err = |error, message: String| Response { v, outcome: Outcome::Err { error, message } };
+        if let Op::Add(a) | Op::Del(a) | Op::Check(a) = &req.op
+            && let Err(e) = crate::limits::attach(a)
+        {
+            return err(ErrorKind::BadRequest, e);
+        }
+        let now = now();
+        match &req.op {
+            Op::Add(a) => self.add(a, now).map_or_else(|(k, m)| err(k, m), ok),
+            Op::Del(a) => self.del(a, now).map_or_else(|(k, m)| err(k, m), ok),
+            Op::Check(a) => {
+                let key = Self::key(a);
+                let g = self.lock();
+                match g.engine.datastore().pod(&key) {
+                    Some(addr) => ok(Reply::Lease(self.lease(g.engine.datastore(), addr, true))),
+                    None => err(ErrorKind::UnknownAttachment, format!("{key} holds no address")),
+                }
+            }
+            Op::Gc { network, valid } => {
+                if valid.len() > crate::limits::MAX_VALID {
+                    return err(
+                        ErrorKind::BadRequest,
+                        format!("more than {} valid attachments", crate::limits::MAX_VALID),
+                    );
+                }
+                let valid: BTreeSet<(&str, &str)> = valid.iter().map(|(c, i)| (c.as_str(), i.as_str())).collect();
+                let generation = {
+                    let mut g = self.lock();
+                    let stale: Vec<PodKey> = g
+                        .engine
+                        .datastore()
+                        .pods()
+                        .map(|(k, _)| k.clone())
+                        .filter(|k| {
+                            &k.network == network && !valid.contains(&(k.container_id.as_str(), k.ifname.as_str()))
+                        })
+                        .collect();
+                    for k in &stale {
+                        g.engine.handle(now, Event::PodDel(k.clone()));
+                        g.meta.remove(k);
+                        g.unwired.remove(k);
+                    }
+                    (self.publish(&mut g, now), stale.len())
+                };
+                match self.commit.wait(generation.0) {
+                    Ok(()) => ok(Reply::Collected { released: generation.1 as u32 }),
+                    Err(e) => err(ErrorKind::Internal, format!("checkpoint not written: {e}")),
+                }
+            }
+            Op::Status => {
+                let g = self.lock();
+                let s = g.engine.stats(now);
+                let available = s.total.saturating_sub(s.assigned + s.cooling);
+                let readiness = if available > 0 {
+                    Readiness::Ready
+                } else if g.engine.in_backoff(now) || g.engine.steady(now) {
+                    Readiness::Exhausted
+                } else {
+                    Readiness::Refilling
+                };
+                ok(Reply::Status { readiness, available })
+            }
+            Op::Introspect => ok(Reply::Introspect { state: self.state(true, now) }),
+        }
+    }
+
+    fn add(&self, a: &Attach, now: Time) -> Result<Reply, (ErrorKind, String)> {
+        let key = Self::key(a);
+        let (lease, generation) = {
+            let mut g = self.lock();
+            let existing = g.engine.datastore().pod(&key).is_some();
+            let effects = g.engine.handle(now, Event::PodAdd(key.clone()));
+            let Some(Effect::PodAssigned { addr, .. }) = effects.into_iter().next() else {
+                return Err((ErrorKind::PoolExhausted, "no free address; the pool is refilling".into()));
+            };
+            if !existing && let (Some(ns), Some(n)) = (&a.pod_namespace, &a.pod_name) {
+                g.meta.insert(key.clone(), (ns.clone(), n.clone()));
+            }
+            let lease = self.lease(g.engine.datastore(), addr, existing);
+            (lease, self.publish(&mut g, now))
+        };
+        if let Err(e) = self.commit.wait(generation) {
+            if !lease.existing {
+                // Never acknowledged: take it back (it cools down like any release).
+                let mut g = self.lock();
+                if g.engine.datastore().pod(&key) == Some(lease.addr) {
+                    g.engine.handle(now, Event::PodDel(key.clone()));
+                    g.meta.remove(&key);
+                    self.publish(&mut g, now);
+                }
+            }
+            return Err((ErrorKind::Internal, format!("checkpoint not written, assignment not made: {e}")));
+        }
+        Ok(Reply::Lease(lease))
+    }
+
+    fn del(&self, a: &Attach, now: Time) -> Result<Reply, (ErrorKind, String)> {
+        let key = Self::key(a);
+        let (addr, generation) = {
+            let mut g = self.lock();
+            // An attachment recovered from the host is known by its veth, which this DEL's pod
+            // names.
+            let meta = match (&a.pod_namespace, &a.pod_name) {
+                (Some(ns), Some(n)) => Some((ns.clone(), n.clone())),
+                _ => None,
+            };
+            let recovered = PodKey {
+                network: String::new(),
+                container_id: format!("{RECOVERED}{}", self.veth_of(&key, meta.as_ref())),
+                ifname: String::new(),
+            };
+            let key = if g.engine.datastore().pod(&key).is_none() && g.engine.datastore().pod(&recovered).is_some() {
+                recovered
+            } else {
+                key
+            };
+            let effects = g.engine.handle(now, Event::PodDel(key.clone()));
+            g.meta.remove(&key);
+            g.unwired.remove(&key);
+            let addr = effects.into_iter().find_map(|e| match e {
+                Effect::PodReleased { addr, .. } => addr,
+                _ => None,
+            });
+            (addr, self.publish(&mut g, now))
+        };
+        self.commit.wait(generation).map_err(|e| (ErrorKind::Internal, format!("checkpoint not written: {e}")))?;
+        Ok(Reply::Released { addr, veth_prefix: Some(self.cfg.veth_prefix.clone()) })
+    }
+
+    /// The pool as JSON; pod identities only when `identities` (the owner-only socket).
+    fn state(&self, identities: bool, now: Time) -> serde_json::Value {
+        let g = self.lock();
+        let ds = g.engine.datastore();
+        let enis: Vec<serde_json::Value> = ds
+            .enis()
+            .iter()
+            .map(|e| {
+                serde_json::json!({
+                    "id": e.id, "primary": e.primary, "device_index": e.device_index, "subnet": e.subnet,
+                    "primary_ip": e.primary_ip, "releasing": e.releasing,
+                    "secondary_ips": e.secondary_ips().collect::<Vec<_>>(),
+                    "prefixes": e.prefixes().collect::<Vec<_>>(),
+                    "pods": e.assigned(),
+                })
+            })
+            .collect();
+        let mut pods: Vec<serde_json::Value> = ds
+            .pods()
+            .map(|(k, a)| {
+                if identities {
+                    serde_json::json!({"network": k.network, "container_id": k.container_id, "ifname": k.ifname, "ip": a})
+                } else {
+                    serde_json::json!({"ip": a})
+                }
+            })
+            .collect();
+        pods.sort_by_key(|p| p["ip"].to_string());
+        let s = g.engine.stats(now);
+        serde_json::json!({
+            "instance": self.instance, "enis": enis, "pods": pods,
+            "total": s.total, "assigned": s.assigned, "cooling": s.cooling, "in_flight": g.engine.in_flight(),
+            "unwired": g.unwired.len(),
+        })
+    }
+}

@@ -1,0 +1,142 @@
+//! The host sweep: the node's wiring is ground truth both ways. An assignment the host has not
+//! wired (no veth of its pod, no route to its address) for longer than the grace period is
+//! released into cooldown; rules and veths of addresses no attachment holds (nor cools) are
+//! removed once two sweeps in a row found them so. Everything removed is counted.
+
+use super::{Daemon, Inner};
+use ipam::Time;
+use ipam::addr::PodKey;
+use ipam::engine::Event;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A host object no attachment holds.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Stray {
+    /// A policy rule of an address (priority, address).
+    Rule(u32, IpAddr),
+    /// A host veth of podip's prefix.
+    Link(String),
+}
+
+/// What one sweep did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    /// Assignments released because the host never wired them.
+    pub released: Vec<(PodKey, IpAddr)>,
+    /// Stray objects removed.
+    pub removed: Vec<String>,
+    /// Removals that failed.
+    pub errors: Vec<String>,
+}
+
+impl Daemon {
+    /// How often the host is swept: a third of the grace period, between 1 s and 60 s.
+    pub fn sweep_interval(&self) -> Duration {
+        (self.cfg.wiring_grace / 3).clamp(Duration::from_secs(1), Duration::from_secs(60))
+    }
+
+    /// Sweeps the host forever.
+    pub fn run_sweeps(self: &Arc<Self>) {
+        loop {
+            std::thread::sleep(self.sweep_interval());
+            let r = self.sweep();
+            for (k, a) in &r.released {
+                eprintln!("podipd: released {a} of {k}: the host never wired it");
+            }
+            for e in &r.errors {
+                eprintln!("podipd: sweep: {e}");
+            }
+        }
+    }
+
+    /// One sweep (nothing when the daemon does not own the node's data path).
+    pub fn sweep(&self) -> SweepReport {
+        let mut report = SweepReport::default();
+        if !self.cfg.program_node {
+            return report;
+        }
+        let view = match datapath::host::scan(self.cfg.node_netns.as_deref()) {
+            Ok(v) => v,
+            Err(e) => {
+                report.errors.push(format!("reading the host: {e}"));
+                return report;
+            }
+        };
+        let prefix = &self.cfg.veth_prefix;
+        let wired = view.wired(prefix);
+        let now = super::now();
+        let (remove, generation) = {
+            let mut g = self.lock();
+            let inner: &mut Inner = &mut g;
+            let pods: Vec<(PodKey, IpAddr)> = inner.engine.datastore().pods().map(|(k, a)| (k.clone(), *a)).collect();
+            let mut expected: BTreeSet<String> = BTreeSet::new();
+            let mut seen_unwired: BTreeMap<PodKey, Time> = BTreeMap::new();
+            for (k, a) in &pods {
+                let veth = self.veth_of(k, inner.meta.get(k));
+                let on_host = view.has_link(&veth) || wired.contains_key(a);
+                expected.insert(veth);
+                if !on_host {
+                    let since = inner.unwired.get(k).copied().unwrap_or(now);
+                    if now.since(since) >= self.cfg.wiring_grace {
+                        report.released.push((k.clone(), *a));
+                    } else {
+                        seen_unwired.insert(k.clone(), since);
+                    }
+                }
+            }
+            inner.unwired = seen_unwired;
+            for (k, _) in &report.released {
+                inner.engine.handle(now, Event::PodDel(k.clone()));
+                inner.meta.remove(k);
+                self.metrics.unwired_released.inc();
+            }
+            // Held: assigned or cooling (a cooling address's pod may still be draining).
+            let ds = inner.engine.datastore();
+            let mut held: BTreeSet<IpAddr> = ds.pods().map(|(_, a)| *a).collect();
+            held.extend(ds.cooling(now).into_iter().map(|(a, _)| IpAddr::V4(a)));
+            held.extend(ds.cooling_v6(now).into_iter().map(|(a, _)| IpAddr::V6(a)));
+            let mut strays: BTreeSet<Stray> = BTreeSet::new();
+            for r in &view.rules {
+                if !held.contains(&r.addr) {
+                    strays.insert(Stray::Rule(r.priority, r.addr));
+                }
+            }
+            for l in view.links.iter().filter(|l| l.starts_with(prefix.as_str())) {
+                let addr = view.addr_on(l);
+                if !expected.contains(l) && addr.is_none_or(|a| !held.contains(&a)) {
+                    strays.insert(Stray::Link(l.clone()));
+                }
+            }
+            let remove: Vec<Stray> = strays.intersection(&inner.strays).cloned().collect();
+            inner.strays = strays.difference(&remove.iter().cloned().collect()).cloned().collect();
+            let generation = (!report.released.is_empty()).then(|| self.publish(inner, now));
+            (remove, generation)
+        };
+        if let Some(g) = generation
+            && let Err(e) = self.commit.wait(g)
+        {
+            report.errors.push(format!("checkpoint not written: {e}"));
+        }
+        let netns = self.cfg.node_netns.as_deref();
+        for s in remove {
+            let (kind, what, r) = match &s {
+                Stray::Rule(_, a) => {
+                    ("rule", format!("rules of {a}"), datapath::host::remove_pod_rules(netns, *a).map(|n| n > 0))
+                }
+                Stray::Link(l) => ("link", format!("veth {l}"), datapath::host::remove_link(netns, l)),
+            };
+            match r {
+                Ok(true) => {
+                    self.metrics.strays_removed.get_or_create(&crate::metrics::KindLabel { kind: kind.into() }).inc();
+                    report.removed.push(what);
+                }
+                Ok(false) => {}
+                Err(e) => report.errors.push(format!("{what}: {e}")),
+            }
+        }
+        report
+    }
+}

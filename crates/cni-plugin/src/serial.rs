@@ -1,0 +1,37 @@
+//! One operation at a time per attachment: the plugin holds an exclusive lock for its whole
+//! ADD or DEL, so a retried ADD never races the first one's rollback, and a DEL never races an
+//! ADD of the same attachment. Locks live beside podipd's socket, in 256 files chosen by a hash
+//! of the attachment (a bounded set; unrelated attachments rarely share one, and then only wait).
+
+use cni::error::{CniError, ErrorCode};
+use nix::fcntl::{Flock, FlockArg};
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+/// A held attachment lock; released when dropped or when the plugin exits.
+pub struct AttachmentLock {
+    _file: Flock<File>,
+}
+
+/// Takes the lock of (network, container id, ifname), waiting for a holder to finish.
+///
+/// # Errors
+/// Code 5 when the lock file cannot be made or locked.
+pub fn lock(socket: &str, network: &str, container_id: &str, ifname: &str) -> Result<AttachmentLock, CniError> {
+    let dir = Path::new(socket).parent().unwrap_or(Path::new("/run/podip")).join("locks");
+    let bucket = &datapath::host_veth_name("", &format!("{network}/{container_id}/{ifname}"))[..2];
+    let path = dir.join(format!("{bucket}.lock"));
+    let io =
+        |e: &dyn std::fmt::Display| CniError::new(ErrorCode::Io, format!("attachment lock {}: {e}", path.display()));
+    std::fs::create_dir_all(&dir).map_err(|e| io(&e))?;
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| io(&e))?;
+    Flock::lock(f, FlockArg::LockExclusive).map(|f| AttachmentLock { _file: f }).map_err(|(_, e)| io(&e))
+}

@@ -1,0 +1,265 @@
+//! The node's pod wiring as the kernel holds it, read and changed over rtnetlink: the links, the
+//! host routes to pods (/32 and /128 in the main table), and podip's policy rules (to-pod at
+//! [`RULE_TO_POD`], from-pod at [`RULE_FROM_POD`]). The daemon reads it as ground truth at boot
+//! and in its sweeps; the plugin finds a pod's address here when the daemon no longer knows it.
+//!
+//! Rules are kept exclusive: [`set_pod_rules`] removes every rule of the address at podip's
+//! priorities (whatever their table) before adding its own with `NLM_F_EXCL`, so copies never
+//! pile up and a rule towards an ENI the address has left never survives.
+
+use crate::apply::ApplyError;
+use crate::netlink::Nl;
+use crate::plan::{MAIN_TABLE, RULE_FROM_POD, RULE_TO_POD};
+use netlink_packet_core::{NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL};
+use netlink_packet_route::link::{LinkAttribute, LinkMessage};
+use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage};
+use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+/// A host route to one pod address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodRoute {
+    /// The pod's address (/32 or /128).
+    pub addr: IpAddr,
+    /// The link it leaves through.
+    pub link: String,
+}
+
+/// One of podip's policy rules.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodRule {
+    /// [`RULE_TO_POD`] or [`RULE_FROM_POD`].
+    pub priority: u32,
+    /// The pod address it selects (destination for to-pod, source for from-pod).
+    pub addr: IpAddr,
+    /// The table it points to.
+    pub table: u32,
+}
+
+/// What the node's namespace holds that concerns pods.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HostView {
+    /// Link names.
+    pub links: Vec<String>,
+    /// Host routes to single addresses through a link (main table).
+    pub routes: Vec<PodRoute>,
+    /// Rules at podip's two priorities.
+    pub rules: Vec<PodRule>,
+}
+
+impl HostView {
+    /// Pod addresses routed over a link whose name starts with `veth_prefix`, with that link.
+    pub fn wired(&self, veth_prefix: &str) -> BTreeMap<IpAddr, String> {
+        self.routes.iter().filter(|r| r.link.starts_with(veth_prefix)).map(|r| (r.addr, r.link.clone())).collect()
+    }
+
+    /// Whether a link named `name` exists.
+    pub fn has_link(&self, name: &str) -> bool {
+        self.links.iter().any(|l| l == name)
+    }
+
+    /// The address routed over `link`, if any (the pod's, for a host veth).
+    pub fn addr_on(&self, link: &str) -> Option<IpAddr> {
+        self.routes.iter().find(|r| r.link == link).map(|r| r.addr)
+    }
+}
+
+fn family_of(addr: IpAddr) -> AddressFamily {
+    if addr.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 }
+}
+
+fn host_len(addr: IpAddr) -> u8 {
+    if addr.is_ipv4() { 32 } else { 128 }
+}
+
+/// Reads the pod wiring of the namespace at `netns` (the caller's own when `None`).
+///
+/// # Errors
+/// The namespace cannot be entered or a dump fails.
+pub fn scan(netns: Option<&str>) -> Result<HostView, ApplyError> {
+    let mut nl = Nl::open_in(netns)?;
+    scan_with(&mut nl)
+}
+
+pub(crate) fn scan_with(nl: &mut Nl) -> Result<HostView, ApplyError> {
+    let mut names: BTreeMap<u32, String> = BTreeMap::new();
+    for m in nl.call("dump links", RouteNetlinkMessage::GetLink(LinkMessage::default()), NLM_F_DUMP)? {
+        let RouteNetlinkMessage::NewLink(l) = m else { continue };
+        let name = l.attributes.iter().find_map(|a| match a {
+            LinkAttribute::IfName(n) => Some(n.clone()),
+            _ => None,
+        });
+        if let Some(name) = name {
+            names.insert(l.header.index, name);
+        }
+    }
+    let mut view = HostView { links: names.values().cloned().collect(), ..HostView::default() };
+    for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+        let mut q = RouteMessage::default();
+        q.header.address_family = family;
+        for m in nl.call("dump routes", RouteNetlinkMessage::GetRoute(q), NLM_F_DUMP)? {
+            let RouteNetlinkMessage::NewRoute(r) = m else { continue };
+            let table = r
+                .attributes
+                .iter()
+                .find_map(|a| match a {
+                    RouteAttribute::Table(t) => Some(*t),
+                    _ => None,
+                })
+                .unwrap_or(u32::from(r.header.table));
+            let mut dst = None;
+            let mut oif = None;
+            for a in &r.attributes {
+                match a {
+                    RouteAttribute::Destination(RouteAddress::Inet(v4)) => dst = Some(IpAddr::V4(*v4)),
+                    RouteAttribute::Destination(RouteAddress::Inet6(v6)) => dst = Some(IpAddr::V6(*v6)),
+                    RouteAttribute::Oif(i) => oif = Some(*i),
+                    _ => {}
+                }
+            }
+            let (Some(addr), Some(oif)) = (dst, oif) else { continue };
+            if table != u32::from(RouteHeader::RT_TABLE_MAIN) || r.header.destination_prefix_length != host_len(addr) {
+                continue;
+            }
+            if let Some(link) = names.get(&oif) {
+                view.routes.push(PodRoute { addr, link: link.clone() });
+            }
+        }
+        let mut q = RuleMessage::default();
+        q.header.family = family;
+        for m in nl.call("dump rules", RouteNetlinkMessage::GetRule(q), NLM_F_DUMP)? {
+            let RouteNetlinkMessage::NewRule(r) = m else { continue };
+            let mut priority = 0;
+            let mut table = u32::from(r.header.table);
+            let (mut src, mut dst) = (None, None);
+            for a in &r.attributes {
+                match a {
+                    RuleAttribute::Priority(p) => priority = *p,
+                    RuleAttribute::Table(t) => table = *t,
+                    RuleAttribute::Source(s) => src = Some(*s),
+                    RuleAttribute::Destination(d) => dst = Some(*d),
+                    _ => {}
+                }
+            }
+            let addr = match priority {
+                RULE_TO_POD => dst.filter(|a| r.header.dst_len == host_len(*a)),
+                RULE_FROM_POD => src.filter(|a| r.header.src_len == host_len(*a)),
+                _ => None,
+            };
+            if let Some(addr) = addr {
+                view.rules.push(PodRule { priority, addr, table });
+            }
+        }
+    }
+    Ok(view)
+}
+
+fn rule_message(addr: IpAddr, priority: u32, table: u32) -> RuleMessage {
+    let mut r = RuleMessage::default();
+    r.header.family = family_of(addr);
+    r.header.action = RuleAction::ToTable;
+    r.header.table = u8::try_from(table).unwrap_or(0);
+    if priority == RULE_TO_POD {
+        r.header.dst_len = host_len(addr);
+        r.attributes.push(RuleAttribute::Destination(addr));
+    } else {
+        r.header.src_len = host_len(addr);
+        r.attributes.push(RuleAttribute::Source(addr));
+    }
+    r.attributes.push(RuleAttribute::Priority(priority));
+    if table != 0 {
+        r.attributes.push(RuleAttribute::Table(table));
+    }
+    r
+}
+
+/// Removes every rule of `addr` at `priority`, whatever its table; returns how many went.
+pub(crate) fn del_rule_all(nl: &mut Nl, addr: IpAddr, priority: u32) -> Result<u32, ApplyError> {
+    // Table 0 matches any table; each call removes one rule. Bounded, in case of a kernel that
+    // keeps answering success.
+    let mut removed = 0;
+    for _ in 0..64 {
+        match nl.call("remove rule", RouteNetlinkMessage::DelRule(rule_message(addr, priority, 0)), 0) {
+            Ok(_) => removed += 1,
+            Err(e) if e.detail.contains("No such file") || e.detail.contains("os error 2") => return Ok(removed),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(removed)
+}
+
+/// Makes `addr`'s rules exactly: to-pod via main, and from-pod via `table` when it is not main.
+pub(crate) fn set_pod_rules(nl: &mut Nl, addr: IpAddr, table: u32) -> Result<(), ApplyError> {
+    del_rule_all(nl, addr, RULE_TO_POD)?;
+    del_rule_all(nl, addr, RULE_FROM_POD)?;
+    let add = |nl: &mut Nl, what: &str, prio: u32, t: u32| {
+        nl.call(what, RouteNetlinkMessage::NewRule(rule_message(addr, prio, t)), NLM_F_CREATE | NLM_F_EXCL).map(|_| ())
+    };
+    add(nl, "to-pod rule", RULE_TO_POD, MAIN_TABLE)?;
+    if table != MAIN_TABLE {
+        add(nl, "from-pod rule", RULE_FROM_POD, table)?;
+    }
+    Ok(())
+}
+
+/// Removes every podip rule of `addr` in the namespace at `netns`; returns how many went.
+///
+/// # Errors
+/// The namespace cannot be entered, or the kernel refused for another reason than "not found".
+pub fn remove_pod_rules(netns: Option<&str>, addr: IpAddr) -> Result<u32, ApplyError> {
+    let mut nl = Nl::open_in(netns)?;
+    Ok(del_rule_all(&mut nl, addr, RULE_TO_POD)? + del_rule_all(&mut nl, addr, RULE_FROM_POD)?)
+}
+
+/// Sets `addr`'s rules exclusively in the namespace at `netns` (see [`set_pod_rules`]).
+///
+/// # Errors
+/// The namespace cannot be entered, or the kernel refused.
+pub fn ensure_pod_rules(netns: Option<&str>, addr: IpAddr, table: u32) -> Result<(), ApplyError> {
+    let mut nl = Nl::open_in(netns)?;
+    set_pod_rules(&mut nl, addr, table)
+}
+
+/// Removes the host route to `addr` (any link) in the namespace at `netns`; false when none was.
+///
+/// # Errors
+/// The kernel refused for another reason than "not found".
+pub fn remove_pod_route(netns: Option<&str>, addr: IpAddr) -> Result<bool, ApplyError> {
+    let mut nl = Nl::open_in(netns)?;
+    let mut r = RouteMessage::default();
+    r.header.address_family = family_of(addr);
+    r.header.table = RouteHeader::RT_TABLE_MAIN;
+    r.header.destination_prefix_length = host_len(addr);
+    r.attributes.push(RouteAttribute::Destination(match addr {
+        IpAddr::V4(a) => RouteAddress::Inet(a),
+        IpAddr::V6(a) => RouteAddress::Inet6(a),
+    }));
+    match nl.call("remove pod route", RouteNetlinkMessage::DelRoute(r), 0) {
+        Ok(_) => Ok(true),
+        Err(e) if e.detail.contains("No such") || e.detail.contains("os error 3") => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Removes the link `name` in the namespace at `netns` (a veth takes its peer with it); false
+/// when it was already gone.
+///
+/// # Errors
+/// The kernel refused for another reason than "not found".
+pub fn remove_link(netns: Option<&str>, name: &str) -> Result<bool, ApplyError> {
+    let mut nl = Nl::open_in(netns)?;
+    let index = match nl.index(name) {
+        Ok(i) => i,
+        Err(e) if e.detail.contains("No such") || e.detail.contains("no such") => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    let mut m = LinkMessage::default();
+    m.header.index = index;
+    match nl.call(&format!("remove link {name}"), RouteNetlinkMessage::DelLink(m), 0) {
+        Ok(_) => Ok(true),
+        Err(e) if e.detail.contains("No such") => Ok(false),
+        Err(e) => Err(e),
+    }
+}

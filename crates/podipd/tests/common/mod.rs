@@ -1,0 +1,128 @@
+//! The podipd test harness: a simulated-VPC service in the test process and podipd processes
+//! against it, spoken to over the plugin protocol.
+#![allow(dead_code, clippy::disallowed_methods)] // A harness against real processes: wall time.
+
+use cloud::remote::serve;
+use cloud::sim::{SimParams, SimVpc};
+use ipam::Time;
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn wall() -> Time {
+    Time::from_millis(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64)
+}
+
+pub struct World {
+    pub dir: PathBuf,
+    pub vpc_sock: PathBuf,
+    pub daemon: Option<Child>,
+}
+
+impl World {
+    pub fn new(name: &str) -> World {
+        let dir = std::env::temp_dir().join(format!("podipd-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let vpc_sock = dir.join("vpc.sock");
+        let mut vpc = SimVpc::new(SimParams { seed: 3, ..SimParams::default() });
+        vpc.add_vpc_cidr("10.0.0.0/16".parse().unwrap()).unwrap();
+        vpc.add_subnet("us-east-1a", "10.0.0.0/22".parse().unwrap()).unwrap();
+        vpc.add_vpc_cidr("100.64.0.0/16".parse().unwrap()).unwrap();
+        vpc.add_subnet("us-east-1a", "100.64.0.0/22".parse().unwrap()).unwrap();
+        let listener = std::os::unix::net::UnixListener::bind(&vpc_sock).unwrap();
+        std::thread::spawn(move || serve(listener, vpc, wall, 0.0));
+        World { dir, vpc_sock, daemon: None }
+    }
+
+    pub fn sock(&self) -> PathBuf {
+        self.dir.join("podipd.sock")
+    }
+
+    pub fn metrics_addr(&self) -> String {
+        // A port per test world: the process id and the world's name, hashed.
+        let h = self
+            .dir
+            .to_string_lossy()
+            .bytes()
+            .fold(std::process::id(), |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+        format!("127.0.0.1:{}", 20000 + h % 40000)
+    }
+
+    /// podipd with the world's settings and `extra` on top, not yet started.
+    pub fn command(&self, extra: &[(&str, &str)]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_podipd"));
+        c.env("PODIP_CLOUD", format!("sim:{}", self.vpc_sock.display()))
+            .env("PODIP_SOCKET", self.sock())
+            .env("PODIP_CHECKPOINT", self.dir.join("state/ipam.json"))
+            .env("PODIP_INSTANCE_TYPE", "m5.large")
+            .env("IP_COOLDOWN_PERIOD", "1")
+            .env("PODIP_PROGRAM_NODE", "false")
+            .env("WARM_ENI_TARGET", "2")
+            .env("PODIP_METRICS_ADDRESS", self.metrics_addr())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        for (k, v) in extra {
+            c.env(k, v);
+        }
+        c
+    }
+
+    pub fn start(&mut self, extra: &[(&str, &str)]) {
+        let _ = std::fs::remove_file(self.sock());
+        self.daemon = Some(self.command(extra).spawn().unwrap());
+        let t0 = Instant::now();
+        while UnixStream::connect(self.sock()).is_err() {
+            assert!(t0.elapsed() < Duration::from_secs(20), "podipd did not come up");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.daemon.take() {
+            c.kill().unwrap(); // SIGKILL
+            c.wait().unwrap();
+        }
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub fn request(sock: &Path, req: &Value) -> Option<Value> {
+    let mut s = UnixStream::connect(sock).ok()?;
+    s.write_all(format!("{req}\n").as_bytes()).ok()?;
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line).ok()?;
+    serde_json::from_str(&line).ok()
+}
+
+pub fn attach(op: &str, cid: &str) -> Value {
+    json!({"v": 1, "op": op, "network": "podip", "container_id": cid, "ifname": "eth0", "netns": "/proc/1/ns/net"})
+}
+
+/// ADD until an address comes (the pool refills every 5 s, like kubelet retrying a sandbox).
+pub fn add(sock: &Path, cid: &str) -> String {
+    let t0 = Instant::now();
+    loop {
+        if let Some(r) = request(sock, &attach("add", cid)) {
+            if let Some(a) = r["ok"]["addr"].as_str() {
+                return a.to_string();
+            }
+            assert_eq!(r["error"], "pool_exhausted", "{r}");
+        }
+        assert!(t0.elapsed() < Duration::from_secs(60), "no address for {cid}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+pub fn introspect(sock: &Path) -> Value {
+    request(sock, &json!({"v": 1, "op": "introspect"})).unwrap()["ok"]["state"].clone()
+}
