@@ -222,3 +222,45 @@ pub fn wait_for(socket: &Path, ok: impl Fn(&Value) -> bool, secs: u64) -> Value 
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Everything of the node namespace a pod operation may change: links, rules, routes (both
+/// families) and the nftables ruleset.
+pub fn host_state(node: &str) -> String {
+    let mut s = String::new();
+    for args in [
+        vec!["ip", "-n", node, "-o", "link", "show"],
+        vec!["ip", "-n", node, "rule", "show"],
+        vec!["ip", "-n", node, "-6", "rule", "show"],
+        vec!["ip", "-n", node, "route", "show", "table", "all"],
+        vec!["ip", "-n", node, "-6", "route", "show", "table", "all"],
+        vec!["ip", "netns", "exec", node, "nft", "list", "ruleset"],
+    ] {
+        s.push_str(&sh(&args));
+    }
+    // Link statistics and flags that change by themselves are not what is compared.
+    s.lines().map(|l| l.split(" qdisc").next().unwrap_or(l)).collect::<Vec<_>>().join("\n")
+}
+
+/// The plugin environment of one attachment.
+pub fn env_of<'a>(cmd: &'a str, cid: &'a str, netns: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![("CNI_COMMAND", cmd), ("CNI_CONTAINERID", cid), ("CNI_NETNS", netns), ("CNI_IFNAME", "eth0")]
+}
+
+/// One request to the daemon's socket, as the plugin sends it.
+pub fn request(socket: &Path, req: &Value) -> Value {
+    let mut s = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    s.write_all(format!("{req}\n").as_bytes()).unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(s), &mut line).unwrap();
+    serde_json::from_str(&line).unwrap()
+}
+
+/// The addresses the daemon holds, by container id.
+pub fn held(socket: &Path) -> std::collections::BTreeMap<String, String> {
+    introspect(socket)["pods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["container_id"].as_str().unwrap().to_string(), p["ip"].as_str().unwrap().to_string()))
+        .collect()
+}
