@@ -42,7 +42,7 @@ pub struct Node {
     pub socket: PathBuf,
     pub vpc_sock: PathBuf,
     vars: Vec<(String, String)>,
-    daemon: Option<Child>,
+    daemon: std::sync::Mutex<Option<Child>>,
 }
 
 /// The podipd binary cargo built beside this test (the workspace's tests build every binary).
@@ -90,31 +90,38 @@ impl Node {
         ];
         let mut all: Vec<(String, String)> = extra.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         all.extend(vars.iter().map(|(k, v)| (k.to_string(), v.clone())));
-        let mut node = Node { name, pods: Vec::new(), dir, socket, vpc_sock, vars: all, daemon: None };
+        let node =
+            Node { name, pods: Vec::new(), dir, socket, vpc_sock, vars: all, daemon: std::sync::Mutex::new(None) };
         node.start_daemon();
         node
     }
 
     /// Starts podipd (the node's daemon) and waits for its socket.
-    pub fn start_daemon(&mut self) {
+    pub fn start_daemon(&self) {
+        let child = self.daemon_command().spawn().unwrap();
+        let t0 = Instant::now();
+        while std::os::unix::net::UnixStream::connect(&self.socket).is_err() {
+            assert!(t0.elapsed() < Duration::from_secs(20), "podipd did not come up: {}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        *self.daemon.lock().unwrap() = Some(child);
+    }
+
+    /// podipd with this node's settings, its stderr appended to the node's log.
+    pub fn daemon_command(&self) -> Command {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("podipd.log")).unwrap();
         let mut c = Command::new(podipd_bin());
         c.env_clear().env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
         for (k, v) in &self.vars {
             c.env(k, v);
         }
-        let child = c.stdout(Stdio::null()).stderr(log).spawn().unwrap();
-        let t0 = Instant::now();
-        while std::os::unix::net::UnixStream::connect(&self.socket).is_err() {
-            assert!(t0.elapsed() < Duration::from_secs(20), "podipd did not come up: {}", self.log());
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        self.daemon = Some(child);
+        c.stdout(Stdio::null()).stderr(log);
+        c
     }
 
     /// Kills podipd with SIGKILL (only the process this node started).
-    pub fn kill_daemon(&mut self) {
-        if let Some(mut c) = self.daemon.take() {
+    pub fn kill_daemon(&self) {
+        if let Some(mut c) = self.daemon.lock().unwrap().take() {
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -126,7 +133,7 @@ impl Node {
     }
 
     /// Kills podipd and starts it again; returns what the new one reported at start.
-    pub fn restart_daemon(&mut self) -> Vec<String> {
+    pub fn restart_daemon(&self) -> Vec<String> {
         self.kill_daemon();
         let before = self.log().len();
         self.start_daemon();
