@@ -394,6 +394,38 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_cooldowns_and_the_allocator_mark_survive_a_restart() {
+        let v6 = || {
+            let mut ds = Datastore::new(CidrMode::Ipv6, Duration::from_secs(30), Packing::Dense, 1);
+            let info = EniInfo {
+                id: "eni-1".into(),
+                device_index: 0,
+                subnet: "subnet-1".into(),
+                primary_ip: Ipv4Addr::new(10, 0, 0, 4),
+                secondary_ips: vec![],
+                prefixes: vec![],
+                v6_prefix: Some("2600:1f18:aaaa:1:1::/80".parse().unwrap()),
+            };
+            ds.add_eni(&info, true, Time::ZERO).unwrap();
+            ds
+        };
+        let c = clocks(100, 1_700_000_000, "b1");
+        let mut a = v6();
+        let held = a.assign(&PodKey::new("c1"), c.now).unwrap().addr;
+        let cooled = a.assign(&PodKey::new("c2"), c.now).unwrap().addr;
+        a.unassign(&PodKey::new("c2"), c.now);
+        let cp = Checkpoint::capture(&a, &BTreeMap::new(), &c);
+        assert_eq!(cp.cooling, vec![Cooling { ip: cooled, remaining_ms: 30_000 }]);
+        assert_eq!(cp.v6_next, 3);
+        let mut b = v6();
+        let r = restore(&mut b, &cp, &c);
+        assert_eq!((r.restored.len(), r.cooling), (1, 1));
+        // Neither the held nor the cooling address goes to a new pod; the next is a fresh one.
+        let next = b.assign(&PodKey::new("n1"), c.now).unwrap().addr;
+        assert!(next != held && next != cooled, "{next}");
+    }
+
+    #[test]
     fn version_1_migrates_its_wall_clock_cooldowns() {
         let v1 = br#"{"version":"podip-ipam/1","allocations":[{"network":"podip","containerID":"c1","ifName":"eth0","ip":"10.0.0.5"}],"cooling":[{"ip":"10.0.0.6","untilMs":1700000020000}]}"#;
         let c = clocks(50, 1_700_000_000, "b1");

@@ -258,3 +258,39 @@ fn a_checkpoint_write_that_never_ends_stalls_no_other_request() {
     let r = done.recv_timeout(Duration::from_secs(10)).unwrap();
     assert!(serde_json::to_string(&r).unwrap().contains("\"kind\":\"lease\""), "{r:?}");
 }
+
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn out_of_file_descriptors_the_daemon_waits_instead_of_spinning() {
+    let mut w = World::new("nofile");
+    let _ = std::fs::remove_file(w.sock());
+    w.daemon = Some(w.command_via(&["prlimit", "--nofile=64:64", "--"], &[]).spawn().unwrap());
+    let t0 = Instant::now();
+    while UnixStream::connect(w.sock()).is_err() {
+        assert!(t0.elapsed() < Duration::from_secs(20), "podipd did not come up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    add(&w.sock(), "before");
+    let pid = w.daemon.as_ref().unwrap().id();
+    // Idle connections: first enough to occupy every worker, then more than the daemon has
+    // descriptors for, which wait in its queue and in the kernel's backlog.
+    let mut held: Vec<UnixStream> = (0..20).filter_map(|_| UnixStream::connect(w.sock()).ok()).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    held.extend((0..120).filter_map(|_| UnixStream::connect(w.sock()).ok()));
+    std::thread::sleep(Duration::from_millis(500));
+    let before = cpu_ticks(pid);
+    std::thread::sleep(Duration::from_secs(2));
+    let used = cpu_ticks(pid) - before;
+    // 2 s of wall time is 200 ticks at 100 Hz: a spinning accept loop burns most of them.
+    assert!(used < 40, "podipd used {used} ticks of CPU in 2 s while out of descriptors");
+    drop(held);
+    std::thread::sleep(Duration::from_millis(200));
+    let r = request(&w.sock(), &attach("check", "before")).unwrap();
+    assert!(r["ok"]["addr"].is_string(), "the daemon serves again: {r}");
+}

@@ -79,9 +79,9 @@ impl Daemon {
         if conn.set_read_timeout(Some(IO_TIMEOUT)).is_err() || conn.set_write_timeout(Some(IO_TIMEOUT)).is_err() {
             return;
         }
-        let Ok(read) = conn.try_clone() else { return };
-        let mut reader = BufReader::new(read);
-        let mut write = conn;
+        // Reads and writes share the one descriptor.
+        let mut reader = BufReader::new(&conn);
+        let mut write = &conn;
         for _ in 0..MAX_REQUESTS {
             let mut line = Vec::new();
             match (&mut reader).take(MAX_REQUEST as u64 + 1).read_until(b'\n', &mut line) {

@@ -54,7 +54,19 @@ impl World {
 
     /// podipd with the world's settings and `extra` on top, not yet started.
     pub fn command(&self, extra: &[(&str, &str)]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_podipd"));
+        self.command_via(&[], extra)
+    }
+
+    /// The same, started through `wrapper` (a command that execs its last argument).
+    pub fn command_via(&self, wrapper: &[&str], extra: &[(&str, &str)]) -> Command {
+        let mut c = match wrapper.split_first() {
+            Some((w, rest)) => {
+                let mut c = Command::new(w);
+                c.args(rest).arg(env!("CARGO_BIN_EXE_podipd"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_podipd")),
+        };
         c.env("PODIP_CLOUD", format!("sim:{}", self.vpc_sock.display()))
             .env("PODIP_SOCKET", self.sock())
             .env("PODIP_CHECKPOINT", self.dir.join("state/ipam.json"))
