@@ -150,8 +150,9 @@ fn add(env: &CniEnv, conf: &NetConf) -> Result<String, CniError> {
     }
     // A veth of this name is this attachment's own unfinished one (a retried ADD) or one a
     // previous sandbox of the same pod left: it goes, with the rules of its address.
-    let stale = datapath::host::scan(None).ok().and_then(|v| v.has_link(&p.host_veth).then(|| v.addr_on(&p.host_veth)));
-    if let Some(old) = stale {
+    let stale = datapath::host::link_exists(&p.host_veth).unwrap_or(false);
+    if stale {
+        let old = datapath::host::scan(None).ok().and_then(|v| v.addr_on(&p.host_veth));
         let addrs: Vec<std::net::IpAddr> = old.into_iter().collect();
         let _ = datapath::apply::teardown(&p.host_veth, &addrs);
     }

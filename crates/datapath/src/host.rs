@@ -243,6 +243,19 @@ pub fn remove_pod_route(netns: Option<&str>, addr: IpAddr) -> Result<bool, Apply
     }
 }
 
+/// Whether a link named `name` exists in the caller's namespace (one lookup, no dump).
+///
+/// # Errors
+/// The kernel refused for another reason than "no such device".
+pub fn link_exists(name: &str) -> Result<bool, ApplyError> {
+    let mut nl = Nl::open()?;
+    match nl.index(name) {
+        Ok(_) => Ok(true),
+        Err(e) if e.detail.contains("No such") || e.detail.contains("no such") => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// Removes the link `name` in the namespace at `netns` (a veth takes its peer with it); false
 /// when it was already gone.
 ///
