@@ -40,6 +40,17 @@ pub struct StateLock {
     _file: Flock<File>,
 }
 
+/// Opens (creating it and its directory, owner-only) a file that only serves as a lock.
+///
+/// # Errors
+/// The directory or the file cannot be made.
+pub fn open_lock_file(path: &Path) -> std::io::Result<File> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o600).open(path)
+}
+
 /// Takes the lock of `dir`, creating the directory and the file.
 ///
 /// # Errors
@@ -47,15 +58,7 @@ pub struct StateLock {
 pub fn acquire(dir: &Path) -> Result<StateLock, LockError> {
     let path = dir.join(LOCK_FILE);
     let io = |e: &dyn std::fmt::Display| LockError::Io { path: path.clone(), message: e.to_string() };
-    std::fs::create_dir_all(dir).map_err(|e| io(&e))?;
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(&path)
-        .map_err(|e| io(&e))?;
+    let file = open_lock_file(&path).map_err(|e| io(&e))?;
     match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
         Ok(mut f) => {
             f.set_len(0).map_err(|e| io(&e))?;

@@ -5,8 +5,7 @@
 
 use cni::error::{CniError, ErrorCode};
 use nix::fcntl::{Flock, FlockArg};
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs::File;
 use std::path::Path;
 
 /// A held attachment lock; released when dropped or when the plugin exits.
@@ -24,14 +23,6 @@ pub fn lock(socket: &str, network: &str, container_id: &str, ifname: &str) -> Re
     let path = dir.join(format!("{bucket}.lock"));
     let io =
         |e: &dyn std::fmt::Display| CniError::new(ErrorCode::Io, format!("attachment lock {}: {e}", path.display()));
-    std::fs::create_dir_all(&dir).map_err(|e| io(&e))?;
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(&path)
-        .map_err(|e| io(&e))?;
+    let f = agent::lock::open_lock_file(&path).map_err(|e| io(&e))?;
     Flock::lock(f, FlockArg::LockExclusive).map(|f| AttachmentLock { _file: f }).map_err(|(_, e)| io(&e))
 }

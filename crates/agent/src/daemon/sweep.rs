@@ -38,10 +38,9 @@ impl Daemon {
         (self.cfg.wiring_grace / 3).clamp(Duration::from_secs(1), Duration::from_secs(60))
     }
 
-    /// Sweeps the host forever.
+    /// Sweeps the host forever, the first time at once (at boot).
     pub fn run_sweeps(self: &Arc<Self>) {
         loop {
-            std::thread::sleep(self.sweep_interval());
             let r = self.sweep();
             for (k, a) in &r.released {
                 eprintln!("podipd: released {a} of {k}: the host never wired it");
@@ -49,6 +48,10 @@ impl Daemon {
             for e in &r.errors {
                 eprintln!("podipd: sweep: {e}");
             }
+            for what in &r.removed {
+                eprintln!("podipd: removed {what}: no attachment holds it");
+            }
+            std::thread::sleep(self.sweep_interval());
         }
     }
 
@@ -77,6 +80,10 @@ impl Daemon {
             for (k, a) in &pods {
                 let veth = self.veth_of(k, inner.meta.get(k));
                 let on_host = view.has_link(&veth) || wired.contains_key(a);
+                if a.is_ipv6() {
+                    // An IPv6 pod's IPv4 egress veth belongs to it too.
+                    expected.insert(datapath::egress_veth_name(&veth));
+                }
                 expected.insert(veth);
                 if !on_host {
                     let since = inner.unwired.get(k).copied().unwrap_or(now);
@@ -104,7 +111,8 @@ impl Daemon {
                     strays.insert(Stray::Rule(r.priority, r.addr));
                 }
             }
-            for l in view.links.iter().filter(|l| l.starts_with(prefix.as_str())) {
+            let egress = |l: &str| l.starts_with("v4") && l.len() == 13;
+            for l in view.links.iter().filter(|l| l.starts_with(prefix.as_str()) || egress(l)) {
                 let addr = view.addr_on(l);
                 if !expected.contains(l) && addr.is_none_or(|a| !held.contains(&a)) {
                     strays.insert(Stray::Link(l.clone()));
