@@ -228,9 +228,9 @@ impl Checkpoint {
     /// Unreadable, corrupt or another version.
     pub fn read(path: &Path, clocks: &Clocks) -> Result<Option<Checkpoint>, CheckpointError> {
         let name = path.display().to_string();
-        match std::fs::read(path) {
-            Ok(b) => Checkpoint::decode(&name, &b, clocks).map(Some),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        match read_state_file(path) {
+            Ok(Some(b)) => Checkpoint::decode(&name, &b, clocks).map(Some),
+            Ok(None) => Ok(None),
             Err(source) => Err(CheckpointError::Io { path: name, source }),
         }
     }
@@ -243,6 +243,39 @@ impl Checkpoint {
     pub fn write(&self, path: &Path) -> Result<(), CheckpointError> {
         write_bytes(path, &self.encode())
     }
+}
+
+/// The largest state file read (a checkpoint of thousands of pods is well under 1 MiB).
+pub const MAX_STATE_FILE: u64 = 16 << 20;
+
+/// Reads one of the daemon's state files: `None` when it does not exist; an error when it is not
+/// a regular file (a symlink, FIFO or device is never followed, opened with blocking, or read
+/// without end) or is larger than [`MAX_STATE_FILE`].
+///
+/// # Errors
+/// I/O, or a file of another kind or size.
+pub fn read_state_file(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let flags = nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NOCTTY;
+    let f = match std::fs::OpenOptions::new().read(true).custom_flags(flags.bits()).open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
+            return Err(std::io::Error::other("is a symbolic link; state files must be regular files"));
+        }
+        Err(e) => return Err(e),
+    };
+    let meta = f.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other("is not a regular file"));
+    }
+    if meta.len() > MAX_STATE_FILE {
+        return Err(std::io::Error::other(format!("is {} bytes, more than {MAX_STATE_FILE}", meta.len())));
+    }
+    let mut bytes = Vec::new();
+    f.take(MAX_STATE_FILE + 1).read_to_end(&mut bytes)?;
+    Ok(Some(bytes))
 }
 
 /// Writes `bytes` to `path` atomically: a temporary file in the same directory, fsync, rename,

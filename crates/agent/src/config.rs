@@ -147,6 +147,41 @@ fn absolute_path(name: &str, v: &str, max: usize, bad: &mut Vec<String>) {
 }
 
 impl DaemonConfig {
+    /// Checks the settings that name things on the host, before anything is touched: the
+    /// checkpoint is a regular file (or absent) in a directory of its own, the socket path holds
+    /// a socket or nothing, the node's namespace is a network namespace.
+    ///
+    /// # Errors
+    /// Every bad value, naming its variable and value.
+    pub fn check_host(&self) -> Result<(), ConfigError> {
+        use std::os::unix::fs::FileTypeExt;
+        let mut bad = Vec::new();
+        let cp = &self.checkpoint;
+        let shown = cp.display();
+        match (cp.file_name(), cp.parent()) {
+            (Some(_), Some(dir)) if dir != std::path::Path::new("/") => {}
+            _ => bad.push(format!("PODIP_CHECKPOINT={shown:?}: a file in a directory of its own (not /)")),
+        }
+        match std::fs::symlink_metadata(cp) {
+            Ok(m) if !m.file_type().is_file() => {
+                bad.push(format!("PODIP_CHECKPOINT={shown:?}: exists and is not a regular file"));
+            }
+            _ => {}
+        }
+        match std::fs::symlink_metadata(&self.socket) {
+            Ok(m) if !m.file_type().is_socket() => {
+                bad.push(format!("PODIP_SOCKET={:?}: exists and is not a socket", self.socket.display()));
+            }
+            _ => {}
+        }
+        if let Some(ns) = &self.node_netns
+            && let Err(e) = datapath::netns::check_network_namespace(ns)
+        {
+            bad.push(format!("PODIP_NODE_NETNS={ns:?}: {}", e.reason));
+        }
+        if bad.is_empty() { Ok(()) } else { Err(ConfigError(bad)) }
+    }
+
     /// Reads the configuration: the TOML file's keys (the same names, lower or upper case) first,
     /// then the environment through `env`, which wins.
     ///

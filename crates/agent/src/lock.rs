@@ -1,6 +1,7 @@
-//! One daemon per node: an exclusive lock on the state directory, held for the life of the
-//! process (the kernel lets it go when the process dies, however it dies). The holder's PID is
-//! written into the lock file so a second instance can say who holds it.
+//! One daemon per node: an exclusive lock on the state directory, and, for a daemon that owns
+//! the node's data path, an abstract socket in the node's network namespace; both held for the
+//! life of the process (the kernel lets them go when the process dies, however it dies). A
+//! second instance says which PID holds them.
 
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
@@ -40,15 +41,70 @@ pub struct StateLock {
     _file: Flock<File>,
 }
 
-/// Opens (creating it and its directory, owner-only) a file that only serves as a lock.
+/// The abstract Unix socket name podipd binds in the node's network namespace.
+pub const NETNS_LOCK: &[u8] = b"podipd";
+
+/// The node-wide lock: an abstract Unix socket bound in the node's network namespace (abstract
+/// names are per network namespace), so two daemons that own one node's data path exclude each
+/// other whatever their state directories. The kernel lets it go when the process dies.
+#[derive(Debug)]
+pub struct NodeLock {
+    _listener: std::os::unix::net::UnixListener,
+}
+
+/// Takes the node-wide lock in the network namespace at `netns` (the caller's own when `None`).
 ///
 /// # Errors
-/// The directory or the file cannot be made.
-pub fn open_lock_file(path: &Path) -> std::io::Result<File> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+/// [`LockError::Held`] when another process holds it; I/O otherwise.
+pub fn acquire_node(netns: Option<&str>) -> Result<NodeLock, LockError> {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
+    let path = PathBuf::from(format!("@{} in {}", String::from_utf8_lossy(NETNS_LOCK), netns.unwrap_or("own netns")));
+    let io = |e: &dyn std::fmt::Display| LockError::Io { path: path.clone(), message: e.to_string() };
+    let addr = SocketAddr::from_abstract_name(NETNS_LOCK).map_err(|e| io(&e))?;
+    // Sockets stay in the namespace they were made in: make them on a thread of their own.
+    let made = std::thread::scope(|s| {
+        s.spawn(|| -> Result<Result<UnixListener, Option<String>>, String> {
+            if let Some(ns) = netns {
+                let f = File::open(ns).map_err(|e| e.to_string())?;
+                nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| e.to_string())?;
+            }
+            match UnixListener::bind_addr(&addr) {
+                Ok(l) => Ok(Ok(l)),
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                    let holder = UnixStream::connect_addr(&addr)
+                        .ok()
+                        .and_then(|c| nix::sys::socket::getsockopt(&c, nix::sys::socket::sockopt::PeerCredentials).ok())
+                        .map(|c| c.pid().to_string());
+                    Ok(Err(holder))
+                }
+                Err(e) => Err(e.to_string()),
+            }
+        })
+        .join()
+        .unwrap_or_else(|_| Err("the namespace thread panicked".into()))
+    });
+    match made {
+        Ok(Ok(l)) => Ok(NodeLock { _listener: l }),
+        Ok(Err(holder)) => Err(LockError::Held { path, holder: holder.unwrap_or_else(|| "unknown".into()) }),
+        Err(e) => Err(io(&e)),
     }
-    OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o600).open(path)
+}
+
+/// Opens (creating it, owner-only, never through a symbolic link) a file that only serves as a
+/// lock.
+///
+/// # Errors
+/// The file cannot be made.
+pub fn open_lock_file(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+        .open(path)
 }
 
 /// Takes the lock of `dir`, creating the directory and the file.
@@ -58,6 +114,7 @@ pub fn open_lock_file(path: &Path) -> std::io::Result<File> {
 pub fn acquire(dir: &Path) -> Result<StateLock, LockError> {
     let path = dir.join(LOCK_FILE);
     let io = |e: &dyn std::fmt::Display| LockError::Io { path: path.clone(), message: e.to_string() };
+    std::fs::create_dir_all(dir).map_err(|e| io(&e))?;
     let file = open_lock_file(&path).map_err(|e| io(&e))?;
     match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
         Ok(mut f) => {

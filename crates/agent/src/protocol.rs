@@ -46,8 +46,12 @@ pub struct Request {
 pub enum Op {
     /// Give the attachment an address (the same key gets the same address).
     Add(Attach),
-    /// Release it (idempotent).
+    /// Release it (idempotent). The plugin sends it after tearing the data path down, so the
+    /// address is free only once nothing on the host uses it.
     Del(Attach),
+    /// What DEL must tear down: the attachment's address (if it holds one) and its host veth.
+    /// Changes nothing.
+    Teardown(Attach),
     /// Is it still held?
     Check(Attach),
     /// Release every attachment of `network` not in `valid`.
@@ -78,6 +82,9 @@ pub struct Lease {
     pub mtu: u32,
     /// Host veth prefix.
     pub veth_prefix: String,
+    /// The attachment's host veth (named by podipd, so ADD, DEL and the sweep agree).
+    #[serde(default)]
+    pub veth: String,
     /// IPv6 pods: the node-local IPv4 (169.254.172.0/22) of their IPv4 egress interface.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub egress_v4: Option<std::net::Ipv4Addr>,
@@ -112,6 +119,13 @@ pub enum Reply {
         /// The daemon's host veth prefix (ADD and DEL use the same).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         veth_prefix: Option<String>,
+    },
+    /// TEARDOWN: the attachment's address, if it holds one, and its host veth's name.
+    Teardown {
+        /// The address.
+        addr: Option<IpAddr>,
+        /// The host veth.
+        veth: String,
     },
     /// GC: how many attachments were released.
     Collected {
@@ -250,6 +264,7 @@ mod tests {
                     route_table: 2,
                     mtu: 9001,
                     veth_prefix: "eni".into(),
+                    veth: "eni0123456789a".into(),
                     egress_v4: None,
                     existing: false,
                 }),

@@ -5,10 +5,12 @@
 //! the plugin's own nor the host's, opened without blocking), then asks podipd for the
 //! attachment's address and builds the data path. An address this ADD took is given back if
 //! the data path fails; one the attachment already held (a retried ADD) never is: a complete
-//! data path is answered as is, an incomplete one rebuilt. DEL releases the address and removes
-//! the data path, idempotently, with or without the netns; when podipd does not know the
-//! address (or is down), it is read from the host's route to the pod, so no rule stays behind.
-//! ADD and DEL of one attachment never overlap ([`serial`]), and both use podipd's veth prefix.
+//! data path is answered as is, an incomplete one rebuilt. DEL first tears the data path down
+//! (the veth only if it carries this attachment's address or none, the rules of the address),
+//! then releases the address, so nothing on the host still uses an address the pool hands out
+//! again; with podipd unreachable it changes nothing and the runtime retries. DEL is idempotent,
+//! with or without the netns. ADD and DEL of one attachment never overlap ([`serial`]), and the
+//! host veth's name is podipd's.
 //! CHECK compares the kernel with the lease. GC and STATUS are forwarded to podipd. VERSION
 //! lists 0.4.0, 1.0.0 and 1.1.0.
 
@@ -76,17 +78,21 @@ fn attach(env: &CniEnv, conf: &NetConf) -> Attach {
     }
 }
 
-/// The host veth name: the VPC CNI's `namespace.name` hash, or the container id without them.
-fn veth_name(env: &CniEnv, lease_prefix: &str) -> String {
-    let key = match env.pod() {
-        Some((ns, name)) => format!("{ns}.{name}"),
-        None => env.container_id.clone().unwrap_or_default(),
-    };
-    datapath::host_veth_name(lease_prefix, &key)
+/// The host veth name podipd gave, or (from an older podipd) the same computed here.
+fn veth_name(env: &CniEnv, lease: &Lease) -> String {
+    if !lease.veth.is_empty() {
+        return lease.veth.clone();
+    }
+    let key = datapath::veth_key(
+        env.pod(),
+        env.container_id.as_deref().unwrap_or_default(),
+        env.ifname.as_deref().unwrap_or_default(),
+    );
+    datapath::host_veth_name(&lease.veth_prefix, &key)
 }
 
 fn pod_net(env: &CniEnv, conf: &NetConf, lease: &Lease) -> PodNet {
-    let host_veth = veth_name(env, &lease.veth_prefix);
+    let host_veth = veth_name(env, lease);
     let egress = lease.egress_v4.map(|addr| {
         let host = datapath::egress_veth_name(&host_veth);
         datapath::Egress {
@@ -148,13 +154,25 @@ fn add(env: &CniEnv, conf: &NetConf) -> Result<String, CniError> {
     if lease.existing && datapath::apply::check(&p).is_ok() {
         return result(&p, &lease, conf);
     }
-    // A veth of this name is this attachment's own unfinished one (a retried ADD) or one a
-    // previous sandbox of the same pod left: it goes, with the rules of its address.
-    let stale = datapath::host::link_exists(&p.host_veth).unwrap_or(false);
-    if stale {
-        let old = datapath::host::scan(None).ok().and_then(|v| v.addr_on(&p.host_veth));
-        let addrs: Vec<std::net::IpAddr> = old.into_iter().collect();
-        let _ = datapath::apply::teardown(&p.host_veth, &addrs);
+    // A veth of this name already there: this attachment's own unfinished one (it carries this
+    // address, or none) goes; one that carries another address belongs to another attachment
+    // (a previous sandbox of the same pod whose DEL has not come yet) and is never touched.
+    if datapath::host::link_exists(&p.host_veth).unwrap_or(false) {
+        match datapath::host::scan(None).ok().and_then(|v| v.addr_on(&p.host_veth)) {
+            Some(other) if other != p.addr => {
+                give_back(&lease);
+                return Err(CniError::new(
+                    ErrorCode::TryAgainLater,
+                    format!(
+                        "host veth {} carries {other}, another attachment's (a previous sandbox of this pod?); waiting for its DEL",
+                        p.host_veth
+                    ),
+                ));
+            }
+            _ => {
+                let _ = datapath::apply::teardown(Some(&p.host_veth), &[p.addr]);
+            }
+        }
     }
     let applied =
         if p.addr.is_ipv4() && p.egress.is_none() { datapath::netlink::setup(&p) } else { datapath::apply::setup(&p) };
@@ -213,36 +231,30 @@ fn result(p: &PodNet, lease: &Lease, conf: &NetConf) -> Result<String, CniError>
 fn del(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
     let a = attach(env, conf);
     let _serial = serial::lock(&conf.socket, &a.network, &a.container_id, &a.ifname)?;
-    let released = daemon::call(&conf.socket, Op::Del(a));
-    let (addr, prefix, daemon_err) = match released {
-        Ok(Ok(Reply::Released { addr, veth_prefix })) => (addr, veth_prefix, None),
-        Ok(Ok(_)) => (None, None, None),
-        Ok(Err((kind, msg))) => (None, None, Some(daemon_error(kind, msg))),
-        Err(e) => (None, None, Some(e)),
+    // What to tear down, from podipd (unreachable: nothing is changed, the runtime retries).
+    let (addr, veth) = match daemon::call(&conf.socket, Op::Teardown(a.clone()))? {
+        Ok(Reply::Teardown { addr, veth }) => (addr, veth),
+        Ok(other) => return Err(CniError::new(ErrorCode::Plugin(101), format!("unexpected reply {other:?}"))),
+        Err((kind, msg)) => return Err(daemon_error(kind, msg)),
     };
-    // The data path goes whatever the daemon said: DEL is best effort and idempotent. podipd's
-    // prefix when it answered, else the configuration's (which ADD checked against podipd's).
-    let prefix = prefix.or_else(|| conf.veth_prefix.clone()).unwrap_or_else(|| "eni".into());
-    let veth = veth_name(env, &prefix);
-    let mut addrs: Vec<std::net::IpAddr> = addr.into_iter().collect();
-    if addrs.is_empty() {
-        // podipd does not know it (or is down): the host's route to the pod says which address
-        // this veth carried, so its rules go too.
-        if let Some(host) = datapath::host::scan(None).ok().and_then(|v| v.addr_on(&veth)) {
-            addrs.push(host);
-        }
-    }
-    let mut errors = Vec::new();
-    if let Err(es) = datapath::apply::teardown(&veth, &addrs) {
-        errors.extend(es.into_iter().map(|e| e.to_string()));
-    }
-    if let Some(e) = daemon_err {
-        return Err(e);
-    }
-    if errors.is_empty() {
-        Ok(())
+    // The veth goes only if it is this attachment's: it carries this address, or none. One that
+    // carries another address is another attachment's (the sweep collects it if nobody holds it).
+    let on_veth = if datapath::host::link_exists(&veth).unwrap_or(false) {
+        datapath::host::scan(None).ok().and_then(|v| v.addr_on(&veth))
     } else {
-        Err(CniError::new(ErrorCode::Plugin(100), format!("data path teardown: {}", errors.join("; "))))
+        None
+    };
+    let ours = on_veth.is_none() || on_veth == addr;
+    let addrs: Vec<std::net::IpAddr> = addr.into_iter().collect();
+    if let Err(es) = datapath::apply::teardown(ours.then_some(veth.as_str()), &addrs) {
+        // Nothing is released while the host may still use the address; the runtime retries.
+        let msg = es.into_iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ");
+        return Err(CniError::new(ErrorCode::Plugin(100), format!("data path teardown: {msg}")));
+    }
+    // Only now, with nothing on the host using it, does the address go back to the pool.
+    match daemon::call(&conf.socket, Op::Del(a))? {
+        Ok(_) => Ok(()),
+        Err((kind, msg)) => Err(daemon_error(kind, msg)),
     }
 }
 

@@ -18,11 +18,23 @@ pub struct AttachmentLock {
 /// # Errors
 /// Code 5 when the lock file cannot be made or locked.
 pub fn lock(socket: &str, network: &str, container_id: &str, ifname: &str) -> Result<AttachmentLock, CniError> {
-    let dir = Path::new(socket).parent().unwrap_or(Path::new("/run/podip")).join("locks");
+    let parent = Path::new(socket).parent().unwrap_or(Path::new("/run/podip"));
+    if !parent.is_dir() {
+        // Nothing is made on the host for a path that leads nowhere.
+        return Err(CniError::new(
+            ErrorCode::TryAgainLater,
+            format!("podipd at {socket}: its directory does not exist (is podipd running?)"),
+        ));
+    }
+    let dir = parent.join("locks");
     let bucket = &datapath::host_veth_name("", &format!("{network}/{container_id}/{ifname}"))[..2];
     let path = dir.join(format!("{bucket}.lock"));
     let io =
         |e: &dyn std::fmt::Display| CniError::new(ErrorCode::Io, format!("attachment lock {}: {e}", path.display()));
+    match std::fs::create_dir(&dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(io(&e)),
+        _ => {}
+    }
     let f = agent::lock::open_lock_file(&path).map_err(|e| io(&e))?;
     Flock::lock(f, FlockArg::LockExclusive).map(|f| AttachmentLock { _file: f }).map_err(|(_, e)| io(&e))
 }

@@ -152,26 +152,143 @@ fn a_corrupt_checkpoint_is_rebuilt_from_the_host_ipv6() {
 }
 
 #[test]
-fn a_del_while_podipd_is_down_leaves_no_rule_and_the_retry_releases() {
+fn a_del_while_podipd_is_down_changes_nothing_and_the_retry_leaves_nothing() {
     if !privileged() {
         return;
     }
-    let mut node = Node::new("r4");
+    let node = Node::new("r4");
+    let mut node = node;
     let p1 = node.pod(1);
     let netns = format!("/var/run/netns/{p1}");
     let r = node.add("c1", &p1);
     let a = addr_of(&r);
-    assert!(!rules_of(&node, &a).is_empty());
+    let before = host_state(&node.name);
     node.kill_daemon();
     let (code, v) = node.cni(&env_of("DEL", "c1", &netns), &node.conf("1.0.0"));
     assert_eq!((code, v["code"].as_u64()), (1, Some(11)), "the runtime must retry: {v}");
-    assert!(rules_of(&node, &a).is_empty(), "rules left behind: {:?}", rules_of(&node, &a));
-    assert!(!sh(&["ip", "-n", &node.name, "link", "show"]).contains(&veth(&r)));
+    assert_eq!(host_state(&node.name), before, "nothing changed while podipd was down");
     node.start_daemon();
-    assert_eq!(held(&node.socket).get("c1"), Some(&a), "kept until its DEL comes (or the grace ends)");
+    assert_eq!(held(&node.socket).get("c1"), Some(&a));
     assert_eq!(node.cni(&env_of("DEL", "c1", &netns), &node.conf("1.0.0")).0, 0);
     assert!(held(&node.socket).is_empty());
     assert!(rules_of(&node, &a).is_empty());
+    assert!(!sh(&["ip", "-n", &node.name, "link", "show"]).contains(&veth(&r)));
+}
+
+#[test]
+fn del_tears_down_before_the_address_can_go_to_another_pod() {
+    if !privileged() {
+        return;
+    }
+    // No cooldown: a released address can go to the next pod at once.
+    let mut node = Node::with("r8", &[("IP_COOLDOWN_PERIOD", "0"), ("MAX_ENI", "1")]);
+    let p1 = node.pod(1);
+    let netns1 = format!("/var/run/netns/{p1}");
+    let a = addr_of(&node.add("c1", &p1));
+    // DEL with every netlink request of its teardown held back 1.5 s (strace delays them).
+    let mut del = std::process::Command::new("nsenter");
+    del.arg(format!("--net=/var/run/netns/{}", node.name))
+        .args([
+            "strace",
+            "-f",
+            "-qq",
+            "-o",
+            "/dev/null",
+            "-e",
+            "trace=sendto",
+            "-e",
+            "inject=sendto:delay_enter=1500000",
+        ])
+        .arg(common::plugin_bin())
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+    for (k, v) in env_of("DEL", "c1", &netns1) {
+        del.env(k, v);
+    }
+    let mut child = del.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), node.conf("1.0.0").as_bytes()).unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    // Mid-teardown: the address is still held, so no new pod can get it.
+    assert_eq!(held(&node.socket).get("c1"), Some(&a), "released before its teardown ended");
+    let p2 = node.pod(2);
+    let netns2 = format!("/var/run/netns/{p2}");
+    let (code, v) = node.cni(&env_of("ADD", "c2", &netns2), &node.conf("1.0.0"));
+    if code == 0 {
+        assert_ne!(addr_of(&v), a, "a second pod got an address still wired to the first");
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(!held(&node.socket).contains_key("c1"));
+    if code == 0 {
+        let b = addr_of(&v);
+        assert!(!rules_of(&node, &b).is_empty(), "the first pod's DEL took the second pod's rules");
+    }
+}
+
+#[test]
+fn two_sandboxes_of_one_pod_and_two_interfaces_of_one_container_keep_their_own_veths() {
+    if !privileged() {
+        return;
+    }
+    let mut node = Node::new("r9");
+    let (p1, p2) = (node.pod(1), node.pod(2));
+    let (n1, n2) = (format!("/var/run/netns/{p1}"), format!("/var/run/netns/{p2}"));
+    let args = "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web";
+    let with_args = |cmd: &'static str, cid: &'static str, netns: &str, ifname: &'static str| {
+        let mut e = vec![("CNI_COMMAND", cmd), ("CNI_CONTAINERID", cid), ("CNI_IFNAME", ifname), ("CNI_ARGS", args)];
+        e.push(("CNI_NETNS", Box::leak(netns.to_string().into_boxed_str())));
+        e
+    };
+    let conf = node.conf("1.0.0");
+    let t0 = Instant::now();
+    let s1 = loop {
+        let (code, v) = node.cni(&with_args("ADD", "s1", &n1, "eth0"), &conf);
+        if code == 0 {
+            break v;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "{v}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    // A second sandbox of the same pod while the first one's veth lives: refused, first intact.
+    let (code, v) = node.cni(&with_args("ADD", "s2", &n2, "eth0"), &conf);
+    assert_eq!((code, v["code"].as_u64()), (1, Some(11)), "{v}");
+    assert_eq!(node.cni(&with_args("CHECK", "s1", &n1, "eth0"), &node.conf("1.1.0")).0, 0, "s1 intact");
+    // The first sandbox goes; the second comes; a late retry of the first's DEL leaves it alone.
+    assert_eq!(node.cni(&with_args("DEL", "s1", &n1, "eth0"), &conf).0, 0);
+    let (code, s2) = node.cni(&with_args("ADD", "s2", &n2, "eth0"), &conf);
+    assert_eq!(code, 0, "{s2}");
+    assert_eq!(node.cni(&with_args("DEL", "s1", &n1, "eth0"), &conf).0, 0);
+    assert_eq!(node.cni(&with_args("CHECK", "s2", &n2, "eth0"), &node.conf("1.1.0")).0, 0, "s2 intact");
+    assert!(!rules_of(&node, &addr_of(&s2)).is_empty());
+    assert_eq!(veth(&s1), veth(&s2), "the VPC CNI's name for a pod's eth0");
+    // A second interface of one container gets a veth of its own.
+    let (code, net1) = node.cni(&with_args("ADD", "s2", &n2, "net1"), &conf);
+    assert_eq!(code, 0, "{net1}");
+    assert_ne!(veth(&net1), veth(&s2));
+    assert_eq!(node.cni(&with_args("CHECK", "s2", &n2, "eth0"), &node.conf("1.1.0")).0, 0, "eth0 intact");
+}
+
+#[test]
+fn a_second_daemon_in_the_same_node_namespace_is_refused_whatever_its_state_directory() {
+    if !privileged() {
+        return;
+    }
+    let mut node =
+        Node::with("ra", &[("AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS", "10.0.0.0/8,192.168.0.0/16,192.168.1.0/24")]);
+    let p1 = node.pod(1);
+    let r = node.add("c1", &p1);
+    let before = host_state(&node.name);
+    let other = node.dir.join("other");
+    let out = node
+        .daemon_command()
+        .env("PODIP_CHECKPOINT", other.join("ipam.json"))
+        .env("PODIP_SOCKET", other.join("podipd.sock"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(node.log().contains("another podipd (pid"), "{}", node.log());
+    assert_eq!(host_state(&node.name), before, "the second daemon changed the node");
+    assert_eq!(held(&node.socket)["c1"], addr_of(&r));
 }
 
 #[test]
@@ -187,11 +304,21 @@ fn strays_on_the_host_are_swept_and_live_pods_are_not() {
     let stray = "10.0.0.200";
     sh(&["ip", "-n", &node.name, "rule", "add", "to", stray, "lookup", "main", "priority", "512"]);
     sh(&["ip", "-n", &node.name, "rule", "add", "from", stray, "lookup", "3", "priority", "1536"]);
-    sh(&["ip", "-n", &node.name, "link", "add", "enistray0", "type", "veth", "peer", "name", "strayp0"]);
+    sh(&["ip", "-n", &node.name, "link", "add", "eni0123456789a", "type", "veth", "peer", "name", "strayp0"]);
+    // Links that are not podip's veths, whatever their names: never touched.
+    for name in ["eni0", "eniabcdefabcde", "v4abcdefabcde"] {
+        sh(&["ip", "-n", &node.name, "link", "add", name, "type", "bridge"]);
+    }
     let t0 = Instant::now();
-    while !rules_of(&node, stray).is_empty() || sh(&["ip", "-n", &node.name, "link", "show"]).contains("enistray0") {
+    while !rules_of(&node, stray).is_empty() || sh(&["ip", "-n", &node.name, "link", "show"]).contains("eni0123456789a")
+    {
         assert!(t0.elapsed() < Duration::from_secs(15), "strays were not swept:\n{}", host_state(&node.name));
         std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let links = sh(&["ip", "-n", &node.name, "link", "show"]);
+    for name in ["eni0", "eniabcdefabcde", "v4abcdefabcde", "vpc0"] {
+        assert!(links.contains(name) || name == "vpc0", "{name} was removed:\n{links}");
     }
     assert!(!rules_of(&node, &a).is_empty(), "the live pod's rules stay");
     assert!(sh(&["ip", "-n", &node.name, "link", "show"]).contains(&veth(&live)), "the live pod's veth stays");
@@ -213,9 +340,12 @@ fn hostile_namespaces_and_prefixes_are_refused_before_any_address_is_taken() {
     let before = host_state(&node.name);
     let node_netns = format!("/var/run/netns/{}", node.name);
     let mnt = format!("/proc/{}/ns/mnt", std::process::id());
+    let this_host = format!("/proc/{}/ns/net", std::process::id());
     let cases: Vec<(&str, u64, &str)> = vec![
         // The host's (pid 1's): refused as the host's, or as unopenable where pid 1 is shielded.
         ("/proc/1/ns/net", 4, "CNI_NETNS=\"/proc/1/ns/net\""),
+        // The host's by another path (this test runs in it): refused even where pid 1 is shielded.
+        (this_host.as_str(), 4, "host's"),
         // The node's own namespace, by its name and as the plugin's own.
         (node_netns.as_str(), 4, "plugin's own"),
         ("/proc/self/ns/net", 4, "plugin's own"),
@@ -256,4 +386,11 @@ fn hostile_namespaces_and_prefixes_are_refused_before_any_address_is_taken() {
     assert!(rules_of(&node, &addr_of(&r)).is_empty());
     let st = introspect(&node.socket);
     assert_eq!(st["assigned"], 0, "{st}");
+    // A socket path that leads nowhere: try again, and nothing is made on the host.
+    let nowhere = node.dir.join("nowhere/deep/podipd.sock");
+    let conf =
+        format!(r#"{{"cniVersion":"1.0.0","name":"podip","type":"podip-cni","socket":"{}"}}"#, nowhere.display());
+    let (code, v) = node.cni(&env_of("DEL", "h3", &pod_netns), &conf);
+    assert_eq!((code, v["code"].as_u64()), (1, Some(11)), "{v}");
+    assert!(!node.dir.join("nowhere").exists(), "the plugin made directories");
 }

@@ -165,7 +165,9 @@ impl CniEnv {
             for kv in raw.split(';').filter(|s| !s.is_empty()) {
                 match kv.split_once('=') {
                     Some((k, v)) if !k.is_empty() => {
-                        args.insert(k.to_string(), v.to_string());
+                        if args.insert(k.to_string(), v.to_string()).is_some() {
+                            bad.push(format!("CNI_ARGS has {k:?} more than once"));
+                        }
                     }
                     _ => bad.push(format!("CNI_ARGS has {kv:?}, not KEY=VALUE")),
                 }
@@ -234,6 +236,14 @@ mod tests {
             assert!(ifname_problem(bad).is_some(), "{bad}");
         }
         assert_eq!(ifname_problem("eth0"), None);
+        let e = env(&[
+            ("CNI_COMMAND", "DEL"),
+            ("CNI_CONTAINERID", "c"),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_ARGS", "K8S_POD_NAME=a;K8S_POD_NAME=b"),
+        ])
+        .unwrap_err();
+        assert!(e.msg.contains("\"K8S_POD_NAME\" more than once"), "{}", e.msg);
         let e = env(&[("CNI_COMMAND", "GC")]).unwrap_err();
         assert!(e.msg.contains("CNI_PATH"));
         assert!(env(&[("CNI_COMMAND", "VERSION")]).is_ok());

@@ -80,14 +80,14 @@ pub fn setup(p: &PodNet) -> Result<(), ApplyError> {
         // The batch's first line creates the veth pair: if it failed there, nothing of this call
         // exists, and a link of the same name belongs to someone else.
         if !e.detail.contains("File exists") {
-            let _ = teardown(&p.host_veth, &[]);
+            let _ = teardown(Some(&p.host_veth), &[]);
             let _ = run_in_pod_del(p);
         }
         return Err(e);
     }
     let host = run_host(&host_side(p), "host side").and_then(|()| crate::host::ensure_pod_rules(None, p.addr, p.table));
     if let Err(e) = host {
-        let _ = teardown(&p.host_veth, &[p.addr]);
+        let _ = teardown(Some(&p.host_veth), &[p.addr]);
         return Err(e);
     }
     Ok(())
@@ -99,17 +99,17 @@ fn run_in_pod_del(p: &PodNet) -> Result<String, ApplyError> {
     run(c, "", "pod interface")
 }
 
-/// Removes the host veth (and so the pod end and its routes; for an IPv6 pod also its IPv4
-/// egress veth) and every podip rule of `addrs`, in the caller's namespace, over rtnetlink.
+/// Removes the host veth when given (and so the pod end and its routes; for an IPv6 pod also its
+/// IPv4 egress veth) and every podip rule of `addrs`, in the caller's namespace, over rtnetlink.
 /// Objects that are already gone count as removed; every other error is reported.
 ///
 /// # Errors
 /// Every step that failed for another reason.
-pub fn teardown(host_veth: &str, addrs: &[IpAddr]) -> Result<(), Vec<ApplyError>> {
+pub fn teardown(host_veth: Option<&str>, addrs: &[IpAddr]) -> Result<(), Vec<ApplyError>> {
     let mut errors = Vec::new();
-    let mut links = vec![host_veth.to_string()];
-    if addrs.iter().any(IpAddr::is_ipv6) {
-        links.push(crate::plan::egress_veth_name(host_veth));
+    let mut links: Vec<String> = host_veth.map(String::from).into_iter().collect();
+    if let Some(v) = host_veth.filter(|_| addrs.iter().any(IpAddr::is_ipv6)) {
+        links.push(crate::plan::egress_veth_name(v));
     }
     for l in &links {
         if let Err(e) = crate::host::remove_link(None, l) {

@@ -11,7 +11,7 @@ use crate::apply::ApplyError;
 use crate::netlink::Nl;
 use crate::plan::{MAIN_TABLE, RULE_FROM_POD, RULE_TO_POD};
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL};
-use netlink_packet_route::link::{LinkAttribute, LinkMessage};
+use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage};
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage};
 use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
@@ -43,6 +43,8 @@ pub struct PodRule {
 pub struct HostView {
     /// Link names.
     pub links: Vec<String>,
+    /// Names of the links that are veths.
+    pub veths: Vec<String>,
     /// Host routes to single addresses through a link (main table).
     pub routes: Vec<PodRoute>,
     /// Rules at podip's two priorities.
@@ -50,9 +52,14 @@ pub struct HostView {
 }
 
 impl HostView {
-    /// Pod addresses routed over a link whose name starts with `veth_prefix`, with that link.
+    /// Pod addresses routed over a veth named as podip names them with `veth_prefix`, with
+    /// that veth.
     pub fn wired(&self, veth_prefix: &str) -> BTreeMap<IpAddr, String> {
-        self.routes.iter().filter(|r| r.link.starts_with(veth_prefix)).map(|r| (r.addr, r.link.clone())).collect()
+        self.routes
+            .iter()
+            .filter(|r| crate::plan::is_pod_veth_name(veth_prefix, &r.link) && self.veths.contains(&r.link))
+            .map(|r| (r.addr, r.link.clone()))
+            .collect()
     }
 
     /// Whether a link named `name` exists.
@@ -85,17 +92,25 @@ pub fn scan(netns: Option<&str>) -> Result<HostView, ApplyError> {
 
 pub(crate) fn scan_with(nl: &mut Nl) -> Result<HostView, ApplyError> {
     let mut names: BTreeMap<u32, String> = BTreeMap::new();
+    let mut veths = Vec::new();
     for m in nl.call("dump links", RouteNetlinkMessage::GetLink(LinkMessage::default()), NLM_F_DUMP)? {
         let RouteNetlinkMessage::NewLink(l) = m else { continue };
         let name = l.attributes.iter().find_map(|a| match a {
             LinkAttribute::IfName(n) => Some(n.clone()),
             _ => None,
         });
+        let veth = l.attributes.iter().any(|a| match a {
+            LinkAttribute::LinkInfo(infos) => infos.iter().any(|i| matches!(i, LinkInfo::Kind(InfoKind::Veth))),
+            _ => false,
+        });
         if let Some(name) = name {
+            if veth {
+                veths.push(name.clone());
+            }
             names.insert(l.header.index, name);
         }
     }
-    let mut view = HostView { links: names.values().cloned().collect(), ..HostView::default() };
+    let mut view = HostView { links: names.values().cloned().collect(), veths, ..HostView::default() };
     for family in [AddressFamily::Inet, AddressFamily::Inet6] {
         let mut q = RouteMessage::default();
         q.header.address_family = family;

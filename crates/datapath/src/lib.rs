@@ -17,4 +17,4 @@ pub mod netns;
 pub mod node;
 pub mod plan;
 
-pub use plan::{Egress, PodNet, egress_veth_name, host_mac, host_veth_name};
+pub use plan::{Egress, PodNet, egress_veth_name, host_mac, host_veth_name, veth_key};

@@ -215,7 +215,7 @@ pub fn setup(p: &PodNet) -> Result<(), ApplyError> {
     if result.is_err() {
         // Only what this call made: the veth it just created (its peer and routes go with it) and
         // the rules of this pod's address.
-        let _ = crate::apply::teardown(&p.host_veth, &[p.addr]);
+        let _ = crate::apply::teardown(Some(&p.host_veth), &[p.addr]);
     }
     result
 }

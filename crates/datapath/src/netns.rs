@@ -31,19 +31,11 @@ fn identity(f: &File) -> Option<(u64, u64)> {
 /// host's network namespace.
 pub fn open_pod_netns(path: &str) -> Result<File, NetnsError> {
     let bad = |reason: String| NetnsError { path: path.chars().take(256).collect(), reason };
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags((OFlag::O_NONBLOCK | OFlag::O_NOCTTY | OFlag::O_CLOEXEC).bits())
-        .open(path)
-        .map_err(|e| bad(format!("cannot be opened: {e}")))?;
-    let st = fstat(&f).map_err(|e| bad(format!("cannot be read: {e}")))?;
-    if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
-        return Err(bad("is not a namespace file (a FIFO, device, directory or socket)".into()));
-    }
-    match fstatfs(&f) {
-        Ok(s) if s.filesystem_type() == NSFS_MAGIC => {}
-        Ok(_) => return Err(bad("is not a namespace file".into())),
-        Err(e) => return Err(bad(format!("cannot be read: {e}"))),
+    let (f, st) = open_ns_file(path)?;
+    // The initial network namespace has a fixed inode (PROC_NET_INIT_INO): the host's, even
+    // where pid 1's namespace cannot be opened to compare with.
+    if st.st_ino == 0xEFFF_FFF9 {
+        return Err(bad("is the host's (initial) network namespace, not a pod's".into()));
     }
     let me = identity(&f);
     for (other, what) in [
@@ -60,4 +52,39 @@ pub fn open_pod_netns(path: &str) -> Result<File, NetnsError> {
     setns(&f, CloneFlags::CLONE_NEWNET).map_err(|e| bad(format!("is not a network namespace ({e})")))?;
     setns(&own, CloneFlags::CLONE_NEWNET).map_err(|e| bad(format!("returning to the plugin's namespace: {e}")))?;
     Ok(f)
+}
+
+/// Checks that `path` is a network namespace (any, the caller's own included), entering it on a
+/// short-lived thread of its own.
+///
+/// # Errors
+/// Not openable, not a namespace file, not a network namespace.
+pub fn check_network_namespace(path: &str) -> Result<(), NetnsError> {
+    let bad = |reason: String| NetnsError { path: path.chars().take(256).collect(), reason };
+    let (f, _) = open_ns_file(path)?;
+    std::thread::scope(|s| {
+        s.spawn(|| setns(&f, CloneFlags::CLONE_NEWNET).map_err(|e| bad(format!("is not a network namespace ({e})"))))
+            .join()
+            .unwrap_or_else(|_| Err(bad("the namespace thread panicked".into())))
+    })
+}
+
+/// Opens `path` without blocking and checks it is a namespace file.
+fn open_ns_file(path: &str) -> Result<(File, nix::sys::stat::FileStat), NetnsError> {
+    let bad = |reason: String| NetnsError { path: path.chars().take(256).collect(), reason };
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((OFlag::O_NONBLOCK | OFlag::O_NOCTTY | OFlag::O_CLOEXEC).bits())
+        .open(path)
+        .map_err(|e| bad(format!("cannot be opened: {e}")))?;
+    let st = fstat(&f).map_err(|e| bad(format!("cannot be read: {e}")))?;
+    if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
+        return Err(bad("is not a namespace file (a FIFO, device, directory or socket)".into()));
+    }
+    match fstatfs(&f) {
+        Ok(s) if s.filesystem_type() == NSFS_MAGIC => {}
+        Ok(_) => return Err(bad("is not a namespace file".into())),
+        Err(e) => return Err(bad(format!("cannot be read: {e}"))),
+    }
+    Ok((f, st))
 }

@@ -48,7 +48,7 @@ pub fn nft_script(p: &SnatPlan) -> String {
     let flag = p.port_flag.map(|f| format!(" {f}")).unwrap_or_default();
     s.push_str(&format!(
         "table ip {TABLE} {{\n\
-         \tset exempt {{ type ipv4_addr; flags interval; {elements}}}\n\
+         \tset exempt {{ type ipv4_addr; flags interval; auto-merge; {elements}}}\n\
          \tchain postrouting {{\n\
          \t\ttype nat hook postrouting priority srcnat; policy accept;\n\
          {egress}\

@@ -63,6 +63,31 @@ pub fn host_veth_name(prefix: &str, key: &str) -> String {
     format!("{prefix}{}", &hex[..keep])
 }
 
+/// What a pod's host veth name is hashed from: the VPC CNI's `namespace.name` for a pod's
+/// `eth0` (tools that find a pod's veth by that hash keep working), else the container id, and
+/// for any other interface the container id and the interface, so no two attachments of one
+/// node share a veth name.
+pub fn veth_key(pod: Option<(&str, &str)>, container_id: &str, ifname: &str) -> String {
+    match (pod, ifname) {
+        (Some((ns, name)), "eth0") => format!("{ns}.{name}"),
+        (_, "eth0") => container_id.to_string(),
+        _ => format!("{container_id}/{ifname}"),
+    }
+}
+
+/// Whether `name` has the shape of a host veth podip makes with `prefix`: the prefix, then as
+/// many lowercase hex digits as [`host_veth_name`] puts after it.
+pub fn is_pod_veth_name(prefix: &str, name: &str) -> bool {
+    let keep = 15usize.saturating_sub(prefix.len()).min(11);
+    name.strip_prefix(prefix)
+        .is_some_and(|h| h.len() == keep && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+}
+
+/// Whether `name` has the shape of an IPv6 pod's egress veth (see [`egress_veth_name`]).
+pub fn is_egress_veth_name(name: &str) -> bool {
+    is_pod_veth_name("v4", name)
+}
+
 /// The host end of an IPv6 pod's IPv4 egress veth, named after its main host veth.
 pub fn egress_veth_name(host_veth: &str) -> String {
     let hex = sha1_smol::Sha1::from(host_veth).digest().to_string();

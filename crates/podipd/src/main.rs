@@ -32,13 +32,14 @@ fn main() -> ExitCode {
         },
         None => None,
     };
-    let cfg = match DaemonConfig::load(file.as_deref(), |k| std::env::var(k).ok()) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("podipd: error: {e}");
-            return ExitCode::from(2);
-        }
-    };
+    let cfg =
+        match DaemonConfig::load(file.as_deref(), |k| std::env::var(k).ok()).and_then(|c| c.check_host().map(|()| c)) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("podipd: error: {e}");
+                return ExitCode::from(2);
+            }
+        };
     let socket = match &cfg.cloud {
         Cloud::Sim(s) => s.clone(),
         Cloud::Aws => {

@@ -41,7 +41,8 @@ fn a_socket_path_that_is_not_a_socket_is_never_removed() {
     let precious = w.dir.join("precious.txt");
     std::fs::write(&precious, b"keep me").unwrap();
     let out = w.command(&[("PODIP_SOCKET", precious.to_str().unwrap())]).stderr(Stdio::piped()).output().unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2), "refused as a setting, before anything is touched");
+    assert!(!w.dir.join("state").exists(), "nothing was made");
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a socket"), "{out:?}");
     assert_eq!(std::fs::read(&precious).unwrap(), b"keep me");
     w.daemon = None;
@@ -111,18 +112,19 @@ fn checkpoints_of_other_versions_or_unreadable_stop_the_start_and_stay_untouched
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("podip-ipam/9") && err.contains("this build reads"), "{err}");
     assert_eq!(std::fs::read(&cp).unwrap(), newer, "left untouched");
-    // An I/O error (a directory where the file should be) is not corruption: nothing is moved.
+    // A file that cannot be read as a checkpoint (larger than any could be) is not corruption:
+    // retried, reported, nothing moved.
     std::fs::remove_file(&cp).unwrap();
-    std::fs::create_dir(&cp).unwrap();
+    std::fs::File::create(&cp).unwrap().set_len(agent::checkpoint::MAX_STATE_FILE + 1).unwrap();
     let out = w.command(&[]).stderr(Stdio::piped()).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("retrying") || err.contains("Is a directory"), "{err}");
-    assert!(cp.is_dir());
+    assert!(err.contains("ipam.json") && err.contains("more than"), "{err}");
+    assert_eq!(std::fs::metadata(&cp).unwrap().len(), agent::checkpoint::MAX_STATE_FILE + 1);
     let aside = std::fs::read_dir(w.dir.join("state")).unwrap().filter_map(Result::ok);
     assert!(!aside.into_iter().any(|e| e.file_name().to_string_lossy().contains("corrupt")));
     // A version-1 checkpoint migrates: its assignment and its cooldown survive.
-    std::fs::remove_dir(&cp).unwrap();
+    std::fs::remove_file(&cp).unwrap();
     let st_addr = "10.0.0.9";
     let v1 = format!(
         r#"{{"version":"podip-ipam/1","allocations":[],"cooling":[{{"ip":"{st_addr}","untilMs":{}}}]}}"#,
@@ -293,4 +295,31 @@ fn out_of_file_descriptors_the_daemon_waits_instead_of_spinning() {
     std::thread::sleep(Duration::from_millis(200));
     let r = request(&w.sock(), &attach("check", "before")).unwrap();
     assert!(r["ok"]["addr"].is_string(), "the daemon serves again: {r}");
+}
+
+#[test]
+fn state_paths_and_namespaces_of_the_wrong_kind_are_refused_before_anything_is_touched() {
+    let w = World::new("kinds");
+    let fifo = w.dir.join("fifo.json");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let zero = w.dir.join("zero.json");
+    std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+    let cases = [
+        ("PODIP_CHECKPOINT", fifo.display().to_string(), "not a regular file"),
+        ("PODIP_CHECKPOINT", zero.display().to_string(), "not a regular file"),
+        ("PODIP_CHECKPOINT", "/ipam.json".to_string(), "directory of its own"),
+        ("PODIP_CHECKPOINT", "/".to_string(), "directory of its own"),
+        ("PODIP_NODE_NETNS", "/dev/zero".to_string(), "not a namespace file"),
+        ("PODIP_SOCKET", w.dir.display().to_string(), "not a socket"),
+    ];
+    for (var, value, needle) in cases {
+        let t0 = Instant::now();
+        let out = w.command(&[(var, value.as_str())]).stderr(Stdio::piped()).output().unwrap();
+        assert!(t0.elapsed() < Duration::from_secs(5), "{var}={value}: podipd hung");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{var}={value}: {err}");
+        assert!(err.contains(var) && err.contains(needle), "{var}={value}: {err}");
+    }
+    assert!(!w.dir.join("state").exists(), "nothing was made");
+    assert!(!std::path::Path::new("/podipd.lock").exists() && !std::path::Path::new("/node.json").exists());
 }

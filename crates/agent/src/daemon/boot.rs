@@ -109,11 +109,15 @@ impl Daemon {
     pub fn boot(cfg: DaemonConfig, socket: &Path) -> Result<Booted, DaemonError> {
         let dir = state_dir(&cfg);
         let lock = crate::lock::acquire(&dir)?;
+        let node_lock =
+            if cfg.program_node { Some(crate::lock::acquire_node(cfg.node_netns.as_deref())?) } else { None };
         let mut ec2 = RemoteEc2::connect(socket).map_err(|e| cloud_err(format!("{}: {e}", socket.display())))?;
         let t = Catalog::embedded().get(&cfg.instance_type).map_err(cloud_err)?;
         let id_path = dir.join("node.json");
         let mut notes = Vec::new();
-        let identity: Option<Identity> = std::fs::read(&id_path).ok().and_then(|b| serde_json::from_slice(&b).ok());
+        let identity: Option<Identity> = crate::checkpoint::read_state_file(&id_path)
+            .map_err(|e| DaemonError::Io { path: id_path.display().to_string(), message: e.to_string() })?
+            .and_then(|b| serde_json::from_slice(&b).ok());
         let subnets = match ec2.call(&Ec2Request::Subnets).map_err(cloud_err)? {
             Ec2Reply::Subnets { subnets } => subnets,
             r => return Err(cloud_err(format!("unexpected reply {r:?}"))),
@@ -259,7 +263,7 @@ impl Daemon {
             boot_id,
             commit,
             links: Mutex::new(Vec::new()),
-            _lock: lock,
+            _lock: (lock, node_lock),
             startup_notes: notes,
         });
         d.program_enis();

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Connections served at once.
-pub const MAX_CONNECTIONS: usize = 32;
+pub const MAX_CONNECTIONS: usize = 256;
 /// Time for a client to send its request head.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time for a whole connection.

@@ -16,11 +16,11 @@ use std::time::Duration;
 /// Longest request line accepted, in bytes.
 pub const MAX_REQUEST: usize = 64 * 1024;
 /// Workers serving connections.
-const WORKERS: usize = 16;
+const WORKERS: usize = 32;
 /// Accepted connections waiting for a worker.
 const QUEUE: usize = 64;
-/// Read and write timeout of a connection.
-const IO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Read and write timeout of a connection (the plugin writes its request at once).
+const IO_TIMEOUT: Duration = Duration::from_secs(2);
 /// Requests one connection may make.
 const MAX_REQUESTS: usize = 64;
 

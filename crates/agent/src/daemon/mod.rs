@@ -88,8 +88,8 @@ fn veth_name(prefix: &str, key: &PodKey, meta: Option<&(String, String)>) -> Str
     if let Some(v) = key.container_id.strip_prefix(RECOVERED) {
         return v.to_string();
     }
-    let k = meta.map_or_else(|| key.container_id.clone(), |(ns, n)| format!("{ns}.{n}"));
-    datapath::host_veth_name(prefix, &k)
+    let pod = meta.map(|(ns, n)| (ns.as_str(), n.as_str()));
+    datapath::host_veth_name(prefix, &datapath::veth_key(pod, &key.container_id, &key.ifname))
 }
 
 struct Inner {
@@ -115,7 +115,7 @@ pub struct Daemon {
     commit: Committer,
     /// Device indexes of the secondary ENIs whose links are programmed.
     links: Mutex<Vec<u32>>,
-    _lock: crate::lock::StateLock,
+    _lock: (crate::lock::StateLock, Option<crate::lock::NodeLock>),
     /// What start-up reported (restored, recovered, dropped).
     pub startup_notes: Vec<String>,
 }
@@ -232,7 +232,7 @@ impl Daemon {
             .then(|| std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(169, 254, 172, 1)) + offset as u32))
     }
 
-    fn lease(&self, ds: &ipam::datastore::Datastore, addr: std::net::IpAddr, existing: bool) -> Lease {
+    fn lease(&self, ds: &ipam::datastore::Datastore, addr: std::net::IpAddr, existing: bool, veth: String) -> Lease {
         let (eni, device_index) = ds
             .enis()
             .iter()
@@ -249,6 +249,7 @@ impl Daemon {
             route_table: if device_index == 0 { 254 } else { device_index + 1 },
             mtu: self.cfg.pod_mtu,
             veth_prefix: self.cfg.veth_prefix.clone(),
+            veth,
             existing,
         }
     }
@@ -283,7 +284,7 @@ impl Daemon {
         let v = req.v;
         let ok = |r| Response { v, outcome: Outcome::Ok { ok: r } };
         let err = |error, message: String| Response { v, outcome: Outcome::Err { error, message } };
-        if let Op::Add(a) | Op::Del(a) | Op::Check(a) = &req.op
+        if let Op::Add(a) | Op::Del(a) | Op::Check(a) | Op::Teardown(a) = &req.op
             && let Err(e) = crate::limits::attach(a)
         {
             return err(ErrorKind::BadRequest, e);
@@ -292,11 +293,12 @@ impl Daemon {
         match &req.op {
             Op::Add(a) => self.add(a, now).map_or_else(|(k, m)| err(k, m), ok),
             Op::Del(a) => self.del(a, now).map_or_else(|(k, m)| err(k, m), ok),
+            Op::Teardown(a) => ok(self.teardown_plan(a)),
             Op::Check(a) => {
-                let key = Self::key(a);
                 let g = self.lock();
+                let (key, veth) = self.resolve(&g, a);
                 match g.engine.datastore().pod(&key) {
-                    Some(addr) => ok(Reply::Lease(self.lease(g.engine.datastore(), addr, true))),
+                    Some(addr) => ok(Reply::Lease(self.lease(g.engine.datastore(), addr, true, veth))),
                     None => err(ErrorKind::UnknownAttachment, format!("{key} holds no address")),
                 }
             }
@@ -360,7 +362,8 @@ impl Daemon {
             if !existing && let (Some(ns), Some(n)) = (&a.pod_namespace, &a.pod_name) {
                 g.meta.insert(key.clone(), (ns.clone(), n.clone()));
             }
-            let lease = self.lease(g.engine.datastore(), addr, existing);
+            let veth = self.veth_of(&key, g.meta.get(&key));
+            let lease = self.lease(g.engine.datastore(), addr, existing, veth);
             (lease, self.publish(&mut g, now))
         };
         if let Err(e) = self.commit.wait(generation) {
@@ -378,26 +381,31 @@ impl Daemon {
         Ok(Reply::Lease(lease))
     }
 
-    fn del(&self, a: &Attach, now: Time) -> Result<Reply, (ErrorKind, String)> {
+    /// The key that holds `a`'s address: its own, or the `host:<veth>` key it was recovered
+    /// under; and its host veth.
+    fn resolve(&self, inner: &Inner, a: &Attach) -> (PodKey, String) {
         let key = Self::key(a);
+        let meta = match (&a.pod_namespace, &a.pod_name) {
+            (Some(ns), Some(n)) => Some((ns.clone(), n.clone())),
+            _ => None,
+        };
+        let veth = self.veth_of(&key, meta.as_ref());
+        let recovered =
+            PodKey { network: String::new(), container_id: format!("{RECOVERED}{veth}"), ifname: String::new() };
+        let ds = inner.engine.datastore();
+        if ds.pod(&key).is_none() && ds.pod(&recovered).is_some() { (recovered, veth) } else { (key, veth) }
+    }
+
+    fn teardown_plan(&self, a: &Attach) -> Reply {
+        let g = self.lock();
+        let (key, veth) = self.resolve(&g, a);
+        Reply::Teardown { addr: g.engine.datastore().pod(&key), veth }
+    }
+
+    fn del(&self, a: &Attach, now: Time) -> Result<Reply, (ErrorKind, String)> {
         let (addr, generation) = {
             let mut g = self.lock();
-            // An attachment recovered from the host is known by its veth, which this DEL's pod
-            // names.
-            let meta = match (&a.pod_namespace, &a.pod_name) {
-                (Some(ns), Some(n)) => Some((ns.clone(), n.clone())),
-                _ => None,
-            };
-            let recovered = PodKey {
-                network: String::new(),
-                container_id: format!("{RECOVERED}{}", self.veth_of(&key, meta.as_ref())),
-                ifname: String::new(),
-            };
-            let key = if g.engine.datastore().pod(&key).is_none() && g.engine.datastore().pod(&recovered).is_some() {
-                recovered
-            } else {
-                key
-            };
+            let (key, _) = self.resolve(&g, a);
             let effects = g.engine.handle(now, Event::PodDel(key.clone()));
             g.meta.remove(&key);
             g.unwired.remove(&key);

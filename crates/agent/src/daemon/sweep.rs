@@ -1,7 +1,9 @@
 //! The host sweep: the node's wiring is ground truth both ways. An assignment the host has not
 //! wired (no veth of its pod, no route to its address) for longer than the grace period is
-//! released into cooldown; rules and veths of addresses no attachment holds (nor cools) are
-//! removed once two sweeps in a row found them so. Everything removed is counted.
+//! released into cooldown; rules of addresses no attachment holds (nor cools), and veths named
+//! as podip names them that no attachment owns, are removed once two sweeps in a row found them
+//! so (a link of another kind, or the node's primary interface, never). Everything removed is
+//! counted.
 
 use super::{Daemon, Inner};
 use ipam::Time;
@@ -111,8 +113,14 @@ impl Daemon {
                     strays.insert(Stray::Rule(r.priority, r.addr));
                 }
             }
-            let egress = |l: &str| l.starts_with("v4") && l.len() == 13;
-            for l in view.links.iter().filter(|l| l.starts_with(prefix.as_str()) || egress(l)) {
+            // Only veths named as podip names them (an IPv6 pod's egress veth too), never the
+            // node's primary interface, whatever else shares the prefix.
+            let ours = |l: &str| {
+                l != self.cfg.primary_if
+                    && (datapath::plan::is_pod_veth_name(prefix, l)
+                        || (self.cfg.ipv6 && datapath::plan::is_egress_veth_name(l)))
+            };
+            for l in view.veths.iter().filter(|l| ours(l)) {
                 let addr = view.addr_on(l);
                 if !expected.contains(l) && addr.is_none_or(|a| !held.contains(&a)) {
                     strays.insert(Stray::Link(l.clone()));

@@ -45,6 +45,11 @@ pub struct Node {
     daemon: std::sync::Mutex<Option<Child>>,
 }
 
+/// The plugin binary.
+pub fn plugin_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_podip-cni"))
+}
+
 /// The podipd binary cargo built beside this test (the workspace's tests build every binary).
 pub fn podipd_bin() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
@@ -244,8 +249,20 @@ pub fn host_state(node: &str) -> String {
     ] {
         s.push_str(&sh(&args));
     }
-    // Link statistics and flags that change by themselves are not what is compared.
-    s.lines().map(|l| l.split(" qdisc").next().unwrap_or(l)).collect::<Vec<_>>().join("\n")
+    // Link flags and statistics that change by themselves (carrier), and the order the kernel
+    // lists routes in, are not what is compared.
+    // Routes the kernel adds by itself as a link comes up (IPv6 link-local) are left out too.
+    let mut lines: Vec<String> = s
+        .lines()
+        .filter(|l| !l.contains("proto kernel"))
+        .map(|l| l.split(" qdisc").next().unwrap_or(l))
+        .map(|l| match (l.find('<'), l.find('>')) {
+            (Some(a), Some(b)) if a < b => format!("{}{}", &l[..a], &l[b + 1..]),
+            _ => l.to_string(),
+        })
+        .collect();
+    lines.sort();
+    lines.join("\n")
 }
 
 /// The plugin environment of one attachment.
