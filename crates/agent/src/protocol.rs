@@ -54,7 +54,8 @@ pub enum Op {
     Teardown(Attach),
     /// Is it still held?
     Check(Attach),
-    /// Release every attachment of `network` not in `valid`.
+    /// Which attachments of `network` are not in `valid` (changes nothing: the plugin tears each
+    /// down and releases it with DEL).
     Gc {
         /// Network.
         network: String,
@@ -127,10 +128,10 @@ pub enum Reply {
         /// The host veth.
         veth: String,
     },
-    /// GC: how many attachments were released.
-    Collected {
-        /// Count.
-        released: u32,
+    /// GC: the attachments of the network the runtime no longer lists.
+    Stale {
+        /// Each, with its pod's identity when known.
+        attachments: Vec<Attach>,
     },
     /// Introspection: ENIs and assignments.
     Introspect {

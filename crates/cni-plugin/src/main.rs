@@ -11,7 +11,8 @@
 //! again; with podipd unreachable it changes nothing and the runtime retries. DEL is idempotent,
 //! with or without the netns. ADD and DEL of one attachment never overlap ([`serial`]), and the
 //! host veth's name is podipd's.
-//! CHECK compares the kernel with the lease. GC and STATUS are forwarded to podipd. VERSION
+//! CHECK compares the kernel with the lease. GC asks podipd which attachments the runtime no
+//! longer lists and releases each as DEL does. STATUS is forwarded to podipd. VERSION
 //! lists 0.4.0, 1.0.0 and 1.1.0.
 
 mod daemon;
@@ -229,7 +230,12 @@ fn result(p: &PodNet, lease: &Lease, conf: &NetConf) -> Result<String, CniError>
 }
 
 fn del(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
-    let a = attach(env, conf);
+    release(conf, attach(env, conf))
+}
+
+/// Tears an attachment's data path down, then releases its address (DEL, and GC for each stale
+/// attachment).
+fn release(conf: &NetConf, a: Attach) -> Result<(), CniError> {
     let _serial = serial::lock(&conf.socket, &a.network, &a.container_id, &a.ifname)?;
     // What to tear down, from podipd (unreachable: nothing is changed, the runtime retries).
     let (addr, veth) = match daemon::call(&conf.socket, Op::Teardown(a.clone()))? {
@@ -270,10 +276,20 @@ fn check(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
 
 fn gc(conf: &NetConf) -> Result<(), CniError> {
     let valid = conf.valid_attachments.iter().map(|a| (a.container_id.clone(), a.ifname.clone())).collect();
-    match daemon::call(&conf.socket, Op::Gc { network: conf.name.clone(), valid })? {
-        Ok(_) => Ok(()),
-        Err((kind, msg)) => Err(daemon_error(kind, msg)),
-    }
+    let stale = match daemon::call(&conf.socket, Op::Gc { network: conf.name.clone(), valid })? {
+        Ok(Reply::Stale { attachments }) => attachments,
+        Ok(other) => return Err(CniError::new(ErrorCode::Plugin(101), format!("unexpected reply {other:?}"))),
+        Err((kind, msg)) => return Err(daemon_error(kind, msg)),
+    };
+    // Each goes as a DEL would: its data path first, then its address. All are tried.
+    let errors: Vec<String> = stale
+        .into_iter()
+        .filter_map(|a| {
+            let who = format!("{}/{}", a.container_id, a.ifname);
+            release(conf, a).err().map(|e| format!("{who}: {}", e.msg))
+        })
+        .collect();
+    if errors.is_empty() { Ok(()) } else { Err(CniError::new(ErrorCode::Plugin(100), errors.join("; "))) }
 }
 
 fn status(conf: &NetConf) -> Result<(), CniError> {

@@ -394,3 +394,28 @@ fn hostile_namespaces_and_prefixes_are_refused_before_any_address_is_taken() {
     assert_eq!((code, v["code"].as_u64()), (1, Some(11)), "{v}");
     assert!(!node.dir.join("nowhere").exists(), "the plugin made directories");
 }
+
+#[test]
+fn gc_tears_down_what_the_runtime_no_longer_lists_and_nothing_else() {
+    if !privileged() {
+        return;
+    }
+    let mut node = Node::new("rb");
+    let (p1, p2) = (node.pod(1), node.pod(2));
+    let keep = node.add("keep", &p1);
+    let gone = node.add("gone", &p2);
+    let conf = format!(
+        r#"{{"cniVersion":"1.1.0","name":"podip","type":"podip-cni","socket":"{}","cni.dev/valid-attachments":[{{"containerID":"keep","ifname":"eth0"}}]}}"#,
+        node.socket.display()
+    );
+    let (code, v) = node.cni(&[("CNI_COMMAND", "GC"), ("CNI_PATH", "/usr/lib/cni")], &conf);
+    assert_eq!(code, 0, "{v}");
+    let h = held(&node.socket);
+    assert_eq!(h.keys().collect::<Vec<_>>(), vec!["keep"], "{h:?}");
+    let links = sh(&["ip", "-n", &node.name, "link", "show"]);
+    assert!(!links.contains(&veth(&gone)) && links.contains(&veth(&keep)), "{links}");
+    assert!(rules_of(&node, &addr_of(&gone)).is_empty());
+    assert!(!rules_of(&node, &addr_of(&keep)).is_empty());
+    let netns1 = format!("/var/run/netns/{p1}");
+    assert_eq!(node.cni(&env_of("CHECK", "keep", &netns1), &node.conf("1.1.0")).0, 0);
+}

@@ -310,28 +310,26 @@ impl Daemon {
                     );
                 }
                 let valid: BTreeSet<(&str, &str)> = valid.iter().map(|(c, i)| (c.as_str(), i.as_str())).collect();
-                let generation = {
-                    let mut g = self.lock();
-                    let stale: Vec<PodKey> = g
-                        .engine
-                        .datastore()
-                        .pods()
-                        .map(|(k, _)| k.clone())
-                        .filter(|k| {
-                            &k.network == network && !valid.contains(&(k.container_id.as_str(), k.ifname.as_str()))
-                        })
-                        .collect();
-                    for k in &stale {
-                        g.engine.handle(now, Event::PodDel(k.clone()));
-                        g.meta.remove(k);
-                        g.unwired.remove(k);
-                    }
-                    (self.publish(&mut g, now), stale.len())
-                };
-                match self.commit.wait(generation.0) {
-                    Ok(()) => ok(Reply::Collected { released: generation.1 as u32 }),
-                    Err(e) => err(ErrorKind::Internal, format!("checkpoint not written: {e}")),
-                }
+                let g = self.lock();
+                let attachments = g
+                    .engine
+                    .datastore()
+                    .pods()
+                    .map(|(k, _)| k)
+                    .filter(|k| &k.network == network && !valid.contains(&(k.container_id.as_str(), k.ifname.as_str())))
+                    .map(|k| {
+                        let m = g.meta.get(k);
+                        Attach {
+                            network: k.network.clone(),
+                            container_id: k.container_id.clone(),
+                            ifname: k.ifname.clone(),
+                            netns: None,
+                            pod_namespace: m.map(|m| m.0.clone()),
+                            pod_name: m.map(|m| m.1.clone()),
+                        }
+                    })
+                    .collect();
+                ok(Reply::Stale { attachments })
             }
             Op::Status => {
                 let g = self.lock();
