@@ -129,7 +129,8 @@ fn add(env: &CniEnv, conf: &NetConf) -> Result<String, CniError> {
     let netns = env.netns.as_deref().unwrap_or_default();
     datapath::netns::open_pod_netns(netns).map_err(|e| CniError::new(ErrorCode::InvalidEnv, e.to_string()))?;
     let a = attach(env, conf);
-    let _serial = serial::lock(&conf.socket, &a.network, &a.container_id, &a.ifname)?;
+    let pod = a.pod_namespace.as_deref().zip(a.pod_name.as_deref());
+    let _serial = serial::lock(&conf.socket, pod, &a.container_id)?;
     let lease = match daemon::call(&conf.socket, Op::Add(a.clone()))? {
         Ok(Reply::Lease(l)) => l,
         Ok(other) => return Err(CniError::new(ErrorCode::Plugin(101), format!("unexpected reply {other:?}"))),
@@ -236,7 +237,8 @@ fn del(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
 /// Tears an attachment's data path down, then releases its address (DEL, and GC for each stale
 /// attachment).
 fn release(conf: &NetConf, a: Attach) -> Result<(), CniError> {
-    let _serial = serial::lock(&conf.socket, &a.network, &a.container_id, &a.ifname)?;
+    let pod = a.pod_namespace.as_deref().zip(a.pod_name.as_deref());
+    let _serial = serial::lock(&conf.socket, pod, &a.container_id)?;
     // What to tear down, from podipd (unreachable: nothing is changed, the runtime retries).
     let (addr, veth) = match daemon::call(&conf.socket, Op::Teardown(a.clone()))? {
         Ok(Reply::Teardown { addr, veth }) => (addr, veth),
@@ -245,17 +247,38 @@ fn release(conf: &NetConf, a: Attach) -> Result<(), CniError> {
     };
     // The veth goes only if it is this attachment's: it carries this address, or none. One that
     // carries another address is another attachment's (the sweep collects it if nobody holds it).
-    let on_veth = if datapath::host::link_exists(&veth).unwrap_or(false) {
-        datapath::host::scan(None).ok().and_then(|v| v.addr_on(&veth))
-    } else {
-        None
-    };
-    let ours = on_veth.is_none() || on_veth == addr;
+    // Any other veth the host routes this attachment's address over is this attachment's too
+    // (an address has one holder): it goes as well, so nothing still carries the address once
+    // it is released.
+    let view = datapath::host::scan(None).map_err(|e| CniError::new(ErrorCode::Plugin(100), e.to_string()))?;
+    let on_veth = view.addr_on(&veth);
+    let ours = view.has_link(&veth) && (on_veth.is_none() || on_veth == addr);
+    let mut links: Vec<String> = ours.then(|| veth.clone()).into_iter().collect();
+    if let Some(a) = addr {
+        links.extend(
+            view.routes
+                .iter()
+                .filter(|r| r.addr == a && view.veths.contains(&r.link) && r.link != veth)
+                .map(|r| r.link.clone()),
+        );
+    }
     let addrs: Vec<std::net::IpAddr> = addr.into_iter().collect();
-    if let Err(es) = datapath::apply::teardown(ours.then_some(veth.as_str()), &addrs) {
+    let mut errors = Vec::new();
+    for (i, l) in links.iter().enumerate() {
+        // The rules of the address go with the first link (or alone, below).
+        let rules: &[std::net::IpAddr] = if i == 0 { &addrs } else { &[] };
+        if let Err(es) = datapath::apply::teardown(Some(l), rules) {
+            errors.extend(es.into_iter().map(|e| e.to_string()));
+        }
+    }
+    if links.is_empty()
+        && let Err(es) = datapath::apply::teardown(None, &addrs)
+    {
+        errors.extend(es.into_iter().map(|e| e.to_string()));
+    }
+    if !errors.is_empty() {
         // Nothing is released while the host may still use the address; the runtime retries.
-        let msg = es.into_iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ");
-        return Err(CniError::new(ErrorCode::Plugin(100), format!("data path teardown: {msg}")));
+        return Err(CniError::new(ErrorCode::Plugin(100), format!("data path teardown: {}", errors.join("; "))));
     }
     // Only now, with nothing on the host using it, does the address go back to the pool.
     match daemon::call(&conf.socket, Op::Del(a))? {

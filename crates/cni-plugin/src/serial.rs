@@ -1,7 +1,9 @@
-//! One operation at a time per attachment: the plugin holds an exclusive lock for its whole
-//! ADD or DEL, so a retried ADD never races the first one's rollback, and a DEL never races an
-//! ADD of the same attachment. Locks live beside podipd's socket, in 256 files chosen by a hash
-//! of the attachment (a bounded set; unrelated attachments rarely share one, and then only wait).
+//! One operation at a time per pod: the plugin holds an exclusive lock for its whole ADD or DEL,
+//! keyed by the pod (its `namespace/name` when the runtime gives it, else the container id), so
+//! a retried ADD never races the first one's rollback, a DEL never races an ADD of the same
+//! attachment, and two sandboxes of one pod (whose `eth0` veths share the VPC CNI's name) never
+//! build or remove that veth at once. Locks live beside podipd's socket, in 256 files chosen by
+//! a hash of the key (a bounded set; unrelated pods rarely share one, and then only wait).
 
 use cni::error::{CniError, ErrorCode};
 use nix::fcntl::{Flock, FlockArg};
@@ -13,11 +15,11 @@ pub struct AttachmentLock {
     _file: Flock<File>,
 }
 
-/// Takes the lock of (network, container id, ifname), waiting for a holder to finish.
+/// Takes the lock of a pod (or, without its identity, of a container), waiting for a holder.
 ///
 /// # Errors
 /// Code 5 when the lock file cannot be made or locked.
-pub fn lock(socket: &str, network: &str, container_id: &str, ifname: &str) -> Result<AttachmentLock, CniError> {
+pub fn lock(socket: &str, pod: Option<(&str, &str)>, container_id: &str) -> Result<AttachmentLock, CniError> {
     let parent = Path::new(socket).parent().unwrap_or(Path::new("/run/podip"));
     if !parent.is_dir() {
         // Nothing is made on the host for a path that leads nowhere.
@@ -27,7 +29,8 @@ pub fn lock(socket: &str, network: &str, container_id: &str, ifname: &str) -> Re
         ));
     }
     let dir = parent.join("locks");
-    let bucket = &datapath::host_veth_name("", &format!("{network}/{container_id}/{ifname}"))[..2];
+    let key = pod.map_or_else(|| container_id.to_string(), |(ns, name)| format!("{ns}/{name}"));
+    let bucket = &datapath::host_veth_name("", &key)[..2];
     let path = dir.join(format!("{bucket}.lock"));
     let io =
         |e: &dyn std::fmt::Display| CniError::new(ErrorCode::Io, format!("attachment lock {}: {e}", path.display()));

@@ -419,3 +419,92 @@ fn gc_tears_down_what_the_runtime_no_longer_lists_and_nothing_else() {
     let netns1 = format!("/var/run/netns/{p1}");
     assert_eq!(node.cni(&env_of("CHECK", "keep", &netns1), &node.conf("1.1.0")).0, 0);
 }
+
+/// The plugin under strace, each netlink request from the `from`-th on held back `delay_us`.
+fn slowed_plugin(node: &Node, env: &[(&str, &str)], delay_us: u32, from: u32) -> std::process::Child {
+    let mut c = std::process::Command::new("nsenter");
+    c.arg(format!("--net=/var/run/netns/{}", node.name))
+        .args(["strace", "-f", "-qq", "-o", "/dev/null", "-e", "trace=sendto"])
+        .arg("-e")
+        .arg(format!("inject=sendto:delay_exit={delay_us}:when={from}+"))
+        .arg(common::plugin_bin())
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let mut child = c.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), node.conf("1.0.0").as_bytes()).unwrap();
+    child
+}
+
+#[test]
+fn two_sandboxes_of_one_pod_added_at_once_never_share_or_take_a_veth() {
+    if !privileged() {
+        return;
+    }
+    let mut node = Node::new("rc");
+    let (p1, p2) = (node.pod(1), node.pod(2));
+    let (n1, n2) = (format!("/var/run/netns/{p1}"), format!("/var/run/netns/{p2}"));
+    wait_for(&node.socket, |st| st["total"].as_u64().unwrap_or(0) > 2, 30);
+    let args = "K8S_POD_NAMESPACE=default;K8S_POD_NAME=web";
+    let env1 = [
+        ("CNI_COMMAND", "ADD"),
+        ("CNI_CONTAINERID", "s1"),
+        ("CNI_NETNS", n1.as_str()),
+        ("CNI_IFNAME", "eth0"),
+        ("CNI_ARGS", args),
+    ];
+    let env2 = [
+        ("CNI_COMMAND", "ADD"),
+        ("CNI_CONTAINERID", "s2"),
+        ("CNI_NETNS", n2.as_str()),
+        ("CNI_IFNAME", "eth0"),
+        ("CNI_ARGS", args),
+    ];
+    // s1 builds its veth slowly (every netlink request after the first two held back 0.3 s) ...
+    let s1 = slowed_plugin(&node, &env1, 300_000, 3);
+    std::thread::sleep(Duration::from_millis(500));
+    // ... while s2, the same pod's next sandbox, comes: it waits for s1, then finds s1's veth.
+    let (code2, v2) = node.cni(&env2, &node.conf("1.0.0"));
+    let out1 = s1.wait_with_output().unwrap();
+    let v1: serde_json::Value = serde_json::from_slice(&out1.stdout).unwrap();
+    assert!(out1.status.success(), "{v1}");
+    assert_eq!((code2, v2["code"].as_u64()), (1, Some(11)), "{v2}");
+    let mut check = env1.to_vec();
+    check[0] = ("CNI_COMMAND", "CHECK");
+    assert_eq!(node.cni(&check, &node.conf("1.1.0")).0, 0, "s1 intact");
+    assert_eq!(held(&node.socket).len(), 1, "s2's address was given back");
+}
+
+#[test]
+fn a_del_without_the_pods_identity_still_removes_its_veth_before_releasing() {
+    if !privileged() {
+        return;
+    }
+    let mut node = Node::with("rd", &[("IP_COOLDOWN_PERIOD", "0")]);
+    let p1 = node.pod(1);
+    let n1 = format!("/var/run/netns/{p1}");
+    let add = [
+        ("CNI_COMMAND", "ADD"),
+        ("CNI_CONTAINERID", "a1"),
+        ("CNI_NETNS", n1.as_str()),
+        ("CNI_IFNAME", "eth0"),
+        ("CNI_ARGS", "K8S_POD_NAMESPACE=default;K8S_POD_NAME=api"),
+    ];
+    let t0 = Instant::now();
+    let r = loop {
+        let (code, v) = node.cni(&add, &node.conf("1.0.0"));
+        if code == 0 {
+            break v;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "{v}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    // The runtime's DEL without CNI_ARGS.
+    assert_eq!(node.cni(&env_of("DEL", "a1", &n1), &node.conf("1.0.0")).0, 0);
+    assert!(!sh(&["ip", "-n", &node.name, "link", "show"]).contains(&veth(&r)), "the veth stayed");
+    assert_eq!(sh(&["ip", "-n", &p1, "-o", "link", "show"]).lines().count(), 1, "the pod kept its eth0");
+    assert!(rules_of(&node, &addr_of(&r)).is_empty());
+    assert!(held(&node.socket).is_empty());
+}

@@ -383,10 +383,11 @@ impl Daemon {
     /// under; and its host veth.
     fn resolve(&self, inner: &Inner, a: &Attach) -> (PodKey, String) {
         let key = Self::key(a);
-        let meta = match (&a.pod_namespace, &a.pod_name) {
+        // The pod identity recorded at ADD names the veth, whatever this request carries.
+        let meta = inner.meta.get(&key).cloned().or_else(|| match (&a.pod_namespace, &a.pod_name) {
             (Some(ns), Some(n)) => Some((ns.clone(), n.clone())),
             _ => None,
-        };
+        });
         let veth = self.veth_of(&key, meta.as_ref());
         let recovered =
             PodKey { network: String::new(), container_id: format!("{RECOVERED}{veth}"), ifname: String::new() };
