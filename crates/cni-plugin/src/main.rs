@@ -250,18 +250,25 @@ fn release(conf: &NetConf, a: Attach) -> Result<(), CniError> {
     // Any other veth the host routes this attachment's address over is this attachment's too
     // (an address has one holder): it goes as well, so nothing still carries the address once
     // it is released.
-    let view = datapath::host::scan(None).map_err(|e| CniError::new(ErrorCode::Plugin(100), e.to_string()))?;
-    let on_veth = view.addr_on(&veth);
-    let ours = view.has_link(&veth) && (on_veth.is_none() || on_veth == addr);
+    // podipd's veth names are its prefix (1 to 4 characters) and 11 hex digits: only a veth of
+    // that shape is a pod's, never the link a default route leaves by.
+    let prefix = &veth[..veth.len().saturating_sub(11)];
+    let via = match addr {
+        Some(a) => datapath::host::routed_over(a)
+            .map_err(|e| CniError::new(ErrorCode::Plugin(100), e.to_string()))?
+            .filter(|l| datapath::plan::is_pod_veth_name(prefix, l)),
+        None => None,
+    };
+    let ours = if via.as_deref() == Some(veth.as_str()) {
+        true
+    } else if datapath::host::link_exists(&veth).unwrap_or(false) {
+        // It exists but does not carry this address: this attachment's only if it carries none.
+        datapath::host::scan(None).map(|v| v.addr_on(&veth).is_none()).unwrap_or(false)
+    } else {
+        false
+    };
     let mut links: Vec<String> = ours.then(|| veth.clone()).into_iter().collect();
-    if let Some(a) = addr {
-        links.extend(
-            view.routes
-                .iter()
-                .filter(|r| r.addr == a && view.veths.contains(&r.link) && r.link != veth)
-                .map(|r| r.link.clone()),
-        );
-    }
+    links.extend(via.filter(|v| *v != veth));
     let addrs: Vec<std::net::IpAddr> = addr.into_iter().collect();
     let mut errors = Vec::new();
     for (i, l) in links.iter().enumerate() {

@@ -258,6 +258,55 @@ pub fn remove_pod_route(netns: Option<&str>, addr: IpAddr) -> Result<bool, Apply
     }
 }
 
+/// The veth the caller's namespace routes `addr` over, if any: one route lookup and one link
+/// lookup, no dump.
+///
+/// # Errors
+/// The kernel refused a lookup.
+pub fn routed_over(addr: IpAddr) -> Result<Option<String>, ApplyError> {
+    let mut nl = Nl::open()?;
+    let mut q = RouteMessage::default();
+    q.header.address_family = family_of(addr);
+    q.header.destination_prefix_length = host_len(addr);
+    q.attributes.push(RouteAttribute::Destination(match addr {
+        IpAddr::V4(a) => RouteAddress::Inet(a),
+        IpAddr::V6(a) => RouteAddress::Inet6(a),
+    }));
+    let replies = match nl.call("route lookup", RouteNetlinkMessage::GetRoute(q), 0) {
+        Ok(r) => r,
+        // No route at all (unreachable): not over a veth.
+        Err(e) if e.detail.contains("unreachable") || e.detail.contains("os error 101") => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let oif = replies.iter().find_map(|m| match m {
+        RouteNetlinkMessage::NewRoute(r) => r.attributes.iter().find_map(|a| match a {
+            RouteAttribute::Oif(i) => Some(*i),
+            _ => None,
+        }),
+        _ => None,
+    });
+    let Some(oif) = oif else { return Ok(None) };
+    let mut m = LinkMessage::default();
+    m.header.index = oif;
+    let link = nl.call("link lookup", RouteNetlinkMessage::GetLink(m), 0)?.into_iter().find_map(|r| match r {
+        RouteNetlinkMessage::NewLink(l) => Some(l),
+        _ => None,
+    });
+    let Some(link) = link else { return Ok(None) };
+    let veth = link.attributes.iter().any(|a| match a {
+        LinkAttribute::LinkInfo(infos) => infos.iter().any(|i| matches!(i, LinkInfo::Kind(InfoKind::Veth))),
+        _ => false,
+    });
+    Ok(link
+        .attributes
+        .into_iter()
+        .find_map(|a| match a {
+            LinkAttribute::IfName(n) => Some(n),
+            _ => None,
+        })
+        .filter(|_| veth))
+}
+
 /// Whether a link named `name` exists in the caller's namespace (one lookup, no dump).
 ///
 /// # Errors
