@@ -127,6 +127,10 @@ pub enum Reply {
         addr: Option<IpAddr>,
         /// The host veth.
         veth: String,
+        /// The address is held by an attachment recovered from the host (its checkpoint entry
+        /// was lost): the plugin tears it down only for the sandbox that really holds it.
+        #[serde(default)]
+        recovered: bool,
     },
     /// GC: the attachments of the network the runtime no longer lists.
     Stale {

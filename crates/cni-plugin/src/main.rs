@@ -241,7 +241,20 @@ fn release(conf: &NetConf, a: Attach) -> Result<(), CniError> {
     let _serial = serial::lock(&conf.socket, pod, &a.container_id)?;
     // What to tear down, from podipd (unreachable: nothing is changed, the runtime retries).
     let (addr, veth) = match daemon::call(&conf.socket, Op::Teardown(a.clone()))? {
-        Ok(Reply::Teardown { addr, veth }) => (addr, veth),
+        Ok(Reply::Teardown { addr, veth, recovered }) => {
+            // An attachment recovered from the host is known only by its veth, which every
+            // sandbox of the pod names alike: only the sandbox whose namespace holds the address
+            // tears it down. Another one's DEL (or one without a namespace) leaves it.
+            let mine = match (recovered, addr, a.netns.as_deref()) {
+                (false, _, _) => true,
+                (true, Some(ip), Some(ns)) => datapath::host::netns_has_addr(ns, ip).unwrap_or(false),
+                (true, _, _) => false,
+            };
+            if !mine {
+                return Ok(());
+            }
+            (addr, veth)
+        }
         Ok(other) => return Err(CniError::new(ErrorCode::Plugin(101), format!("unexpected reply {other:?}"))),
         Err((kind, msg)) => return Err(daemon_error(kind, msg)),
     };
@@ -250,13 +263,9 @@ fn release(conf: &NetConf, a: Attach) -> Result<(), CniError> {
     // Any other veth the host routes this attachment's address over is this attachment's too
     // (an address has one holder): it goes as well, so nothing still carries the address once
     // it is released.
-    // podipd's veth names are its prefix (1 to 4 characters) and 11 hex digits: only a veth of
-    // that shape is a pod's, never the link a default route leaves by.
-    let prefix = &veth[..veth.len().saturating_sub(11)];
+    // A host route to the address over a veth is the pod's wiring, whatever its veth's name.
     let via = match addr {
-        Some(a) => datapath::host::routed_over(a)
-            .map_err(|e| CniError::new(ErrorCode::Plugin(100), e.to_string()))?
-            .filter(|l| datapath::plan::is_pod_veth_name(prefix, l)),
+        Some(a) => datapath::host::routed_over(a).map_err(|e| CniError::new(ErrorCode::Plugin(100), e.to_string()))?,
         None => None,
     };
     let ours = if via.as_deref() == Some(veth.as_str()) {
@@ -271,10 +280,8 @@ fn release(conf: &NetConf, a: Attach) -> Result<(), CniError> {
     links.extend(via.filter(|v| *v != veth));
     let addrs: Vec<std::net::IpAddr> = addr.into_iter().collect();
     let mut errors = Vec::new();
-    for (i, l) in links.iter().enumerate() {
-        // The rules of the address go with the first link (or alone, below).
-        let rules: &[std::net::IpAddr] = if i == 0 { &addrs } else { &[] };
-        if let Err(es) = datapath::apply::teardown(Some(l), rules) {
+    for l in &links {
+        if let Err(es) = datapath::apply::teardown(Some(l), &addrs) {
             errors.extend(es.into_iter().map(|e| e.to_string()));
         }
     }
@@ -305,7 +312,13 @@ fn check(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
 }
 
 fn gc(conf: &NetConf) -> Result<(), CniError> {
-    let valid = conf.valid_attachments.iter().map(|a| (a.container_id.clone(), a.ifname.clone())).collect();
+    let Some(valid) = &conf.valid_attachments else {
+        return Err(CniError::new(
+            ErrorCode::InvalidConfig,
+            "GC needs cni.dev/valid-attachments (an empty list, to release every attachment)",
+        ));
+    };
+    let valid = valid.iter().map(|a| (a.container_id.clone(), a.ifname.clone())).collect();
     let stale = match daemon::call(&conf.socket, Op::Gc { network: conf.name.clone(), valid })? {
         Ok(Reply::Stale { attachments }) => attachments,
         Ok(other) => return Err(CniError::new(ErrorCode::Plugin(101), format!("unexpected reply {other:?}"))),

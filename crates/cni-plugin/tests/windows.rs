@@ -508,3 +508,73 @@ fn a_del_without_the_pods_identity_still_removes_its_veth_before_releasing() {
     assert!(rules_of(&node, &addr_of(&r)).is_empty());
     assert!(held(&node.socket).is_empty());
 }
+
+#[test]
+fn del_finds_the_pods_veth_whatever_covers_or_renamed_it() {
+    if !privileged() {
+        return;
+    }
+    let mut node = Node::with("re", &[("PODIP_WIRING_GRACE", "600")]);
+    let (p1, p2) = (node.pod(1), node.pod(2));
+    let (n1, n2) = (format!("/var/run/netns/{p1}"), format!("/var/run/netns/{p2}"));
+    let r1 = node.add("c1", &p1);
+    let r2 = node.add("c2", &p2);
+    // A blackhole route covers the pod addresses, and the first pod's namespace is gone.
+    sh(&["ip", "-n", &node.name, "route", "add", "blackhole", "10.0.0.0/8"]);
+    sh(&["ip", "netns", "del", &p1]);
+    let (code, v) = node.cni(&env_of("DEL", "c1", &n1), &node.conf("1.0.0"));
+    assert_eq!(code, 0, "{v}");
+    assert!(rules_of(&node, &addr_of(&r1)).is_empty());
+    assert!(!held(&node.socket).contains_key("c1"));
+    // The veth prefix changes across a restart: the live pod is still wired, and its DEL still
+    // finds its veth (named with the old prefix) before its address is released.
+    node.kill_daemon();
+    let before = node.log().len();
+    node.start_daemon_with(&[("AWS_VPC_K8S_CNI_VETHPREFIX", "abc")]);
+    let notes = node.log()[before..].to_string();
+    assert!(!notes.lines().any(|l| l.contains("c2") && l.contains("not wired")), "{notes}");
+    assert_eq!(node.cni(&env_of("DEL", "c2", &n2), &node.conf("1.0.0")).0, 0);
+    assert!(!sh(&["ip", "-n", &node.name, "link", "show"]).contains(&veth(&r2)), "the old-prefix veth stayed");
+    assert!(held(&node.socket).is_empty());
+}
+
+#[test]
+fn a_recovered_pod_is_torn_down_only_by_its_own_sandbox_and_gc_needs_its_list() {
+    if !privileged() {
+        return;
+    }
+    let mut node = Node::new("rf");
+    let p1 = node.pod(1);
+    let n1 = format!("/var/run/netns/{p1}");
+    let args = "K8S_POD_NAMESPACE=default;K8S_POD_NAME=p2";
+    let env = |cmd: &'static str, cid: &'static str| {
+        vec![
+            ("CNI_COMMAND", cmd),
+            ("CNI_CONTAINERID", cid),
+            ("CNI_NETNS", n1.as_str()),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_ARGS", args),
+        ]
+    };
+    wait_for(&node.socket, |st| st["total"].as_u64().unwrap_or(0) > 0, 30);
+    let (code, live) = node.cni(&env("ADD", "live"), &node.conf("1.0.0"));
+    assert_eq!(code, 0, "{live}");
+    // The checkpoint is lost; the live pod is recovered from the host.
+    node.kill_daemon();
+    std::fs::remove_file(node.dir.join("state/ipam.json")).unwrap();
+    node.start_daemon();
+    assert!(held(&node.socket).keys().any(|k| k.starts_with("host:")));
+    // A DEL of an old sandbox of the same pod (another container id, no namespace) leaves it.
+    let no_ns = [("CNI_COMMAND", "DEL"), ("CNI_CONTAINERID", "old"), ("CNI_IFNAME", "eth0"), ("CNI_ARGS", args)];
+    assert_eq!(node.cni(&no_ns, &node.conf("1.0.0")).0, 0);
+    assert!(sh(&["ip", "-n", &node.name, "link", "show"]).contains(&veth(&live)), "the live pod lost its veth");
+    assert_eq!(held(&node.socket).len(), 1);
+    // GC without its list refuses, and releases nothing.
+    let (code, v) = node.cni(&[("CNI_COMMAND", "GC"), ("CNI_PATH", "/usr/lib/cni")], &node.conf("1.1.0"));
+    assert_eq!((code, v["code"].as_u64()), (1, Some(7)), "{v}");
+    assert_eq!(held(&node.socket).len(), 1);
+    // Its own sandbox's DEL (its namespace holds the address) tears it down.
+    assert_eq!(node.cni(&env("DEL", "live"), &node.conf("1.0.0")).0, 0);
+    assert!(!sh(&["ip", "-n", &node.name, "link", "show"]).contains(&veth(&live)));
+    assert!(held(&node.socket).is_empty());
+}

@@ -54,7 +54,9 @@ pub struct NetConf {
     /// The previous result (CHECK, DEL, chained ADD).
     pub prev_result: Option<Value>,
     /// GC's valid attachments.
-    pub valid_attachments: Vec<Attachment>,
+    /// GC's valid attachments; `None` when the configuration does not carry the key (GC then
+    /// refuses rather than take every attachment for stale).
+    pub valid_attachments: Option<Vec<Attachment>>,
 }
 
 impl NetConf {
@@ -106,7 +108,7 @@ impl NetConf {
             mtu,
             veth_prefix,
             prev_result: raw.prev_result,
-            valid_attachments: raw.valid_attachments.unwrap_or_default(),
+            valid_attachments: raw.valid_attachments,
         })
     }
 }
@@ -156,6 +158,6 @@ mod tests {
             br#"{"cniVersion":"1.1.0","name":"podip","cni.dev/valid-attachments":[{"containerID":"c1","ifname":"eth0"}]}"#,
         )
         .unwrap();
-        assert_eq!(c.valid_attachments, vec![Attachment { container_id: "c1".into(), ifname: "eth0".into() }]);
+        assert_eq!(c.valid_attachments, Some(vec![Attachment { container_id: "c1".into(), ifname: "eth0".into() }]));
     }
 }

@@ -52,14 +52,10 @@ pub struct HostView {
 }
 
 impl HostView {
-    /// Pod addresses routed over a veth named as podip names them with `veth_prefix`, with
-    /// that veth.
-    pub fn wired(&self, veth_prefix: &str) -> BTreeMap<IpAddr, String> {
-        self.routes
-            .iter()
-            .filter(|r| crate::plan::is_pod_veth_name(veth_prefix, &r.link) && self.veths.contains(&r.link))
-            .map(|r| (r.addr, r.link.clone()))
-            .collect()
+    /// Addresses with a host route over a veth, with that veth: a pod's wiring, whatever prefix
+    /// its veth was named with (counting more as wired only keeps more addresses held).
+    pub fn wired(&self) -> BTreeMap<IpAddr, String> {
+        self.routes.iter().filter(|r| self.veths.contains(&r.link)).map(|r| (r.addr, r.link.clone())).collect()
     }
 
     /// Whether a link named `name` exists.
@@ -258,8 +254,9 @@ pub fn remove_pod_route(netns: Option<&str>, addr: IpAddr) -> Result<bool, Apply
     }
 }
 
-/// The veth the caller's namespace routes `addr` over, if any: one route lookup and one link
-/// lookup, no dump.
+/// The veth the caller's namespace has a host route (/32, /128) to `addr` over, if any: one
+/// route lookup that returns the matching table entry (`RTM_F_FIB_MATCH`, so a covering
+/// blackhole, prohibit or default route is told apart) and one link lookup, no dump.
 ///
 /// # Errors
 /// The kernel refused a lookup.
@@ -268,21 +265,30 @@ pub fn routed_over(addr: IpAddr) -> Result<Option<String>, ApplyError> {
     let mut q = RouteMessage::default();
     q.header.address_family = family_of(addr);
     q.header.destination_prefix_length = host_len(addr);
+    q.header.flags = netlink_packet_route::route::RouteFlags::FibMatch;
     q.attributes.push(RouteAttribute::Destination(match addr {
         IpAddr::V4(a) => RouteAddress::Inet(a),
         IpAddr::V6(a) => RouteAddress::Inet6(a),
     }));
     let replies = match nl.call("route lookup", RouteNetlinkMessage::GetRoute(q), 0) {
         Ok(r) => r,
-        // No route at all (unreachable): not over a veth.
-        Err(e) if e.detail.contains("unreachable") || e.detail.contains("os error 101") => return Ok(None),
+        // No usable route (unreachable, prohibited, blackholed, no network): not over a veth.
+        Err(e)
+            if ["os error 101", "os error 113", "os error 13", "os error 22", "os error 3"]
+                .iter()
+                .any(|c| e.detail.contains(c)) =>
+        {
+            return Ok(None);
+        }
         Err(e) => return Err(e),
     };
     let oif = replies.iter().find_map(|m| match m {
-        RouteNetlinkMessage::NewRoute(r) => r.attributes.iter().find_map(|a| match a {
-            RouteAttribute::Oif(i) => Some(*i),
-            _ => None,
-        }),
+        RouteNetlinkMessage::NewRoute(r) if r.header.destination_prefix_length == host_len(addr) => {
+            r.attributes.iter().find_map(|a| match a {
+                RouteAttribute::Oif(i) => Some(*i),
+                _ => None,
+            })
+        }
         _ => None,
     });
     let Some(oif) = oif else { return Ok(None) };
@@ -305,6 +311,26 @@ pub fn routed_over(addr: IpAddr) -> Result<Option<String>, ApplyError> {
             _ => None,
         })
         .filter(|_| veth))
+}
+
+/// Whether the network namespace at `netns` holds `addr` on any of its interfaces.
+///
+/// # Errors
+/// The namespace cannot be entered or its addresses read.
+pub fn netns_has_addr(netns: &str, addr: IpAddr) -> Result<bool, ApplyError> {
+    use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+    let mut nl = Nl::open_in(Some(netns))?;
+    let mut q = AddressMessage::default();
+    q.header.family = family_of(addr);
+    let found =
+        nl.call("dump addresses", RouteNetlinkMessage::GetAddress(q), NLM_F_DUMP)?.into_iter().any(|m| match m {
+            RouteNetlinkMessage::NewAddress(a) => a.attributes.iter().any(|x| match x {
+                AddressAttribute::Address(v) | AddressAttribute::Local(v) => *v == addr,
+                _ => false,
+            }),
+            _ => false,
+        });
+    Ok(found)
 }
 
 /// Whether a link named `name` exists in the caller's namespace (one lookup, no dump).

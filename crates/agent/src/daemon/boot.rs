@@ -199,7 +199,7 @@ impl Daemon {
         let mut recovered = 0;
         match &host {
             Some(view) => {
-                let wired = view.wired(&cfg.veth_prefix);
+                let wired = view.wired();
                 let pods: Vec<(PodKey, IpAddr)> = ds.pods().map(|(k, a)| (k.clone(), *a)).collect();
                 let held: BTreeSet<IpAddr> = pods.iter().map(|(_, a)| *a).collect();
                 for (k, a) in &pods {

@@ -398,7 +398,8 @@ impl Daemon {
     fn teardown_plan(&self, a: &Attach) -> Reply {
         let g = self.lock();
         let (key, veth) = self.resolve(&g, a);
-        Reply::Teardown { addr: g.engine.datastore().pod(&key), veth }
+        let recovered = key.container_id.starts_with(RECOVERED);
+        Reply::Teardown { addr: g.engine.datastore().pod(&key), veth, recovered }
     }
 
     fn del(&self, a: &Attach, now: Time) -> Result<Reply, (ErrorKind, String)> {

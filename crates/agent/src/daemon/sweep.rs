@@ -71,7 +71,7 @@ impl Daemon {
             }
         };
         let prefix = &self.cfg.veth_prefix;
-        let wired = view.wired(prefix);
+        let wired = view.wired();
         let now = super::now();
         let (remove, generation) = {
             let mut g = self.lock();

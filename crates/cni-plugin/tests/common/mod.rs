@@ -103,7 +103,16 @@ impl Node {
 
     /// Starts podipd (the node's daemon) and waits for its socket.
     pub fn start_daemon(&self) {
-        let child = self.daemon_command().spawn().unwrap();
+        self.start_daemon_with(&[]);
+    }
+
+    /// Starts podipd with `extra` settings on top of the node's.
+    pub fn start_daemon_with(&self, extra: &[(&str, &str)]) {
+        let mut c = self.daemon_command();
+        for (k, v) in extra {
+            c.env(k, v);
+        }
+        let child = c.spawn().unwrap();
         let t0 = Instant::now();
         while std::os::unix::net::UnixStream::connect(&self.socket).is_err() {
             assert!(t0.elapsed() < Duration::from_secs(20), "podipd did not come up: {}", self.log());
