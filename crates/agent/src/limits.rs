@@ -42,6 +42,13 @@ fn key(network: &str, container_id: &str, ifname: &str) -> Result<(), String> {
 fn pod(ns: Option<&str>, name: Option<&str>) -> Result<(), String> {
     if let Some(ns) = ns {
         kube_name("pod_namespace", ns, MAX_POD_NAMESPACE)?;
+        // A DNS label: no dot, so `namespace.name` (a veth's hash) names one pod only.
+        if ns.contains('.') {
+            return Err(format!(
+                "pod_namespace={:?} must hold no dot (a DNS label)",
+                ns.chars().take(64).collect::<String>()
+            ));
+        }
     }
     if let Some(n) = name {
         kube_name("pod_name", n, MAX_POD_NAME)?;
@@ -119,6 +126,7 @@ mod tests {
             (Box::new(|a| a.ifname = "e\u{7}".into()), "ifname"),
             (Box::new(|a| a.pod_name = Some("web;rm".into())), "pod_name"),
             (Box::new(|a| a.pod_namespace = Some("n".repeat(64))), "pod_namespace"),
+            (Box::new(|a| a.pod_namespace = Some("a.b".into())), "pod_namespace"),
             (Box::new(|a| a.netns = Some("relative".into())), "netns"),
         ];
         for (f, field) in cases {

@@ -248,6 +248,9 @@ pub struct Datastore {
     hints: HashMap<IpAddr, (u32, u32)>,
     v6_slots: BTreeMap<u64, Slot>,
     v6_next: u64,
+    /// Offsets below this are never handed out again (a quarantine after a lost checkpoint
+    /// without a host to rebuild from).
+    v6_floor: u64,
     order: Vec<usize>,
 }
 
@@ -275,6 +278,7 @@ impl Datastore {
             hints: HashMap::new(),
             v6_slots: BTreeMap::new(),
             v6_next: 1,
+            v6_floor: 1,
             order: Vec::new(),
         }
     }
@@ -633,7 +637,24 @@ impl Datastore {
         let prefix = self.enis[ei].v6_prefix.expect("filtered on v6_prefix");
         let host_bits = 128 - u32::from(prefix.prefix_len());
         let span = if host_bits >= 64 { u64::MAX } else { (1u64 << host_bits) - 1 };
-        let reuse = self.v6_slots.iter().find(|(_, s)| s.usable(now)).map(|(k, _)| *k);
+        // The lowest offset free to use: a released one whose cooldown is over, or one below the
+        // never-used mark that no pod holds and nothing cools (freed before a restart), so
+        // offsets (and with them IPv6 pods' egress IPv4) stay as low as the live pods allow.
+        let reuse = {
+            let mut expected = self.v6_floor.max(1);
+            let mut found = None;
+            for (k, s) in self.v6_slots.range(expected..) {
+                if *k > expected {
+                    break;
+                }
+                if s.usable(now) {
+                    found = Some(*k);
+                    break;
+                }
+                expected = k + 1;
+            }
+            found.or((expected < self.v6_next).then_some(expected))
+        };
         let offset = match reuse {
             Some(o) => o,
             None if self.v6_next <= span => {
@@ -787,6 +808,12 @@ impl Datastore {
         self.v6_next = self.v6_next.max(next);
     }
 
+    /// Never hands out an IPv6 offset below `next` again, in this run (a quarantine).
+    pub fn quarantine_v6_below(&mut self, next: u64) {
+        self.advance_v6(next);
+        self.v6_floor = self.v6_floor.max(next);
+    }
+
     /// Restores a cooldown read back from a checkpoint. False when the address is not in the
     /// pool or is held by a pod.
     pub fn restore_cooling(&mut self, ip: Ipv4Addr, until: Time) -> bool {
@@ -927,6 +954,37 @@ mod tests {
         ds.add_eni(&info("eni-1", 0, &[], &["10.0.0.0/28"]), true, t(0)).unwrap();
         let p = ds.assign(&PodKey::new("a"), t(0)).unwrap();
         assert_eq!(p.addr, "10.0.0.0".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn ipv6_offsets_freed_before_a_restart_are_used_again_lowest_first() {
+        let mut ds = Datastore::new(CidrMode::Ipv6, Duration::from_secs(30), Packing::Dense, 1);
+        let info = EniInfo {
+            id: "eni-1".into(),
+            device_index: 0,
+            subnet: "subnet-1".into(),
+            primary_ip: Ipv4Addr::new(10, 0, 0, 4),
+            secondary_ips: vec![],
+            prefixes: vec![],
+            v6_prefix: Some("2600:1f18:aaaa:1:1::/80".parse().unwrap()),
+        };
+        ds.add_eni(&info, true, Time::ZERO).unwrap();
+        // As restored: offsets up to 1091 were used once; 3 is held, 1 cools.
+        ds.advance_v6(1092);
+        let base = u128::from("2600:1f18:aaaa:1:1::".parse::<Ipv6Addr>().unwrap());
+        ds.restore_v6(&PodKey::new("held"), Ipv6Addr::from(base + 3)).unwrap();
+        ds.restore_cooling_v6(Ipv6Addr::from(base + 1), Time::from_secs(30));
+        let got: Vec<u64> = (0..3)
+            .map(|i| match ds.assign(&PodKey::new(format!("n{i}")), Time::ZERO).unwrap().addr {
+                IpAddr::V6(a) => ds.v6_offset(a).unwrap(),
+                IpAddr::V4(_) => unreachable!(),
+            })
+            .collect();
+        assert_eq!(got, vec![2, 4, 5]);
+        // A quarantine keeps everything below its mark out of use.
+        ds.quarantine_v6_below(5000);
+        let IpAddr::V6(a) = ds.assign(&PodKey::new("q"), Time::ZERO).unwrap().addr else { unreachable!() };
+        assert_eq!(ds.v6_offset(a), Some(5000));
     }
 
     #[test]

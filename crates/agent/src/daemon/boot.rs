@@ -211,7 +211,10 @@ impl Daemon {
                         ));
                     }
                 }
-                for (a, link) in wired.iter().filter(|(a, _)| !held.contains(a)) {
+                // IPv6 pods' node-local egress addresses are theirs, not the pool's.
+                let egress: ipnet::Ipv4Net = datapath::node::EGRESS_V4_RANGE.parse().expect("literal");
+                let pool_side = |a: &IpAddr| !matches!(a, IpAddr::V4(v4) if egress.contains(v4));
+                for (a, link) in wired.iter().filter(|(a, _)| !held.contains(a) && pool_side(a)) {
                     let key = PodKey {
                         network: String::new(),
                         container_id: format!("{RECOVERED}{link}"),
@@ -241,7 +244,7 @@ impl Daemon {
                 // No host to rebuild from: hold every address back, and move the IPv6 allocator
                 // far past anything handed out before.
                 let n = quarantine(ds, now + QUARANTINE);
-                ds.advance_v6(ds.v6_next() + (1 << 32));
+                ds.quarantine_v6_below(ds.v6_next() + (1 << 32));
                 notes.push(format!(
                     "{n} addresses quarantined for {} s; new pods get fresh addresses",
                     QUARANTINE.as_secs()

@@ -362,6 +362,15 @@ impl Daemon {
             }
             let veth = self.veth_of(&key, g.meta.get(&key));
             let lease = self.lease(g.engine.datastore(), addr, existing, veth);
+            if addr.is_ipv6() && lease.egress_v4.is_none() && !existing {
+                // No pod without its IPv4 egress: 1,021 node-local addresses per node.
+                g.engine.handle(now, Event::PodDel(key.clone()));
+                g.meta.remove(&key);
+                return Err((
+                    ErrorKind::PoolExhausted,
+                    "no IPv4 egress address left for an IPv6 pod (1021 per node)".into(),
+                ));
+            }
             (lease, self.publish(&mut g, now))
         };
         if let Err(e) = self.commit.wait(generation) {
