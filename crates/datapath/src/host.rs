@@ -233,27 +233,6 @@ pub fn ensure_pod_rules(netns: Option<&str>, addr: IpAddr, table: u32) -> Result
     set_pod_rules(&mut nl, addr, table)
 }
 
-/// Removes the host route to `addr` (any link) in the namespace at `netns`; false when none was.
-///
-/// # Errors
-/// The kernel refused for another reason than "not found".
-pub fn remove_pod_route(netns: Option<&str>, addr: IpAddr) -> Result<bool, ApplyError> {
-    let mut nl = Nl::open_in(netns)?;
-    let mut r = RouteMessage::default();
-    r.header.address_family = family_of(addr);
-    r.header.table = RouteHeader::RT_TABLE_MAIN;
-    r.header.destination_prefix_length = host_len(addr);
-    r.attributes.push(RouteAttribute::Destination(match addr {
-        IpAddr::V4(a) => RouteAddress::Inet(a),
-        IpAddr::V6(a) => RouteAddress::Inet6(a),
-    }));
-    match nl.call("remove pod route", RouteNetlinkMessage::DelRoute(r), 0) {
-        Ok(_) => Ok(true),
-        Err(e) if e.detail.contains("No such") || e.detail.contains("os error 3") => Ok(false),
-        Err(e) => Err(e),
-    }
-}
-
 /// The veth the caller's namespace has a host route (/32, /128) to `addr` over, if any: one
 /// route lookup that returns the matching table entry (`RTM_F_FIB_MATCH`, so a covering
 /// blackhole, prohibit or default route is told apart) and one link lookup, no dump.
