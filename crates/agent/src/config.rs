@@ -81,6 +81,10 @@ pub struct DaemonConfig {
     /// How long an assignment may stay without wiring on the host (no veth, no route) before
     /// it is released: the plugin may be between the daemon's answer and the kernel.
     pub wiring_grace: Duration,
+    /// `ENABLE_SUBNET_DISCOVERY`.
+    pub subnet_discovery: bool,
+    /// `CLUSTER_NAME`: tags the ENIs podip creates.
+    pub cluster_name: Option<String>,
 }
 
 /// Where the ENIs come from.
@@ -98,7 +102,7 @@ pub enum Cloud {
 pub struct ConfigError(pub Vec<String>);
 
 /// The environment names read, with their defaults.
-pub const VARIABLES: [(&str, &str); 26] = [
+pub const VARIABLES: [(&str, &str); 28] = [
     ("WARM_ENI_TARGET", "1"),
     ("WARM_IP_TARGET", "0"),
     ("MINIMUM_IP_TARGET", "0"),
@@ -125,6 +129,8 @@ pub const VARIABLES: [(&str, &str); 26] = [
     ("PODIP_NODE_NETNS", ""),
     ("PODIP_PRIMARY_IF", "eth0"),
     ("PODIP_WIRING_GRACE", "180"),
+    ("ENABLE_SUBNET_DISCOVERY", "true"),
+    ("CLUSTER_NAME", ""),
 ];
 
 /// Bounds of the numeric settings: (name, lowest, highest).
@@ -139,6 +145,17 @@ pub const BOUNDS: [(&str, u32, u32); 9] = [
     ("POD_MTU", 576, 9_001),
     ("PODIP_WIRING_GRACE", 1, 3_600),
 ];
+
+fn boolean_of(v: &str, name: &str, bad: &mut Vec<String>) -> bool {
+    match v.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => true,
+        "false" | "0" | "no" | "" => false,
+        _ => {
+            bad.push(format!("{name}={v:?}: true or false"));
+            false
+        }
+    }
+}
 
 fn absolute_path(name: &str, v: &str, max: usize, bad: &mut Vec<String>) {
     if !v.starts_with('/') || v.len() > max || v.contains('\0') {
@@ -180,6 +197,17 @@ impl DaemonConfig {
             bad.push(format!("PODIP_NODE_NETNS={ns:?}: {}", e.reason));
         }
         if bad.is_empty() { Ok(()) } else { Err(ConfigError(bad)) }
+    }
+
+    /// Checks the whole environment for aws-node variables podipd does not honour: each is an
+    /// error naming it and why, unless it asks for nothing; returns notes for the ignored ones.
+    ///
+    /// # Errors
+    /// Every variable refused.
+    pub fn check_environment(vars: &[(String, String)]) -> Result<Vec<String>, ConfigError> {
+        let known: Vec<&str> = VARIABLES.iter().map(|(n, _)| *n).collect();
+        let (bad, notes) = crate::awsnode::check(vars, &known);
+        if bad.is_empty() { Ok(notes) } else { Err(ConfigError(bad)) }
     }
 
     /// Reads the configuration: the TOML file's keys (the same names, lower or upper case) first,
@@ -250,17 +278,7 @@ impl DaemonConfig {
         let eni_mtu = uint("AWS_VPC_ENI_MTU", &mut bad).unwrap_or(9001);
         let pod_mtu = uint("POD_MTU", &mut bad).unwrap_or(eni_mtu);
         let wiring_grace = Duration::from_secs(u64::from(uint("PODIP_WIRING_GRACE", &mut bad).unwrap_or(180)));
-        let mut boolean = |name: &str| -> bool {
-            let v = get(name);
-            match v.to_ascii_lowercase().as_str() {
-                "true" | "1" | "yes" => true,
-                "false" | "0" | "no" | "" => false,
-                _ => {
-                    bad.push(format!("{name}={v:?}: true or false"));
-                    false
-                }
-            }
-        };
+        let mut boolean = |name: &str| -> bool { boolean_of(&get(name), name, &mut bad) };
         let prefix_delegation = boolean("ENABLE_PREFIX_DELEGATION");
         let custom_networking = boolean("AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG");
         let external = boolean("AWS_VPC_K8S_CNI_EXTERNALSNAT");
@@ -330,6 +348,13 @@ impl DaemonConfig {
         if let Cloud::Sim(p) = &cloud {
             absolute_path("PODIP_CLOUD", &p.display().to_string(), 107, &mut bad);
         }
+        let subnet_discovery = boolean_of(&get("ENABLE_SUBNET_DISCOVERY"), "ENABLE_SUBNET_DISCOVERY", &mut bad);
+        let cluster_name = Some(get("CLUSTER_NAME")).filter(|s| !s.is_empty());
+        if let Some(c) = &cluster_name
+            && (c.len() > 100 || !c.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_')))
+        {
+            bad.push(format!("CLUSTER_NAME={c:?}: 1-100 letters, digits, '-' or '_' (an EKS cluster name)"));
+        }
         let primary_if = get("PODIP_PRIMARY_IF");
         if let Some(p) = crate::limits::interface_problem(&primary_if) {
             bad.push(format!("PODIP_PRIMARY_IF={primary_if:?}: {p}"));
@@ -345,6 +370,8 @@ impl DaemonConfig {
             node_netns,
             primary_if,
             wiring_grace,
+            subnet_discovery,
+            cluster_name,
             warm_eni,
             warm_ip,
             minimum_ip,

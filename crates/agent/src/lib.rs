@@ -4,6 +4,7 @@
 //! truth.
 #![forbid(unsafe_code)]
 
+pub mod awsnode;
 pub mod checkpoint;
 pub mod clock;
 pub mod config;

@@ -51,6 +51,13 @@ pub struct Metrics {
     pub unwired_released: Counter,
     /// Attachments recovered from the host's wiring (checkpoint lost or behind).
     pub recovered: Counter,
+    /// What the engine did about EC2 and its pool, by kind (see [`Metrics::observe_engine`]).
+    pub engine: Family<KindLabel, Counter>,
+    /// Unattached ENIs of the node waiting to be deleted.
+    pub orphan_enis: Gauge,
+    /// 1 while the cloud cannot be reached or refuses every call.
+    pub cloud_down: Gauge,
+    last_engine: std::sync::Mutex<ipam::engine::EngineCounters>,
 }
 
 /// A kind label.
@@ -79,6 +86,10 @@ impl Default for Metrics {
             strays_removed: Family::default(),
             unwired_released: Counter::default(),
             recovered: Counter::default(),
+            engine: Family::default(),
+            orphan_enis: Gauge::default(),
+            cloud_down: Gauge::default(),
+            last_engine: std::sync::Mutex::default(),
             registry: Registry::default(),
         };
         registry.register("addresses", "Pod addresses in the warm pool", m.total.clone());
@@ -96,6 +107,18 @@ impl Default for Metrics {
         registry.register("host_strays_removed", "Host rules and links no attachment held", m.strays_removed.clone());
         registry.register("unwired_released", "Assignments the host never wired, released", m.unwired_released.clone());
         registry.register("recovered", "Attachments recovered from the host's wiring", m.recovered.clone());
+        registry.register(
+            "engine_events",
+            "Pool and EC2 events by kind: pool_exhausted (ADDs refused, no free address), backoff, \
+             error_backoff, inconsistent, reconcile, reconcile_change, eni_deleted, cleanup_failure, leaked_eni",
+            m.engine.clone(),
+        );
+        registry.register("orphan_enis", "Unattached ENIs of this node waiting to be deleted", m.orphan_enis.clone());
+        registry.register(
+            "cloud_down",
+            "1 while the cloud cannot be reached or refuses every call",
+            m.cloud_down.clone(),
+        );
         Metrics { registry, ..m }
     }
 }
@@ -113,6 +136,28 @@ impl Metrics {
         self.prefixes_pinned.set(g(s.total_prefixes - s.free_prefixes));
         self.enis.set(g(enis as u64));
         self.backoff.set(i64::from(backoff));
+    }
+
+    /// Brings the engine's event counters up to `c`.
+    pub fn observe_engine(&self, c: &ipam::engine::EngineCounters) {
+        let mut last = self.last_engine.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let pairs = [
+            ("pool_exhausted", c.rejected, last.rejected),
+            ("backoff", c.backoffs, last.backoffs),
+            ("error_backoff", c.error_backoffs, last.error_backoffs),
+            ("inconsistent", c.inconsistent, last.inconsistent),
+            ("reconcile", c.reconciles, last.reconciles),
+            ("reconcile_change", c.reconcile_changes, last.reconcile_changes),
+            ("eni_deleted", c.enis_deleted, last.enis_deleted),
+            ("cleanup_failure", c.cleanup_failures, last.cleanup_failures),
+            ("leaked_eni", c.leaked, last.leaked),
+        ];
+        for (kind, now, before) in pairs {
+            if now > before {
+                self.engine.get_or_create(&KindLabel { kind: kind.into() }).inc_by(now - before);
+            }
+        }
+        *last = *c;
     }
 
     /// The text exposition.

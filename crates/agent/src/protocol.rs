@@ -95,16 +95,19 @@ pub struct Lease {
     pub existing: bool,
 }
 
-/// Readiness, as STATUS reports it.
+/// Readiness, as STATUS reports it. A full or refilling pool is `Ready`: the node can serve
+/// pods, and an ADD that finds no free address gets code 11 (try again later).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Readiness {
-    /// An ADD now would get an address.
+    /// The daemon serves ADDs (the pool may be full or refilling at this instant).
     Ready,
-    /// No address now; the pool is growing.
+    /// Not sent since protocol 1.1 (a full pool is `Ready`); a plugin treats it as `Ready`.
     Refilling,
-    /// No address, and growth is blocked (subnet exhausted, back-off, ENI limit).
+    /// Not sent since protocol 1.1 (a full pool is `Ready`); a plugin treats it as `Ready`.
     Exhausted,
+    /// The pool has no address at all and the cloud cannot be reached: no pod can start here.
+    CloudDown,
 }
 
 /// A successful reply.

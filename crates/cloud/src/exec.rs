@@ -1,28 +1,59 @@
-//! Carries out an engine [`Call`] as EC2 actions: create-and-attach (deleting the ENI again if
-//! the attach fails) and detach-then-delete.
+//! Carries out an engine [`Call`] as one EC2 action for one node: new ENIs are created with the
+//! node's tags and podip's description, the reconcile reads the node's ENIs and sorts out the
+//! ones podip must leave alone, the leak sweep lists the node's unattached ENIs.
 
-use crate::{Call, CallError, CallOutput, CreateEni, Ec2, ErrorKind};
+use crate::{
+    CallError, CallOutput, CreateEni, DESCRIPTION_PREFIX, Ec2, EniStatus, TAG_CLUSTER, TAG_CREATED_AT, TAG_INSTANCE_ID,
+};
 use ipam::addr::InstanceId;
+use ipam::call::{Call, NodeEnis};
 
-/// Performs `call` for `instance` against `ec2`.
+/// The node a call is made for, and what its new ENIs are tagged with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Owner {
+    /// The instance.
+    pub instance: InstanceId,
+    /// The cluster's name (`CLUSTER_NAME`), when known.
+    pub cluster: Option<String>,
+}
+
+impl Owner {
+    /// The owner `instance`, of no named cluster.
+    pub fn new(instance: InstanceId) -> Owner {
+        Owner { instance, cluster: None }
+    }
+
+    /// The tags of a new ENI created at `created_at` (an RFC 3339 time).
+    pub fn tags(&self, created_at: String) -> Vec<(String, String)> {
+        let mut tags =
+            vec![(TAG_INSTANCE_ID.to_string(), self.instance.0.clone()), (TAG_CREATED_AT.into(), created_at)];
+        if let Some(c) = &self.cluster {
+            tags.push((TAG_CLUSTER.into(), c.clone()));
+        }
+        tags
+    }
+}
+
+/// Performs `call` for `owner` against `ec2`; `unix_secs` is the time new ENIs are stamped with.
 ///
 /// # Errors
-/// The first EC2 error, classified. A failed attach leaves no ENI behind (best effort: if the
-/// clean-up delete also fails, the attach error is still the one returned).
-pub fn execute(ec2: &mut dyn Ec2, instance: &InstanceId, call: &Call) -> Result<CallOutput, CallError> {
+/// The EC2 error, classified.
+pub fn execute(ec2: &mut dyn Ec2, owner: &Owner, unix_secs: u64, call: &Call) -> Result<CallOutput, CallError> {
     match call {
-        Call::CreateEni { subnet, security_groups, device_index, secondary_ips, prefixes } => {
+        Call::CreateEni { subnet, security_groups, secondary_ips, prefixes } => {
+            let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix_secs);
             let eni = ec2.create_network_interface(&CreateEni {
                 subnet: subnet.clone(),
                 security_groups: security_groups.clone(),
                 secondary_ips: *secondary_ips,
                 prefixes: *prefixes,
+                description: format!("{DESCRIPTION_PREFIX}{}", owner.instance),
+                tags: owner.tags(humantime::format_rfc3339_seconds(at).to_string()),
             })?;
-            if let Err(e) = ec2.attach_network_interface(&eni.id, instance, *device_index) {
-                let _ = ec2.delete_network_interface(&eni.id);
-                return Err(e);
-            }
-            Ok(CallOutput::Eni(eni.into_info(*device_index)))
+            Ok(CallOutput::Eni(eni.into_info(0)))
+        }
+        Call::AttachEni { eni, device_index } => {
+            ec2.attach_network_interface(eni, &owner.instance, *device_index).map(|()| CallOutput::Done)
         }
         Call::AssignIps { eni, count } => ec2.assign_private_ip_addresses(eni, *count).map(CallOutput::Ips),
         Call::AssignPrefixes { eni, count } => ec2.assign_ipv4_prefixes(eni, *count).map(CallOutput::Prefixes),
@@ -31,17 +62,32 @@ pub fn execute(ec2: &mut dyn Ec2, instance: &InstanceId, call: &Call) -> Result<
         Call::UnassignPrefixes { eni, prefixes } => {
             ec2.unassign_ipv4_prefixes(eni, prefixes).map(|()| CallOutput::Done)
         }
-        Call::DeleteEni { eni } => {
-            match ec2.detach_network_interface(eni) {
-                Ok(()) => {}
-                // Already detached: go on to the delete.
-                Err(e) if e.code == "InvalidAttachmentID.NotFound" => {}
-                Err(e) => return Err(e),
+        Call::DetachEni { eni } => ec2.detach_network_interface(eni).map(|()| CallOutput::Done),
+        Call::DeleteEni { eni } => ec2.delete_network_interface(eni).map(|()| CallOutput::Done),
+        Call::Describe => {
+            let mut out = NodeEnis::default();
+            for d in ec2.describe_network_interfaces(&owner.instance)? {
+                let Some((_, dev)) = d.attachment.clone() else { continue };
+                if d.status == EniStatus::Detaching {
+                    // On its way out: neither the node's nor deletable yet.
+                    continue;
+                }
+                if d.managed() || dev == 0 {
+                    out.managed.push(d.into_info(dev));
+                } else {
+                    out.unmanaged.push(dev);
+                }
             }
-            match ec2.delete_network_interface(eni) {
-                Err(e) if e.kind == ErrorKind::NotFound => Err(e),
-                other => other.map(|()| CallOutput::Done),
-            }
+            Ok(CallOutput::Enis(out))
+        }
+        Call::ListUnattached => {
+            let enis = ec2.describe_unattached(&owner.instance)?;
+            Ok(CallOutput::EniIds(
+                enis.into_iter()
+                    .filter(|d| d.status == EniStatus::Available && d.created_by_podip_for(&owner.instance))
+                    .map(|d| d.id)
+                    .collect(),
+            ))
         }
     }
 }

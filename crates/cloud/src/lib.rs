@@ -84,7 +84,7 @@ impl Action {
 }
 
 /// A request to create an ENI.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CreateEni {
     /// Subnet.
     pub subnet: SubnetId,
@@ -94,6 +94,37 @@ pub struct CreateEni {
     pub secondary_ips: u32,
     /// `Ipv4PrefixCount`.
     pub prefixes: u32,
+    /// `Description`.
+    pub description: String,
+    /// `TagSpecifications` of the new interface.
+    pub tags: Vec<(String, String)>,
+}
+
+/// Tag naming the instance an ENI was created for (the VPC CNI's, so its tools find podip's ENIs).
+pub const TAG_INSTANCE_ID: &str = "node.k8s.amazonaws.com/instance_id";
+/// Tag holding when an ENI was created (RFC 3339).
+pub const TAG_CREATED_AT: &str = "node.k8s.amazonaws.com/createdAt";
+/// Tag naming the cluster (set when the cluster name is known).
+pub const TAG_CLUSTER: &str = "cluster.k8s.amazonaws.com/name";
+/// Tag that marks an ENI no agent may manage (`true`).
+pub const TAG_NO_MANAGE: &str = "node.k8s.amazonaws.com/no_manage";
+/// The start of the description of every ENI podip creates (`podip-<instance-id>`).
+pub const DESCRIPTION_PREFIX: &str = "podip-";
+
+/// An ENI's state, as `DescribeNetworkInterfaces` reports it in `Status` (with the attachment's
+/// own `attaching` and `detaching` states folded in).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EniStatus {
+    /// Not attached.
+    #[default]
+    Available,
+    /// Being attached.
+    Attaching,
+    /// Attached.
+    InUse,
+    /// Being detached: it cannot be deleted yet.
+    Detaching,
 }
 
 /// What EC2 says about an ENI.
@@ -113,9 +144,34 @@ pub struct EniDescription {
     pub ipv6_prefixes: Vec<Ipv6Net>,
     /// Attachment, if attached: instance and device index.
     pub attachment: Option<(InstanceId, u32)>,
+    /// Status.
+    #[serde(default)]
+    pub status: EniStatus,
+    /// `InterfaceType`: `interface`, `trunk`, `efa`, ...
+    #[serde(default)]
+    pub interface_type: String,
+    /// `Description`.
+    #[serde(default)]
+    pub description: String,
+    /// Tags.
+    #[serde(default)]
+    pub tags: std::collections::BTreeMap<String, String>,
 }
 
 impl EniDescription {
+    /// Whether an agent may use and free this ENI: not a trunk or EFA interface, and not tagged
+    /// `node.k8s.amazonaws.com/no_manage=true` (`vpc-cni-behaviour.md` §7).
+    pub fn managed(&self) -> bool {
+        let special = matches!(self.interface_type.as_str(), "trunk" | "branch" | "efa" | "efa-only");
+        let no_manage = self.tags.get(TAG_NO_MANAGE).is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        !special && !no_manage
+    }
+
+    /// Whether podip created this ENI for `instance` (its description and instance tag).
+    pub fn created_by_podip_for(&self, instance: &InstanceId) -> bool {
+        self.description.starts_with(DESCRIPTION_PREFIX) && self.tags.get(TAG_INSTANCE_ID) == Some(&instance.0)
+    }
+
     /// What the engine's datastore takes of this ENI, attached at `device_index`.
     pub fn into_info(self, device_index: u32) -> ipam::datastore::EniInfo {
         ipam::datastore::EniInfo {
@@ -191,13 +247,23 @@ pub trait Ec2 {
     /// # Errors
     /// Throttled.
     fn describe_network_interfaces(&mut self, instance: &InstanceId) -> Result<Vec<EniDescription>, CallError>;
+    /// `DescribeNetworkInterfaces` filtered on `status=available` and the tag
+    /// `node.k8s.amazonaws.com/instance_id=<instance>`: the unattached ENIs created for
+    /// `instance`, which the leak sweep collects.
+    ///
+    /// # Errors
+    /// Throttled.
+    fn describe_unattached(&mut self, instance: &InstanceId) -> Result<Vec<EniDescription>, CallError>;
 }
 
 /// The error kind of an EC2 error code.
 pub fn classify(code: &str) -> ErrorKind {
     match code {
         "RequestLimitExceeded" | "Throttling" => ErrorKind::Throttled,
-        "InternalError" | "ServiceUnavailable" | "Unavailable" => ErrorKind::Transient,
+        "InternalError" | "InternalFailure" | "ServiceUnavailable" | "Unavailable" | "RequestTimeout" => {
+            ErrorKind::Transient
+        }
+        "InvalidNetworkInterface.InUse" | "IncorrectState" | "IncorrectInstanceState" => ErrorKind::Conflict,
         "InsufficientCidrBlocks" => ErrorKind::Capacity(Capacity::InsufficientCidrBlocks),
         "InsufficientFreeAddressesInSubnet" => ErrorKind::Capacity(Capacity::InsufficientFreeAddresses),
         "PrivateIpAddressLimitExceeded" => ErrorKind::Capacity(Capacity::AddressLimit),

@@ -42,6 +42,12 @@ pub enum Ec2Request {
         secondary_ips: u32,
         /// Prefixes.
         prefixes: u32,
+        /// Description.
+        #[serde(default)]
+        description: String,
+        /// Tags.
+        #[serde(default)]
+        tags: Vec<(String, String)>,
     },
     /// `AttachNetworkInterface`.
     Attach {
@@ -97,6 +103,16 @@ pub enum Ec2Request {
     },
     /// `DescribeNetworkInterfaces` for an instance.
     Describe {
+        /// Instance.
+        instance: InstanceId,
+    },
+    /// `DescribeNetworkInterfaces` of an instance's unattached ENIs (by tag).
+    DescribeUnattached {
+        /// Instance.
+        instance: InstanceId,
+    },
+    /// The instance metadata service's (lagging) view of an instance's ENIs.
+    Metadata {
         /// Instance.
         instance: InstanceId,
     },
@@ -173,12 +189,14 @@ fn handle(vpc: &mut SimVpc, req: Ec2Request) -> Result<Ec2Reply, CallError> {
             Ec2Reply::Subnets { subnets: vpc.subnets().iter().map(|s| (s.id.clone(), s.az.clone(), s.cidr)).collect() }
         }
         Ec2Request::VpcCidrs => Ec2Reply::Cidrs { cidrs: vpc.vpc_cidrs().to_vec() },
-        Ec2Request::Create { subnet, secondary_ips, prefixes } => Ec2Reply::Eni {
+        Ec2Request::Create { subnet, secondary_ips, prefixes, description, tags } => Ec2Reply::Eni {
             eni: vpc.create_network_interface(&CreateEni {
                 subnet,
                 security_groups: vec![],
                 secondary_ips,
                 prefixes,
+                description,
+                tags,
             })?,
         },
         Ec2Request::Attach { eni, instance, device_index } => {
@@ -207,6 +225,8 @@ fn handle(vpc: &mut SimVpc, req: Ec2Request) -> Result<Ec2Reply, CallError> {
             Ec2Reply::Done
         }
         Ec2Request::Describe { instance } => Ec2Reply::Enis { enis: vpc.describe_network_interfaces(&instance)? },
+        Ec2Request::DescribeUnattached { instance } => Ec2Reply::Enis { enis: vpc.describe_unattached(&instance)? },
+        Ec2Request::Metadata { instance } => Ec2Reply::Enis { enis: vpc.metadata_enis(&instance) },
     })
 }
 
@@ -250,11 +270,18 @@ pub fn serve(listener: UnixListener, vpc: SimVpc, now: fn() -> Time, latency_sca
     }
 }
 
-/// An [`Ec2`] client of the simulated-VPC service.
+/// How long a call to the service may take before it counts as failed (`RequestTimeout`, an
+/// unknown outcome); the service's own latencies are scaled well below this.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An [`Ec2`] client of the simulated-VPC service. It connects on first use, gives every call
+/// [`CALL_TIMEOUT`], and after any connection failure connects again on the next call, so a
+/// restarted service is picked up without restarting the daemon.
 #[derive(Debug)]
 pub struct RemoteEc2 {
-    reader: BufReader<UnixStream>,
-    writer: UnixStream,
+    path: std::path::PathBuf,
+    timeout: Duration,
+    conn: Option<(BufReader<UnixStream>, UnixStream)>,
 }
 
 impl RemoteEc2 {
@@ -263,28 +290,75 @@ impl RemoteEc2 {
     /// # Errors
     /// The socket cannot be reached.
     pub fn connect(path: &Path) -> std::io::Result<RemoteEc2> {
-        let s = UnixStream::connect(path)?;
-        Ok(RemoteEc2 { reader: BufReader::new(s.try_clone()?), writer: s })
+        let mut c = RemoteEc2 { path: path.to_path_buf(), timeout: CALL_TIMEOUT, conn: None };
+        c.reconnect()?;
+        Ok(c)
+    }
+
+    /// Sets the per-call timeout.
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+        self.conn = None;
+    }
+
+    fn reconnect(&mut self) -> std::io::Result<()> {
+        let s = UnixStream::connect(&self.path)?;
+        s.set_read_timeout(Some(self.timeout))?;
+        s.set_write_timeout(Some(self.timeout))?;
+        self.conn = Some((BufReader::new(s.try_clone()?), s));
+        Ok(())
     }
 
     /// Makes one request.
     ///
     /// # Errors
-    /// The call's EC2 error, or `Unavailable` when the service cannot be reached.
+    /// The call's EC2 error; `Unavailable` when the service cannot be reached, `RequestTimeout`
+    /// when it does not answer in time (the call may still have taken effect).
     pub fn call(&mut self, req: &Ec2Request) -> Result<Ec2Reply, CallError> {
-        let unavailable = |e: std::io::Error| ec2_error("Unavailable", format!("simulated VPC service: {e}"));
         let mut line = serde_json::to_string(req).map_err(|e| ec2_error("InvalidRequest", e.to_string()))?;
         line.push('\n');
-        self.writer.write_all(line.as_bytes()).map_err(unavailable)?;
-        let mut reply = String::new();
-        if self.reader.read_line(&mut reply).map_err(unavailable)? == 0 {
-            return Err(ec2_error("Unavailable", "simulated VPC service closed the connection"));
+        if self.conn.is_none() {
+            self.reconnect().map_err(|e| ec2_error("Unavailable", format!("simulated VPC service: {e}")))?;
         }
+        let r = self.exchange(&line);
+        if r.is_err() {
+            // The stream may hold half a reply: never reuse it.
+            self.conn = None;
+        }
+        let reply = r?;
         let wire: Wire = serde_json::from_str(&reply).map_err(|e| ec2_error("InternalError", e.to_string()))?;
         match (wire.ok, wire.err) {
             (Some(ok), _) => Ok(ok),
             (None, Some(e)) => Err(e),
             (None, None) => Err(ec2_error("InternalError", "empty reply")),
+        }
+    }
+
+    fn exchange(&mut self, line: &str) -> Result<String, CallError> {
+        let timeout = self.timeout;
+        let lost = |e: std::io::Error| match e.kind() {
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+                ec2_error("RequestTimeout", format!("simulated VPC service: no answer in {timeout:?}"))
+            }
+            _ => ec2_error("Unavailable", format!("simulated VPC service: {e}")),
+        };
+        let (reader, writer) = self.conn.as_mut().ok_or_else(|| ec2_error("Unavailable", "not connected"))?;
+        writer.write_all(line.as_bytes()).map_err(lost)?;
+        let mut reply = String::new();
+        if reader.read_line(&mut reply).map_err(lost)? == 0 {
+            return Err(ec2_error("Unavailable", "simulated VPC service closed the connection"));
+        }
+        Ok(reply)
+    }
+
+    /// The instance metadata service's view of `instance`'s ENIs (it lags EC2).
+    ///
+    /// # Errors
+    /// As [`RemoteEc2::call`].
+    pub fn metadata_enis(&mut self, instance: &InstanceId) -> Result<Vec<EniDescription>, CallError> {
+        match self.call(&Ec2Request::Metadata { instance: instance.clone() })? {
+            Ec2Reply::Enis { enis } => Ok(enis),
+            r => Err(unexpected(r)),
         }
     }
 }
@@ -299,6 +373,8 @@ impl Ec2 for RemoteEc2 {
             subnet: req.subnet.clone(),
             secondary_ips: req.secondary_ips,
             prefixes: req.prefixes,
+            description: req.description.clone(),
+            tags: req.tags.clone(),
         })? {
             Ec2Reply::Eni { eni } => Ok(eni),
             r => Err(unexpected(r)),
@@ -353,6 +429,13 @@ impl Ec2 for RemoteEc2 {
 
     fn describe_network_interfaces(&mut self, instance: &InstanceId) -> Result<Vec<EniDescription>, CallError> {
         match self.call(&Ec2Request::Describe { instance: instance.clone() })? {
+            Ec2Reply::Enis { enis } => Ok(enis),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    fn describe_unattached(&mut self, instance: &InstanceId) -> Result<Vec<EniDescription>, CallError> {
+        match self.call(&Ec2Request::DescribeUnattached { instance: instance.clone() })? {
             Ec2Reply::Enis { enis } => Ok(enis),
             r => Err(unexpected(r)),
         }

@@ -337,9 +337,13 @@ fn gc(conf: &NetConf) -> Result<(), CniError> {
 
 fn status(conf: &NetConf) -> Result<(), CniError> {
     match daemon::call(&conf.socket, Op::Status) {
-        Ok(Ok(Reply::Status { readiness: Readiness::Ready, .. })) => Ok(()),
-        Ok(Ok(Reply::Status { readiness, .. })) => {
-            Err(CniError::new(ErrorCode::NotAvailable, format!("no address can be had now ({readiness:?})")))
+        // A full or refilling pool is normal: ADD answers it with code 11. STATUS fails only
+        // when the daemon cannot serve at all, since a failure makes the node NotReady.
+        Ok(Ok(Reply::Status { readiness: Readiness::Ready | Readiness::Refilling | Readiness::Exhausted, .. })) => {
+            Ok(())
+        }
+        Ok(Ok(Reply::Status { readiness: Readiness::CloudDown, .. })) => {
+            Err(CniError::new(ErrorCode::NotAvailable, "podipd has no address and cannot reach the cloud to get one"))
         }
         Ok(Ok(other)) => Err(CniError::new(ErrorCode::Plugin(101), format!("unexpected reply {other:?}"))),
         Ok(Err((_, msg))) => Err(CniError::new(ErrorCode::NotAvailable, msg)),

@@ -119,6 +119,8 @@ fn containerd_containers_get_addresses_and_reach_each_other() {
     let _cleanup = Cleanup;
     let root = rootfs(&node.dir);
     let ctrd = Containerd::start(&node.dir);
+    // ctr does not retry an ADD answered "try again later" as kubelet does: let the pool fill.
+    common::wait_for(&node.socket, |st| st["total"].as_u64().unwrap_or(0) >= 2, 20);
     let rootfs = root.display().to_string();
     // The first container waits a little; the second finds it and pings it. Both run with --rm,
     // so ctr calls DEL when they end.
@@ -129,7 +131,7 @@ fn containerd_containers_get_addresses_and_reach_each_other() {
         .arg(&ctrd.address)
         .args(["run", "--rm", "--cni", "--rootfs", &rootfs, "e2e-server", "/bin/sleep", "6"])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let t0 = Instant::now();
@@ -144,7 +146,11 @@ fn containerd_containers_get_addresses_and_reach_each_other() {
         if let Some(p) = found {
             break p["ip"].as_str().unwrap().to_string();
         }
-        assert!(t0.elapsed() < Duration::from_secs(20), "the server never got an address: {st}");
+        if t0.elapsed() > Duration::from_secs(20) || server.try_wait().unwrap().is_some() {
+            let _ = server.kill();
+            let out = server.wait_with_output().unwrap();
+            panic!("the server never got an address: {st}\nctr: {}", String::from_utf8_lossy(&out.stderr));
+        }
         std::thread::sleep(Duration::from_millis(100));
     };
     assert!(server_ip.starts_with("10.0.0."), "{server_ip}");

@@ -122,24 +122,45 @@ fn on_restart_the_host_is_ground_truth_both_ways() {
 }
 
 #[test]
-fn status_reports_50_and_add_11_when_no_address_can_be_had() {
+fn status_stays_ready_on_a_full_or_cooling_pool_while_add_says_11() {
     if !privileged() {
         return;
     }
-    // One ENI only (MAX_ENI=1): 9 addresses, and the pool cannot grow.
-    let mut node = Node::with("s", &[("MAX_ENI", "1")]);
-    assert_eq!(node.cni(&[("CNI_COMMAND", "STATUS")], &node.conf("1.1.0")).0, 0, "ready at first");
+    // One ENI only (MAX_ENI=1): 9 addresses, and the pool cannot grow. Before, STATUS failed
+    // with 50 here, which makes containerd report NetworkReady=false and the node NotReady.
+    let mut node = Node::with("s", &[("MAX_ENI", "1"), ("IP_COOLDOWN_PERIOD", "600")]);
+    let status = |node: &Node| node.cni(&[("CNI_COMMAND", "STATUS")], &node.conf("1.1.0"));
+    assert_eq!(status(&node).0, 0, "ready at first");
+    let mut pods = Vec::new();
     for i in 0..9 {
         let ns = node.pod(i);
         node.add(&format!("s{i}"), &ns);
+        pods.push(ns);
     }
-    let (code, v) = node.cni(&[("CNI_COMMAND", "STATUS")], &node.conf("1.1.0"));
+    let refused_add = |node: &mut Node, cid: &str| {
+        let ns = node.pod(100 + cid.len());
+        let netns = format!("/var/run/netns/{ns}");
+        let (code, v) = node.cni(&common::env_of("ADD", cid, &netns), &node.conf("1.1.0"));
+        assert_eq!((code, v["code"].as_u64()), (1, Some(11)), "{v}");
+        assert!(sh(&["ip", "-n", &ns, "-o", "link", "show"]).lines().count() == 1, "a refused ADD builds nothing");
+    };
+    // A node at max pods.
+    let (code, v) = status(&node);
+    assert_eq!(code, 0, "a full pool is ready: {v}");
+    refused_add(&mut node, "full");
+    // A node whose free addresses are all cooling.
+    for (i, ns) in pods.iter().enumerate() {
+        let netns = format!("/var/run/netns/{ns}");
+        let (code, v) = node.cni(&common::env_of("DEL", &format!("s{i}"), &netns), &node.conf("1.1.0"));
+        assert_eq!(code, 0, "{v}");
+    }
+    let st = common::introspect(&node.socket);
+    assert_eq!(st["cooling"], 9, "{st}");
+    let (code, v) = status(&node);
+    assert_eq!(code, 0, "a cooling pool is ready: {v}");
+    refused_add(&mut node, "cooling");
+    // A daemon that is gone: STATUS fails.
+    node.kill_daemon();
+    let (code, v) = status(&node);
     assert_eq!((code, v["code"].as_u64()), (1, Some(50)), "{v}");
-    let ns = node.pod(9);
-    let netns = format!("/var/run/netns/{ns}");
-    let env =
-        [("CNI_COMMAND", "ADD"), ("CNI_CONTAINERID", "s9"), ("CNI_NETNS", netns.as_str()), ("CNI_IFNAME", "eth0")];
-    let (code, v) = node.cni(&env, &node.conf("1.1.0"));
-    assert_eq!((code, v["code"].as_u64()), (1, Some(11)), "{v}");
-    assert!(sh(&["ip", "-n", &ns, "-o", "link", "show"]).lines().count() == 1, "a refused ADD builds nothing");
 }

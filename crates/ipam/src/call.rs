@@ -18,18 +18,23 @@ pub struct OpId(pub u64);
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "call", rename_all = "snake_case")]
 pub enum Call {
-    /// Create an ENI with addresses or prefixes and attach it at `device_index`.
+    /// Create an ENI with addresses or prefixes (tagged as the node's; not attached yet).
     CreateEni {
         /// Subnet for the ENI.
         subnet: SubnetId,
         /// Security groups (empty: the primary ENI's).
         security_groups: Vec<String>,
-        /// Attachment slot.
-        device_index: u32,
         /// Secondary addresses to create it with.
         secondary_ips: u32,
         /// /28 prefixes to create it with.
         prefixes: u32,
+    },
+    /// Attach a created ENI to the node at `device_index`.
+    AttachEni {
+        /// The ENI.
+        eni: EniId,
+        /// Attachment slot.
+        device_index: u32,
     },
     /// Assign secondary addresses to an ENI.
     AssignIps {
@@ -64,11 +69,20 @@ pub enum Call {
         /// The prefixes.
         prefixes: Vec<Ipv4Net>,
     },
-    /// Detach and delete an ENI.
+    /// Detach an ENI from the node (it is deleted once EC2 has detached it).
+    DetachEni {
+        /// The ENI.
+        eni: EniId,
+    },
+    /// Delete an unattached ENI.
     DeleteEni {
         /// The ENI.
         eni: EniId,
     },
+    /// Read the node's attached ENIs from EC2 (the reconcile).
+    Describe,
+    /// List the unattached ENIs created for this node (the leak sweep).
+    ListUnattached,
 }
 
 impl Call {
@@ -76,21 +90,38 @@ impl Call {
     pub fn name(&self) -> &'static str {
         match self {
             Call::CreateEni { .. } => "create_eni",
+            Call::AttachEni { .. } => "attach_eni",
             Call::AssignIps { .. } => "assign_ips",
             Call::AssignPrefixes { .. } => "assign_prefixes",
             Call::AssignIpv6Prefix { .. } => "assign_ipv6_prefix",
             Call::UnassignIps { .. } => "unassign_ips",
             Call::UnassignPrefixes { .. } => "unassign_prefixes",
+            Call::DetachEni { .. } => "detach_eni",
             Call::DeleteEni { .. } => "delete_eni",
+            Call::Describe => "describe",
+            Call::ListUnattached => "list_unattached",
         }
     }
+}
+
+/// The node's ENIs as EC2 reports them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeEnis {
+    /// Attached (or attaching) ENIs podip may use and free.
+    pub managed: Vec<EniInfo>,
+    /// Device indexes of attached ENIs podip must leave alone (trunk, EFA, `no_manage`).
+    pub unmanaged: Vec<u32>,
 }
 
 /// A successful result.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CallOutput {
-    /// The ENI created and attached.
+    /// The ENI created (not attached; its device index is not meaningful yet).
     Eni(EniInfo),
+    /// The node's ENIs.
+    Enis(NodeEnis),
+    /// ENI ids.
+    EniIds(Vec<EniId>),
     /// Addresses assigned.
     Ips(Vec<Ipv4Addr>),
     /// Prefixes assigned.
@@ -127,6 +158,9 @@ pub enum ErrorKind {
     Capacity(Capacity),
     /// The resource does not exist (e.g. `InvalidNetworkInterfaceID.NotFound`).
     NotFound,
+    /// The resource is in a state that forbids the call for now (`InvalidNetworkInterface.InUse`
+    /// while an ENI is still detaching, `IncorrectState`): retry later.
+    Conflict,
     /// Anything else: retrying will not help.
     Permanent,
 }
@@ -147,6 +181,12 @@ impl CallError {
     /// An error of `kind` with EC2 `code`.
     pub fn new(kind: ErrorKind, code: &str, message: impl Into<String>) -> CallError {
         CallError { kind, code: code.to_string(), message: message.into() }
+    }
+
+    /// Whether the call may have taken effect in EC2 although it failed (a lost reply, a
+    /// timeout, a server error): only a reconcile can tell.
+    pub fn outcome_unknown(&self) -> bool {
+        self.kind == ErrorKind::Transient
     }
 
     /// Whether this is one of the two subnet-exhaustion errors that start the 120 s back-off.

@@ -50,6 +50,31 @@ pub struct NodeSettings {
     pub subnet_discovery: bool,
     /// `AWS_MANAGE_ENIS_NON_SCHEDULABLE`.
     pub manage_enis_non_schedulable: bool,
+    /// The node's periodic work against EC2 (off by default: the planner's VPC CNI reconciles
+    /// against the free instance metadata, not EC2).
+    pub housekeeping: Housekeeping,
+}
+
+/// The node's periodic work against EC2, beside the pool cycle.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Housekeeping {
+    /// Read the node's ENIs from EC2 this often and correct the datastore (the VPC CNI's 60 s
+    /// `nodeIPPoolReconcileInterval`). Errors that show the datastore wrong reconcile at once
+    /// whatever this is.
+    pub reconcile_every: Option<Duration>,
+    /// List the node's unattached ENIs this often and delete those seen unattached for
+    /// [`crate::engine::LEAK_GRACE`].
+    pub leak_sweep_every: Option<Duration>,
+}
+
+impl Housekeeping {
+    /// What the daemon runs: a reconcile every 60 s and a leak sweep every 5 minutes.
+    pub fn daemon() -> Housekeeping {
+        Housekeeping {
+            reconcile_every: Some(Duration::from_secs(60)),
+            leak_sweep_every: Some(Duration::from_secs(300)),
+        }
+    }
 }
 
 impl Default for NodeSettings {
@@ -69,6 +94,7 @@ impl Default for NodeSettings {
             packing: None,
             subnet_discovery: false,
             manage_enis_non_schedulable: false,
+            housekeeping: Housekeeping::default(),
         }
     }
 }
@@ -120,6 +146,8 @@ pub struct NodeConfig {
     pub subnet_discovery: bool,
     /// Manage ENIs while unschedulable.
     pub manage_enis_non_schedulable: bool,
+    /// Periodic reconcile and leak sweep.
+    pub housekeeping: Housekeeping,
     /// Notes for the user (e.g. prefix delegation fell back).
     pub notes: Vec<String>,
 }
@@ -202,6 +230,7 @@ impl NodeConfig {
             packing: s.packing.unwrap_or(if s.corrected { Packing::Dense } else { Packing::Random }),
             subnet_discovery: s.subnet_discovery && !cn,
             manage_enis_non_schedulable: s.manage_enis_non_schedulable,
+            housekeeping: s.housekeeping,
             notes,
         })
     }

@@ -9,8 +9,13 @@
 //! The cycle follows the VPC CNI's `updateIPPoolIfRequired` (`vpc-cni-behaviour.md` §2.8): grow
 //! when low, otherwise shrink when high (at most every 30 s), then maybe free one ENI. A cycle
 //! starts only when no earlier call is still in flight, as upstream's pool loop blocks on its
-//! calls. Blocks being handed back are marked and only dropped once EC2 confirms; a failed
-//! release is undone.
+//! calls. Blocks being handed back are marked and only dropped once EC2 confirms; a release
+//! that surely failed is undone, one whose outcome is unknown stays out of use until a
+//! reconcile says.
+//!
+//! What keeps the engine from looping on EC2's errors lives in [`recover`]: a back-off with
+//! jitter per error kind and per ENI, the reconcile against EC2, the deletion of ENIs that
+//! failed to attach or were detached, and the leak sweep.
 //!
 //! [`POOL_CHECK_INTERVAL`]: crate::policy::POOL_CHECK_INTERVAL
 
@@ -19,10 +24,18 @@ use crate::call::{Call, CallError, CallOutput, Capacity, ErrorKind, OpId};
 use crate::config::NodeConfig;
 use crate::datastore::{CidrMode, Datastore, DatastoreError, EniInfo, Stats};
 use crate::policy::{DECREASE_INTERVAL, EniView, INSUFFICIENT_CIDR_BACKOFF, PoolPolicy, VpcCni, first_deletable};
+use crate::rng::SeededRng;
 use crate::time::Time;
 use ipnet::Ipv4Net;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+
+/// How long a limit EC2 reported (an ENI full, the instance full) is believed over the catalog.
+pub const LEARNED_LIMIT_TTL: std::time::Duration = std::time::Duration::from_secs(600);
+
+mod recover;
+use recover::{Gate, Retry};
+pub use recover::{LEAK_GRACE, ReconcileReport, backoff_bounds};
 
 /// Something that happened to the node.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -86,22 +99,29 @@ pub enum Effect {
         /// The address it held.
         addr: Option<IpAddr>,
     },
-    /// A call result did not fit the datastore (the datastore is unchanged).
+    /// A call result did not fit the datastore (the datastore is unchanged; a reconcile
+    /// follows).
     Inconsistent {
         /// The call.
         op: OpId,
         /// What was wrong.
         error: DatastoreError,
     },
+    /// A reconcile found the datastore and EC2 apart and corrected the datastore.
+    Reconciled(ReconcileReport),
 }
 
 #[derive(Clone, Debug)]
 enum Pending {
-    CreateEni,
+    CreateEni { device_index: u32 },
+    Attach { info: EniInfo },
     Assign { eni: EniId, count: u32, prefix: bool },
     AssignIpv6 { eni: EniId },
     Unassign { eni: EniId, nets: Vec<Ipv4Net> },
-    DeleteEni { eni: EniId },
+    Detach { eni: EniId },
+    Delete { eni: EniId },
+    Describe,
+    ListUnattached,
 }
 
 /// Counters of what the engine did, for reports and metrics.
@@ -115,6 +135,21 @@ pub struct EngineCounters {
     pub released: u64,
     /// Insufficient-address back-offs started.
     pub backoffs: u64,
+    /// Back-offs started for other errors (throttling, limits, not found, in use, server and
+    /// permanent errors).
+    pub error_backoffs: u64,
+    /// Call results that did not fit the datastore.
+    pub inconsistent: u64,
+    /// Reconciles against EC2 completed.
+    pub reconciles: u64,
+    /// Reconciles that changed the datastore.
+    pub reconcile_changes: u64,
+    /// ENIs deleted after a failed attach, a detach, or found leaked.
+    pub enis_deleted: u64,
+    /// Failed attempts to delete such an ENI (each is retried).
+    pub cleanup_failures: u64,
+    /// Unattached ENIs of this node the leak sweep handed over for deletion.
+    pub leaked: u64,
 }
 
 /// One node's engine.
@@ -129,6 +164,25 @@ pub struct Engine {
     last_insufficient: Option<Time>,
     schedulable: bool,
     counters: EngineCounters,
+    rng: SeededRng,
+    /// Back-offs in force.
+    gates: BTreeMap<Gate, Retry>,
+    /// ENIs EC2 called full (`PrivateIpAddressLimitExceeded`): the block count then, and until
+    /// when that limit is believed.
+    full_enis: BTreeMap<EniId, (u32, Time)>,
+    /// EC2 called the instance full (`AttachmentLimitExceeded`): the ENI count then, and until
+    /// when that limit is believed.
+    attach_full: Option<(u32, Time)>,
+    /// Device indexes of attached ENIs podip leaves alone.
+    unmanaged: Vec<u32>,
+    /// Unattached ENIs of this node to delete.
+    orphans: BTreeSet<EniId>,
+    /// Unattached ENIs the leak sweep saw, since when.
+    leak_seen: BTreeMap<EniId, Time>,
+    /// A reconcile is due now (an error showed the datastore may be wrong).
+    reconcile_due: bool,
+    last_reconcile: Time,
+    next_sweep: Time,
 }
 
 impl Engine {
@@ -152,7 +206,29 @@ impl Engine {
             last_insufficient: None,
             schedulable: true,
             counters: EngineCounters::default(),
+            rng: SeededRng::new(seed ^ 0x9e37_79b9_7f4a_7c15),
+            gates: BTreeMap::new(),
+            full_enis: BTreeMap::new(),
+            attach_full: None,
+            unmanaged: Vec::new(),
+            orphans: BTreeSet::new(),
+            leak_seen: BTreeMap::new(),
+            reconcile_due: false,
+            last_reconcile: now,
+            // The pool fills first.
+            next_sweep: now + std::time::Duration::from_secs(60),
         })
+    }
+
+    /// Device indexes of attached ENIs podip must leave alone (trunk, EFA, `no_manage`): they
+    /// count against the instance's ENI limit.
+    pub fn set_unmanaged(&mut self, devices: Vec<u32>) {
+        self.unmanaged = devices;
+    }
+
+    /// Unattached ENIs waiting to be deleted.
+    pub fn orphans(&self) -> impl Iterator<Item = &EniId> {
+        self.orphans.iter()
     }
 
     /// The configuration.
@@ -229,13 +305,29 @@ impl Engine {
     }
 
     fn tick(&mut self, now: Time, out: &mut Vec<Effect>) {
+        self.expire_learned(now);
+        if !self.pending.is_empty() || self.gated(&Gate::Cloud, now) {
+            return;
+        }
+        if self.housekeeping(now, out) {
+            return;
+        }
+        // A leaked ENI holds addresses and an ENI quota: its deletion goes before growth (its
+        // own back-off keeps it from starving the pool).
+        self.delete_one_orphan(now, out);
         if !self.pending.is_empty() {
             return;
         }
         if self.cfg.mode == CidrMode::Ipv6 {
-            self.ensure_ipv6_prefix(out);
-            return;
+            if !self.gated(&Gate::Grow, now) {
+                self.ensure_ipv6_prefix(out);
+            }
+        } else {
+            self.cycle(now, out);
         }
+    }
+
+    fn cycle(&mut self, now: Time, out: &mut Vec<Effect>) {
         let stats = self.ds.stats(now);
         if self.policy.is_low(&stats) {
             self.increase(now, &stats, out);
@@ -269,17 +361,39 @@ impl Engine {
         pod_eni && e.block_count() < self.cfg.limits.blocks_per_eni
     }
 
+    fn eni_count(&self) -> u32 {
+        (self.ds.enis().len() + self.unmanaged.len()) as u32
+    }
+
     fn has_room_for_eni(&self) -> bool {
-        (self.ds.enis().len() as u32) < self.cfg.limits.max_enis
+        let learned = self.attach_full.map_or(u32::MAX, |(n, _)| n);
+        self.eni_count() < self.cfg.limits.max_enis.min(learned)
+    }
+
+    /// Whether EC2 said this ENI is full at its present size.
+    fn called_full(&self, e: &crate::datastore::Eni) -> bool {
+        self.full_enis.get(&e.id).is_some_and(|(n, _)| e.block_count() >= *n)
+    }
+
+    /// Forgets limits EC2 reported longer ago than [`LEARNED_LIMIT_TTL`].
+    fn expire_learned(&mut self, now: Time) {
+        self.full_enis.retain(|_, (_, until)| now < *until);
+        if self.attach_full.is_some_and(|(_, until)| now >= until) {
+            self.attach_full = None;
+        }
     }
 
     fn increase(&mut self, now: Time, stats: &Stats, out: &mut Vec<Effect>) {
-        if !self.may_manage_enis() || self.in_backoff(now) {
+        if !self.may_manage_enis() || self.in_backoff(now) || self.gated(&Gate::Grow, now) {
             return;
         }
         let prefix = self.cfg.mode == CidrMode::Prefix;
         let per_eni = self.cfg.limits.blocks_per_eni;
-        let target = self.ds.enis().iter().find(|e| self.takes_blocks(e));
+        let target = self
+            .ds
+            .enis()
+            .iter()
+            .find(|e| self.takes_blocks(e) && !self.called_full(e) && !self.gated(&Gate::Eni(e.id.clone()), now));
         if let Some(eni) = target {
             let want = self.policy.blocks_to_assign(stats);
             let count = u64::from(per_eni - eni.block_count()).min(want) as u32;
@@ -288,7 +402,7 @@ impl Engine {
             }
             let eni = eni.id.clone();
             self.assign(eni, count, prefix, out);
-        } else if self.has_room_for_eni() {
+        } else if self.has_room_for_eni() && !self.gated(&Gate::Create, now) {
             self.create_eni(stats, out);
         }
     }
@@ -309,21 +423,21 @@ impl Engine {
             Some(t) => (t.subnet.clone(), t.security_groups.clone()),
             None => (self.cfg.node_subnet.clone(), Vec::new()),
         };
-        let used: Vec<u32> = self.ds.enis().iter().map(|e| e.device_index).collect();
+        let used: Vec<u32> =
+            self.ds.enis().iter().map(|e| e.device_index).chain(self.unmanaged.iter().copied()).collect();
         let device_index = (0..).find(|i| !used.contains(i)).unwrap_or(0);
         let call = Call::CreateEni {
             subnet,
             security_groups,
-            device_index,
             secondary_ips: if prefix { 0 } else { blocks },
             prefixes: if prefix { blocks } else { 0 },
         };
-        self.issue(call, Pending::CreateEni, out);
+        self.issue(call, Pending::CreateEni { device_index }, out);
     }
 
     fn decrease(&mut self, now: Time, stats: &Stats, out: &mut Vec<Effect>) {
         let over = self.policy.blocks_to_release(stats);
-        if over == 0 {
+        if over == 0 || self.gated(&Gate::Release, now) {
             return;
         }
         let groups = self.ds.releasable_blocks(over, self.cfg.corrected, now);
@@ -341,13 +455,13 @@ impl Engine {
     }
 
     fn try_free_eni(&mut self, now: Time, out: &mut Vec<Effect>) {
-        if !self.may_manage_enis() {
+        if !self.may_manage_enis() || self.gated(&Gate::Release, now) {
             return;
         }
         if let Some(eni) = self.deletable_eni(now) {
             // Found in the datastore just now.
             self.ds.set_eni_releasing(&eni, true).expect("ENI listed by the datastore");
-            self.issue(Call::DeleteEni { eni: eni.clone() }, Pending::DeleteEni { eni }, out);
+            self.issue(Call::DetachEni { eni: eni.clone() }, Pending::Detach { eni }, out);
         }
     }
 
@@ -358,9 +472,10 @@ impl Engine {
             .pending
             .values()
             .filter_map(|p| match p {
-                Pending::Assign { eni, .. } | Pending::Unassign { eni, .. } | Pending::DeleteEni { eni } => Some(eni),
-                Pending::AssignIpv6 { eni } => Some(eni),
-                Pending::CreateEni => None,
+                Pending::Assign { eni, .. } | Pending::Unassign { eni, .. } | Pending::Detach { eni } => Some(eni),
+                Pending::AssignIpv6 { eni } | Pending::Delete { eni } => Some(eni),
+                Pending::Attach { info } => Some(&info.id),
+                Pending::CreateEni { .. } | Pending::Describe | Pending::ListUnattached => None,
             })
             .collect();
         let enis: Vec<_> = self.ds.enis().iter().filter(|e| !e.releasing).collect();
@@ -387,23 +502,39 @@ impl Engine {
             self.last_decrease.and_then(|t| later(t + DECREASE_INTERVAL + std::time::Duration::from_millis(1))),
             self.last_insufficient.and_then(|t| later(t + INSUFFICIENT_CIDR_BACKOFF)),
             self.ds.next_cool(now),
+            self.housekeeping_due_at(now),
         ];
-        ages.chain(gates.into_iter().flatten()).min()
+        let backoffs = self.gates.values().filter_map(|r| later(r.until));
+        ages.chain(gates.into_iter().flatten()).chain(backoffs).min()
     }
 
     /// Whether the pool is at its target at `now`: nothing in flight, and a pool-check cycle
     /// would change nothing (it is not low unless it cannot grow, not high, and no ENI is due to
     /// be freed).
     pub fn steady(&self, now: Time) -> bool {
-        if !self.pending.is_empty() {
+        if !self.pending.is_empty() || self.housekeeping_due_at(now).is_some_and(|t| t <= now) {
+            return false;
+        }
+        if self.gated(&Gate::Cloud, now) {
+            return true;
+        }
+        if self.orphans.iter().any(|o| !self.gated(&Gate::Orphan(o.clone()), now)) {
             return false;
         }
         if self.cfg.mode == CidrMode::Ipv6 {
             return self.ds.enis().iter().any(|e| e.primary && e.v6_prefix.is_some());
         }
         let s = self.ds.stats(now);
-        let eni_with_room = self.ds.enis().iter().any(|e| self.takes_blocks(e));
-        let can_grow = self.may_manage_enis() && !self.in_backoff(now) && (eni_with_room || self.has_room_for_eni());
+        let eni_with_room = self
+            .ds
+            .enis()
+            .iter()
+            .any(|e| self.takes_blocks(e) && !self.called_full(e) && !self.gated(&Gate::Eni(e.id.clone()), now));
+        let can_create = self.has_room_for_eni() && !self.gated(&Gate::Create, now);
+        let can_grow = self.may_manage_enis()
+            && !self.in_backoff(now)
+            && !self.gated(&Gate::Grow, now)
+            && (eni_with_room || can_create);
         if self.policy.is_low(&s) && can_grow && self.policy.blocks_to_assign(&s) > 0 {
             return false;
         }
@@ -417,66 +548,222 @@ impl Engine {
 
     fn call_done(&mut self, now: Time, op: OpId, result: Result<CallOutput, CallError>, out: &mut Vec<Effect>) {
         let Some(pending) = self.pending.remove(&op) else { return };
+        if let Err(e) = &result {
+            if matches!(e.kind, ErrorKind::Throttled | ErrorKind::Transient) {
+                // Throttling is account-wide, and a cloud that fails or does not answer fails
+                // every call: every call of the node waits.
+                self.fail(Gate::Cloud, e, now);
+            }
+            if e.outcome_unknown() {
+                // It may have taken effect: only EC2 can say.
+                self.reconcile_due = true;
+            }
+        }
         let outcome = match (pending, result) {
-            (Pending::CreateEni, Ok(CallOutput::Eni(info))) => self.ds.add_eni(&info, false, now),
-            (Pending::CreateEni, Err(e)) => {
-                self.note_error(now, &e);
+            (Pending::CreateEni { device_index }, Ok(CallOutput::Eni(mut info))) => {
+                self.succeed(&Gate::Create);
+                info.device_index = device_index;
+                let eni = info.id.clone();
+                self.issue(Call::AttachEni { eni, device_index }, Pending::Attach { info }, out);
+                Ok(())
+            }
+            (Pending::CreateEni { .. }, Err(e)) => {
+                self.create_failed(now, &e);
+                Ok(())
+            }
+            (Pending::Attach { info }, Ok(_)) => {
+                self.succeed(&Gate::Create);
+                self.ds.add_eni(&info, false, now)
+            }
+            (Pending::Attach { info }, Err(e)) => {
+                self.attach_failed(now, info.id, &e);
                 Ok(())
             }
             (Pending::Assign { eni, .. }, Ok(CallOutput::Ips(ips))) => {
+                self.succeed(&Gate::Eni(eni.clone()));
                 let nets: Vec<Ipv4Net> = ips.into_iter().map(crate::addr::host_net).collect();
                 self.ds.add_blocks(&eni, &nets, false)
             }
-            (Pending::Assign { eni, .. }, Ok(CallOutput::Prefixes(nets))) => self.ds.add_blocks(&eni, &nets, true),
+            (Pending::Assign { eni, .. }, Ok(CallOutput::Prefixes(nets))) => {
+                self.succeed(&Gate::Eni(eni.clone()));
+                self.ds.add_blocks(&eni, &nets, true)
+            }
             (Pending::Assign { eni, count, prefix }, Err(e)) => {
                 self.assign_failed(now, eni, count, prefix, &e, out);
                 Ok(())
             }
-            (Pending::AssignIpv6 { eni }, Ok(CallOutput::Ipv6Prefix(net))) => self.ds.set_v6_prefix(&eni, net),
-            (Pending::Unassign { eni, nets }, Ok(_)) => self.ds.remove_blocks(&eni, &nets),
-            (Pending::Unassign { eni, nets }, Err(e)) if e.kind == ErrorKind::NotFound => {
+            (Pending::AssignIpv6 { eni }, Ok(CallOutput::Ipv6Prefix(net))) => {
+                self.succeed(&Gate::Grow);
+                self.ds.set_v6_prefix(&eni, net)
+            }
+            (Pending::AssignIpv6 { .. }, Err(e)) => {
+                if e.is_insufficient_addresses() {
+                    self.note_insufficient(now);
+                } else {
+                    self.fail(Gate::Grow, &e, now);
+                }
+                Ok(())
+            }
+            (Pending::Unassign { eni, nets }, Ok(_)) => {
+                self.succeed(&Gate::Release);
                 self.ds.remove_blocks(&eni, &nets)
             }
-            (Pending::Unassign { eni, nets }, Err(_)) => self.ds.set_blocks_releasing(&eni, &nets, false),
-            (Pending::DeleteEni { eni }, Ok(_)) => self.ds.remove_eni(&eni),
-            (Pending::DeleteEni { eni }, Err(e)) if e.kind == ErrorKind::NotFound => self.ds.remove_eni(&eni),
-            (Pending::DeleteEni { eni }, Err(_)) => self.ds.set_eni_releasing(&eni, false),
-            (Pending::AssignIpv6 { .. }, Err(e)) => {
-                self.note_error(now, &e);
+            (Pending::Unassign { eni, nets }, Err(e)) => self.unassign_failed(now, &eni, &nets, &e),
+            (Pending::Detach { eni }, Ok(_)) => {
+                self.succeed(&Gate::Release);
+                self.detached(now, &eni)
+            }
+            (Pending::Detach { eni }, Err(e)) => self.detach_failed(now, &eni, &e),
+            (Pending::Delete { eni }, result) => {
+                self.delete_done(now, eni, result.map(|_| ()));
+                Ok(())
+            }
+            (Pending::Describe, Ok(CallOutput::Enis(enis))) => {
+                self.reconcile(now, enis, out);
+                Ok(())
+            }
+            (Pending::Describe, Err(e)) => {
+                self.fail(Gate::Reconcile, &e, now);
+                Ok(())
+            }
+            (Pending::ListUnattached, Ok(CallOutput::EniIds(ids))) => {
+                self.sweep(now, ids);
+                Ok(())
+            }
+            (Pending::ListUnattached, Err(e)) => {
+                self.fail(Gate::Sweep, &e, now);
                 Ok(())
             }
             (_, Ok(other)) => Err(DatastoreError::InUse(format!("unexpected result {other:?}"))),
         };
         if let Err(error) = outcome {
+            self.counters.inconsistent += 1;
+            self.reconcile_due = true;
             out.push(Effect::Inconsistent { op, error });
         }
     }
 
-    fn note_error(&mut self, now: Time, e: &CallError) {
-        if e.is_insufficient_addresses() {
-            self.last_insufficient = Some(now);
-            self.counters.backoffs += 1;
+    fn note_insufficient(&mut self, now: Time) {
+        self.last_insufficient = Some(now);
+        self.counters.backoffs += 1;
+    }
+
+    fn create_failed(&mut self, now: Time, e: &CallError) {
+        match e.kind {
+            _ if e.is_insufficient_addresses() => self.note_insufficient(now),
+            ErrorKind::Throttled | ErrorKind::Transient => {}
+            _ => self.fail(Gate::Create, e, now),
+        }
+    }
+
+    /// The created ENI did not attach: it is deleted (retried until EC2 confirms). When the
+    /// attach may have happened after all, the reconcile finds it attached and adopts it.
+    fn attach_failed(&mut self, now: Time, eni: EniId, e: &CallError) {
+        self.orphans.insert(eni);
+        match e.kind {
+            ErrorKind::Capacity(Capacity::AttachmentLimit) => {
+                self.attach_full = Some((self.eni_count(), now + LEARNED_LIMIT_TTL));
+                self.reconcile_due = true;
+                self.fail(Gate::Create, e, now);
+            }
+            ErrorKind::NotFound | ErrorKind::Conflict => {
+                self.reconcile_due = true;
+                self.fail(Gate::Create, e, now);
+            }
+            ErrorKind::Throttled | ErrorKind::Transient => {}
+            _ => self.fail(Gate::Create, e, now),
         }
     }
 
     /// `tryAssignIPs`' error path: retry a multi-address request with 1; after that, subnet
     /// discovery moves on to a new ENI, otherwise an insufficient-address error starts the back-off.
+    /// `PrivateIpAddressLimitExceeded` means the datastore is wrong about the ENI: it is skipped
+    /// until a reconcile (due at once) has read it from EC2.
     fn assign_failed(&mut self, now: Time, eni: EniId, count: u32, prefix: bool, e: &CallError, out: &mut Vec<Effect>) {
-        if e.kind == ErrorKind::Capacity(Capacity::AddressLimit) {
-            return;
+        match e.kind {
+            ErrorKind::Capacity(Capacity::AddressLimit) => {
+                let blocks = self.ds.eni(&eni).map_or(0, crate::datastore::Eni::block_count);
+                self.full_enis.insert(eni.clone(), (blocks, now + LEARNED_LIMIT_TTL));
+                self.reconcile_due = true;
+                self.fail(Gate::Eni(eni), e, now);
+                return;
+            }
+            // The whole node waits already.
+            ErrorKind::Throttled | ErrorKind::Transient => return,
+            ErrorKind::NotFound => {
+                self.reconcile_due = true;
+                self.fail(Gate::Eni(eni), e, now);
+                return;
+            }
+            _ => {}
         }
         if count > 1 && self.pending.is_empty() {
             self.assign(eni, 1, prefix, out);
             return;
         }
-        if e.is_insufficient_addresses() && self.cfg.subnet_discovery && self.has_room_for_eni() {
-            let stats = self.ds.stats(now);
-            self.create_eni(&stats, out);
+        if e.is_insufficient_addresses() {
+            if self.cfg.subnet_discovery && self.has_room_for_eni() && !self.gated(&Gate::Create, now) {
+                let stats = self.ds.stats(now);
+                self.create_eni(&stats, out);
+                return;
+            }
+            self.note_insufficient(now);
             return;
         }
-        self.note_error(now, e);
+        self.fail(Gate::Eni(eni), e, now);
+    }
+
+    /// A release that surely did not happen (throttled) is undone; one whose outcome is unknown
+    /// keeps its blocks out of use until the reconcile (due at once) reads the ENI.
+    fn unassign_failed(
+        &mut self,
+        now: Time,
+        eni: &EniId,
+        nets: &[Ipv4Net],
+        e: &CallError,
+    ) -> Result<(), DatastoreError> {
+        if e.kind == ErrorKind::Throttled {
+            return self.ds.set_blocks_releasing(eni, nets, false);
+        }
+        self.reconcile_due = true;
+        self.fail(Gate::Release, e, now);
+        Ok(())
+    }
+
+    /// EC2 is detaching the ENI: it leaves the datastore and is deleted once detached.
+    fn detached(&mut self, now: Time, eni: &EniId) -> Result<(), DatastoreError> {
+        self.ds.remove_eni(eni)?;
+        self.full_enis.remove(eni);
+        self.gates.remove(&Gate::Eni(eni.clone()));
+        self.orphans.insert(eni.clone());
+        // The VPC CNI waits 2 s between detach and delete; the delete retries while EC2 says
+        // the ENI is still in use.
+        self.gates.insert(Gate::Orphan(eni.clone()), Retry { failures: 0, until: now + DETACH_WAIT });
+        Ok(())
+    }
+
+    fn detach_failed(&mut self, now: Time, eni: &EniId, e: &CallError) -> Result<(), DatastoreError> {
+        match e.kind {
+            ErrorKind::Throttled => self.ds.set_eni_releasing(eni, false),
+            // Not attached any more, or already detaching: it only needs deleting.
+            ErrorKind::NotFound | ErrorKind::Conflict => {
+                self.reconcile_due = true;
+                self.detached(now, eni)
+            }
+            ErrorKind::Transient => {
+                self.fail(Gate::Release, e, now);
+                Ok(())
+            }
+            _ => {
+                self.fail(Gate::Release, e, now);
+                self.ds.set_eni_releasing(eni, false)
+            }
+        }
     }
 }
+
+/// How long after a detach the first delete of the ENI is tried.
+pub const DETACH_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 #[cfg(test)]
 mod tests;

@@ -290,8 +290,8 @@ impl<'a> Cluster<'a> {
         for e in effects.drain(..) {
             if let Effect::Call { op, call } = e {
                 self.vpc.set_now(self.now);
-                let instance = self.nodes[n as usize].instance.clone();
-                let result = execute(&mut self.vpc, &instance, &call);
+                let owner = cloud::exec::Owner::new(self.nodes[n as usize].instance.clone());
+                let result = execute(&mut self.vpc, &owner, self.now.as_millis() / 1000, &call);
                 let done = self.now + self.vpc.take_elapsed();
                 let entry = Some((n, op, result));
                 let idx = match self.free_results.pop() {

@@ -115,7 +115,8 @@ impl NodeSim {
             match e {
                 Effect::Call { op, call } => {
                     vpc.set_now(self.now);
-                    let result = execute(vpc, &self.instance, &call);
+                    let owner = cloud::exec::Owner::new(self.instance.clone());
+                    let result = execute(vpc, &owner, self.now.as_millis() / 1000, &call);
                     let done = self.now + vpc.take_elapsed();
                     self.results.push(Some((op, result)));
                     let idx = self.results.len() as u64 - 1;

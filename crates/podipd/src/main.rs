@@ -32,6 +32,16 @@ fn main() -> ExitCode {
         },
         None => None,
     };
+    let vars: Vec<(String, String)> = std::env::vars_os()
+        .map(|(k, v)| (k.to_string_lossy().into_owned(), v.to_string_lossy().into_owned()))
+        .collect();
+    let env_notes = match DaemonConfig::check_environment(&vars) {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("podipd: error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let cfg =
         match DaemonConfig::load(file.as_deref(), |k| std::env::var(k).ok()).and_then(|c| c.check_host().map(|()| c)) {
             Ok(c) => c,
@@ -40,6 +50,9 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         };
+    for n in env_notes {
+        eprintln!("podipd: {n}");
+    }
     let socket = match &cfg.cloud {
         Cloud::Sim(s) => s.clone(),
         Cloud::Aws => {
@@ -47,14 +60,16 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // The simulated-VPC service may still be starting: wait for it a little.
-    let mut attempt = 0;
+    // The cloud may be starting or briefly gone: keep trying with a growing back-off (the
+    // plugin's STATUS fails meanwhile, as nothing is served). Anything else stops the start.
+    let mut delay = Duration::from_millis(100);
     let (daemon, rx, ec2) = loop {
         match Daemon::boot(cfg.clone(), &socket) {
             Ok(b) => break b,
-            Err(e) if attempt < 50 && e.to_string().starts_with("cloud: ") && !socket.exists() => {
-                attempt += 1;
-                std::thread::sleep(Duration::from_millis(100));
+            Err(e @ agent::daemon::DaemonError::Unreachable(_)) => {
+                eprintln!("podipd: {e}; retrying in {delay:?}");
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(Duration::from_secs(30));
             }
             Err(e) => {
                 eprintln!("podipd: error: {e}");

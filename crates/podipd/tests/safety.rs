@@ -223,7 +223,7 @@ fn a_checkpoint_write_that_never_ends_stalls_no_other_request() {
     let d2 = std::sync::Arc::clone(&d);
     std::thread::spawn(move || d2.run_ticks());
     let t0 = Instant::now();
-    while !serde_json::to_string(&d.handle(Request { v: 1, op: Op::Status })).unwrap().contains("\"ready\"") {
+    while serde_json::to_string(&d.handle(Request { v: 1, op: Op::Status })).unwrap().contains("\"available\":0") {
         assert!(t0.elapsed() < Duration::from_secs(20), "the pool never filled");
         std::thread::sleep(Duration::from_millis(100));
     }

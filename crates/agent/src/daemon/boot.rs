@@ -12,7 +12,6 @@
 use super::{Daemon, DaemonError, Inner, QUARANTINE, RECOVERED, veth_name};
 use crate::checkpoint::{Checkpoint, CheckpointError, Clocks, restore, write_bytes};
 use crate::config::DaemonConfig;
-use cloud::Ec2;
 use cloud::remote::{Ec2Reply, Ec2Request, RemoteEc2};
 use ipam::Time;
 use ipam::addr::{InstanceId, PodKey};
@@ -52,12 +51,23 @@ fn settings(cfg: &DaemonConfig) -> NodeSettings {
         ipv6: cfg.ipv6,
         max_eni: cfg.max_eni,
         cooldown: cfg.cooldown,
+        subnet_discovery: cfg.subnet_discovery,
+        housekeeping: ipam::config::Housekeeping::daemon(),
         ..NodeSettings::default()
     }
 }
 
 fn cloud_err(e: impl std::fmt::Display) -> DaemonError {
     DaemonError::Cloud(e.to_string())
+}
+
+/// A failed cloud call: out of reach (worth retrying the start) or refused.
+fn call_err(e: ipam::call::CallError) -> DaemonError {
+    use ipam::call::ErrorKind;
+    match e.kind {
+        ErrorKind::Transient | ErrorKind::Throttled => DaemonError::Unreachable(e.to_string()),
+        _ => DaemonError::Cloud(e.to_string()),
+    }
 }
 
 /// Reads the checkpoint: I/O errors are retried, then stop the start; a corrupt file is moved
@@ -111,14 +121,15 @@ impl Daemon {
         let lock = crate::lock::acquire(&dir)?;
         let node_lock =
             if cfg.program_node { Some(crate::lock::acquire_node(cfg.node_netns.as_deref())?) } else { None };
-        let mut ec2 = RemoteEc2::connect(socket).map_err(|e| cloud_err(format!("{}: {e}", socket.display())))?;
+        let mut ec2 =
+            RemoteEc2::connect(socket).map_err(|e| DaemonError::Unreachable(format!("{}: {e}", socket.display())))?;
         let t = Catalog::embedded().get(&cfg.instance_type).map_err(cloud_err)?;
         let id_path = dir.join("node.json");
         let mut notes = Vec::new();
         let identity: Option<Identity> = crate::checkpoint::read_state_file(&id_path)
             .map_err(|e| DaemonError::Io { path: id_path.display().to_string(), message: e.to_string() })?
             .and_then(|b| serde_json::from_slice(&b).ok());
-        let subnets = match ec2.call(&Ec2Request::Subnets).map_err(cloud_err)? {
+        let subnets = match ec2.call(&Ec2Request::Subnets).map_err(call_err)? {
             Ec2Reply::Subnets { subnets } => subnets,
             r => return Err(cloud_err(format!("unexpected reply {r:?}"))),
         };
@@ -133,7 +144,7 @@ impl Daemon {
             None => {
                 let r = ec2
                     .call(&Ec2Request::RunInstance { instance_type: t.name.clone(), subnet: node_subnet.0.clone() })
-                    .map_err(cloud_err)?;
+                    .map_err(call_err)?;
                 let Ec2Reply::Instance { instance, .. } = r else {
                     return Err(cloud_err("unexpected reply to RunInstance"));
                 };
@@ -143,15 +154,14 @@ impl Daemon {
                 instance
             }
         };
-        let enis: Vec<EniInfo> = ec2
-            .describe_network_interfaces(&instance)
-            .map_err(cloud_err)?
-            .into_iter()
-            .map(|d| {
-                let dev = d.attachment.as_ref().map_or(0, |(_, dev)| *dev);
-                d.into_info(dev)
-            })
-            .collect();
+        let owner = cloud::exec::Owner { instance: instance.clone(), cluster: cfg.cluster_name.clone() };
+        // The ENIs from EC2, never from the instance metadata, which lags: an address EC2
+        // already took back must not come back into the pool.
+        let node_enis = match cloud::exec::execute(&mut ec2, &owner, 0, &Call::Describe).map_err(call_err)? {
+            ipam::call::CallOutput::Enis(n) => n,
+            other => return Err(cloud_err(format!("unexpected reply {other:?}"))),
+        };
+        let enis: Vec<EniInfo> = node_enis.managed;
         if enis.is_empty() {
             return Err(cloud_err(format!("instance {instance} has no ENIs (terminated?)")));
         }
@@ -171,6 +181,11 @@ impl Daemon {
         let now = clocks.now;
         let mut engine = Engine::new(node_cfg, &enis, clocks.wall_ms, now)
             .map_err(|e| cloud_err(format!("ENIs do not fit the datastore: {e}")))?;
+        if !node_enis.unmanaged.is_empty() {
+            notes
+                .push(format!("leaving alone the ENIs at devices {:?} (trunk, EFA or no_manage)", node_enis.unmanaged));
+        }
+        engine.set_unmanaged(node_enis.unmanaged);
         let host =
             if cfg.program_node {
                 Some(datapath::host::scan(cfg.node_netns.as_deref()).map_err(|e| DaemonError::Io {
@@ -262,7 +277,8 @@ impl Daemon {
             metrics,
             inner: Mutex::new(Inner { engine, meta, unwired, strays: BTreeSet::new(), generation: 0 }),
             calls: Mutex::new(tx),
-            instance,
+            owner,
+            cloud_failures: std::sync::atomic::AtomicU32::new(0),
             boot_id,
             commit,
             links: Mutex::new(Vec::new()),
@@ -280,7 +296,7 @@ fn program_snat(
     enis: &[EniInfo],
     notes: &mut Vec<String>,
 ) -> Result<(), DaemonError> {
-    let vpc_cidrs = match ec2.call(&Ec2Request::VpcCidrs).map_err(cloud_err)? {
+    let vpc_cidrs = match ec2.call(&Ec2Request::VpcCidrs).map_err(call_err)? {
         Ec2Reply::Cidrs { cidrs } => cidrs,
         r => return Err(cloud_err(format!("unexpected reply {r:?}"))),
     };

@@ -29,7 +29,7 @@ use cloud::exec::execute;
 use cloud::remote::RemoteEc2;
 use commit::Committer;
 use ipam::Time;
-use ipam::addr::{InstanceId, PodKey};
+use ipam::addr::PodKey;
 use ipam::call::{Call, OpId};
 use ipam::engine::{Effect, Engine, Event};
 use ipam::policy::POOL_CHECK_INTERVAL;
@@ -43,6 +43,9 @@ use thiserror::Error;
 /// the host's wiring cannot be read (IPAM-only runs).
 pub const QUARANTINE: std::time::Duration = std::time::Duration::from_secs(600);
 
+/// After this many cloud calls in a row failed for want of the cloud, it counts as down.
+const CLOUD_DOWN_AFTER: u32 = 3;
+
 /// The IPAM key prefix of attachments recovered from the host (their checkpoint entry was
 /// lost): `host:<veth>`; a DEL that names the pod behind that veth releases them.
 pub const RECOVERED: &str = "host:";
@@ -50,9 +53,12 @@ pub const RECOVERED: &str = "host:";
 /// Why the daemon could not start.
 #[derive(Debug, Error)]
 pub enum DaemonError {
-    /// The cloud could not be reached or refused.
+    /// The cloud refused.
     #[error("cloud: {0}")]
     Cloud(String),
+    /// The cloud could not be reached (or timed out, or throttled): worth trying again.
+    #[error("cloud unreachable: {0}")]
+    Unreachable(String),
     /// Settings the instance type cannot honour.
     #[error(transparent)]
     Settings(#[from] ipam::config::SettingsError),
@@ -110,7 +116,10 @@ pub struct Daemon {
     pub metrics: crate::metrics::Metrics,
     inner: Mutex<Inner>,
     calls: Mutex<Sender<(OpId, Call)>>,
-    instance: InstanceId,
+    owner: cloud::exec::Owner,
+    /// Consecutive cloud calls that failed for want of the cloud (unreachable, timed out,
+    /// unauthorized).
+    cloud_failures: std::sync::atomic::AtomicU32,
     boot_id: String,
     commit: Committer,
     /// Device indexes of the secondary ENIs whose links are programmed.
@@ -126,11 +135,21 @@ impl Daemon {
         self.inner.lock().expect("daemon state lock")
     }
 
+    /// Sends the engine's calls to the cloud worker and reports what else it said.
     fn forward(&self, effects: Vec<Effect>) {
         let tx = self.calls.lock().expect("call channel lock");
         for e in effects {
-            if let Effect::Call { op, call } = e {
-                let _ = tx.send((op, call));
+            match e {
+                Effect::Call { op, call } => {
+                    let _ = tx.send((op, call));
+                }
+                Effect::Inconsistent { op, error } => {
+                    eprintln!("podipd: {op} did not fit the datastore ({error}); reconciling with EC2");
+                }
+                Effect::Reconciled(r) => {
+                    eprintln!("podipd: reconcile corrected the pool from EC2: {}", serde_json::json!(r));
+                }
+                _ => {}
             }
         }
     }
@@ -138,6 +157,13 @@ impl Daemon {
     fn observe(&self, inner: &Inner, now: Time) {
         let e = &inner.engine;
         self.metrics.observe(&e.stats(now), e.datastore().enis().len(), e.in_backoff(now));
+        self.metrics.observe_engine(&e.counters());
+        self.metrics.orphan_enis.set(e.orphans().count() as i64);
+    }
+
+    /// Whether the cloud is out of reach: the last few calls all failed for want of it.
+    fn cloud_down(&self) -> bool {
+        self.cloud_failures.load(std::sync::atomic::Ordering::Relaxed) >= CLOUD_DOWN_AFTER
     }
 
     /// Publishes the pool's state as a new generation (under the pool lock); the caller waits
@@ -186,19 +212,25 @@ impl Daemon {
     /// Runs the cloud worker: carries out calls in order and feeds results back. Returns when
     /// every sender is gone.
     pub fn run_cloud(self: &Arc<Self>, rx: Receiver<(OpId, Call)>, mut ec2: RemoteEc2) {
+        use std::sync::atomic::Ordering;
         for (op, call) in rx {
-            let result = execute(&mut ec2, &self.instance, &call);
+            // Never under the pool lock: a slow or absent cloud delays the pool, not the pods.
+            let result = execute(&mut ec2, &self.owner, crate::clock::wall_ms() / 1000, &call);
             let code = result.as_ref().map_or_else(|e| e.code.clone(), |_| "ok".to_string());
             self.metrics.calls.get_or_create(&crate::metrics::CallLabels { call: call.name().into(), code }).inc();
+            let unreachable = result.as_ref().err().is_some_and(|e| {
+                matches!(e.code.as_str(), "Unavailable" | "RequestTimeout" | "UnauthorizedOperation" | "AuthFailure")
+            });
+            if unreachable {
+                self.cloud_failures.fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.cloud_failures.store(0, Ordering::Relaxed);
+            }
+            self.metrics.cloud_down.set(i64::from(self.cloud_down()));
             let now = now();
             let effects = {
                 let mut g = self.lock();
                 let effects = g.engine.handle(now, Event::CallDone { op, result });
-                for e in &effects {
-                    if let Effect::Inconsistent { op, error } = e {
-                        eprintln!("podipd: {op} did not fit the datastore: {error}");
-                    }
-                }
                 self.publish(&mut g, now);
                 effects
             };
@@ -332,16 +364,12 @@ impl Daemon {
                 ok(Reply::Stale { attachments })
             }
             Op::Status => {
+                // A full or refilling pool is normal: STATUS fails only when no pod could ever
+                // get an address here, because the pool is empty and the cloud out of reach.
                 let g = self.lock();
                 let s = g.engine.stats(now);
                 let available = s.total.saturating_sub(s.assigned + s.cooling);
-                let readiness = if available > 0 {
-                    Readiness::Ready
-                } else if g.engine.in_backoff(now) || g.engine.steady(now) {
-                    Readiness::Exhausted
-                } else {
-                    Readiness::Refilling
-                };
+                let readiness = if s.total == 0 && self.cloud_down() { Readiness::CloudDown } else { Readiness::Ready };
                 ok(Reply::Status { readiness, available })
             }
             Op::Introspect => ok(Reply::Introspect { state: self.state(true, now) }),
@@ -458,7 +486,7 @@ impl Daemon {
         pods.sort_by_key(|p| p["ip"].to_string());
         let s = g.engine.stats(now);
         serde_json::json!({
-            "instance": self.instance, "enis": enis, "pods": pods,
+            "instance": self.owner.instance, "enis": enis, "pods": pods,
             "total": s.total, "assigned": s.assigned, "cooling": s.cooling, "in_flight": g.engine.in_flight(),
             "unwired": g.unwired.len(),
         })

@@ -8,13 +8,20 @@
 //! - Failures carry the real EC2 error codes.
 //! - Each action has an account-wide token bucket; an empty one answers `RequestLimitExceeded`.
 //! - Each call takes a sampled virtual latency, read with [`SimVpc::take_elapsed`].
-//! - Faults can be injected: random transient errors, throttling storms, latency spikes.
+//! - Faults can be injected: random errors (transient, or any code the action can answer),
+//!   replies lost after the call took effect, throttling storms, latency spikes. A throttled
+//!   request takes no token.
+//! - Attachments go through `attaching` and `detaching` for a sampled time; an ENI still
+//!   attached or detaching cannot be deleted (`InvalidNetworkInterface.InUse`); an ENI attaches
+//!   only to an instance in its subnet's AZ.
+//! - ENIs carry a description and tags; the unattached ones of an instance can be listed.
+//! - The instance metadata view of an ENI's addresses ([`SimVpc::metadata_enis`]) lags EC2.
 
 pub mod bucket;
 pub mod params;
 pub mod subnet;
 
-use crate::{Action, CreateEni, Ec2, EniDescription, ec2_error};
+use crate::{Action, CreateEni, Ec2, EniDescription, EniStatus, ec2_error};
 use bucket::TokenBucket;
 use ipam::Time;
 use ipam::addr::{EniId, InstanceId, SubnetId, host_net};
@@ -25,7 +32,7 @@ use ipnet::{Ipv4Net, Ipv6Net};
 use params::LatencyRange;
 pub use params::SimParams;
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::Ipv4Addr;
 use std::time::Duration;
 use subnet::{Reservation, ReservationError, Subnet};
@@ -44,6 +51,20 @@ pub struct ActionStats {
     pub errors: BTreeMap<String, u64>,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AttachState {
+    Attaching,
+    Attached,
+    Detaching,
+}
+
+#[derive(Clone, Debug)]
+struct SimAttachment {
+    instance: InstanceId,
+    device: u32,
+    state: AttachState,
+}
+
 #[derive(Clone, Debug)]
 struct SimEni {
     subnet: usize,
@@ -51,13 +72,19 @@ struct SimEni {
     secondary: Vec<Ipv4Addr>,
     prefixes: Vec<Ipv4Net>,
     ipv6_prefixes: Vec<Ipv6Net>,
-    attachment: Option<(InstanceId, u32)>,
+    attachment: Option<SimAttachment>,
+    description: String,
+    tags: BTreeMap<String, String>,
+    interface_type: String,
+    /// Recent address changes (when, block, added), newest last, for the lagging metadata view.
+    changes: VecDeque<(Time, Ipv4Net, bool)>,
 }
 
 #[derive(Clone, Debug)]
 struct SimInstance {
     max_enis: u32,
     ipv4_per_eni: u32,
+    az: String,
     enis: BTreeMap<u32, EniId>,
 }
 
@@ -98,6 +125,8 @@ pub struct SimVpc {
     buckets: BTreeMap<Action, TokenBucket>,
     stats: BTreeMap<Action, ActionStats>,
     next_id: u64,
+    /// Attachments leaving `attaching` or `detaching`, by when.
+    transitions: BTreeSet<(Time, EniId)>,
 }
 
 impl SimVpc {
@@ -117,12 +146,40 @@ impl SimVpc {
             buckets,
             stats: BTreeMap::new(),
             next_id: 1,
+            transitions: BTreeSet::new(),
         }
     }
 
     /// Sets the virtual clock (calls are made at this instant).
     pub fn set_now(&mut self, now: Time) {
         self.now = now;
+        self.settle();
+    }
+
+    /// Completes the attachments whose `attaching` or `detaching` time is over.
+    fn settle(&mut self) {
+        while let Some((at, id)) = self.transitions.first().cloned() {
+            if at > self.now {
+                break;
+            }
+            self.transitions.pop_first();
+            let Some(e) = self.enis.get_mut(&id) else { continue };
+            match e.attachment.as_ref().map(|a| a.state) {
+                Some(AttachState::Attaching) => {
+                    if let Some(a) = e.attachment.as_mut() {
+                        a.state = AttachState::Attached;
+                    }
+                }
+                Some(AttachState::Detaching) => {
+                    if let Some(a) = e.attachment.take()
+                        && let Some(i) = self.instances.get_mut(&a.instance)
+                    {
+                        i.enis.remove(&a.device);
+                    }
+                }
+                _ => {}
+            }
+        }
     }
 
     /// The virtual clock.
@@ -284,24 +341,40 @@ impl SimVpc {
         let now = self.now;
         let stats = self.stats.entry(action).or_default();
         stats.calls += 1;
+        // A request refused by throttling takes no token.
         let storm = self.params.faults.throttle_storms.iter().any(|w| w.contains(now));
-        let bucket_ok = self.buckets.get_mut(&action).is_none_or(|b| b.take(now));
-        if storm || !bucket_ok {
+        if storm || !self.buckets.get_mut(&action).is_none_or(|b| b.take(now)) {
             stats.throttled += 1;
             return Err(ec2_error("RequestLimitExceeded", format!("Request limit exceeded for {}", action.name())));
         }
         if self.params.faults.error_rate > 0.0 && self.rng.unit() < self.params.faults.error_rate {
-            *stats.errors.entry("InternalError".into()).or_default() += 1;
-            return Err(ec2_error("InternalError", "An internal error has occurred (injected)"));
+            let code = if self.params.faults.any_code {
+                let codes = injectable_codes(action);
+                codes[self.rng.below(codes.len() as u64) as usize]
+            } else {
+                "InternalError"
+            };
+            if code == "RequestLimitExceeded" {
+                stats.throttled += 1;
+            } else {
+                *stats.errors.entry(code.into()).or_default() += 1;
+            }
+            return Err(ec2_error(code, format!("{} failed (injected)", action.name())));
         }
         Ok(())
     }
 
     fn finish<T>(&mut self, action: Action, r: Result<T, CallError>) -> Result<T, CallError> {
+        let lost = r.is_ok()
+            && self.params.faults.lost_reply_rate > 0.0
+            && self.rng.unit() < self.params.faults.lost_reply_rate;
         let stats = self.stats.entry(action).or_default();
         match &r {
             Ok(_) => stats.ok += 1,
             Err(e) => *stats.errors.entry(e.code.clone()).or_default() += 1,
+        }
+        if lost {
+            return Err(ec2_error("RequestTimeout", format!("{}: the reply was lost (injected)", action.name())));
         }
         r
     }
@@ -311,8 +384,51 @@ impl SimVpc {
     }
 
     fn eni_limit(&self, e: &SimEni) -> Option<u32> {
-        let (inst, _) = e.attachment.as_ref()?;
-        self.instances.get(inst).map(|i| i.ipv4_per_eni)
+        let a = e.attachment.as_ref()?;
+        self.instances.get(&a.instance).map(|i| i.ipv4_per_eni)
+    }
+
+    /// Records an address change of an ENI for the lagging metadata view.
+    fn record(&mut self, id: &EniId, nets: &[Ipv4Net], added: bool) {
+        let lag = self.params.imds_lag;
+        let now = self.now;
+        if lag.is_zero() {
+            return;
+        }
+        if let Some(e) = self.enis.get_mut(id) {
+            while e.changes.front().is_some_and(|(t, _, _)| now.since(*t) > lag) {
+                e.changes.pop_front();
+            }
+            e.changes.extend(nets.iter().map(|n| (now, *n, added)));
+        }
+    }
+
+    /// What the instance metadata service shows of `instance`'s attached ENIs now: EC2's state
+    /// as it was [`SimParams::imds_lag`] ago for addresses and prefixes (the VPC CNI builds its
+    /// pool from this view). Not an API call.
+    pub fn metadata_enis(&self, instance: &InstanceId) -> Vec<EniDescription> {
+        let lag = self.params.imds_lag;
+        let mut out = Vec::new();
+        for (id, e) in &self.enis {
+            if e.attachment.as_ref().is_none_or(|a| &a.instance != instance) {
+                continue;
+            }
+            let Some(mut d) = self.describe(id) else { continue };
+            for (t, net, added) in e.changes.iter().rev() {
+                if self.now.since(*t) > lag {
+                    break;
+                }
+                let host = net.prefix_len() == 32;
+                match (added, host) {
+                    (true, true) => d.secondary_ips.retain(|ip| *ip != net.addr()),
+                    (true, false) => d.prefixes.retain(|p| p != net),
+                    (false, true) => d.secondary_ips.push(net.addr()),
+                    (false, false) => d.prefixes.push(*net),
+                }
+            }
+            out.push(d);
+        }
+        out
     }
 
     /// Launches an instance of type `t` with its primary ENI in `subnet` (`RunInstances`).
@@ -339,18 +455,22 @@ impl SimVpc {
             security_groups: vec![],
             secondary_ips: 0,
             prefixes: 0,
+            ..CreateEni::default()
         })?;
         let id = InstanceId(format!("i-{:017x}", self.fresh_id()));
+        let az = self.subnet(subnet).map(|s| s.az.clone()).unwrap_or_default();
         self.instances.insert(
             id.clone(),
             SimInstance {
                 max_enis: t.max_enis,
                 ipv4_per_eni: t.ipv4_per_eni,
+                az,
                 enis: BTreeMap::from([(0, eni.id.clone())]),
             },
         );
         if let Some(e) = self.enis.get_mut(&eni.id) {
-            e.attachment = Some((id.clone(), 0));
+            e.attachment = Some(SimAttachment { instance: id.clone(), device: 0, state: AttachState::Attached });
+            e.description = format!("Primary network interface of {id}");
         }
         let desc = self.describe(&eni.id).ok_or_else(|| Self::eni_not_found(&eni.id))?;
         Ok((id, desc))
@@ -376,6 +496,11 @@ impl SimVpc {
 
     fn destroy_eni(&mut self, id: &EniId) {
         if let Some(e) = self.enis.remove(id) {
+            if let Some(a) = &e.attachment
+                && let Some(i) = self.instances.get_mut(&a.instance)
+            {
+                i.enis.remove(&a.device);
+            }
             let s = &mut self.subnets[e.subnet];
             s.release(host_net(e.primary_ip));
             for ip in e.secondary {
@@ -401,7 +526,16 @@ impl SimVpc {
             secondary_ips: e.secondary.clone(),
             prefixes: e.prefixes.clone(),
             ipv6_prefixes: e.ipv6_prefixes.clone(),
-            attachment: e.attachment.clone(),
+            attachment: e.attachment.as_ref().map(|a| (a.instance.clone(), a.device)),
+            status: match e.attachment.as_ref().map(|a| a.state) {
+                None => EniStatus::Available,
+                Some(AttachState::Attaching) => EniStatus::Attaching,
+                Some(AttachState::Attached) => EniStatus::InUse,
+                Some(AttachState::Detaching) => EniStatus::Detaching,
+            },
+            interface_type: e.interface_type.clone(),
+            description: e.description.clone(),
+            tags: e.tags.clone(),
         })
     }
 
@@ -448,7 +582,18 @@ impl SimVpc {
         let id = EniId(format!("eni-{:017x}", self.fresh_id()));
         self.enis.insert(
             id.clone(),
-            SimEni { subnet: si, primary_ip: primary, secondary, prefixes, ipv6_prefixes: vec![], attachment: None },
+            SimEni {
+                subnet: si,
+                primary_ip: primary,
+                secondary,
+                prefixes,
+                ipv6_prefixes: vec![],
+                attachment: None,
+                description: req.description.clone(),
+                tags: req.tags.iter().cloned().collect(),
+                interface_type: "interface".into(),
+                changes: VecDeque::new(),
+            },
         );
         self.describe(&id).ok_or_else(|| Self::eni_not_found(&id))
     }
@@ -480,6 +625,8 @@ impl SimVpc {
         if let Some(e) = self.enis.get_mut(id) {
             e.secondary.extend(&ips);
         }
+        let nets: Vec<Ipv4Net> = ips.iter().map(|ip| host_net(*ip)).collect();
+        self.record(id, &nets, true);
         Ok(ips)
     }
 
@@ -517,6 +664,7 @@ impl SimVpc {
         if let Some(e) = self.enis.get_mut(id) {
             e.prefixes.extend(&got);
         }
+        self.record(id, &got, true);
         Ok(got)
     }
 
@@ -541,6 +689,7 @@ impl SimVpc {
             for n in nets {
                 self.subnets[si].release(*n);
             }
+            self.record(eni, nets, false);
             Ok(())
         })();
         self.finish(Action::UnassignPrivateIpAddresses, r)
@@ -630,9 +779,16 @@ impl Ec2 for SimVpc {
                 return Err(ec2_error("InvalidParameterValue", format!("{eni} is already attached")));
             }
             let n = 1 + e.secondary.len() as u32 + e.prefixes.len() as u32;
+            let az = self.subnets[e.subnet].az.clone();
             let inst = self.instances.get_mut(instance).ok_or_else(|| {
                 ec2_error("InvalidInstanceID.NotFound", format!("The instance ID '{instance}' does not exist"))
             })?;
+            if inst.az != az {
+                return Err(ec2_error(
+                    "InvalidParameterCombination",
+                    format!("{eni} is in {az} and instance {instance} in {}: they must be in the same AZ", inst.az),
+                ));
+            }
             if inst.enis.len() as u32 >= inst.max_enis {
                 return Err(ec2_error(
                     "AttachmentLimitExceeded",
@@ -647,8 +803,14 @@ impl Ec2 for SimVpc {
             }
             inst.enis.insert(device_index, eni.clone());
             if let Some(e) = self.enis.get_mut(eni) {
-                e.attachment = Some((instance.clone(), device_index));
+                e.attachment = Some(SimAttachment {
+                    instance: instance.clone(),
+                    device: device_index,
+                    state: AttachState::Attaching,
+                });
             }
+            let settle = self.sample(self.params.attach_settle);
+            self.transitions.insert((self.now + settle, eni.clone()));
             Ok(())
         })();
         self.finish(Action::AttachNetworkInterface, r)
@@ -697,17 +859,19 @@ impl Ec2 for SimVpc {
         self.begin(Action::DetachNetworkInterface)?;
         let r = (|| {
             let e = self.enis.get_mut(eni).ok_or_else(|| Self::eni_not_found(eni))?;
-            let (inst, dev) = e
+            let a = e
                 .attachment
-                .take()
+                .as_mut()
                 .ok_or_else(|| ec2_error("InvalidAttachmentID.NotFound", format!("{eni} is not attached")))?;
-            if dev == 0 {
-                e.attachment = Some((inst, dev));
+            if a.device == 0 {
                 return Err(ec2_error("OperationNotPermitted", "The primary network interface cannot be detached"));
             }
-            if let Some(i) = self.instances.get_mut(&inst) {
-                i.enis.remove(&dev);
+            if a.state == AttachState::Detaching {
+                return Err(ec2_error("IncorrectState", format!("{eni} is already detaching")));
             }
+            a.state = AttachState::Detaching;
+            let settle = self.sample(self.params.detach_settle);
+            self.transitions.insert((self.now + settle, eni.clone()));
             Ok(())
         })();
         self.finish(Action::DetachNetworkInterface, r)
@@ -734,11 +898,85 @@ impl Ec2 for SimVpc {
         let ids: Vec<EniId> = self
             .enis
             .iter()
-            .filter(|(_, e)| e.attachment.as_ref().is_some_and(|(i, _)| i == instance))
+            .filter(|(_, e)| e.attachment.as_ref().is_some_and(|a| &a.instance == instance))
             .map(|(id, _)| id.clone())
             .collect();
         let r = Ok(ids.iter().filter_map(|id| self.describe(id)).collect());
         self.finish(Action::DescribeNetworkInterfaces, r)
+    }
+
+    fn describe_unattached(&mut self, instance: &InstanceId) -> Result<Vec<EniDescription>, CallError> {
+        self.begin(Action::DescribeNetworkInterfaces)?;
+        let ids: Vec<EniId> = self
+            .enis
+            .iter()
+            .filter(|(_, e)| e.attachment.is_none() && e.tags.get(crate::TAG_INSTANCE_ID) == Some(&instance.0))
+            .map(|(id, _)| id.clone())
+            .collect();
+        let r = Ok(ids.iter().filter_map(|id| self.describe(id)).collect());
+        self.finish(Action::DescribeNetworkInterfaces, r)
+    }
+}
+
+/// The codes EC2 can answer `action` with, for injected faults: its own failures and the ones
+/// every action shares.
+fn injectable_codes(action: Action) -> &'static [&'static str] {
+    match action {
+        Action::CreateNetworkInterface => &[
+            "InsufficientFreeAddressesInSubnet",
+            "InsufficientCidrBlocks",
+            "NetworkInterfaceLimitExceeded",
+            "UnauthorizedOperation",
+            "InternalError",
+            "RequestLimitExceeded",
+            "Unavailable",
+        ],
+        Action::AttachNetworkInterface => &[
+            "AttachmentLimitExceeded",
+            "InvalidNetworkInterfaceID.NotFound",
+            "IncorrectState",
+            "UnauthorizedOperation",
+            "InternalError",
+            "RequestLimitExceeded",
+            "Unavailable",
+        ],
+        Action::AssignPrivateIpAddresses | Action::AssignIpv6Addresses => &[
+            "PrivateIpAddressLimitExceeded",
+            "InsufficientFreeAddressesInSubnet",
+            "InsufficientCidrBlocks",
+            "InvalidNetworkInterfaceID.NotFound",
+            "UnauthorizedOperation",
+            "InternalError",
+            "RequestLimitExceeded",
+            "Unavailable",
+        ],
+        Action::UnassignPrivateIpAddresses => &[
+            "InvalidParameterValue",
+            "InvalidNetworkInterfaceID.NotFound",
+            "UnauthorizedOperation",
+            "InternalError",
+            "RequestLimitExceeded",
+            "Unavailable",
+        ],
+        Action::DetachNetworkInterface => &[
+            "IncorrectState",
+            "InvalidAttachmentID.NotFound",
+            "UnauthorizedOperation",
+            "InternalError",
+            "RequestLimitExceeded",
+            "Unavailable",
+        ],
+        Action::DeleteNetworkInterface => &[
+            "InvalidNetworkInterface.InUse",
+            "InvalidNetworkInterfaceID.NotFound",
+            "UnauthorizedOperation",
+            "InternalError",
+            "RequestLimitExceeded",
+            "Unavailable",
+        ],
+        Action::DescribeNetworkInterfaces | Action::RunInstances | Action::TerminateInstances => {
+            &["UnauthorizedOperation", "InternalError", "RequestLimitExceeded", "Unavailable"]
+        }
     }
 }
 

@@ -62,8 +62,15 @@ impl Window {
 /// Injected faults.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Faults {
-    /// Probability that a call fails with a transient `InternalError`.
+    /// Probability that a call fails before taking effect: with `InternalError`, or with any code
+    /// EC2 can answer that action with when `any_code` is set.
     pub error_rate: f64,
+    /// Draw injected errors from every code the action can fail with (limits, not found, in use,
+    /// insufficient addresses, unauthorized, throttled...), not only `InternalError`.
+    pub any_code: bool,
+    /// Probability that a call takes effect but its reply is lost (the caller sees
+    /// `RequestTimeout`): the window only a reconcile can close.
+    pub lost_reply_rate: f64,
     /// Windows in which every call is throttled (`RequestLimitExceeded`).
     pub throttle_storms: Vec<Window>,
     /// Probability that a call's latency is multiplied by `latency_spike_factor`.
@@ -91,6 +98,17 @@ pub struct SimParams {
     pub release: LatencyRange,
     /// Describe calls: assumed.
     pub describe: LatencyRange,
+    /// How long an attachment stays `attaching` after `AttachNetworkInterface` returns. EC2
+    /// documents the state but not its length; assumed 1-3 s.
+    pub attach_settle: LatencyRange,
+    /// How long an attachment stays `detaching` (the ENI cannot be deleted meanwhile:
+    /// `InvalidNetworkInterface.InUse`). The VPC CNI sleeps 2 s between detach and delete and
+    /// retries the delete 12 times (`vpc-cni-behaviour.md` §7); assumed 1-5 s.
+    pub detach_settle: LatencyRange,
+    /// How far the instance metadata service's view of an ENI's addresses lags EC2 (IMDS is
+    /// eventually consistent, `vpc-cni-behaviour.md` §7, VPC CNI issues #3887, #711); assumed
+    /// 5 s. 0 makes it exact.
+    pub imds_lag: Duration,
     /// Faults.
     pub faults: Faults,
 }
@@ -126,6 +144,9 @@ impl Default for SimParams {
             assign: LatencyRange::ms(200, 1_000),
             release: LatencyRange::ms(200, 1_000),
             describe: LatencyRange::ms(50, 300),
+            attach_settle: LatencyRange::ms(1_000, 3_000),
+            detach_settle: LatencyRange::ms(1_000, 5_000),
+            imds_lag: Duration::from_secs(5),
             faults: Faults::default(),
         }
     }

@@ -46,6 +46,7 @@ fn fragmented_subnet_refuses_prefixes_but_not_addresses() {
             security_groups: vec![],
             secondary_ips: 0,
             prefixes: 1,
+            ..CreateEni::default()
         })
         .unwrap_err();
     assert_eq!(err.code, "InsufficientCidrBlocks");
@@ -84,7 +85,8 @@ fn an_exhausted_subnet_answers_insufficient_free_addresses() {
     let (_, primary) = v.run_instance(m5(), &s).unwrap();
     // 16 - 5 reserved - 1 primary = 10 left; the ENI may hold 9 secondaries.
     assert_eq!(v.assign_private_ip_addresses(&primary.id, 9).unwrap().len(), 9);
-    let create = CreateEni { subnet: s.clone(), security_groups: vec![], secondary_ips: 1, prefixes: 0 };
+    let create =
+        CreateEni { subnet: s.clone(), security_groups: vec![], secondary_ips: 1, prefixes: 0, ..CreateEni::default() };
     let err = v.create_network_interface(&create).unwrap_err();
     assert_eq!(err.code, "InsufficientFreeAddressesInSubnet");
     assert_eq!(err.kind, ErrorKind::Capacity(crate::Capacity::InsufficientFreeAddresses));
@@ -98,7 +100,8 @@ fn a_burst_past_the_bucket_is_throttled_then_succeeds_after_refill() {
     let (_, primary) = v.run_instance(m5(), &s).unwrap();
     let _ = primary;
     v.set_now(Time::from_secs(100));
-    let create = CreateEni { subnet: big, security_groups: vec![], secondary_ips: 0, prefixes: 0 };
+    let create =
+        CreateEni { subnet: big, security_groups: vec![], secondary_ips: 0, prefixes: 0, ..CreateEni::default() };
     for i in 0..100 {
         assert!(v.create_network_interface(&create).is_ok(), "call {i} within the burst of 100");
     }
@@ -124,6 +127,7 @@ fn instance_and_eni_limits_use_the_real_codes() {
                 security_groups: vec![],
                 secondary_ips: 0,
                 prefixes: 0,
+                ..CreateEni::default()
             })
             .unwrap();
         v.attach_network_interface(&e.id, &inst, dev).unwrap();
@@ -134,6 +138,7 @@ fn instance_and_eni_limits_use_the_real_codes() {
             security_groups: vec![],
             secondary_ips: 0,
             prefixes: 0,
+            ..CreateEni::default()
         })
         .unwrap();
     let err = v.attach_network_interface(&e.id, &inst, 3).unwrap_err();
@@ -248,7 +253,7 @@ proptest! {
         for op in ops {
             match op {
                 Op::Create { ips, prefixes } => {
-                    let req = CreateEni { subnet: s.clone(), security_groups: vec![], secondary_ips: ips, prefixes };
+                    let req = CreateEni { subnet: s.clone(), security_groups: vec![], secondary_ips: ips, prefixes, ..CreateEni::default() };
                     if let Ok(e) = v.create_network_interface(&req) {
                         let dev = enis.len() as u32 + 1;
                         if v.attach_network_interface(&e.id, &inst, dev).is_ok() {
@@ -268,6 +273,10 @@ proptest! {
                 Op::Delete(i) if !enis.is_empty() => {
                     let id = enis.remove(i % enis.len());
                     v.detach_network_interface(&id).unwrap();
+                    // Detaching takes seconds: the ENI is in use until then.
+                    prop_assert_eq!(v.delete_network_interface(&id).unwrap_err().code, "InvalidNetworkInterface.InUse");
+                    let later = v.now() + Duration::from_secs(6);
+                    v.set_now(later);
                     v.delete_network_interface(&id).unwrap();
                 }
                 Op::Occupy(n) => { v.occupy_random(&s, n).unwrap(); }

@@ -2,9 +2,10 @@
 //! through a real decrease, back-off and release undo.
 
 use super::*;
+use crate::call::NodeEnis;
 use crate::catalog::Catalog;
 use crate::config::{EniTemplate, NodeSettings};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 fn cfg(s: NodeSettings) -> NodeConfig {
     let t = Catalog::embedded().get("m5.xlarge").unwrap(); // 4 ENIs, 15 IPv4 each: maxIPsPerENI 14
@@ -38,6 +39,11 @@ fn err(code: &str) -> CallError {
         "InsufficientFreeAddressesInSubnet" => ErrorKind::Capacity(Capacity::InsufficientFreeAddresses),
         "InsufficientCidrBlocks" => ErrorKind::Capacity(Capacity::InsufficientCidrBlocks),
         "InvalidNetworkInterfaceID.NotFound" => ErrorKind::NotFound,
+        "RequestLimitExceeded" => ErrorKind::Throttled,
+        "PrivateIpAddressLimitExceeded" => ErrorKind::Capacity(Capacity::AddressLimit),
+        "AttachmentLimitExceeded" => ErrorKind::Capacity(Capacity::AttachmentLimit),
+        "InvalidNetworkInterface.InUse" => ErrorKind::Conflict,
+        "UnauthorizedOperation" => ErrorKind::Permanent,
         _ => ErrorKind::Transient,
     };
     CallError::new(kind, code, "")
@@ -47,7 +53,6 @@ fn create(subnet: &str, sgs: &[&str], ips: u32, prefixes: u32) -> Call {
     Call::CreateEni {
         subnet: subnet.into(),
         security_groups: sgs.iter().map(|s| s.to_string()).collect(),
-        device_index: 1,
         secondary_ips: ips,
         prefixes,
     }
@@ -59,10 +64,7 @@ const T0: Time = Time::from_secs(100);
 fn f37_empty_datastore_creates_an_eni_with_a_full_set() {
     let mut e = Engine::new(cfg(NodeSettings::default()), &[], 1, T0).unwrap();
     let c = calls(&e.handle(T0, Event::Tick));
-    let mut want = create("subnet-node", &[], 14, 0);
-    if let Call::CreateEni { device_index, .. } = &mut want {
-        *device_index = 0;
-    }
+    let want = create("subnet-node", &[], 14, 0);
     assert_eq!(c.len(), 1);
     assert_eq!(c[0].1, want);
 }
@@ -220,4 +222,258 @@ fn no_cycle_starts_while_a_call_is_in_flight() {
     assert_eq!(calls(&e.handle(T0, Event::Tick)).len(), 1);
     assert!(calls(&e.handle(T0 + std::time::Duration::from_secs(5), Event::Tick)).is_empty());
     assert_eq!(e.in_flight(), 1);
+}
+
+// ---- Recovery from EC2's errors (issue: no livelock, no leak) ----
+
+fn housekeeping() -> NodeSettings {
+    NodeSettings { housekeeping: crate::config::Housekeeping::daemon(), ..NodeSettings::default() }
+}
+
+/// Runs ticks every 5 s for `secs`, answering every call with `answer`; returns the calls made.
+fn drive(e: &mut Engine, from: Time, secs: u64, answer: &dyn Fn(&Call) -> Result<CallOutput, CallError>) -> Vec<Call> {
+    let mut made = Vec::new();
+    let mut t = from;
+    while t < from + std::time::Duration::from_secs(secs) {
+        let mut queue = calls(&e.handle(t, Event::Tick));
+        while let Some((op, call)) = queue.pop() {
+            made.push(call.clone());
+            queue.extend(calls(&e.handle(t, Event::CallDone { op, result: answer(&call) })));
+        }
+        t = t + std::time::Duration::from_secs(5);
+    }
+    made
+}
+
+fn mutating(c: &[Call]) -> usize {
+    c.iter().filter(|c| !matches!(c, Call::Describe | Call::ListUnattached)).count()
+}
+
+#[test]
+fn an_eni_ec2_calls_full_is_read_back_and_left_for_a_new_eni() {
+    // Before: the same assign on the same ENI every 5 s forever, never a new ENI.
+    let mut e = Engine::new(cfg(NodeSettings::default()), &[primary(&[])], 1, T0).unwrap();
+    let made = drive(&mut e, T0, 300, &|c| match c {
+        Call::AssignIps { eni, .. } if eni.0 == "eni-primary" => Err(err("PrivateIpAddressLimitExceeded")),
+        Call::AssignIps { .. } => Err(err("UnauthorizedOperation")),
+        Call::Describe => Ok(CallOutput::Enis(NodeEnis { managed: vec![primary(&[])], unmanaged: vec![] })),
+        Call::CreateEni { .. } => Ok(CallOutput::Eni(EniInfo {
+            id: "eni-new".into(),
+            device_index: 0,
+            subnet: "subnet-node".into(),
+            primary_ip: Ipv4Addr::new(10, 0, 0, 20),
+            secondary_ips: vec![],
+            prefixes: vec![],
+            v6_prefix: None,
+        })),
+        _ => Ok(CallOutput::Done),
+    });
+    let on_primary = made.iter().filter(|c| matches!(c, Call::AssignIps { eni, .. } if eni.0 == "eni-primary")).count();
+    assert_eq!(on_primary, 1, "EC2's limit is believed: {made:?}");
+    let i_describe = made.iter().position(|c| matches!(c, Call::Describe)).expect("a reconcile");
+    let i_create = made.iter().position(|c| matches!(c, Call::CreateEni { .. })).expect("a new ENI");
+    assert!(i_describe < i_create, "{made:?}");
+    assert!(made.iter().any(|c| matches!(c, Call::AttachEni { device_index: 1, .. })), "{made:?}");
+}
+
+#[test]
+fn an_instance_ec2_calls_full_gets_no_more_enis_and_each_failed_one_is_deleted() {
+    // Before: create, fail to attach, delete, every 5 s.
+    let mut e = Engine::new(cfg(NodeSettings::default()), &[primary(&["10.0.0.5"])], 1, T0).unwrap();
+    e.handle(T0, Event::PodAdd(PodKey::new("a")));
+    let mut n = 0;
+    let made = drive(&mut e, T0, 590, &|c| match c {
+        Call::AssignIps { .. } => Err(err("PrivateIpAddressLimitExceeded")),
+        Call::CreateEni { .. } => Ok(CallOutput::Eni(EniInfo {
+            id: "eni-x".into(),
+            device_index: 0,
+            subnet: "subnet-node".into(),
+            primary_ip: Ipv4Addr::new(10, 0, 0, 21),
+            secondary_ips: vec![],
+            prefixes: vec![],
+            v6_prefix: None,
+        })),
+        Call::AttachEni { .. } => Err(err("AttachmentLimitExceeded")),
+        Call::Describe => Ok(CallOutput::Enis(NodeEnis { managed: vec![primary(&["10.0.0.5"])], unmanaged: vec![] })),
+        _ => Ok(CallOutput::Done),
+    });
+    n += made.iter().filter(|c| matches!(c, Call::CreateEni { .. })).count();
+    let deletes = made.iter().filter(|c| matches!(c, Call::DeleteEni { .. })).count();
+    assert_eq!(n, 1, "one ENI created in 10 minutes: {made:?}");
+    assert_eq!(deletes, 1, "and deleted once: {made:?}");
+    assert!(e.orphans().next().is_none());
+    let on_primary = made.iter().filter(|c| matches!(c, Call::AssignIps { .. })).count();
+    assert!(on_primary <= 2, "{made:?}");
+}
+
+#[test]
+fn a_permanent_error_is_retried_with_a_growing_back_off() {
+    let mut e = Engine::new(cfg(NodeSettings::default()), &[primary(&[])], 1, T0).unwrap();
+    let made = drive(&mut e, T0, 3600, &|_| Err(err("UnauthorizedOperation")));
+    // 30 s doubling to 10 min, jittered: a handful of calls an hour, not 720.
+    let n = mutating(&made);
+    assert!((3..=40).contains(&n), "{n} calls in an hour: {made:?}");
+}
+
+#[test]
+fn a_cloud_that_is_gone_is_not_hammered() {
+    // Before: failed create_eni 122 times in 10 s, then every 5 s.
+    let mut e = Engine::new(cfg(housekeeping()), &[primary(&[])], 1, T0).unwrap();
+    let made = drive(&mut e, T0, 10, &|_| Err(err("Unavailable")));
+    assert!(made.len() <= 3, "{made:?}");
+    let made = drive(&mut e, T0 + std::time::Duration::from_secs(10), 600, &|_| Err(err("Unavailable")));
+    assert!(made.len() <= 60, "{} calls in 10 minutes: {made:?}", made.len());
+}
+
+#[test]
+fn a_release_whose_reply_is_lost_stays_out_of_use_until_ec2_says() {
+    let s = NodeSettings { warm_ip: 1, ..NodeSettings::default() };
+    let mut e = Engine::new(cfg(s), &[primary(&["10.0.0.5", "10.0.0.6", "10.0.0.7"])], 1, T0).unwrap();
+    let c = calls(&e.handle(T0, Event::Tick));
+    let Call::UnassignIps { ips, .. } = &c[0].1 else { panic!("{c:?}") };
+    let gone = ips.clone();
+    e.handle(T0, Event::CallDone { op: c[0].0, result: Err(err("RequestTimeout")) });
+    // EC2 did release them: they must never be handed out again.
+    assert_eq!(e.stats(T0).total, 1);
+    for i in 0..3 {
+        let r = e.handle(T0, Event::PodAdd(PodKey::new(format!("p{i}"))));
+        if let [Effect::PodAssigned { addr, .. }] = r.as_slice() {
+            assert!(!gone.iter().any(|g| IpAddr::V4(*g) == *addr), "{addr} was released");
+        }
+    }
+    let c = calls(&e.handle(T0 + std::time::Duration::from_secs(5), Event::Tick));
+    assert_eq!(c[0].1, Call::Describe);
+    let truth = primary(&["10.0.0.5", "10.0.0.6", "10.0.0.7"]);
+    let kept: Vec<Ipv4Addr> = truth.secondary_ips.iter().copied().filter(|ip| !gone.contains(ip)).collect();
+    let mut now_truth = truth.clone();
+    now_truth.secondary_ips = kept;
+    let r = e.handle(
+        T0 + std::time::Duration::from_secs(5),
+        Event::CallDone {
+            op: c[0].0,
+            result: Ok(CallOutput::Enis(NodeEnis { managed: vec![now_truth], unmanaged: vec![] })),
+        },
+    );
+    assert!(matches!(r.as_slice(), [Effect::Reconciled(rep)] if rep.dropped_blocks.len() == 2), "{r:?}");
+    assert_eq!(e.datastore().enis()[0].cidrs.len(), 1);
+}
+
+#[test]
+fn an_attach_whose_reply_is_lost_is_adopted_not_deleted() {
+    let mut e = Engine::new(cfg(NodeSettings::default()), &[primary(&[])], 1, T0).unwrap();
+    let new = EniInfo {
+        id: "eni-new".into(),
+        device_index: 1,
+        subnet: "subnet-node".into(),
+        primary_ip: Ipv4Addr::new(10, 0, 0, 30),
+        secondary_ips: vec!["10.0.0.31".parse().unwrap()],
+        prefixes: vec![],
+        v6_prefix: None,
+    };
+    let c = calls(&e.handle(T0, Event::Tick));
+    assert!(matches!(c[0].1, Call::AssignIps { .. }));
+    let c = calls(&e.handle(T0, Event::CallDone { op: c[0].0, result: Err(err("PrivateIpAddressLimitExceeded")) }));
+    assert!(c.is_empty());
+    let c = calls(&e.handle(T0, Event::Tick));
+    assert_eq!(c[0].1, Call::Describe);
+    let full = NodeEnis { managed: vec![primary(&[])], unmanaged: vec![] };
+    e.handle(T0, Event::CallDone { op: c[0].0, result: Ok(CallOutput::Enis(full)) });
+    let c = calls(&e.handle(T0 + std::time::Duration::from_secs(5), Event::Tick));
+    assert!(matches!(c[0].1, Call::CreateEni { .. }), "{c:?}");
+    let mut created = new.clone();
+    created.device_index = 0;
+    let c = calls(&e.handle(T0, Event::CallDone { op: c[0].0, result: Ok(CallOutput::Eni(created)) }));
+    assert!(matches!(c[0].1, Call::AttachEni { .. }));
+    e.handle(T0, Event::CallDone { op: c[0].0, result: Err(err("RequestTimeout")) });
+    // The reconcile comes before the delete, sees the ENI attached, and adopts it.
+    let c = calls(&e.handle(T0 + std::time::Duration::from_secs(10), Event::Tick));
+    assert_eq!(c[0].1, Call::Describe, "{c:?}");
+    let both = NodeEnis { managed: vec![primary(&[]), new], unmanaged: vec![] };
+    e.handle(T0, Event::CallDone { op: c[0].0, result: Ok(CallOutput::Enis(both)) });
+    assert!(e.orphans().next().is_none());
+    assert!(e.datastore().eni(&"eni-new".into()).is_some());
+}
+
+#[test]
+fn a_failed_cleanup_is_retried_and_counted_never_dropped() {
+    let mut e = Engine::new(cfg(NodeSettings::default()), &[primary(&[])], 1, T0).unwrap();
+    e.orphans.insert("eni-left".into());
+    let made = drive(&mut e, T0, 300, &|c| match c {
+        Call::DeleteEni { .. } => Err(err("InvalidNetworkInterface.InUse")),
+        Call::Describe => Ok(CallOutput::Enis(NodeEnis { managed: vec![primary(&[])], unmanaged: vec![] })),
+        _ => Err(err("UnauthorizedOperation")),
+    });
+    let tries = made.iter().filter(|c| matches!(c, Call::DeleteEni { .. })).count();
+    assert!(tries >= 3, "{made:?}");
+    assert_eq!(e.counters().cleanup_failures, tries as u64);
+    assert!(e.orphans().any(|o| o.0 == "eni-left"));
+    let made = drive(&mut e, T0 + std::time::Duration::from_secs(300), 300, &|c| match c {
+        Call::DeleteEni { .. } => Ok(CallOutput::Done),
+        Call::Describe => Ok(CallOutput::Enis(NodeEnis { managed: vec![primary(&[])], unmanaged: vec![] })),
+        _ => Err(err("UnauthorizedOperation")),
+    });
+    assert!(made.iter().any(|c| matches!(c, Call::DeleteEni { .. })));
+    assert!(e.orphans().next().is_none());
+    assert_eq!(e.counters().enis_deleted, 1);
+}
+
+#[test]
+fn the_leak_sweep_deletes_an_unattached_eni_only_after_the_grace() {
+    let mut e = Engine::new(cfg(housekeeping()), &[primary(&["10.0.0.5"])], 1, T0).unwrap();
+    let answer = |c: &Call| match c {
+        Call::ListUnattached => Ok(CallOutput::EniIds(vec!["eni-leaked".into()])),
+        Call::Describe => Ok(CallOutput::Enis(NodeEnis { managed: vec![primary(&["10.0.0.5"])], unmanaged: vec![] })),
+        Call::DeleteEni { .. } => Ok(CallOutput::Done),
+        _ => Err(err("UnauthorizedOperation")),
+    };
+    let made = drive(&mut e, T0, 290, &answer);
+    assert!(made.iter().any(|c| matches!(c, Call::ListUnattached)));
+    assert!(!made.iter().any(|c| matches!(c, Call::DeleteEni { .. })), "{made:?}");
+    let made = drive(&mut e, T0 + std::time::Duration::from_secs(290), 120, &answer);
+    assert!(made.iter().any(|c| matches!(c, Call::DeleteEni { eni } if eni.0 == "eni-leaked")), "{made:?}");
+    assert_eq!(e.counters().leaked, 1);
+}
+
+#[test]
+fn a_result_that_does_not_fit_is_surfaced_and_reconciled() {
+    let mut e = Engine::new(cfg(NodeSettings::default()), &[primary(&["10.0.0.5"])], 1, T0).unwrap();
+    let c = calls(&e.handle(T0, Event::Tick));
+    // EC2 answers with an address the datastore already has.
+    let r =
+        e.handle(T0, Event::CallDone { op: c[0].0, result: Ok(CallOutput::Ips(vec!["10.0.0.5".parse().unwrap()])) });
+    assert!(matches!(r.as_slice(), [Effect::Inconsistent { .. }]), "{r:?}");
+    assert_eq!(e.counters().inconsistent, 1);
+    assert_eq!(calls(&e.handle(T0 + std::time::Duration::from_secs(5), Event::Tick))[0].1, Call::Describe);
+}
+
+#[test]
+fn the_periodic_reconcile_adopts_and_drops_what_ec2_says() {
+    let mut e = Engine::new(cfg(housekeeping()), &[primary(&["10.0.0.5", "10.0.0.6"])], 1, T0).unwrap();
+    let k = PodKey::new("a");
+    let r = e.handle(T0, Event::PodAdd(k.clone()));
+    let [Effect::PodAssigned { addr, .. }] = r.as_slice() else { panic!() };
+    let held = *addr;
+    let other = if held.to_string() == "10.0.0.5" { "10.0.0.6" } else { "10.0.0.5" };
+    // Someone else changed the ENI: the free address is gone, the held one too, a new one came.
+    let truth = primary(&["10.0.0.9"]);
+    let t = T0 + std::time::Duration::from_secs(60);
+    let c = calls(&e.handle(t, Event::Tick));
+    assert_eq!(c[0].1, Call::Describe);
+    let r = e.handle(
+        t,
+        Event::CallDone {
+            op: c[0].0,
+            result: Ok(CallOutput::Enis(NodeEnis { managed: vec![truth], unmanaged: vec![] })),
+        },
+    );
+    let [Effect::Reconciled(rep)] = r.as_slice() else { panic!("{r:?}") };
+    assert_eq!(rep.adopted_blocks, vec!["10.0.0.9/32".parse().unwrap()]);
+    assert_eq!(rep.dropped_blocks.len(), 2);
+    assert_eq!(rep.stranded_pods, 1);
+    // The pod keeps its address (never given to another), the free one is gone.
+    assert_eq!(e.datastore().pod(&k), Some(held));
+    let r = e.handle(t, Event::PodAdd(PodKey::new("b")));
+    let [Effect::PodAssigned { addr, .. }] = r.as_slice() else { panic!("{r:?}") };
+    assert_eq!(addr.to_string(), "10.0.0.9");
+    assert_ne!(addr.to_string(), other);
 }
