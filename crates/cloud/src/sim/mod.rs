@@ -49,6 +49,10 @@ pub struct ActionStats {
     pub throttled: u64,
     /// Other failures by EC2 error code.
     pub errors: BTreeMap<String, u64>,
+    /// Failures injected by [`params::Faults::error_rate`] (also counted above).
+    pub injected: u64,
+    /// Calls that took effect but whose reply was lost (counted as `ok`).
+    pub lost: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -354,6 +358,7 @@ impl SimVpc {
             } else {
                 "InternalError"
             };
+            stats.injected += 1;
             if code == "RequestLimitExceeded" {
                 stats.throttled += 1;
             } else {
@@ -374,6 +379,7 @@ impl SimVpc {
             Err(e) => *stats.errors.entry(e.code.clone()).or_default() += 1,
         }
         if lost {
+            stats.lost += 1;
             return Err(ec2_error("RequestTimeout", format!("{}: the reply was lost (injected)", action.name())));
         }
         r

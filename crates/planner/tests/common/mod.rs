@@ -1,0 +1,80 @@
+//! What the engine property tests share: a node on a simulated VPC, and the invariants that
+//! must hold at every instant.
+#![allow(dead_code)]
+
+use cloud::sim::{SimParams, SimVpc};
+use ipam::Time;
+use ipam::addr::host_net;
+use ipam::catalog::Catalog;
+use ipam::config::{EniTemplate, NodeConfig, NodeSettings};
+use planner::node::NodeSim;
+use proptest::prelude::*;
+use std::collections::{BTreeSet, HashSet};
+use std::net::IpAddr;
+
+pub struct World {
+    pub vpc: SimVpc,
+    pub node: NodeSim,
+    pub max_pods: u32,
+    pub max_enis: u32,
+    pub per_eni: u32,
+}
+
+/// A node of `instance_type` with `settings` (custom networking when `custom`) on a fresh VPC.
+pub fn world(instance_type: &str, settings: &NodeSettings, custom: bool, params: SimParams) -> Option<World> {
+    let t = Catalog::embedded().get(instance_type).unwrap();
+    let seed = params.seed;
+    let mut vpc = SimVpc::new(params);
+    vpc.add_vpc_cidr("10.0.0.0/16".parse().unwrap()).unwrap();
+    vpc.add_vpc_cidr("100.64.0.0/16".parse().unwrap()).unwrap();
+    let node_subnet = vpc.add_subnet("az1", "10.0.0.0/22".parse().unwrap()).unwrap();
+    let pod_subnet = vpc.add_subnet("az1", "100.64.0.0/22".parse().unwrap()).unwrap();
+    let mut settings = settings.clone();
+    if custom {
+        settings.custom_networking = Some(EniTemplate { subnet: pod_subnet, security_groups: vec![] });
+    }
+    let cfg = NodeConfig::resolve(t, node_subnet, &settings).ok()?;
+    let (max_pods, max_enis, per_eni) = (cfg.limits.max_pods, cfg.limits.max_enis, cfg.limits.blocks_per_eni);
+    let node = NodeSim::launch(&mut vpc, t, cfg, seed, Time::ZERO).ok()?;
+    Some(World { vpc, node, max_pods, max_enis, per_eni })
+}
+
+/// Every invariant that must hold at any instant.
+pub fn check(w: &World) -> Result<(), TestCaseError> {
+    let bad = w.vpc.check_invariants();
+    prop_assert!(bad.is_empty(), "VPC invariants: {:?}", bad);
+    let ds = w.node.engine().datastore();
+    // No address held by two pods.
+    let mut seen = HashSet::new();
+    for (k, a) in ds.pods() {
+        prop_assert!(seen.insert(*a), "{} held twice (second: {})", a, k);
+    }
+    prop_assert!(ds.enis().len() as u32 <= w.max_enis, "{} ENIs > {}", ds.enis().len(), w.max_enis);
+    let subnets: Vec<_> = w.vpc.subnets().to_vec();
+    for e in ds.enis() {
+        prop_assert!(e.block_count() <= w.per_eni, "{}: {} blocks > {}", e.id, e.block_count(), w.per_eni);
+        let truth = w.vpc.peek_eni(&e.id);
+        prop_assert!(truth.is_some() || e.releasing, "{} unknown to EC2", e.id);
+        let Some(truth) = truth else { continue };
+        let real: BTreeSet<_> =
+            truth.secondary_ips.iter().map(|ip| host_net(*ip)).chain(truth.prefixes.iter().copied()).collect();
+        let subnet = subnets.iter().find(|s| s.id == e.subnet).unwrap();
+        for c in e.cidrs.iter().filter(|c| !c.releasing) {
+            prop_assert!(real.contains(&c.net), "{}: {} not on the ENI in EC2", e.id, c.net);
+            prop_assert!(subnet.cidr.contains(&c.net), "{} outside {}", c.net, subnet.cidr);
+            if c.is_prefix {
+                prop_assert!(ipam::addr::is_aligned_prefix(&c.net));
+            }
+        }
+    }
+    // Every pod address lies in a block EC2 really gave this node.
+    for (k, a) in ds.pods() {
+        let IpAddr::V4(ip) = a else { continue };
+        let owner = ds.enis().iter().find(|e| e.cidrs.iter().any(|c| c.net.contains(ip)));
+        prop_assert!(owner.is_some(), "{}'s address {} is in no block", k, a);
+        let truth = w.vpc.peek_eni(&owner.unwrap().id).unwrap();
+        let real = truth.secondary_ips.contains(ip) || truth.prefixes.iter().any(|p| p.contains(ip));
+        prop_assert!(real, "{}'s address {} is not on its ENI in EC2", k, a);
+    }
+    Ok(())
+}
