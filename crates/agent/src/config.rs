@@ -85,6 +85,8 @@ pub struct DaemonConfig {
     pub subnet_discovery: bool,
     /// `CLUSTER_NAME`: tags the ENIs podip creates.
     pub cluster_name: Option<String>,
+    /// aws-node's checkpoint, imported when podipd has none of its own (empty: never).
+    pub import_checkpoint: Option<PathBuf>,
 }
 
 /// Where the ENIs come from.
@@ -102,7 +104,7 @@ pub enum Cloud {
 pub struct ConfigError(pub Vec<String>);
 
 /// The environment names read, with their defaults.
-pub const VARIABLES: [(&str, &str); 28] = [
+pub const VARIABLES: [(&str, &str); 29] = [
     ("WARM_ENI_TARGET", "1"),
     ("WARM_IP_TARGET", "0"),
     ("MINIMUM_IP_TARGET", "0"),
@@ -131,6 +133,7 @@ pub const VARIABLES: [(&str, &str); 28] = [
     ("PODIP_WIRING_GRACE", "180"),
     ("ENABLE_SUBNET_DISCOVERY", "true"),
     ("CLUSTER_NAME", ""),
+    ("PODIP_IMPORT_CHECKPOINT", "/var/run/aws-node/ipam.json"),
 ];
 
 /// Bounds of the numeric settings: (name, lowest, highest).
@@ -355,6 +358,11 @@ impl DaemonConfig {
         {
             bad.push(format!("CLUSTER_NAME={c:?}: 1-100 letters, digits, '-' or '_' (an EKS cluster name)"));
         }
+        let import_checkpoint = Some(get("PODIP_IMPORT_CHECKPOINT")).filter(|s| !s.is_empty());
+        if let Some(p) = &import_checkpoint {
+            absolute_path("PODIP_IMPORT_CHECKPOINT", p, crate::limits::MAX_PATH, &mut bad);
+        }
+        let import_checkpoint = import_checkpoint.map(PathBuf::from);
         let primary_if = get("PODIP_PRIMARY_IF");
         if let Some(p) = crate::limits::interface_problem(&primary_if) {
             bad.push(format!("PODIP_PRIMARY_IF={primary_if:?}: {p}"));
@@ -372,6 +380,7 @@ impl DaemonConfig {
             wiring_grace,
             subnet_discovery,
             cluster_name,
+            import_checkpoint,
             warm_eni,
             warm_ip,
             minimum_ip,

@@ -13,3 +13,4 @@ pub mod limits;
 pub mod lock;
 pub mod metrics;
 pub mod protocol;
+pub mod vpccni;

@@ -202,3 +202,61 @@ fn custom_networking_puts_pods_in_the_pod_subnet() {
         "no pods on the primary ENI: {st}"
     );
 }
+
+#[test]
+fn a_node_switched_from_aws_node_keeps_every_pods_address() {
+    let mut w = World::new("import");
+    w.start(&[]);
+    let t0 = Instant::now();
+    let st = loop {
+        let st = introspect(&w.sock());
+        if st["total"].as_u64().unwrap_or(0) >= 6 {
+            break st;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "the pool never filled: {st}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let ips: Vec<String> =
+        st["enis"][0]["secondary_ips"].as_array().unwrap().iter().take(3).map(|v| v.as_str().unwrap().into()).collect();
+    // The node ran aws-node until now: its pods hold addresses aws-node recorded.
+    w.kill();
+    std::fs::remove_file(w.dir.join("state/ipam.json")).unwrap();
+    let aws_node = w.dir.join("aws-node.json");
+    let entries: Vec<Value> = ips
+        .iter()
+        .enumerate()
+        .map(|(i, ip)| {
+            serde_json::json!({"networkName": "podip", "containerID": format!("old{i}"), "ifName": "eth0",
+                "ipv4": ip, "allocationTimestamp": 1_712_345_678_901_234_567u64,
+                "metadata": {"k8sPodNamespace": "default", "k8sPodName": format!("web-{i}"), "interfacesCount": 1}})
+        })
+        .collect();
+    let text = serde_json::json!({"version": "vpc-cni-ipam/1", "allocations": entries}).to_string();
+    std::fs::write(&aws_node, &text).unwrap();
+    w.start(&[("PODIP_IMPORT_CHECKPOINT", aws_node.to_str().unwrap())]);
+    let st = introspect(&w.sock());
+    let held: BTreeMap<String, String> = st["pods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["container_id"].as_str().unwrap().into(), p["ip"].as_str().unwrap().into()))
+        .collect();
+    for (i, ip) in ips.iter().enumerate() {
+        assert_eq!(held.get(&format!("old{i}")), Some(ip), "{st}");
+    }
+    // New pods never get them; a repeated ADD of an old pod gets its own; DEL releases it.
+    for n in 0..4 {
+        let a = add(&w.sock(), &format!("new{n}"));
+        assert!(!ips.contains(&a), "{a} handed out twice");
+    }
+    assert_eq!(add(&w.sock(), "old1"), ips[1]);
+    let r = request(&w.sock(), &attach("del", "old0")).unwrap();
+    assert_eq!(r["ok"]["addr"], ips[0].as_str(), "{r}");
+    assert_eq!(std::fs::read_to_string(&aws_node).unwrap(), text, "aws-node's file is only read");
+    // Once podipd has its own checkpoint, aws-node's is not read again.
+    w.kill();
+    std::fs::write(&aws_node, "not json").unwrap();
+    w.start(&[("PODIP_IMPORT_CHECKPOINT", aws_node.to_str().unwrap())]);
+    let st = introspect(&w.sock());
+    assert_eq!(st["pods"].as_array().unwrap().len(), 2 + 4, "{st}");
+}

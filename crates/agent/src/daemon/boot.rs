@@ -195,7 +195,27 @@ impl Daemon {
             } else {
                 None
             };
-        let (cp, lost) = read_checkpoint(&cfg.checkpoint, &clocks, &mut notes)?;
+        let (mut cp, lost) = read_checkpoint(&cfg.checkpoint, &clocks, &mut notes)?;
+        let mut imported = false;
+        if cp.is_none()
+            && !lost
+            && let Some(path) = &cfg.import_checkpoint
+        {
+            // A node moving from aws-node: its pods keep their addresses. Its file is only read.
+            match crate::vpccni::import(path, &clocks) {
+                Ok(Some(c)) => {
+                    notes.push(format!(
+                        "imported {} assignments from aws-node's checkpoint {}",
+                        c.allocations.len(),
+                        path.display()
+                    ));
+                    cp = Some(c);
+                    imported = true;
+                }
+                Ok(None) => {}
+                Err(e) => notes.push(format!("aws-node's checkpoint not imported: {e}")),
+            }
+        }
         let mut meta = BTreeMap::new();
         let ds = engine.datastore_mut();
         if let Some(cp) = &cp {
@@ -249,11 +269,16 @@ impl Daemon {
                         }
                     }
                 }
-                if lost {
-                    // Which addresses were cooling is lost: every address not wired cools once.
+                if lost || imported {
+                    // Which addresses were cooling is lost (aws-node keeps no cooldowns): every
+                    // address not wired cools once.
                     let n = quarantine(ds, now + cfg.cooldown);
                     notes.push(format!("rebuilt from the host; {n} unwired addresses cool down once"));
                 }
+            }
+            None if imported => {
+                let n = quarantine(ds, now + cfg.cooldown);
+                notes.push(format!("{n} addresses aws-node may have just released cool down once"));
             }
             None if lost => {
                 // No host to rebuild from: hold every address back, and move the IPv6 allocator
