@@ -231,12 +231,20 @@ fn handle(vpc: &mut SimVpc, req: Ec2Request) -> Result<Ec2Reply, CallError> {
 }
 
 /// Serves `vpc` on `listener` until the process ends; `now` reads the clock, `latency_scale`
-/// scales each call's simulated latency (0 answers at once).
-pub fn serve(listener: UnixListener, vpc: SimVpc, now: fn() -> Time, latency_scale: f64) {
+/// (read at every call, so a test can slow the cloud down or hang it) scales each call's
+/// simulated latency (0 answers at once).
+pub fn serve(
+    listener: UnixListener,
+    vpc: SimVpc,
+    now: fn() -> Time,
+    latency_scale: impl Fn() -> f64 + Send + Sync + 'static,
+) {
     let vpc = Arc::new(Mutex::new(vpc));
+    let latency_scale = Arc::new(latency_scale);
     for conn in listener.incoming() {
         let Ok(conn) = conn else { continue };
         let vpc = Arc::clone(&vpc);
+        let latency_scale = Arc::clone(&latency_scale);
         std::thread::spawn(move || {
             let Ok(read) = conn.try_clone() else { return };
             let mut write = conn;
@@ -259,7 +267,7 @@ pub fn serve(listener: UnixListener, vpc: SimVpc, now: fn() -> Time, latency_sca
                         }
                     }
                 };
-                std::thread::sleep(latency.mul_f64(latency_scale.max(0.0)));
+                std::thread::sleep(latency.mul_f64(latency_scale().clamp(0.0, 1e6)));
                 let Ok(mut text) = serde_json::to_string(&wire) else { return };
                 text.push('\n');
                 if write.write_all(text.as_bytes()).is_err() {
@@ -298,7 +306,11 @@ impl RemoteEc2 {
     /// Sets the per-call timeout.
     pub fn set_timeout(&mut self, timeout: Duration) {
         self.timeout = timeout;
-        self.conn = None;
+        if let Some((_, s)) = &self.conn
+            && (s.set_read_timeout(Some(timeout)).is_err() || s.set_write_timeout(Some(timeout)).is_err())
+        {
+            self.conn = None;
+        }
     }
 
     fn reconnect(&mut self) -> std::io::Result<()> {
@@ -457,7 +469,7 @@ mod tests {
         vpc.add_vpc_cidr("10.0.0.0/16".parse().unwrap()).unwrap();
         let subnet = vpc.add_subnet("az1", "10.0.0.0/28".parse().unwrap()).unwrap();
         let listener = UnixListener::bind(&sock).unwrap();
-        std::thread::spawn(move || serve(listener, vpc, || Time::from_secs(1), 0.0));
+        std::thread::spawn(move || serve(listener, vpc, || Time::from_secs(1), || 0.0));
         let mut c = RemoteEc2::connect(&sock).unwrap();
         let Ec2Reply::Instance { instance, primary } =
             c.call(&Ec2Request::RunInstance { instance_type: "m5.large".into(), subnet: subnet.clone() }).unwrap()
@@ -471,6 +483,36 @@ mod tests {
         assert_eq!(enis[0].secondary_ips.len(), 9);
         let e = c.call(&Ec2Request::RunInstance { instance_type: "m9.huge".into(), subnet }).unwrap_err();
         assert!(e.message.contains("m9.huge"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_hung_service_times_out_and_a_restarted_one_is_used_again() {
+        let dir = std::env::temp_dir().join(format!("podip-remote-r-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let sock = dir.join("vpc.sock");
+        let _ = std::fs::remove_file(&sock);
+        // A service that takes requests and never answers.
+        let hung = UnixListener::bind(&sock).unwrap();
+        let held = std::thread::spawn(move || hung.accept().map(|(s, _)| s));
+        let mut c = RemoteEc2::connect(&sock).unwrap();
+        c.set_timeout(Duration::from_millis(300));
+        #[allow(clippy::disallowed_methods)] // Measures the timeout in real time.
+        let t0 = std::time::Instant::now();
+        let e = c.call(&Ec2Request::VpcCidrs).unwrap_err();
+        assert_eq!((e.code.as_str(), e.kind), ("RequestTimeout", crate::ErrorKind::Transient), "{e}");
+        assert!(t0.elapsed() < Duration::from_secs(5));
+        drop(held.join());
+        // The service is restarted at the same path: the next call reaches it.
+        std::fs::remove_file(&sock).unwrap();
+        let e = c.call(&Ec2Request::VpcCidrs).unwrap_err();
+        assert_eq!(e.code, "Unavailable", "{e}");
+        let mut vpc = SimVpc::new(SimParams::default());
+        vpc.add_vpc_cidr("10.9.0.0/16".parse().unwrap()).unwrap();
+        let listener = UnixListener::bind(&sock).unwrap();
+        std::thread::spawn(move || serve(listener, vpc, || Time::from_secs(1), || 0.0));
+        let Ec2Reply::Cidrs { cidrs } = c.call(&Ec2Request::VpcCidrs).unwrap() else { panic!() };
+        assert_eq!(cidrs, vec!["10.9.0.0/16".parse::<Ipv4Net>().unwrap()]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -131,6 +131,146 @@ fn bad_configuration_exits_2_naming_every_value() {
 }
 
 #[test]
+fn aws_node_settings_podipd_cannot_honour_are_refused_by_name() {
+    // Before, ENABLE_POD_ENI=true from an aws-node manifest was silently ignored.
+    let out = Command::new(env!("CARGO_BIN_EXE_podipd"))
+        .env("ENABLE_POD_ENI", "true")
+        .env("ENABLE_MULTI_NIC", "false")
+        .env("WARM_IP_TARGETS", "3")
+        .env("AWS_VPC_K8S_CNI_LOGLEVEL", "DEBUG")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("ENABLE_POD_ENI=\"true\": not supported: security groups for pods"), "{err}");
+    assert!(err.contains("WARM_IP_TARGETS=\"3\": not an aws-node setting"), "{err}");
+    assert!(!err.contains("ENABLE_MULTI_NIC") && !err.contains("LOGLEVEL"), "{err}");
+}
+
+/// Sorted ADD latencies of `n` concurrent ADDs.
+fn concurrent_adds(sock: &std::path::Path, tag: &str, n: usize) -> Vec<Duration> {
+    let threads: Vec<_> = (0..n)
+        .map(|i| {
+            let sock = sock.to_path_buf();
+            let cid = format!("{tag}{i}");
+            std::thread::spawn(move || {
+                let t0 = Instant::now();
+                let r = request(&sock, &attach("add", &cid)).unwrap();
+                assert!(r["ok"]["addr"].is_string(), "{r}");
+                t0.elapsed()
+            })
+        })
+        .collect();
+    let mut d: Vec<Duration> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    d.sort();
+    d
+}
+
+#[test]
+fn adds_do_not_wait_for_a_slow_or_hung_cloud_while_the_pool_has_addresses() {
+    let mut w = World::new("slowcloud");
+    // c5.9xlarge: 8 ENIs x 29 addresses, max pods 234.
+    w.start(&[("PODIP_INSTANCE_TYPE", "c5.9xlarge"), ("WARM_IP_TARGET", "200")]);
+    let t0 = Instant::now();
+    while introspect(&w.sock())["total"].as_u64().unwrap_or(0) < 200 {
+        assert!(t0.elapsed() < Duration::from_secs(180), "the pool never filled: {}", introspect(&w.sock()));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("pool of 200 in {:?}", t0.elapsed());
+    let fast = concurrent_adds(&w.sock(), "fast", 64);
+    // EC2-like latencies (assign 0.2-1 s, ENI 2-10 s), then a cloud that does not answer
+    // (every call runs into podipd's 10 s timeout): the pool refills in the background.
+    w.set_cloud_latency(1.0);
+    std::thread::sleep(Duration::from_millis(5200));
+    let slow = concurrent_adds(&w.sock(), "slow", 64);
+    w.set_cloud_latency(1e5);
+    std::thread::sleep(Duration::from_millis(5200));
+    let hung = concurrent_adds(&w.sock(), "hung", 64);
+    let p99 = |d: &[Duration]| d[d.len() * 99 / 100 - 1];
+    eprintln!("ADD p99: cloud at once {:?}, EC2-like {:?}, hung {:?}", p99(&fast), p99(&slow), p99(&hung));
+    for d in [&slow, &hung] {
+        assert!(p99(d) < Duration::from_millis(500), "an ADD waited for the cloud: {d:?}");
+    }
+    let status = request(&w.sock(), &serde_json::json!({"v": 1, "op": "status"})).unwrap();
+    assert_eq!(status["ok"]["readiness"], "ready", "{status}");
+    w.set_cloud_latency(0.0);
+}
+
+#[test]
+fn podipd_waits_for_a_cloud_that_is_not_there_yet() {
+    let mut w = World::new("latecloud");
+    let late = w.dir.join("late.sock");
+    let mut c = w.command(&[("PODIP_CLOUD", &format!("sim:{}", late.display()))]);
+    c.stderr(std::process::Stdio::piped());
+    w.daemon = Some(c.spawn().unwrap());
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(w.daemon.as_mut().unwrap().try_wait().unwrap().is_none(), "podipd gave up on the cloud");
+    let listener = std::os::unix::net::UnixListener::bind(&late).unwrap();
+    let vpc = common::vpc(cloud::sim::SimParams::default());
+    std::thread::spawn(move || cloud::remote::serve(listener, vpc, common::wall, || 0.0));
+    add(&w.sock(), "first");
+}
+
+#[test]
+fn a_restart_while_the_metadata_is_stale_never_brings_back_a_released_address() {
+    // The VPC CNI's #3887: ipamd released an address, restarted within the metadata service's
+    // lag, read the address back from the stale metadata and gave it to a pod while EC2 had
+    // given it to another node. podipd reads the node's ENIs from EC2.
+    let params = cloud::sim::SimParams { seed: 3, imds_lag: Duration::from_secs(15), ..Default::default() };
+    let mut w = World::with("imdslag", params);
+    let cfg = [("WARM_IP_TARGET", "2"), ("WARM_ENI_TARGET", "0"), ("IP_COOLDOWN_PERIOD", "0")];
+    w.start(&cfg);
+    let sock = w.sock();
+    let pods: Vec<String> = (0..6).map(|i| add(&sock, &format!("burst{i}"))).collect();
+    // Older than the lag: the metadata shows them.
+    std::thread::sleep(Duration::from_secs(16));
+    for i in 0..6 {
+        request(&sock, &attach("del", &format!("burst{i}"))).unwrap();
+    }
+    // The pool shrinks back to its warm target: addresses go back to EC2.
+    let t0 = Instant::now();
+    let released: Vec<String> = loop {
+        let st = introspect(&sock);
+        let held: HashSet<String> = st["enis"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|e| e["secondary_ips"].as_array().unwrap().clone())
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect();
+        let gone: Vec<String> = pods.iter().filter(|p| !held.contains(*p)).cloned().collect();
+        if !gone.is_empty() && st["in_flight"] == 0 {
+            break gone;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(60), "the pool never shrank: {st}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let instance = introspect(&sock)["instance"].as_str().unwrap().to_string();
+    let mut ec2 = RemoteEc2::connect(&w.vpc_sock).unwrap();
+    let stale = ec2.metadata_enis(&instance.as_str().into()).unwrap();
+    let shown: Vec<String> = stale.iter().flat_map(|e| e.secondary_ips.iter().map(ToString::to_string)).collect();
+    assert!(released.iter().all(|r| shown.contains(r)), "the metadata still shows {released:?}: {shown:?}");
+    // Restart within the lag.
+    w.kill();
+    w.start(&cfg);
+    let st = introspect(&sock);
+    let pool: Vec<String> = st["enis"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|e| e["secondary_ips"].as_array().unwrap().clone())
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    for r in &released {
+        assert!(!pool.contains(r), "{r}, released to EC2, is back in the pool: {st}");
+    }
+    for i in 0..6 {
+        let a = add(&sock, &format!("after{i}"));
+        assert!(!released.contains(&a), "{a} was handed out after EC2 took it back");
+    }
+}
+
+#[test]
 fn a_corrupt_checkpoint_is_reported_kept_and_recovered_from() {
     let mut w = World::new("corrupt");
     w.start(&[]);

@@ -4,7 +4,7 @@
 use super::params::{Faults, Placement, Window};
 use super::subnet::{Reservation, ReservationKind};
 use super::*;
-use crate::ErrorKind;
+use crate::{Call, CallOutput, EniStatus, ErrorKind};
 use ipam::catalog::Catalog;
 use proptest::prelude::*;
 
@@ -216,6 +216,99 @@ fn layout_errors_name_the_block() {
     );
     assert!(matches!(v.add_subnet("az", "10.0.0.128/25".parse().unwrap()), Err(LayoutError::Overlap(..))));
     assert!(matches!(v.add_subnet("az", "10.0.1.0/29".parse().unwrap()), Err(LayoutError::BadSize(_))));
+}
+
+#[test]
+fn attach_and_detach_take_time_and_an_eni_still_detaching_cannot_be_deleted() {
+    let (mut v, s) = vpc(7);
+    let (inst, _) = v.run_instance(m5(), &s).unwrap();
+    v.set_now(Time::from_secs(10));
+    let e = v.create_network_interface(&CreateEni { subnet: s.clone(), ..CreateEni::default() }).unwrap();
+    assert_eq!(e.status, EniStatus::Available);
+    v.attach_network_interface(&e.id, &inst, 1).unwrap();
+    assert_eq!(v.peek_eni(&e.id).unwrap().status, EniStatus::Attaching);
+    v.set_now(Time::from_secs(14)); // attach_settle is 1-3 s
+    assert_eq!(v.peek_eni(&e.id).unwrap().status, EniStatus::InUse);
+    v.detach_network_interface(&e.id).unwrap();
+    assert_eq!(v.peek_eni(&e.id).unwrap().status, EniStatus::Detaching);
+    assert_eq!(v.detach_network_interface(&e.id).unwrap_err().code, "IncorrectState");
+    let err = v.delete_network_interface(&e.id).unwrap_err();
+    assert_eq!((err.code.as_str(), err.kind), ("InvalidNetworkInterface.InUse", ErrorKind::Conflict));
+    v.set_now(Time::from_secs(20)); // detach_settle is 1-5 s
+    assert_eq!(v.peek_eni(&e.id).unwrap().status, EniStatus::Available);
+    v.delete_network_interface(&e.id).unwrap();
+    assert!(v.check_invariants().is_empty());
+}
+
+#[test]
+fn an_eni_attaches_only_to_an_instance_of_its_az() {
+    let (mut v, s) = vpc(8);
+    let other = v.add_subnet("us-east-1b", "10.0.1.0/24".parse().unwrap()).unwrap();
+    let (inst, _) = v.run_instance(m5(), &s).unwrap();
+    let e = v.create_network_interface(&CreateEni { subnet: other, ..CreateEni::default() }).unwrap();
+    let err = v.attach_network_interface(&e.id, &inst, 1).unwrap_err();
+    assert_eq!(err.code, "InvalidParameterCombination");
+    assert!(err.message.contains("us-east-1b") && err.message.contains("us-east-1a"), "{err}");
+}
+
+#[test]
+fn a_throttled_call_takes_no_token() {
+    let (mut v, s) = vpc(9);
+    let create = CreateEni { subnet: s.clone(), ..CreateEni::default() };
+    v.set_faults(Faults {
+        throttle_storms: vec![Window { start: Time::from_secs(0), end: Time::from_secs(10) }],
+        ..Faults::default()
+    });
+    v.set_now(Time::from_secs(5));
+    for _ in 0..500 {
+        assert_eq!(v.create_network_interface(&create).unwrap_err().code, "RequestLimitExceeded");
+    }
+    // The storm is over: the whole burst of 100 is still there.
+    v.set_now(Time::from_secs(10));
+    for i in 0..100 {
+        let r = v.create_network_interface(&create);
+        assert!(r.is_ok() || r.unwrap_err().code.starts_with("Insufficient"), "call {i}");
+    }
+}
+
+#[test]
+fn new_enis_carry_their_tags_and_the_unattached_ones_of_an_instance_can_be_listed() {
+    let (mut v, s) = vpc(10);
+    let (inst, _) = v.run_instance(m5(), &s).unwrap();
+    let owner = crate::exec::Owner { instance: inst.clone(), cluster: Some("prod".into()) };
+    let out = crate::exec::execute(
+        &mut v,
+        &owner,
+        1_800_000_000,
+        &Call::CreateEni { subnet: s.clone(), security_groups: vec![], secondary_ips: 1, prefixes: 0 },
+    )
+    .unwrap();
+    let CallOutput::Eni(info) = out else { panic!("{out:?}") };
+    let d = v.peek_eni(&info.id).unwrap();
+    assert_eq!(d.description, format!("podip-{inst}"));
+    assert_eq!(d.tags[crate::TAG_INSTANCE_ID], inst.0);
+    assert_eq!(d.tags[crate::TAG_CREATED_AT], "2027-01-15T08:00:00Z");
+    assert_eq!(d.tags[crate::TAG_CLUSTER], "prod");
+    let listed = crate::exec::execute(&mut v, &owner, 0, &Call::ListUnattached).unwrap();
+    assert_eq!(listed, CallOutput::EniIds(vec![info.id.clone()]));
+    let other = crate::exec::Owner::new("i-someone-else".into());
+    assert_eq!(crate::exec::execute(&mut v, &other, 0, &Call::ListUnattached).unwrap(), CallOutput::EniIds(vec![]));
+}
+
+#[test]
+fn the_metadata_view_lags_ec2() {
+    let (mut v, s) = vpc(11);
+    let (inst, p) = v.run_instance(m5(), &s).unwrap();
+    v.set_now(Time::from_secs(100));
+    let ips = v.assign_private_ip_addresses(&p.id, 2).unwrap();
+    assert!(v.metadata_enis(&inst)[0].secondary_ips.is_empty(), "new addresses not visible yet");
+    v.set_now(Time::from_secs(106));
+    assert_eq!(v.metadata_enis(&inst)[0].secondary_ips.len(), 2);
+    v.unassign_private_ip_addresses(&p.id, &ips[..1]).unwrap();
+    assert_eq!(v.metadata_enis(&inst)[0].secondary_ips.len(), 2, "a released address still shows");
+    assert_eq!(v.peek_eni(&p.id).unwrap().secondary_ips.len(), 1);
+    v.set_now(Time::from_secs(112));
+    assert_eq!(v.metadata_enis(&inst)[0].secondary_ips, ips[1..].to_vec());
 }
 
 #[derive(Clone, Debug)]

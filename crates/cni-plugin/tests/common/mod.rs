@@ -83,7 +83,7 @@ impl Node {
         vpc.add_subnet_v6("us-east-1a", "10.0.0.0/24".parse().unwrap(), Some("2600:1f18:aaaa:1::/64".parse().unwrap()))
             .unwrap();
         let listener = std::os::unix::net::UnixListener::bind(&vpc_sock).unwrap();
-        std::thread::spawn(move || serve(listener, vpc, wall, 0.0));
+        std::thread::spawn(move || serve(listener, vpc, wall, || 0.0));
         let socket = dir.join("podipd.sock");
         let vars = [
             ("PODIP_CLOUD", format!("sim:{}", vpc_sock.display())),

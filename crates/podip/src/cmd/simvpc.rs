@@ -67,6 +67,7 @@ pub fn run(a: &Args) -> Result<(), Failure> {
     std::fs::set_permissions(&a.socket, std::fs::Permissions::from_mode(0o600))
         .map_err(|e| Failure::Other(anyhow::anyhow!("{}: {e}", a.socket.display())))?;
     eprintln!("podip sim-vpc: serving on {}", a.socket.display());
-    serve(listener, vpc, wall, a.latency_scale);
+    let scale = a.latency_scale;
+    serve(listener, vpc, wall, move || scale);
     Ok(())
 }

@@ -10,6 +10,8 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 pub fn wall() -> Time {
@@ -20,22 +22,41 @@ pub struct World {
     pub dir: PathBuf,
     pub vpc_sock: PathBuf,
     pub daemon: Option<Child>,
+    /// The scale of the cloud's latencies (f64 bits): 0 answers at once, 1 is EC2-like.
+    pub latency: Arc<AtomicU64>,
+}
+
+/// The world's VPC: two subnets in one AZ.
+pub fn vpc(params: SimParams) -> SimVpc {
+    let mut vpc = SimVpc::new(params);
+    vpc.add_vpc_cidr("10.0.0.0/16".parse().unwrap()).unwrap();
+    vpc.add_subnet("us-east-1a", "10.0.0.0/22".parse().unwrap()).unwrap();
+    vpc.add_vpc_cidr("100.64.0.0/16".parse().unwrap()).unwrap();
+    vpc.add_subnet("us-east-1a", "100.64.0.0/22".parse().unwrap()).unwrap();
+    vpc
 }
 
 impl World {
     pub fn new(name: &str) -> World {
+        World::with(name, SimParams { seed: 3, ..SimParams::default() })
+    }
+
+    pub fn with(name: &str, params: SimParams) -> World {
         let dir = std::env::temp_dir().join(format!("podipd-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let vpc_sock = dir.join("vpc.sock");
-        let mut vpc = SimVpc::new(SimParams { seed: 3, ..SimParams::default() });
-        vpc.add_vpc_cidr("10.0.0.0/16".parse().unwrap()).unwrap();
-        vpc.add_subnet("us-east-1a", "10.0.0.0/22".parse().unwrap()).unwrap();
-        vpc.add_vpc_cidr("100.64.0.0/16".parse().unwrap()).unwrap();
-        vpc.add_subnet("us-east-1a", "100.64.0.0/22".parse().unwrap()).unwrap();
         let listener = std::os::unix::net::UnixListener::bind(&vpc_sock).unwrap();
-        std::thread::spawn(move || serve(listener, vpc, wall, 0.0));
-        World { dir, vpc_sock, daemon: None }
+        let latency = Arc::new(AtomicU64::new(0f64.to_bits()));
+        let l = Arc::clone(&latency);
+        let vpc = vpc(params);
+        std::thread::spawn(move || serve(listener, vpc, wall, move || f64::from_bits(l.load(Ordering::Relaxed))));
+        World { dir, vpc_sock, daemon: None, latency }
+    }
+
+    /// Scales the cloud's latencies from now on.
+    pub fn set_cloud_latency(&self, scale: f64) {
+        self.latency.store(scale.to_bits(), Ordering::Relaxed);
     }
 
     pub fn sock(&self) -> PathBuf {
