@@ -1,9 +1,11 @@
-//! Carries out an engine [`Call`] as one EC2 action for one node: new ENIs are created with the
-//! node's tags and podip's description, the reconcile reads the node's ENIs and sorts out the
+//! Carries out an engine [`Call`] as EC2 actions for one node: new ENIs are created with the
+//! node's tags and podip's description (under subnet discovery, in the AZ's discoverable subnet
+//! with the most free addresses), the reconcile reads the node's ENIs and sorts out the
 //! ones podip must leave alone, the leak sweep lists the node's unattached ENIs.
 
 use crate::{
-    CallError, CallOutput, CreateEni, DESCRIPTION_PREFIX, Ec2, EniStatus, TAG_CLUSTER, TAG_CREATED_AT, TAG_INSTANCE_ID,
+    CallError, CallOutput, CreateEni, DESCRIPTION_PREFIX, Ec2, EniStatus, SubnetDescription, TAG_CLUSTER,
+    TAG_CREATED_AT, TAG_INSTANCE_ID,
 };
 use ipam::addr::InstanceId;
 use ipam::call::{Call, NodeEnis};
@@ -40,17 +42,43 @@ impl Owner {
 /// The EC2 error, classified.
 pub fn execute(ec2: &mut dyn Ec2, owner: &Owner, unix_secs: u64, call: &Call) -> Result<CallOutput, CallError> {
     match call {
-        Call::CreateEni { subnet, security_groups, secondary_ips, prefixes } => {
+        Call::CreateEni { subnet, discover_in, security_groups, secondary_ips, prefixes } => {
             let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix_secs);
-            let eni = ec2.create_network_interface(&CreateEni {
+            let mut req = CreateEni {
                 subnet: subnet.clone(),
                 security_groups: security_groups.clone(),
                 secondary_ips: *secondary_ips,
                 prefixes: *prefixes,
                 description: format!("{DESCRIPTION_PREFIX}{}", owner.instance),
                 tags: owner.tags(humantime::format_rfc3339_seconds(at).to_string()),
-            })?;
-            Ok(CallOutput::Eni(eni.into_info(0)))
+            };
+            let Some(az) = discover_in else {
+                return Ok(CallOutput::Eni(ec2.create_network_interface(&req)?.into_info(0)));
+            };
+            // Subnet discovery: every valid subnet of the AZ, most free addresses first, until
+            // one has room.
+            let mut subnets: Vec<SubnetDescription> = ec2
+                .describe_subnets(az)?
+                .into_iter()
+                .filter(|s| s.discoverable(subnet, owner.cluster.as_deref()))
+                .collect();
+            subnets
+                .sort_by(|a, b| b.available.cmp(&a.available).then_with(|| (&a.id != subnet).cmp(&(&b.id != subnet))));
+            let mut last = None;
+            for s in subnets {
+                req.subnet = s.id;
+                match ec2.create_network_interface(&req) {
+                    Ok(eni) => return Ok(CallOutput::Eni(eni.into_info(0))),
+                    Err(e) if e.is_insufficient_addresses() => last = Some(e),
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(last.unwrap_or_else(|| {
+                crate::ec2_error(
+                    "InsufficientFreeAddressesInSubnet",
+                    format!("subnet discovery: no subnet of {az} may take pod ENIs (tag one kubernetes.io/role/cni=1)"),
+                )
+            }))
         }
         Call::AttachEni { eni, device_index } => {
             ec2.attach_network_interface(eni, &owner.instance, *device_index).map(|()| CallOutput::Done)

@@ -45,6 +45,8 @@ pub enum Action {
     DeleteNetworkInterface,
     /// `DescribeNetworkInterfaces` (filtered).
     DescribeNetworkInterfaces,
+    /// `DescribeSubnets` (filtered on the VPC and AZ).
+    DescribeSubnets,
     /// `RunInstances`.
     RunInstances,
     /// `TerminateInstances`.
@@ -53,7 +55,7 @@ pub enum Action {
 
 impl Action {
     /// Every action.
-    pub const ALL: [Action; 10] = [
+    pub const ALL: [Action; 11] = [
         Action::CreateNetworkInterface,
         Action::AttachNetworkInterface,
         Action::AssignPrivateIpAddresses,
@@ -62,6 +64,7 @@ impl Action {
         Action::DetachNetworkInterface,
         Action::DeleteNetworkInterface,
         Action::DescribeNetworkInterfaces,
+        Action::DescribeSubnets,
         Action::RunInstances,
         Action::TerminateInstances,
     ];
@@ -77,6 +80,7 @@ impl Action {
             Action::DetachNetworkInterface => "DetachNetworkInterface",
             Action::DeleteNetworkInterface => "DeleteNetworkInterface",
             Action::DescribeNetworkInterfaces => "DescribeNetworkInterfaces",
+            Action::DescribeSubnets => "DescribeSubnets",
             Action::RunInstances => "RunInstances",
             Action::TerminateInstances => "TerminateInstances",
         }
@@ -106,6 +110,11 @@ pub const TAG_INSTANCE_ID: &str = "node.k8s.amazonaws.com/instance_id";
 pub const TAG_CREATED_AT: &str = "node.k8s.amazonaws.com/createdAt";
 /// Tag naming the cluster (set when the cluster name is known).
 pub const TAG_CLUSTER: &str = "cluster.k8s.amazonaws.com/name";
+/// Subnet tag that makes a subnet a candidate for pod ENIs under subnet discovery (any value but
+/// `0`; `0` on the node's own subnet takes it out).
+pub const TAG_SUBNET_CNI: &str = "kubernetes.io/role/cni";
+/// Subnet tag prefix that restricts a subnet to the clusters named after it.
+pub const TAG_SUBNET_CLUSTER_PREFIX: &str = "cni.networking.k8s.aws/cluster/";
 /// Tag that marks an ENI no agent may manage (`true`).
 pub const TAG_NO_MANAGE: &str = "node.k8s.amazonaws.com/no_manage";
 /// The start of the description of every ENI podip creates (`podip-<instance-id>`).
@@ -186,6 +195,38 @@ impl EniDescription {
     }
 }
 
+/// What EC2 says about a subnet.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubnetDescription {
+    /// Id.
+    pub id: SubnetId,
+    /// Availability zone.
+    pub az: String,
+    /// IPv4 block.
+    pub cidr: Ipv4Net,
+    /// `AvailableIpAddressCount`.
+    pub available: u32,
+    /// Tags.
+    #[serde(default)]
+    pub tags: std::collections::BTreeMap<String, String>,
+}
+
+impl SubnetDescription {
+    /// Whether subnet discovery may put a pod ENI here (`vpc-cni-behaviour.md` §2.12): the
+    /// node's own subnet unless tagged `kubernetes.io/role/cni=0`; another only when tagged
+    /// with any other value; and, when the subnet names clusters, only for one of them.
+    pub fn discoverable(&self, node_subnet: &SubnetId, cluster: Option<&str>) -> bool {
+        let role = self.tags.get(TAG_SUBNET_CNI).map(String::as_str);
+        let role_ok = if &self.id == node_subnet { role != Some("0") } else { role.is_some_and(|r| r != "0") };
+        let names_clusters = self.tags.keys().any(|k| k.starts_with(TAG_SUBNET_CLUSTER_PREFIX));
+        let cluster_ok = match cluster {
+            Some(c) if names_clusters => self.tags.contains_key(&format!("{TAG_SUBNET_CLUSTER_PREFIX}{c}")),
+            _ => true,
+        };
+        role_ok && cluster_ok
+    }
+}
+
 /// The EC2 operations podip needs, in domain types.
 ///
 /// Every method is one EC2 action and fails with a classified [`CallError`] carrying the real
@@ -254,6 +295,11 @@ pub trait Ec2 {
     /// # Errors
     /// Throttled.
     fn describe_unattached(&mut self, instance: &InstanceId) -> Result<Vec<EniDescription>, CallError>;
+    /// `DescribeSubnets` filtered on the availability zone `az` (of the node's VPC).
+    ///
+    /// # Errors
+    /// Throttled.
+    fn describe_subnets(&mut self, az: &str) -> Result<Vec<SubnetDescription>, CallError>;
 }
 
 /// The error kind of an EC2 error code.

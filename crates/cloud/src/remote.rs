@@ -111,6 +111,11 @@ pub enum Ec2Request {
         /// Instance.
         instance: InstanceId,
     },
+    /// `DescribeSubnets` of an AZ.
+    DescribeSubnets {
+        /// AZ.
+        az: String,
+    },
     /// The instance metadata service's (lagging) view of an instance's ENIs.
     Metadata {
         /// Instance.
@@ -165,6 +170,11 @@ pub enum Ec2Reply {
     Ipv6Prefix {
         /// It.
         prefix: Ipv6Net,
+    },
+    /// Subnets as EC2 describes them.
+    SubnetDescriptions {
+        /// Them.
+        subnets: Vec<crate::SubnetDescription>,
     },
 }
 
@@ -227,6 +237,7 @@ fn handle(vpc: &mut SimVpc, req: Ec2Request) -> Result<Ec2Reply, CallError> {
         Ec2Request::Describe { instance } => Ec2Reply::Enis { enis: vpc.describe_network_interfaces(&instance)? },
         Ec2Request::DescribeUnattached { instance } => Ec2Reply::Enis { enis: vpc.describe_unattached(&instance)? },
         Ec2Request::Metadata { instance } => Ec2Reply::Enis { enis: vpc.metadata_enis(&instance) },
+        Ec2Request::DescribeSubnets { az } => Ec2Reply::SubnetDescriptions { subnets: vpc.describe_subnets(&az)? },
     })
 }
 
@@ -442,6 +453,13 @@ impl Ec2 for RemoteEc2 {
     fn describe_network_interfaces(&mut self, instance: &InstanceId) -> Result<Vec<EniDescription>, CallError> {
         match self.call(&Ec2Request::Describe { instance: instance.clone() })? {
             Ec2Reply::Enis { enis } => Ok(enis),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    fn describe_subnets(&mut self, az: &str) -> Result<Vec<crate::SubnetDescription>, CallError> {
+        match self.call(&Ec2Request::DescribeSubnets { az: az.into() })? {
+            Ec2Reply::SubnetDescriptions { subnets } => Ok(subnets),
             r => Err(unexpected(r)),
         }
     }

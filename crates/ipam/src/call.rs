@@ -20,8 +20,12 @@ pub struct OpId(pub u64);
 pub enum Call {
     /// Create an ENI with addresses or prefixes (tagged as the node's; not attached yet).
     CreateEni {
-        /// Subnet for the ENI.
+        /// Subnet for the ENI (with `discover_in`, the node's subnet).
         subnet: SubnetId,
+        /// Subnet discovery: try the discoverable subnets of this AZ, most free addresses
+        /// first, as the VPC CNI does (`vpc-cni-behaviour.md` §2.12).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        discover_in: Option<String>,
         /// Security groups (empty: the primary ENI's).
         security_groups: Vec<String>,
         /// Secondary addresses to create it with.

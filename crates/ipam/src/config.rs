@@ -46,7 +46,8 @@ pub struct NodeSettings {
     pub corrected: bool,
     /// Address choice (default: dense when corrected, random otherwise).
     pub packing: Option<Packing>,
-    /// `ENABLE_SUBNET_DISCOVERY` (not used under custom networking).
+    /// `ENABLE_SUBNET_DISCOVERY` (default on, as in the VPC CNI since 1.18; not used under
+    /// custom networking).
     pub subnet_discovery: bool,
     /// `AWS_MANAGE_ENIS_NON_SCHEDULABLE`.
     pub manage_enis_non_schedulable: bool,
@@ -92,7 +93,7 @@ impl Default for NodeSettings {
             cooldown: DEFAULT_COOLDOWN,
             corrected: true,
             packing: None,
-            subnet_discovery: false,
+            subnet_discovery: true,
             manage_enis_non_schedulable: false,
             housekeeping: Housekeeping::default(),
         }
@@ -128,6 +129,8 @@ pub struct NodeConfig {
     pub instance_type: String,
     /// The node's (primary ENI's) subnet.
     pub node_subnet: SubnetId,
+    /// The node's availability zone, when known (subnet discovery needs it).
+    pub az: Option<String>,
     /// Custom networking's pod ENI template.
     pub pod_eni: Option<EniTemplate>,
     /// Which blocks give pods addresses.
@@ -221,6 +224,7 @@ impl NodeConfig {
         Ok(NodeConfig {
             instance_type: t.name.clone(),
             node_subnet,
+            az: None,
             pod_eni: s.custom_networking.clone(),
             mode,
             targets: WarmTargets { warm_eni: s.warm_eni, warm_ip: s.warm_ip, minimum_ip: s.minimum_ip, warm_prefix },

@@ -426,8 +426,11 @@ impl Engine {
         let used: Vec<u32> =
             self.ds.enis().iter().map(|e| e.device_index).chain(self.unmanaged.iter().copied()).collect();
         let device_index = (0..).find(|i| !used.contains(i)).unwrap_or(0);
+        let discover_in =
+            if self.cfg.subnet_discovery && self.cfg.pod_eni.is_none() { self.cfg.az.clone() } else { None };
         let call = Call::CreateEni {
             subnet,
+            discover_in,
             security_groups,
             secondary_ips: if prefix { 0 } else { blocks },
             prefixes: if prefix { blocks } else { 0 },

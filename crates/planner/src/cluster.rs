@@ -106,8 +106,13 @@ pub struct ClusterOutcome {
     pub nodes_end: u64,
     /// Routable addresses held per node at the end (average).
     pub routable_per_node: f64,
-    /// Settings problems (a variant that cannot run).
+    /// Settings problems (a variant that cannot run), and call results that did not fit a
+    /// node's datastore (each also reconciled by that node).
     pub errors: Vec<String>,
+    /// Call results that did not fit a node's datastore.
+    pub inconsistent: u64,
+    /// Reconciles that corrected a node's datastore.
+    pub reconcile_changes: u64,
 }
 
 /// A finished call waiting for its completion time: (node, op, result).
@@ -288,6 +293,15 @@ impl<'a> Cluster<'a> {
     /// Carries out effects, retries waiting pods, and schedules the node's next tick.
     fn after(&mut self, n: u32, mut effects: Vec<Effect>) {
         for e in effects.drain(..) {
+            if let Effect::Inconsistent { op, error } = &e {
+                self.out.inconsistent += 1;
+                if self.out.errors.len() < 10 {
+                    self.out.errors.push(format!("node {n}: {op} did not fit its datastore: {error}"));
+                }
+            }
+            if let Effect::Reconciled(_) = &e {
+                self.out.reconcile_changes += 1;
+            }
             if let Effect::Call { op, call } = e {
                 self.vpc.set_now(self.now);
                 let owner = cloud::exec::Owner::new(self.nodes[n as usize].instance.clone());
@@ -353,7 +367,7 @@ impl<'a> Cluster<'a> {
             settings.custom_networking = Some(EniTemplate { subnet: s.clone(), security_groups: vec![] });
         }
         let cfg = match NodeConfig::resolve(group.instance_type, subnet.clone(), &settings) {
-            Ok(c) => c,
+            Ok(c) => NodeConfig { az: Some(az.clone()), ..c },
             Err(e) => {
                 self.out.errors.push(e.to_string());
                 return true;

@@ -69,10 +69,13 @@ impl NodeSim {
     pub fn launch(
         vpc: &mut SimVpc,
         t: &InstanceType,
-        cfg: NodeConfig,
+        mut cfg: NodeConfig,
         seed: u64,
         now: Time,
     ) -> Result<NodeSim, NodeSimError> {
+        if cfg.az.is_none() {
+            cfg.az = vpc.subnet(&cfg.node_subnet).map(|s| s.az.clone());
+        }
         vpc.set_now(now);
         let (instance, primary) = vpc.run_instance(t, &cfg.node_subnet).map_err(NodeSimError::Launch)?;
         let started = now + vpc.take_elapsed();

@@ -172,7 +172,8 @@ impl Daemon {
         };
         let mut s = settings(&cfg);
         s.custom_networking = pod_subnet.map(|subnet| ipam::config::EniTemplate { subnet, security_groups: vec![] });
-        let node_cfg = NodeConfig::resolve(t, node_subnet.0.clone(), &s)?;
+        let node_cfg =
+            NodeConfig { az: Some(node_subnet.1.clone()), ..NodeConfig::resolve(t, node_subnet.0.clone(), &s)? };
         if cfg.program_node {
             program_snat(&cfg, &mut ec2, &enis, &mut notes)?;
         }

@@ -281,6 +281,16 @@ impl SimVpc {
         &self.subnets
     }
 
+    /// Tags a subnet.
+    ///
+    /// # Errors
+    /// Unknown subnet.
+    pub fn tag_subnet(&mut self, subnet: &SubnetId, key: &str, value: &str) -> Result<(), LayoutError> {
+        let s = self.subnet_mut(subnet).ok_or_else(|| LayoutError::UnknownSubnet(subnet.clone()))?;
+        s.tags.insert(key.into(), value.into());
+        Ok(())
+    }
+
     /// Adds a subnet CIDR reservation.
     ///
     /// # Errors
@@ -331,7 +341,7 @@ impl SimVpc {
             | Action::DetachNetworkInterface
             | Action::DeleteNetworkInterface
             | Action::TerminateInstances => p.release,
-            Action::DescribeNetworkInterfaces => p.describe,
+            Action::DescribeNetworkInterfaces | Action::DescribeSubnets => p.describe,
             Action::RunInstances => p.eni_create_attach,
         }
     }
@@ -911,6 +921,23 @@ impl Ec2 for SimVpc {
         self.finish(Action::DescribeNetworkInterfaces, r)
     }
 
+    fn describe_subnets(&mut self, az: &str) -> Result<Vec<crate::SubnetDescription>, CallError> {
+        self.begin(Action::DescribeSubnets)?;
+        let r = Ok(self
+            .subnets
+            .iter()
+            .filter(|s| s.az == az)
+            .map(|s| crate::SubnetDescription {
+                id: s.id.clone(),
+                az: s.az.clone(),
+                cidr: s.cidr,
+                available: s.free_ips(),
+                tags: s.tags.clone(),
+            })
+            .collect());
+        self.finish(Action::DescribeSubnets, r)
+    }
+
     fn describe_unattached(&mut self, instance: &InstanceId) -> Result<Vec<EniDescription>, CallError> {
         self.begin(Action::DescribeNetworkInterfaces)?;
         let ids: Vec<EniId> = self
@@ -980,7 +1007,10 @@ fn injectable_codes(action: Action) -> &'static [&'static str] {
             "RequestLimitExceeded",
             "Unavailable",
         ],
-        Action::DescribeNetworkInterfaces | Action::RunInstances | Action::TerminateInstances => {
+        Action::DescribeNetworkInterfaces
+        | Action::DescribeSubnets
+        | Action::RunInstances
+        | Action::TerminateInstances => {
             &["UnauthorizedOperation", "InternalError", "RequestLimitExceeded", "Unavailable"]
         }
     }

@@ -128,6 +128,7 @@ impl SimParams {
             (Action::DetachNetworkInterface, spec(50.0, 5.0)),
             // Filtered describe: non-mutating.
             (Action::DescribeNetworkInterfaces, spec(100.0, 20.0)),
+            (Action::DescribeSubnets, spec(100.0, 20.0)),
             (Action::RunInstances, spec(5.0, 2.0)),
             (Action::TerminateInstances, spec(100.0, 5.0)),
         ])

@@ -79,6 +79,8 @@ pub struct Subnet {
     pub cidr: Ipv4Net,
     /// IPv6 block, if any.
     pub ipv6: Option<Ipv6Net>,
+    /// Tags (`kubernetes.io/role/cni` marks a subnet for subnet discovery).
+    pub tags: std::collections::BTreeMap<String, String>,
     used: Vec<u64>,
     reserved: Vec<u64>,
     explicit: Vec<u64>,
@@ -133,6 +135,7 @@ impl Subnet {
             az: az.to_string(),
             cidr,
             ipv6,
+            tags: std::collections::BTreeMap::new(),
             used: vec![0; n],
             reserved,
             explicit: vec![0; n],

@@ -280,7 +280,13 @@ fn new_enis_carry_their_tags_and_the_unattached_ones_of_an_instance_can_be_liste
         &mut v,
         &owner,
         1_800_000_000,
-        &Call::CreateEni { subnet: s.clone(), security_groups: vec![], secondary_ips: 1, prefixes: 0 },
+        &Call::CreateEni {
+            subnet: s.clone(),
+            discover_in: None,
+            security_groups: vec![],
+            secondary_ips: 1,
+            prefixes: 0,
+        },
     )
     .unwrap();
     let CallOutput::Eni(info) = out else { panic!("{out:?}") };
@@ -309,6 +315,45 @@ fn the_metadata_view_lags_ec2() {
     assert_eq!(v.peek_eni(&p.id).unwrap().secondary_ips.len(), 1);
     v.set_now(Time::from_secs(112));
     assert_eq!(v.metadata_enis(&inst)[0].secondary_ips, ips[1..].to_vec());
+}
+
+#[test]
+fn subnet_discovery_puts_an_eni_in_the_tagged_subnet_with_the_most_room() {
+    let (mut v, node) = vpc(12); // /24
+    let tagged_small = v.add_subnet("us-east-1a", "10.0.1.0/26".parse().unwrap()).unwrap();
+    let tagged_big = v.add_subnet("us-east-1a", "10.0.4.0/22".parse().unwrap()).unwrap();
+    let untagged = v.add_subnet("us-east-1a", "10.0.8.0/21".parse().unwrap()).unwrap();
+    let other_az = v.add_subnet("us-east-1b", "10.0.16.0/20".parse().unwrap()).unwrap();
+    v.tag_subnet(&tagged_small, crate::TAG_SUBNET_CNI, "1").unwrap();
+    v.tag_subnet(&tagged_big, crate::TAG_SUBNET_CNI, "1").unwrap();
+    v.tag_subnet(&other_az, crate::TAG_SUBNET_CNI, "1").unwrap();
+    let (inst, _) = v.run_instance(m5(), &node).unwrap();
+    let owner = crate::exec::Owner { instance: inst, cluster: Some("prod".into()) };
+    let create = |discover: bool| Call::CreateEni {
+        subnet: node.clone(),
+        discover_in: discover.then(|| "us-east-1a".to_string()),
+        security_groups: vec![],
+        secondary_ips: 1,
+        prefixes: 0,
+    };
+    let subnet_of = |v: &mut SimVpc, c: &Call| match crate::exec::execute(v, &owner, 0, c) {
+        Ok(CallOutput::Eni(info)) => Ok(info.subnet),
+        Ok(other) => panic!("{other:?}"),
+        Err(e) => Err(e),
+    };
+    assert_eq!(subnet_of(&mut v, &create(false)).unwrap(), node);
+    // The /22 has the most free addresses; the untagged /21 and the other AZ are never used.
+    assert_eq!(subnet_of(&mut v, &create(true)).unwrap(), tagged_big);
+    // A subnet that names clusters serves only those.
+    v.tag_subnet(&tagged_big, &format!("{}other", crate::TAG_SUBNET_CLUSTER_PREFIX), "shared").unwrap();
+    assert_eq!(subnet_of(&mut v, &create(true)).unwrap(), node, "the node's /24 has more room than the /26");
+    // The node's own subnet is left out when tagged 0; a full subnet is skipped.
+    v.tag_subnet(&node, crate::TAG_SUBNET_CNI, "0").unwrap();
+    assert_eq!(subnet_of(&mut v, &create(true)).unwrap(), tagged_small);
+    v.occupy_random(&tagged_small, 1000).unwrap();
+    let e = subnet_of(&mut v, &create(true)).unwrap_err();
+    assert_eq!(e.code, "InsufficientFreeAddressesInSubnet", "{e}");
+    let _ = untagged;
 }
 
 #[derive(Clone, Debug)]

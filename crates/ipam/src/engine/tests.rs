@@ -52,6 +52,7 @@ fn err(code: &str) -> CallError {
 fn create(subnet: &str, sgs: &[&str], ips: u32, prefixes: u32) -> Call {
     Call::CreateEni {
         subnet: subnet.into(),
+        discover_in: None,
         security_groups: sgs.iter().map(|s| s.to_string()).collect(),
         secondary_ips: ips,
         prefixes,
@@ -83,7 +84,8 @@ fn f38_insufficient_on_primary_retries_with_one_then_new_eni() {
 
 #[test]
 fn without_subnet_discovery_insufficient_starts_a_120s_backoff() {
-    let mut e = Engine::new(cfg(NodeSettings::default()), &[primary(&[])], 1, T0).unwrap();
+    let s = NodeSettings { subnet_discovery: false, ..NodeSettings::default() };
+    let mut e = Engine::new(cfg(s), &[primary(&[])], 1, T0).unwrap();
     let c = calls(&e.handle(T0, Event::Tick));
     let c = calls(&e.handle(T0, Event::CallDone { op: c[0].0, result: Err(err("InsufficientFreeAddressesInSubnet")) }));
     let done = e.handle(T0, Event::CallDone { op: c[0].0, result: Err(err("InsufficientFreeAddressesInSubnet")) });
