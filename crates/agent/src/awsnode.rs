@@ -58,8 +58,7 @@ pub const UNSUPPORTED: &[Unsupported] = &[
     u("METRICS_BIND_ADDRESS", &[""], "set PODIP_METRICS_ADDRESS (loopback only)"),
     u("AWS_VPC_K8S_CNI_BACKING_STORE", &[""], "set PODIP_CHECKPOINT"),
     u("AWS_EC2_ENDPOINT", &[""], "set AWS_ENDPOINT_URL_EC2 when the AWS backend is in use"),
-    u("CLUSTER_ENDPOINT", &[""], "the Kubernetes API is not used yet"),
-    u("WARM_IP_TARGET_PERCENT", &[""], "not an aws-node setting podip knows"),
+    u("ANNOTATE_POD_IP", OFF, "pod annotations need the Kubernetes client"),
 ];
 
 /// Variables accepted and ignored, each named in a start-up note.
@@ -73,11 +72,17 @@ pub const IGNORED: &[(&str, &str)] = &[
     ("ENABLE_NFTABLES", "podipd always uses nftables"),
     ("HOST_CNI_BIN_PATH", "an init-container setting"),
     ("HOST_CNI_CONFDIR_PATH", "an init-container setting"),
-    ("AWS_VPC_K8S_CNI_VETHPREFIX_IS_SET", "not a setting"),
+    ("CLUSTER_ENDPOINT", "the Kubernetes API is not used yet"),
+    ("VPC_CNI_VERSION", "informational"),
+    ("VPC_ID", "podipd reads the VPC from the cloud"),
+    ("MY_NODE_NAME", "the Kubernetes API is not used yet"),
+    ("MY_POD_NAME", "the Kubernetes API is not used yet"),
 ];
 
-/// Prefixes of aws-node's own variables: one podipd does not know is refused.
-pub const FAMILY: &[&str] = &["AWS_VPC_", "WARM_", "MINIMUM_IP", "ENABLE_", "DISABLE_", "ENI_CONFIG_"];
+/// Prefixes of aws-node's own variables: one podipd does not know is refused. (Not `AWS_`:
+/// the SDK's own variables, such as IRSA's `AWS_ROLE_ARN`, share it.)
+pub const FAMILY: &[&str] =
+    &["AWS_VPC_", "AWS_MANAGE_", "WARM_", "MINIMUM_IP", "ENABLE_", "DISABLE_", "ENI_CONFIG_", "ANNOTATE_"];
 
 /// Problems with the environment's aws-node variables (`known` are the ones podipd honours),
 /// and notes for the ones it ignores.
@@ -114,6 +119,49 @@ mod tests {
         let (bad, _) = check(&vars(&[("ENABLE_POD_ENI", "true"), ("ENABLE_MULTI_NIC", "false")]), &[]);
         assert_eq!(bad.len(), 1, "{bad:?}");
         assert!(bad[0].starts_with("ENABLE_POD_ENI=\"true\": not supported: security groups for pods"), "{bad:?}");
+    }
+
+    #[test]
+    fn the_stock_aws_node_manifest_is_accepted() {
+        // The env of aws-node's DaemonSet as shipped (config/master/aws-k8s-cni.yaml) and as the
+        // EKS add-on sets it; the ones podipd honours are passed as known.
+        let known = crate::config::VARIABLES.map(|(n, _)| n);
+        let stock = vars(&[
+            ("ADDITIONAL_ENI_TAGS", "{}"),
+            ("ANNOTATE_POD_IP", "false"),
+            ("AWS_VPC_CNI_NODE_PORT_SUPPORT", "true"),
+            ("AWS_VPC_ENI_MTU", "9001"),
+            ("AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG", "false"),
+            ("AWS_VPC_K8S_CNI_EXTERNALSNAT", "false"),
+            ("AWS_VPC_K8S_CNI_LOGLEVEL", "DEBUG"),
+            ("AWS_VPC_K8S_CNI_LOG_FILE", "/host/var/log/aws-routed-eni/ipamd.log"),
+            ("AWS_VPC_K8S_CNI_RANDOMIZESNAT", "prng"),
+            ("AWS_VPC_K8S_CNI_VETHPREFIX", "eni"),
+            ("AWS_VPC_K8S_PLUGIN_LOG_FILE", "/var/log/aws-routed-eni/plugin.log"),
+            ("AWS_VPC_K8S_PLUGIN_LOG_LEVEL", "DEBUG"),
+            ("CLUSTER_ENDPOINT", "https://ABC.gr7.us-east-1.eks.amazonaws.com"),
+            ("CLUSTER_NAME", "prod"),
+            ("DISABLE_INTROSPECTION", "false"),
+            ("DISABLE_METRICS", "false"),
+            ("DISABLE_NETWORK_RESOURCE_PROVISIONING", "false"),
+            ("ENABLE_IPv4", "true"),
+            ("ENABLE_IPv6", "false"),
+            ("ENABLE_POD_ENI", "false"),
+            ("ENABLE_PREFIX_DELEGATION", "false"),
+            ("ENABLE_SUBNET_DISCOVERY", "true"),
+            ("NETWORK_POLICY_ENFORCING_MODE", "standard"),
+            ("VPC_CNI_VERSION", "v1.19.2"),
+            ("VPC_ID", "vpc-0123"),
+            ("WARM_ENI_TARGET", "1"),
+            ("WARM_PREFIX_TARGET", "1"),
+            ("MY_NODE_NAME", "ip-10-0-0-1.ec2.internal"),
+            ("MY_POD_NAME", "aws-node-abcde"),
+            ("AWS_ROLE_ARN", "arn:aws:iam::1:role/x"),
+            ("AWS_WEB_IDENTITY_TOKEN_FILE", "/var/run/secrets/eks.amazonaws.com/serviceaccount/token"),
+            ("AWS_REGION", "us-east-1"),
+        ]);
+        let (bad, _) = check(&stock, &known);
+        assert!(bad.is_empty(), "{bad:?}");
     }
 
     #[test]

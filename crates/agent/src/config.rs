@@ -87,6 +87,13 @@ pub struct DaemonConfig {
     pub cluster_name: Option<String>,
     /// aws-node's checkpoint, imported when podipd has none of its own (empty: never).
     pub import_checkpoint: Option<PathBuf>,
+    /// `AWS_MANAGE_ENIS_NON_SCHEDULABLE`.
+    pub manage_enis_non_schedulable: bool,
+    /// `DISABLE_LEAKED_ENI_CLEANUP`: no leak sweep.
+    pub no_leak_sweep: bool,
+    /// How often the node's ENIs are read from EC2 (each read is one `DescribeNetworkInterfaces`
+    /// from the account's budget).
+    pub reconcile_every: Duration,
 }
 
 /// Where the ENIs come from.
@@ -104,7 +111,7 @@ pub enum Cloud {
 pub struct ConfigError(pub Vec<String>);
 
 /// The environment names read, with their defaults.
-pub const VARIABLES: [(&str, &str); 29] = [
+pub const VARIABLES: [(&str, &str); 32] = [
     ("WARM_ENI_TARGET", "1"),
     ("WARM_IP_TARGET", "0"),
     ("MINIMUM_IP_TARGET", "0"),
@@ -134,10 +141,13 @@ pub const VARIABLES: [(&str, &str); 29] = [
     ("ENABLE_SUBNET_DISCOVERY", "true"),
     ("CLUSTER_NAME", ""),
     ("PODIP_IMPORT_CHECKPOINT", "/var/run/aws-node/ipam.json"),
+    ("AWS_MANAGE_ENIS_NON_SCHEDULABLE", "false"),
+    ("DISABLE_LEAKED_ENI_CLEANUP", "false"),
+    ("PODIP_RECONCILE_SECONDS", "60"),
 ];
 
 /// Bounds of the numeric settings: (name, lowest, highest).
-pub const BOUNDS: [(&str, u32, u32); 9] = [
+pub const BOUNDS: [(&str, u32, u32); 10] = [
     ("WARM_ENI_TARGET", 0, 100),
     ("WARM_IP_TARGET", 0, 10_000),
     ("MINIMUM_IP_TARGET", 0, 10_000),
@@ -147,6 +157,7 @@ pub const BOUNDS: [(&str, u32, u32); 9] = [
     ("AWS_VPC_ENI_MTU", 576, 9_001),
     ("POD_MTU", 576, 9_001),
     ("PODIP_WIRING_GRACE", 1, 3_600),
+    ("PODIP_RECONCILE_SECONDS", 10, 3_600),
 ];
 
 fn boolean_of(v: &str, name: &str, bad: &mut Vec<String>) -> bool {
@@ -363,6 +374,10 @@ impl DaemonConfig {
             absolute_path("PODIP_IMPORT_CHECKPOINT", p, crate::limits::MAX_PATH, &mut bad);
         }
         let import_checkpoint = import_checkpoint.map(PathBuf::from);
+        let manage_enis_non_schedulable =
+            boolean_of(&get("AWS_MANAGE_ENIS_NON_SCHEDULABLE"), "AWS_MANAGE_ENIS_NON_SCHEDULABLE", &mut bad);
+        let no_leak_sweep = boolean_of(&get("DISABLE_LEAKED_ENI_CLEANUP"), "DISABLE_LEAKED_ENI_CLEANUP", &mut bad);
+        let reconcile_every = Duration::from_secs(u64::from(uint("PODIP_RECONCILE_SECONDS", &mut bad).unwrap_or(60)));
         let primary_if = get("PODIP_PRIMARY_IF");
         if let Some(p) = crate::limits::interface_problem(&primary_if) {
             bad.push(format!("PODIP_PRIMARY_IF={primary_if:?}: {p}"));
@@ -381,6 +396,9 @@ impl DaemonConfig {
             subnet_discovery,
             cluster_name,
             import_checkpoint,
+            manage_enis_non_schedulable,
+            no_leak_sweep,
+            reconcile_every,
             warm_eni,
             warm_ip,
             minimum_ip,

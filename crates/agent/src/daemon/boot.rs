@@ -52,7 +52,11 @@ fn settings(cfg: &DaemonConfig) -> NodeSettings {
         max_eni: cfg.max_eni,
         cooldown: cfg.cooldown,
         subnet_discovery: cfg.subnet_discovery,
-        housekeeping: ipam::config::Housekeeping::daemon(),
+        manage_enis_non_schedulable: cfg.manage_enis_non_schedulable,
+        housekeeping: ipam::config::Housekeeping {
+            reconcile_every: Some(cfg.reconcile_every),
+            leak_sweep_every: (!cfg.no_leak_sweep).then_some(std::time::Duration::from_secs(300)),
+        },
         ..NodeSettings::default()
     }
 }
