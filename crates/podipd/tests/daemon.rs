@@ -211,6 +211,17 @@ fn podipd_waits_for_a_cloud_that_is_not_there_yet() {
     add(&w.sock(), "first");
 }
 
+/// The secondary addresses of every ENI in an introspection.
+fn pool_of(st: &Value) -> Vec<String> {
+    st["enis"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|e| e["secondary_ips"].as_array().unwrap().clone())
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect()
+}
+
 #[test]
 fn a_restart_while_the_metadata_is_stale_never_brings_back_a_released_address() {
     // The VPC CNI's #3887: ipamd released an address, restarted within the metadata service's
@@ -231,13 +242,7 @@ fn a_restart_while_the_metadata_is_stale_never_brings_back_a_released_address() 
     let t0 = Instant::now();
     let released: Vec<String> = loop {
         let st = introspect(&sock);
-        let held: HashSet<String> = st["enis"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .flat_map(|e| e["secondary_ips"].as_array().unwrap().clone())
-            .map(|v| v.as_str().unwrap().to_string())
-            .collect();
+        let held: HashSet<String> = pool_of(&st).into_iter().collect();
         let gone: Vec<String> = pods.iter().filter(|p| !held.contains(*p)).cloned().collect();
         if !gone.is_empty() && st["in_flight"] == 0 {
             break gone;
@@ -254,13 +259,7 @@ fn a_restart_while_the_metadata_is_stale_never_brings_back_a_released_address() 
     w.kill();
     w.start(&cfg);
     let st = introspect(&sock);
-    let pool: Vec<String> = st["enis"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|e| e["secondary_ips"].as_array().unwrap().clone())
-        .map(|v| v.as_str().unwrap().to_string())
-        .collect();
+    let pool = pool_of(&st);
     for r in &released {
         assert!(!pool.contains(r), "{r}, released to EC2, is back in the pool: {st}");
     }
