@@ -103,7 +103,7 @@ pub fn execute(ec2: &mut dyn Ec2, owner: &Owner, unix_secs: u64, call: &Call) ->
                 if d.managed() || dev == 0 {
                     out.managed.push(d.into_info(dev));
                 } else {
-                    out.unmanaged.push(dev);
+                    out.unmanaged.push((d.id, dev));
                 }
             }
             Ok(CallOutput::Enis(out))

@@ -113,8 +113,8 @@ impl Call {
 pub struct NodeEnis {
     /// Attached (or attaching) ENIs podip may use and free.
     pub managed: Vec<EniInfo>,
-    /// Device indexes of attached ENIs podip must leave alone (trunk, EFA, `no_manage`).
-    pub unmanaged: Vec<u32>,
+    /// Attached ENIs podip must leave alone (trunk, EFA, `no_manage`), with their device indexes.
+    pub unmanaged: Vec<(EniId, u32)>,
 }
 
 /// A successful result.

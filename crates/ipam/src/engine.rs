@@ -27,7 +27,7 @@ use crate::policy::{DECREASE_INTERVAL, EniView, INSUFFICIENT_CIDR_BACKOFF, PoolP
 use crate::rng::SeededRng;
 use crate::time::Time;
 use ipnet::Ipv4Net;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 /// How long a limit EC2 reported (an ENI full, the instance full) is believed over the catalog.
@@ -173,10 +173,12 @@ pub struct Engine {
     /// EC2 called the instance full (`AttachmentLimitExceeded`): the ENI count then, and until
     /// when that limit is believed.
     attach_full: Option<(u32, Time)>,
-    /// Device indexes of attached ENIs podip leaves alone.
-    unmanaged: Vec<u32>,
-    /// Unattached ENIs of this node to delete.
-    orphans: BTreeSet<EniId>,
+    /// Attached ENIs podip leaves alone, with their device indexes.
+    unmanaged: Vec<(EniId, u32)>,
+    /// ENIs to delete, with the device index each may still hold (while EC2 detaches it).
+    orphans: BTreeMap<EniId, Option<u32>>,
+    /// Subnets that answered insufficient addresses, until when (subnet discovery skips them).
+    exhausted: BTreeMap<crate::addr::SubnetId, Time>,
     /// Unattached ENIs the leak sweep saw, since when.
     leak_seen: BTreeMap<EniId, Time>,
     /// A reconcile is due now (an error showed the datastore may be wrong).
@@ -211,7 +213,8 @@ impl Engine {
             full_enis: BTreeMap::new(),
             attach_full: None,
             unmanaged: Vec::new(),
-            orphans: BTreeSet::new(),
+            orphans: BTreeMap::new(),
+            exhausted: BTreeMap::new(),
             leak_seen: BTreeMap::new(),
             reconcile_due: false,
             last_reconcile: now,
@@ -220,15 +223,22 @@ impl Engine {
         })
     }
 
-    /// Device indexes of attached ENIs podip must leave alone (trunk, EFA, `no_manage`): they
-    /// count against the instance's ENI limit.
-    pub fn set_unmanaged(&mut self, devices: Vec<u32>) {
-        self.unmanaged = devices;
+    /// Attached ENIs podip must leave alone (trunk, EFA, `no_manage`), with their device
+    /// indexes: they count against the instance's ENI limit.
+    pub fn set_unmanaged(&mut self, enis: Vec<(EniId, u32)>) {
+        self.unmanaged = enis;
     }
 
-    /// Unattached ENIs waiting to be deleted.
+    /// ENIs waiting to be deleted.
     pub fn orphans(&self) -> impl Iterator<Item = &EniId> {
-        self.orphans.iter()
+        self.orphans.keys()
+    }
+
+    /// Device indexes taken: by the datastore's ENIs, the ones podip leaves alone, and the ones
+    /// still detaching.
+    fn devices_in_use(&self) -> impl Iterator<Item = u32> + '_ {
+        let ours = self.ds.enis().iter().map(|e| e.device_index);
+        ours.chain(self.unmanaged.iter().map(|(_, d)| *d)).chain(self.orphans.values().flatten().copied())
     }
 
     /// The configuration.
@@ -306,6 +316,7 @@ impl Engine {
 
     fn tick(&mut self, now: Time, out: &mut Vec<Effect>) {
         self.expire_learned(now);
+        self.exhausted.retain(|_, until| now < *until);
         if !self.pending.is_empty() || self.gated(&Gate::Cloud, now) {
             return;
         }
@@ -362,7 +373,21 @@ impl Engine {
     }
 
     fn eni_count(&self) -> u32 {
-        (self.ds.enis().len() + self.unmanaged.len()) as u32
+        self.devices_in_use().count() as u32
+    }
+
+    /// Whether the pool may grow on `e` now: it takes blocks, EC2 did not call it full, no
+    /// back-off holds it, and its subnet has not just run out.
+    fn grows_on(&self, e: &crate::datastore::Eni, now: Time) -> bool {
+        self.takes_blocks(e)
+            && !self.called_full(e)
+            && !self.gated(&Gate::Eni(e.id.clone()), now)
+            && !self.subnet_exhausted(&e.subnet, now)
+    }
+
+    /// Whether subnet discovery is to leave this subnet alone for now (it ran out).
+    fn subnet_exhausted(&self, subnet: &crate::addr::SubnetId, now: Time) -> bool {
+        self.cfg.subnet_discovery && self.exhausted.get(subnet).is_some_and(|until| now < *until)
     }
 
     fn has_room_for_eni(&self) -> bool {
@@ -389,11 +414,7 @@ impl Engine {
         }
         let prefix = self.cfg.mode == CidrMode::Prefix;
         let per_eni = self.cfg.limits.blocks_per_eni;
-        let target = self
-            .ds
-            .enis()
-            .iter()
-            .find(|e| self.takes_blocks(e) && !self.called_full(e) && !self.gated(&Gate::Eni(e.id.clone()), now));
+        let target = self.ds.enis().iter().find(|e| self.grows_on(e, now));
         if let Some(eni) = target {
             let want = self.policy.blocks_to_assign(stats);
             let count = u64::from(per_eni - eni.block_count()).min(want) as u32;
@@ -423,8 +444,7 @@ impl Engine {
             Some(t) => (t.subnet.clone(), t.security_groups.clone()),
             None => (self.cfg.node_subnet.clone(), Vec::new()),
         };
-        let used: Vec<u32> =
-            self.ds.enis().iter().map(|e| e.device_index).chain(self.unmanaged.iter().copied()).collect();
+        let used: Vec<u32> = self.devices_in_use().collect();
         let device_index = (0..).find(|i| !used.contains(i)).unwrap_or(0);
         let discover_in =
             if self.cfg.subnet_discovery && self.cfg.pod_eni.is_none() { self.cfg.az.clone() } else { None };
@@ -521,18 +541,14 @@ impl Engine {
         if self.gated(&Gate::Cloud, now) {
             return true;
         }
-        if self.orphans.iter().any(|o| !self.gated(&Gate::Orphan(o.clone()), now)) {
+        if self.orphans.keys().any(|o| !self.gated(&Gate::Orphan(o.clone()), now)) {
             return false;
         }
         if self.cfg.mode == CidrMode::Ipv6 {
             return self.ds.enis().iter().any(|e| e.primary && e.v6_prefix.is_some());
         }
         let s = self.ds.stats(now);
-        let eni_with_room = self
-            .ds
-            .enis()
-            .iter()
-            .any(|e| self.takes_blocks(e) && !self.called_full(e) && !self.gated(&Gate::Eni(e.id.clone()), now));
+        let eni_with_room = self.ds.enis().iter().any(|e| self.grows_on(e, now));
         let can_create = self.has_room_for_eni() && !self.gated(&Gate::Create, now);
         let can_grow = self.may_manage_enis()
             && !self.in_backoff(now)
@@ -579,7 +595,7 @@ impl Engine {
                 self.ds.add_eni(&info, false, now)
             }
             (Pending::Attach { info }, Err(e)) => {
-                self.attach_failed(now, info.id, &e);
+                self.attach_failed(now, info.id, info.device_index, &e);
                 Ok(())
             }
             (Pending::Assign { eni, .. }, Ok(CallOutput::Ips(ips))) => {
@@ -661,8 +677,11 @@ impl Engine {
 
     /// The created ENI did not attach: it is deleted (retried until EC2 confirms). When the
     /// attach may have happened after all, the reconcile finds it attached and adopts it.
-    fn attach_failed(&mut self, now: Time, eni: EniId, e: &CallError) {
-        self.orphans.insert(eni);
+    fn attach_failed(&mut self, now: Time, eni: EniId, device: u32, e: &CallError) {
+        // When the attach may have happened after all, its slot stays reserved until EC2
+        // confirms the delete.
+        let may_hold = e.outcome_unknown() || e.kind == ErrorKind::Conflict;
+        self.orphans.insert(eni, may_hold.then_some(device));
         match e.kind {
             ErrorKind::Capacity(Capacity::AttachmentLimit) => {
                 self.attach_full = Some((self.eni_count(), now + LEARNED_LIMIT_TTL));
@@ -705,10 +724,18 @@ impl Engine {
             return;
         }
         if e.is_insufficient_addresses() {
-            if self.cfg.subnet_discovery && self.has_room_for_eni() && !self.gated(&Gate::Create, now) {
+            if self.cfg.subnet_discovery {
+                // This ENI's subnet ran out: go on with the other ENIs, else a new ENI, which
+                // discovery puts in the subnet with the most room.
+                if let Some(subnet) = self.ds.eni(&eni).map(|x| x.subnet.clone()) {
+                    self.exhausted.insert(subnet, now + INSUFFICIENT_CIDR_BACKOFF);
+                }
+                let before = self.pending.len();
                 let stats = self.ds.stats(now);
-                self.create_eni(&stats, out);
-                return;
+                self.increase(now, &stats, out);
+                if self.pending.len() > before {
+                    return;
+                }
             }
             self.note_insufficient(now);
             return;
@@ -735,10 +762,11 @@ impl Engine {
 
     /// EC2 is detaching the ENI: it leaves the datastore and is deleted once detached.
     fn detached(&mut self, now: Time, eni: &EniId) -> Result<(), DatastoreError> {
+        let device = self.ds.eni(eni).map(|e| e.device_index);
         self.ds.remove_eni(eni)?;
         self.full_enis.remove(eni);
         self.gates.remove(&Gate::Eni(eni.clone()));
-        self.orphans.insert(eni.clone());
+        self.orphans.insert(eni.clone(), device);
         // The VPC CNI waits 2 s between detach and delete; the delete retries while EC2 says
         // the ENI is still in use.
         self.gates.insert(Gate::Orphan(eni.clone()), Retry { failures: 0, until: now + DETACH_WAIT });

@@ -145,7 +145,7 @@ impl Engine {
 
     /// Deletes one unattached ENI whose back-off is over.
     pub(super) fn delete_one_orphan(&mut self, now: Time, out: &mut Vec<Effect>) {
-        let ready = self.orphans.iter().find(|o| !self.gated(&Gate::Orphan((*o).clone()), now)).cloned();
+        let ready = self.orphans.keys().find(|o| !self.gated(&Gate::Orphan((*o).clone()), now)).cloned();
         if let Some(eni) = ready {
             self.issue(Call::DeleteEni { eni: eni.clone() }, Pending::Delete { eni }, out);
         }
@@ -181,14 +181,21 @@ impl Engine {
         self.last_reconcile = now;
         self.counters.reconciles += 1;
         self.unmanaged = node.unmanaged;
+        // Someone tagged an ENI podip used `no_manage`, or it became a trunk: podip lets go of
+        // it without touching it.
+        let let_go: Vec<EniId> = self.unmanaged.iter().map(|(id, _)| id.clone()).collect();
         let mut report = ReconcileReport::default();
         let ec2: BTreeMap<EniId, &crate::datastore::EniInfo> = node.managed.iter().map(|e| (e.id.clone(), e)).collect();
         let known: Vec<EniId> = self.ds.enis().iter().map(|e| e.id.clone()).collect();
         for id in &known {
             match ec2.get(id) {
+                None if let_go.contains(id) => self.let_go(id, &mut report),
                 None => self.reconcile_gone(id, &mut report),
                 Some(info) => self.reconcile_blocks(id, info, &mut report),
             }
+        }
+        for id in &let_go {
+            self.orphans.remove(id);
         }
         for info in node.managed.iter().filter(|e| !known.contains(&e.id)) {
             self.orphans.remove(&info.id);
@@ -208,6 +215,21 @@ impl Engine {
         }
     }
 
+    /// An ENI podip used that it must now leave alone: forgotten (its pods keep their addresses
+    /// until they go, out of use for new ones), never detached or deleted.
+    fn let_go(&mut self, id: &EniId, report: &mut ReconcileReport) {
+        let Some(eni) = self.ds.eni(id) else { return };
+        report.dropped_enis.push(id.clone());
+        if eni.assigned() == 0 {
+            let _ = self.ds.remove_eni(id);
+            return;
+        }
+        report.stranded_pods += eni.assigned();
+        let nets: Vec<Ipv4Net> = eni.cidrs.iter().map(|c| c.net).collect();
+        let _ = self.ds.set_eni_releasing(id, true);
+        let _ = self.ds.set_blocks_releasing(id, &nets, true);
+    }
+
     /// An ENI EC2 no longer shows attached to the node.
     fn reconcile_gone(&mut self, id: &EniId, report: &mut ReconcileReport) {
         let Some(eni) = self.ds.eni(id) else { return };
@@ -216,9 +238,11 @@ impl Engine {
         }
         report.dropped_enis.push(id.clone());
         if eni.assigned() == 0 {
-            // Nothing of it is in use: forget it, and delete it if it still exists.
+            // Nothing of it is in use: forget it, and delete it if it still exists (its slot
+            // stays taken while EC2 may still be detaching it).
+            let device = eni.device_index;
             let _ = self.ds.remove_eni(id);
-            self.orphans.insert(id.clone());
+            self.orphans.insert(id.clone(), Some(device));
             return;
         }
         report.stranded_pods += eni.assigned();
@@ -277,13 +301,13 @@ impl Engine {
         let present: BTreeSet<EniId> = ids.into_iter().collect();
         self.leak_seen.retain(|id, _| present.contains(id));
         for id in present {
-            if self.orphans.contains(&id) {
+            if self.orphans.contains_key(&id) {
                 continue;
             }
             let first = *self.leak_seen.entry(id.clone()).or_insert(now);
             if now.since(first) >= LEAK_GRACE {
                 self.leak_seen.remove(&id);
-                self.orphans.insert(id);
+                self.orphans.insert(id, None);
                 self.counters.leaked += 1;
             }
         }

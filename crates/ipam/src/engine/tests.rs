@@ -399,7 +399,7 @@ fn an_attach_whose_reply_is_lost_is_adopted_not_deleted() {
 #[test]
 fn a_failed_cleanup_is_retried_and_counted_never_dropped() {
     let mut e = Engine::new(cfg(NodeSettings::default()), &[primary(&[])], 1, T0).unwrap();
-    e.orphans.insert("eni-left".into());
+    e.orphans.insert("eni-left".into(), None);
     let made = drive(&mut e, T0, 300, &|c| match c {
         Call::DeleteEni { .. } => Err(err("InvalidNetworkInterface.InUse")),
         Call::Describe => Ok(CallOutput::Enis(NodeEnis { managed: vec![primary(&[])], unmanaged: vec![] })),
@@ -478,4 +478,134 @@ fn the_periodic_reconcile_adopts_and_drops_what_ec2_says() {
     let [Effect::PodAssigned { addr, .. }] = r.as_slice() else { panic!("{r:?}") };
     assert_eq!(addr.to_string(), "10.0.0.9");
     assert_ne!(addr.to_string(), other);
+}
+
+/// Answers a node's calls as EC2 would, with `full` subnets that have no room left: fresh
+/// addresses or prefixes from elsewhere, new ENIs in another subnet.
+struct FakeEc2 {
+    next: std::cell::Cell<u32>,
+    enis: std::cell::Cell<u32>,
+    creates: std::cell::Cell<u32>,
+}
+
+impl FakeEc2 {
+    fn new() -> FakeEc2 {
+        FakeEc2 { next: 1.into(), enis: 0.into(), creates: 0.into() }
+    }
+
+    fn fresh(&self) -> u32 {
+        let i = self.next.get();
+        self.next.set(i + 1);
+        i
+    }
+
+    fn answer(&self, c: &Call, code: &str) -> Result<CallOutput, CallError> {
+        match c {
+            Call::AssignIps { eni, .. } | Call::AssignPrefixes { eni, .. } if eni.0 == "eni-primary" => Err(err(code)),
+            Call::AssignIps { count, .. } => {
+                Ok(CallOutput::Ips((0..*count).map(|_| Ipv4Addr::from(0x0a01_0000 + self.fresh())).collect()))
+            }
+            Call::AssignPrefixes { count, .. } => Ok(CallOutput::Prefixes(
+                (0..*count)
+                    .map(|_| Ipv4Net::new(Ipv4Addr::from(0x0a10_0000 + self.fresh() * 16), 28).unwrap())
+                    .collect(),
+            )),
+            Call::CreateEni { secondary_ips, prefixes, .. } => {
+                self.enis.set(self.enis.get() + 1);
+                self.creates.set(self.creates.get() + 1);
+                Ok(CallOutput::Eni(EniInfo {
+                    id: format!("eni-s{}", self.enis.get()).as_str().into(),
+                    device_index: 0,
+                    subnet: "subnet-other".into(),
+                    primary_ip: Ipv4Addr::from(0x0a02_0000 + self.enis.get()),
+                    secondary_ips: (0..*secondary_ips).map(|_| Ipv4Addr::from(0x0a01_0000 + self.fresh())).collect(),
+                    prefixes: (0..*prefixes)
+                        .map(|_| Ipv4Net::new(Ipv4Addr::from(0x0a10_0000 + self.fresh() * 16), 28).unwrap())
+                        .collect(),
+                    v6_prefix: None,
+                }))
+            }
+            _ => Ok(CallOutput::Done),
+        }
+    }
+}
+
+/// One pod every 10 s for `pods` pods, the pool ticking between; the pods that got an address.
+fn pods_every_10s(e: &mut Engine, pods: u32, answer: &dyn Fn(&Call) -> Result<CallOutput, CallError>) -> u32 {
+    let mut t = T0;
+    let mut ok = 0;
+    for i in 0..pods {
+        let mut queue = calls(&e.handle(t, Event::Tick));
+        while let Some((op, call)) = queue.pop() {
+            queue.extend(calls(&e.handle(t, Event::CallDone { op, result: answer(&call) })));
+        }
+        let r = e.handle(t, Event::PodAdd(PodKey::new(format!("p{i}"))));
+        ok += u32::from(matches!(r.as_slice(), [Effect::PodAssigned { .. }]));
+        t = t + std::time::Duration::from_secs(10);
+    }
+    ok
+}
+
+#[test]
+fn with_subnet_discovery_a_full_subnet_is_left_for_the_enis_that_have_room() {
+    let fake = FakeEc2::new();
+    let s = NodeSettings { subnet_discovery: true, warm_ip: 2, ..NodeSettings::default() };
+    let mut e = Engine::new(cfg(s), &[primary(&[])], 1, T0).unwrap();
+    let ok = pods_every_10s(&mut e, 24, &|c| fake.answer(c, "InsufficientFreeAddressesInSubnet"));
+    assert!(fake.creates.get() <= 2 && ok == 24, "{} ENIs created, {ok} of 24 pods", fake.creates.get());
+    let fake = FakeEc2::new();
+    let s = NodeSettings { subnet_discovery: true, prefix_delegation: true, ..NodeSettings::default() };
+    let mut e = Engine::new(cfg(s), &[primary(&[])], 1, T0).unwrap();
+    let ok = pods_every_10s(&mut e, 100, &|c| fake.answer(c, "InsufficientCidrBlocks"));
+    assert!(ok >= 95, "{} ENIs created, {ok} of 100 pods", fake.creates.get());
+}
+
+#[test]
+fn an_eni_tagged_no_manage_after_podip_used_it_is_let_go_never_deleted() {
+    let user = EniInfo {
+        id: "eni-user".into(),
+        device_index: 1,
+        subnet: "subnet-node".into(),
+        primary_ip: Ipv4Addr::new(10, 0, 0, 40),
+        secondary_ips: vec![],
+        prefixes: vec![],
+        v6_prefix: None,
+    };
+    let mut e = Engine::new(cfg(housekeeping()), &[primary(&["10.0.0.5"]), user], 1, T0).unwrap();
+    let made = drive(&mut e, T0, 600, &|c| match c {
+        Call::Describe => Ok(CallOutput::Enis(NodeEnis {
+            managed: vec![primary(&["10.0.0.5"])],
+            unmanaged: vec![("eni-user".into(), 1)],
+        })),
+        Call::ListUnattached => Ok(CallOutput::EniIds(vec![])),
+        _ => Err(err("UnauthorizedOperation")),
+    });
+    assert!(!made.iter().any(|c| matches!(c, Call::DeleteEni { .. } | Call::DetachEni { .. })), "{made:?}");
+    assert!(e.datastore().eni(&"eni-user".into()).is_none());
+    assert!(e.orphans().next().is_none());
+}
+
+#[test]
+fn a_new_eni_never_takes_the_slot_of_one_still_detaching() {
+    let mut e = Engine::new(cfg(NodeSettings::default()), &[primary(&[])], 1, T0).unwrap();
+    e.orphans.insert("eni-detaching".into(), Some(1));
+    e.gates.insert(
+        Gate::Orphan("eni-detaching".into()),
+        recover::Retry { failures: 1, until: T0 + std::time::Duration::from_secs(60) },
+    );
+    let c = calls(&e.handle(T0, Event::Tick));
+    let c = calls(&e.handle(T0, Event::CallDone { op: c[0].0, result: Err(err("PrivateIpAddressLimitExceeded")) }));
+    assert!(c.is_empty());
+    let answer = FakeEc2::new();
+    let made = drive(&mut e, T0 + std::time::Duration::from_secs(5), 30, &|c| match c {
+        Call::Describe => Ok(CallOutput::Enis(NodeEnis { managed: vec![primary(&[])], unmanaged: vec![] })),
+        Call::AttachEni { .. } => Ok(CallOutput::Done),
+        Call::DeleteEni { .. } => Err(err("InvalidNetworkInterface.InUse")),
+        other => answer.answer(other, "InsufficientFreeAddressesInSubnet"),
+    });
+    let attach = made.iter().find_map(|c| match c {
+        Call::AttachEni { device_index, .. } => Some(*device_index),
+        _ => None,
+    });
+    assert_eq!(attach, Some(2), "{made:?}");
 }
