@@ -1,7 +1,7 @@
 //! Carries out an engine [`Call`] as EC2 actions for one node: new ENIs are created with the
 //! node's tags and podip's description (under subnet discovery, in the AZ's discoverable subnet
 //! with the most free addresses), the reconcile reads the node's ENIs and sorts out the
-//! ones podip must leave alone, the leak sweep lists the node's unattached ENIs.
+//! ones podip must leave alone, the leak sweep lists the unattached ENIs agents left.
 
 use crate::{
     CallError, CallOutput, CreateEni, DESCRIPTION_PREFIX, Ec2, EniStatus, SubnetDescription, TAG_CLUSTER,
@@ -90,6 +90,7 @@ pub fn execute(ec2: &mut dyn Ec2, owner: &Owner, unix_secs: u64, call: &Call) ->
         Call::UnassignPrefixes { eni, prefixes } => {
             ec2.unassign_ipv4_prefixes(eni, prefixes).map(|()| CallOutput::Done)
         }
+        Call::ProtectEni { eni } => ec2.set_delete_on_termination(eni).map(|()| CallOutput::Done),
         Call::DetachEni { eni } => ec2.detach_network_interface(eni).map(|()| CallOutput::Done),
         Call::DeleteEni { eni } => ec2.delete_network_interface(eni).map(|()| CallOutput::Done),
         Call::Describe => {
@@ -101,6 +102,9 @@ pub fn execute(ec2: &mut dyn Ec2, owner: &Owner, unix_secs: u64, call: &Call) ->
                     continue;
                 }
                 if d.managed() || dev == 0 {
+                    if dev != 0 && !d.delete_on_termination {
+                        out.unprotected.push(d.id.clone());
+                    }
                     out.managed.push(d.into_info(dev));
                 } else {
                     out.unmanaged.push((d.id, dev));
@@ -109,10 +113,10 @@ pub fn execute(ec2: &mut dyn Ec2, owner: &Owner, unix_secs: u64, call: &Call) ->
             Ok(CallOutput::Enis(out))
         }
         Call::ListUnattached => {
-            let enis = ec2.describe_unattached(&owner.instance)?;
+            let enis = ec2.describe_unattached(owner.cluster.as_deref())?;
             Ok(CallOutput::EniIds(
                 enis.into_iter()
-                    .filter(|d| d.status == EniStatus::Available && d.created_by_podip_for(&owner.instance))
+                    .filter(|d| d.status == EniStatus::Available && d.created_by_an_agent())
                     .map(|d| d.id)
                     .collect(),
             ))

@@ -41,6 +41,8 @@ pub enum Action {
     AssignIpv6Addresses,
     /// `DetachNetworkInterface`.
     DetachNetworkInterface,
+    /// `ModifyNetworkInterfaceAttribute` (the attachment's `DeleteOnTermination`).
+    ModifyNetworkInterfaceAttribute,
     /// `DeleteNetworkInterface`.
     DeleteNetworkInterface,
     /// `DescribeNetworkInterfaces` (filtered).
@@ -55,13 +57,14 @@ pub enum Action {
 
 impl Action {
     /// Every action.
-    pub const ALL: [Action; 11] = [
+    pub const ALL: [Action; 12] = [
         Action::CreateNetworkInterface,
         Action::AttachNetworkInterface,
         Action::AssignPrivateIpAddresses,
         Action::UnassignPrivateIpAddresses,
         Action::AssignIpv6Addresses,
         Action::DetachNetworkInterface,
+        Action::ModifyNetworkInterfaceAttribute,
         Action::DeleteNetworkInterface,
         Action::DescribeNetworkInterfaces,
         Action::DescribeSubnets,
@@ -78,6 +81,7 @@ impl Action {
             Action::UnassignPrivateIpAddresses => "UnassignPrivateIpAddresses",
             Action::AssignIpv6Addresses => "AssignIpv6Addresses",
             Action::DetachNetworkInterface => "DetachNetworkInterface",
+            Action::ModifyNetworkInterfaceAttribute => "ModifyNetworkInterfaceAttribute",
             Action::DeleteNetworkInterface => "DeleteNetworkInterface",
             Action::DescribeNetworkInterfaces => "DescribeNetworkInterfaces",
             Action::DescribeSubnets => "DescribeSubnets",
@@ -156,6 +160,9 @@ pub struct EniDescription {
     /// Status.
     #[serde(default)]
     pub status: EniStatus,
+    /// The attachment's `DeleteOnTermination` (false for an ENI attached by API until set).
+    #[serde(default)]
+    pub delete_on_termination: bool,
     /// `InterfaceType`: `interface`, `trunk`, `efa`, ...
     #[serde(default)]
     pub interface_type: String,
@@ -176,9 +183,12 @@ impl EniDescription {
         !special && !no_manage
     }
 
-    /// Whether podip created this ENI for `instance` (its description and instance tag).
-    pub fn created_by_podip_for(&self, instance: &InstanceId) -> bool {
-        self.description.starts_with(DESCRIPTION_PREFIX) && self.tags.get(TAG_INSTANCE_ID) == Some(&instance.0)
+    /// Whether an agent created this ENI for a node and the leak sweep may collect it: podip's
+    /// description, or aws-node's (`aws-K8S-`, left behind by a node that moved to podipd),
+    /// with the instance tag.
+    pub fn created_by_an_agent(&self) -> bool {
+        let ours = self.description.starts_with(DESCRIPTION_PREFIX) || self.description.starts_with("aws-K8S-");
+        ours && self.tags.contains_key(TAG_INSTANCE_ID)
     }
 
     /// What the engine's datastore takes of this ENI, attached at `device_index`.
@@ -288,13 +298,20 @@ pub trait Ec2 {
     /// # Errors
     /// Throttled.
     fn describe_network_interfaces(&mut self, instance: &InstanceId) -> Result<Vec<EniDescription>, CallError>;
-    /// `DescribeNetworkInterfaces` filtered on `status=available` and the tag
-    /// `node.k8s.amazonaws.com/instance_id=<instance>`: the unattached ENIs created for
-    /// `instance`, which the leak sweep collects.
+    /// `DescribeNetworkInterfaces` filtered on `status=available`, the tag key
+    /// `node.k8s.amazonaws.com/instance_id` and, when `cluster` is given, the tag
+    /// `cluster.k8s.amazonaws.com/name=<cluster>`: the unattached ENIs agents created for any
+    /// node (of the cluster), which the leak sweep collects, as the VPC CNI's does.
     ///
     /// # Errors
     /// Throttled.
-    fn describe_unattached(&mut self, instance: &InstanceId) -> Result<Vec<EniDescription>, CallError>;
+    fn describe_unattached(&mut self, cluster: Option<&str>) -> Result<Vec<EniDescription>, CallError>;
+    /// `ModifyNetworkInterfaceAttribute` setting the attachment's `DeleteOnTermination`, so the
+    /// ENI goes with its instance (EC2 leaves it false for an ENI attached by API).
+    ///
+    /// # Errors
+    /// Not attached, not found, throttled.
+    fn set_delete_on_termination(&mut self, eni: &EniId) -> Result<(), CallError>;
     /// `DescribeSubnets` filtered on the availability zone `az` (of the node's VPC).
     ///
     /// # Errors

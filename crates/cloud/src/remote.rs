@@ -106,10 +106,16 @@ pub enum Ec2Request {
         /// Instance.
         instance: InstanceId,
     },
-    /// `DescribeNetworkInterfaces` of an instance's unattached ENIs (by tag).
+    /// `DescribeNetworkInterfaces` of the unattached ENIs agents created (by tag).
     DescribeUnattached {
-        /// Instance.
-        instance: InstanceId,
+        /// Cluster.
+        #[serde(default)]
+        cluster: Option<String>,
+    },
+    /// `ModifyNetworkInterfaceAttribute` (`DeleteOnTermination=true`).
+    SetDeleteOnTermination {
+        /// ENI.
+        eni: EniId,
     },
     /// `DescribeSubnets` of an AZ.
     DescribeSubnets {
@@ -235,7 +241,13 @@ fn handle(vpc: &mut SimVpc, req: Ec2Request) -> Result<Ec2Reply, CallError> {
             Ec2Reply::Done
         }
         Ec2Request::Describe { instance } => Ec2Reply::Enis { enis: vpc.describe_network_interfaces(&instance)? },
-        Ec2Request::DescribeUnattached { instance } => Ec2Reply::Enis { enis: vpc.describe_unattached(&instance)? },
+        Ec2Request::DescribeUnattached { cluster } => {
+            Ec2Reply::Enis { enis: vpc.describe_unattached(cluster.as_deref())? }
+        }
+        Ec2Request::SetDeleteOnTermination { eni } => {
+            vpc.set_delete_on_termination(&eni)?;
+            Ec2Reply::Done
+        }
         Ec2Request::Metadata { instance } => Ec2Reply::Enis { enis: vpc.metadata_enis(&instance) },
         Ec2Request::DescribeSubnets { az } => Ec2Reply::SubnetDescriptions { subnets: vpc.describe_subnets(&az)? },
     })
@@ -464,8 +476,12 @@ impl Ec2 for RemoteEc2 {
         }
     }
 
-    fn describe_unattached(&mut self, instance: &InstanceId) -> Result<Vec<EniDescription>, CallError> {
-        match self.call(&Ec2Request::DescribeUnattached { instance: instance.clone() })? {
+    fn set_delete_on_termination(&mut self, eni: &EniId) -> Result<(), CallError> {
+        self.call(&Ec2Request::SetDeleteOnTermination { eni: eni.clone() }).map(|_| ())
+    }
+
+    fn describe_unattached(&mut self, cluster: Option<&str>) -> Result<Vec<EniDescription>, CallError> {
+        match self.call(&Ec2Request::DescribeUnattached { cluster: cluster.map(String::from) })? {
             Ec2Reply::Enis { enis } => Ok(enis),
             r => Err(unexpected(r)),
         }

@@ -73,6 +73,11 @@ pub enum Call {
         /// The prefixes.
         prefixes: Vec<Ipv4Net>,
     },
+    /// Make an attached ENI go with the instance (`DeleteOnTermination`).
+    ProtectEni {
+        /// The ENI.
+        eni: EniId,
+    },
     /// Detach an ENI from the node (it is deleted once EC2 has detached it).
     DetachEni {
         /// The ENI.
@@ -85,7 +90,7 @@ pub enum Call {
     },
     /// Read the node's attached ENIs from EC2 (the reconcile).
     Describe,
-    /// List the unattached ENIs created for this node (the leak sweep).
+    /// List the unattached ENIs agents created for nodes (of the cluster): the leak sweep.
     ListUnattached,
 }
 
@@ -95,6 +100,7 @@ impl Call {
         match self {
             Call::CreateEni { .. } => "create_eni",
             Call::AttachEni { .. } => "attach_eni",
+            Call::ProtectEni { .. } => "protect_eni",
             Call::AssignIps { .. } => "assign_ips",
             Call::AssignPrefixes { .. } => "assign_prefixes",
             Call::AssignIpv6Prefix { .. } => "assign_ipv6_prefix",
@@ -115,6 +121,8 @@ pub struct NodeEnis {
     pub managed: Vec<EniInfo>,
     /// Attached ENIs podip must leave alone (trunk, EFA, `no_manage`), with their device indexes.
     pub unmanaged: Vec<(EniId, u32)>,
+    /// Managed secondary ENIs whose attachment does not delete them with the instance.
+    pub unprotected: Vec<EniId>,
 }
 
 /// A successful result.

@@ -115,6 +115,7 @@ pub enum Effect {
 enum Pending {
     CreateEni { device_index: u32 },
     Attach { info: EniInfo },
+    Protect { eni: EniId },
     Assign { eni: EniId, count: u32, prefix: bool },
     AssignIpv6 { eni: EniId },
     Unassign { eni: EniId, nets: Vec<Ipv4Net> },
@@ -177,6 +178,8 @@ pub struct Engine {
     unmanaged: Vec<(EniId, u32)>,
     /// ENIs to delete, with the device index each may still hold (while EC2 detaches it).
     orphans: BTreeMap<EniId, Option<u32>>,
+    /// Attached ENIs not yet set to go with the instance.
+    unprotected: std::collections::BTreeSet<EniId>,
     /// Subnets that answered insufficient addresses, until when (subnet discovery skips them).
     exhausted: BTreeMap<crate::addr::SubnetId, Time>,
     /// Unattached ENIs the leak sweep saw, since when.
@@ -215,6 +218,7 @@ impl Engine {
             unmanaged: Vec::new(),
             orphans: BTreeMap::new(),
             exhausted: BTreeMap::new(),
+            unprotected: std::collections::BTreeSet::new(),
             leak_seen: BTreeMap::new(),
             reconcile_due: false,
             last_reconcile: now,
@@ -323,9 +327,12 @@ impl Engine {
         if self.housekeeping(now, out) {
             return;
         }
-        // A leaked ENI holds addresses and an ENI quota: its deletion goes before growth (its
-        // own back-off keeps it from starving the pool).
-        self.delete_one_orphan(now, out);
+        // An ENI that would outlive its instance, and a leaked ENI (it holds addresses and an ENI
+        // quota), go before growth; their own back-offs keep them from starving the pool.
+        self.protect_one(now, out);
+        if self.pending.is_empty() {
+            self.delete_one_orphan(now, out);
+        }
         if !self.pending.is_empty() {
             return;
         }
@@ -496,7 +503,7 @@ impl Engine {
             .values()
             .filter_map(|p| match p {
                 Pending::Assign { eni, .. } | Pending::Unassign { eni, .. } | Pending::Detach { eni } => Some(eni),
-                Pending::AssignIpv6 { eni } | Pending::Delete { eni } => Some(eni),
+                Pending::AssignIpv6 { eni } | Pending::Delete { eni } | Pending::Protect { eni } => Some(eni),
                 Pending::Attach { info } => Some(&info.id),
                 Pending::CreateEni { .. } | Pending::Describe | Pending::ListUnattached => None,
             })
@@ -541,7 +548,9 @@ impl Engine {
         if self.gated(&Gate::Cloud, now) {
             return true;
         }
-        if self.orphans.keys().any(|o| !self.gated(&Gate::Orphan(o.clone()), now)) {
+        if self.orphans.keys().any(|o| !self.gated(&Gate::Orphan(o.clone()), now))
+            || self.unprotected.iter().any(|e| !self.gated(&Gate::Protect(e.clone()), now))
+        {
             return false;
         }
         if self.cfg.mode == CidrMode::Ipv6 {
@@ -592,7 +601,16 @@ impl Engine {
             }
             (Pending::Attach { info }, Ok(_)) => {
                 self.succeed(&Gate::Create);
+                // EC2 leaves DeleteOnTermination false for an ENI attached by API: without it,
+                // the ENI outlives its instance.
+                let eni = info.id.clone();
+                self.unprotected.insert(eni.clone());
+                self.issue(Call::ProtectEni { eni: eni.clone() }, Pending::Protect { eni }, out);
                 self.ds.add_eni(&info, false, now)
+            }
+            (Pending::Protect { eni }, result) => {
+                self.protect_done(now, eni, result.map(|_| ()));
+                Ok(())
             }
             (Pending::Attach { info }, Err(e)) => {
                 self.attach_failed(now, info.id, info.device_index, &e);

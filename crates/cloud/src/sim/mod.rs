@@ -67,6 +67,7 @@ struct SimAttachment {
     instance: InstanceId,
     device: u32,
     state: AttachState,
+    delete_on_termination: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -339,6 +340,7 @@ impl SimVpc {
             Action::AssignPrivateIpAddresses | Action::AssignIpv6Addresses => p.assign,
             Action::UnassignPrivateIpAddresses
             | Action::DetachNetworkInterface
+            | Action::ModifyNetworkInterfaceAttribute
             | Action::DeleteNetworkInterface
             | Action::TerminateInstances => p.release,
             Action::DescribeNetworkInterfaces | Action::DescribeSubnets => p.describe,
@@ -485,7 +487,12 @@ impl SimVpc {
             },
         );
         if let Some(e) = self.enis.get_mut(&eni.id) {
-            e.attachment = Some(SimAttachment { instance: id.clone(), device: 0, state: AttachState::Attached });
+            e.attachment = Some(SimAttachment {
+                instance: id.clone(),
+                device: 0,
+                state: AttachState::Attached,
+                delete_on_termination: true,
+            });
             e.description = format!("Primary network interface of {id}");
         }
         let desc = self.describe(&eni.id).ok_or_else(|| Self::eni_not_found(&eni.id))?;
@@ -501,8 +508,16 @@ impl SimVpc {
         let r = match self.instances.remove(id) {
             None => Err(ec2_error("InvalidInstanceID.NotFound", format!("The instance ID '{id}' does not exist"))),
             Some(inst) => {
+                // ENIs go with the instance only when their attachment says so; the others
+                // stay, unattached (a leak unless someone sweeps them).
                 for eni in inst.enis.values() {
-                    self.destroy_eni(eni);
+                    let dot =
+                        self.enis.get(eni).and_then(|e| e.attachment.as_ref()).is_some_and(|a| a.delete_on_termination);
+                    if dot {
+                        self.destroy_eni(eni);
+                    } else if let Some(e) = self.enis.get_mut(eni) {
+                        e.attachment = None;
+                    }
                 }
                 Ok(())
             }
@@ -543,6 +558,7 @@ impl SimVpc {
             prefixes: e.prefixes.clone(),
             ipv6_prefixes: e.ipv6_prefixes.clone(),
             attachment: e.attachment.as_ref().map(|a| (a.instance.clone(), a.device)),
+            delete_on_termination: e.attachment.as_ref().is_some_and(|a| a.delete_on_termination),
             status: match e.attachment.as_ref().map(|a| a.state) {
                 None => EniStatus::Available,
                 Some(AttachState::Attaching) => EniStatus::Attaching,
@@ -823,6 +839,7 @@ impl Ec2 for SimVpc {
                     instance: instance.clone(),
                     device: device_index,
                     state: AttachState::Attaching,
+                    delete_on_termination: false,
                 });
             }
             let settle = self.sample(self.params.attach_settle);
@@ -938,12 +955,30 @@ impl Ec2 for SimVpc {
         self.finish(Action::DescribeSubnets, r)
     }
 
-    fn describe_unattached(&mut self, instance: &InstanceId) -> Result<Vec<EniDescription>, CallError> {
+    fn set_delete_on_termination(&mut self, eni: &EniId) -> Result<(), CallError> {
+        self.begin(Action::ModifyNetworkInterfaceAttribute)?;
+        let r = match self.enis.get_mut(eni) {
+            None => Err(Self::eni_not_found(eni)),
+            Some(e) => match e.attachment.as_mut() {
+                None => Err(ec2_error("InvalidAttachmentID.NotFound", format!("{eni} is not attached"))),
+                Some(a) => {
+                    a.delete_on_termination = true;
+                    Ok(())
+                }
+            },
+        };
+        self.finish(Action::ModifyNetworkInterfaceAttribute, r)
+    }
+
+    fn describe_unattached(&mut self, cluster: Option<&str>) -> Result<Vec<EniDescription>, CallError> {
         self.begin(Action::DescribeNetworkInterfaces)?;
         let ids: Vec<EniId> = self
             .enis
             .iter()
-            .filter(|(_, e)| e.attachment.is_none() && e.tags.get(crate::TAG_INSTANCE_ID) == Some(&instance.0))
+            .filter(|(_, e)| {
+                let cluster_ok = cluster.is_none_or(|c| e.tags.get(crate::TAG_CLUSTER).is_some_and(|t| t == c));
+                e.attachment.is_none() && e.tags.contains_key(crate::TAG_INSTANCE_ID) && cluster_ok
+            })
             .map(|(id, _)| id.clone())
             .collect();
         let r = Ok(ids.iter().filter_map(|id| self.describe(id)).collect());
@@ -985,6 +1020,14 @@ fn injectable_codes(action: Action) -> &'static [&'static str] {
         ],
         Action::UnassignPrivateIpAddresses => &[
             "InvalidParameterValue",
+            "InvalidNetworkInterfaceID.NotFound",
+            "UnauthorizedOperation",
+            "InternalError",
+            "RequestLimitExceeded",
+            "Unavailable",
+        ],
+        Action::ModifyNetworkInterfaceAttribute => &[
+            "InvalidAttachmentID.NotFound",
             "InvalidNetworkInterfaceID.NotFound",
             "UnauthorizedOperation",
             "InternalError",

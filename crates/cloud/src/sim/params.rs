@@ -126,6 +126,7 @@ impl SimParams {
             // Not listed: the mutating default.
             (Action::AttachNetworkInterface, spec(50.0, 5.0)),
             (Action::DetachNetworkInterface, spec(50.0, 5.0)),
+            (Action::ModifyNetworkInterfaceAttribute, spec(50.0, 5.0)),
             // Filtered describe: non-mutating.
             (Action::DescribeNetworkInterfaces, spec(100.0, 20.0)),
             (Action::DescribeSubnets, spec(100.0, 20.0)),

@@ -297,8 +297,40 @@ fn new_enis_carry_their_tags_and_the_unattached_ones_of_an_instance_can_be_liste
     assert_eq!(d.tags[crate::TAG_CLUSTER], "prod");
     let listed = crate::exec::execute(&mut v, &owner, 0, &Call::ListUnattached).unwrap();
     assert_eq!(listed, CallOutput::EniIds(vec![info.id.clone()]));
-    let other = crate::exec::Owner::new("i-someone-else".into());
+    // The sweep collects for the whole cluster: any node of "prod" lists it, none of "staging".
+    let same = crate::exec::Owner { instance: "i-another".into(), cluster: Some("prod".into()) };
+    assert_eq!(crate::exec::execute(&mut v, &same, 0, &Call::ListUnattached).unwrap(), listed);
+    let other = crate::exec::Owner { instance: "i-another".into(), cluster: Some("staging".into()) };
     assert_eq!(crate::exec::execute(&mut v, &other, 0, &Call::ListUnattached).unwrap(), CallOutput::EniIds(vec![]));
+}
+
+#[test]
+fn an_eni_attached_by_api_outlives_its_instance_unless_set_to_go_with_it() {
+    let (mut v, s) = vpc(13);
+    let (inst, _) = v.run_instance(m5(), &s).unwrap();
+    let owner = crate::exec::Owner::new(inst.clone());
+    let attach = |v: &mut SimVpc, dev: u32| {
+        let c = Call::CreateEni {
+            subnet: s.clone(),
+            discover_in: None,
+            security_groups: vec![],
+            secondary_ips: 2,
+            prefixes: 0,
+        };
+        let Ok(CallOutput::Eni(info)) = crate::exec::execute(v, &owner, 0, &c) else { panic!() };
+        crate::exec::execute(v, &owner, 0, &Call::AttachEni { eni: info.id.clone(), device_index: dev }).unwrap();
+        info.id
+    };
+    let kept = attach(&mut v, 1);
+    let goes = attach(&mut v, 2);
+    assert!(!v.peek_eni(&goes).unwrap().delete_on_termination);
+    crate::exec::execute(&mut v, &owner, 0, &Call::ProtectEni { eni: goes.clone() }).unwrap();
+    assert!(v.peek_eni(&goes).unwrap().delete_on_termination);
+    v.terminate_instance(&inst).unwrap();
+    assert!(v.peek_eni(&goes).is_none());
+    let left = v.peek_eni(&kept).unwrap();
+    assert_eq!((left.status, left.secondary_ips.len()), (EniStatus::Available, 2), "a leak: it keeps its addresses");
+    assert!(v.check_invariants().is_empty(), "{:?}", v.check_invariants());
 }
 
 #[test]

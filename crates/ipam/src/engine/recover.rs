@@ -37,6 +37,8 @@ pub(super) enum Gate {
     Release,
     /// Deleting one unattached ENI.
     Orphan(EniId),
+    /// Setting one ENI to go with the instance.
+    Protect(EniId),
     /// The reconcile.
     Reconcile,
     /// The leak sweep.
@@ -143,6 +145,29 @@ impl Engine {
         false
     }
 
+    /// Sets one attached ENI to go with the instance, when its back-off is over.
+    pub(super) fn protect_one(&mut self, now: Time, out: &mut Vec<Effect>) {
+        let ready = self.unprotected.iter().find(|e| !self.gated(&Gate::Protect((*e).clone()), now)).cloned();
+        if let Some(eni) = ready {
+            self.issue(Call::ProtectEni { eni: eni.clone() }, Pending::Protect { eni }, out);
+        }
+    }
+
+    pub(super) fn protect_done(&mut self, now: Time, eni: EniId, result: Result<(), CallError>) {
+        match result {
+            Ok(()) => {
+                self.unprotected.remove(&eni);
+                self.gates.remove(&Gate::Protect(eni));
+            }
+            Err(e) if e.kind == ErrorKind::NotFound => {
+                // Gone or detached: the reconcile sorts it out.
+                self.unprotected.remove(&eni);
+                self.reconcile_due = true;
+            }
+            Err(e) => self.fail(Gate::Protect(eni), &e, now),
+        }
+    }
+
     /// Deletes one unattached ENI whose back-off is over.
     pub(super) fn delete_one_orphan(&mut self, now: Time, out: &mut Vec<Effect>) {
         let ready = self.orphans.keys().find(|o| !self.gated(&Gate::Orphan((*o).clone()), now)).cloned();
@@ -181,6 +206,7 @@ impl Engine {
         self.last_reconcile = now;
         self.counters.reconciles += 1;
         self.unmanaged = node.unmanaged;
+        self.unprotected = node.unprotected.into_iter().collect();
         // Someone tagged an ENI podip used `no_manage`, or it became a trunk: podip lets go of
         // it without touching it.
         let let_go: Vec<EniId> = self.unmanaged.iter().map(|(id, _)| id.clone()).collect();

@@ -258,7 +258,9 @@ fn an_eni_ec2_calls_full_is_read_back_and_left_for_a_new_eni() {
     let made = drive(&mut e, T0, 300, &|c| match c {
         Call::AssignIps { eni, .. } if eni.0 == "eni-primary" => Err(err("PrivateIpAddressLimitExceeded")),
         Call::AssignIps { .. } => Err(err("UnauthorizedOperation")),
-        Call::Describe => Ok(CallOutput::Enis(NodeEnis { managed: vec![primary(&[])], unmanaged: vec![] })),
+        Call::Describe => {
+            Ok(CallOutput::Enis(NodeEnis { managed: vec![primary(&[])], unmanaged: vec![], unprotected: vec![] }))
+        }
         Call::CreateEni { .. } => Ok(CallOutput::Eni(EniInfo {
             id: "eni-new".into(),
             device_index: 0,
@@ -296,7 +298,11 @@ fn an_instance_ec2_calls_full_gets_no_more_enis_and_each_failed_one_is_deleted()
             v6_prefix: None,
         })),
         Call::AttachEni { .. } => Err(err("AttachmentLimitExceeded")),
-        Call::Describe => Ok(CallOutput::Enis(NodeEnis { managed: vec![primary(&["10.0.0.5"])], unmanaged: vec![] })),
+        Call::Describe => Ok(CallOutput::Enis(NodeEnis {
+            managed: vec![primary(&["10.0.0.5"])],
+            unmanaged: vec![],
+            unprotected: vec![],
+        })),
         _ => Ok(CallOutput::Done),
     });
     n += made.iter().filter(|c| matches!(c, Call::CreateEni { .. })).count();
@@ -353,7 +359,7 @@ fn a_release_whose_reply_is_lost_stays_out_of_use_until_ec2_says() {
         T0 + std::time::Duration::from_secs(5),
         Event::CallDone {
             op: c[0].0,
-            result: Ok(CallOutput::Enis(NodeEnis { managed: vec![now_truth], unmanaged: vec![] })),
+            result: Ok(CallOutput::Enis(NodeEnis { managed: vec![now_truth], unmanaged: vec![], unprotected: vec![] })),
         },
     );
     assert!(matches!(r.as_slice(), [Effect::Reconciled(rep)] if rep.dropped_blocks.len() == 2), "{r:?}");
@@ -378,7 +384,7 @@ fn an_attach_whose_reply_is_lost_is_adopted_not_deleted() {
     assert!(c.is_empty());
     let c = calls(&e.handle(T0, Event::Tick));
     assert_eq!(c[0].1, Call::Describe);
-    let full = NodeEnis { managed: vec![primary(&[])], unmanaged: vec![] };
+    let full = NodeEnis { managed: vec![primary(&[])], unmanaged: vec![], unprotected: vec![] };
     e.handle(T0, Event::CallDone { op: c[0].0, result: Ok(CallOutput::Enis(full)) });
     let c = calls(&e.handle(T0 + std::time::Duration::from_secs(5), Event::Tick));
     assert!(matches!(c[0].1, Call::CreateEni { .. }), "{c:?}");
@@ -390,7 +396,7 @@ fn an_attach_whose_reply_is_lost_is_adopted_not_deleted() {
     // The reconcile comes before the delete, sees the ENI attached, and adopts it.
     let c = calls(&e.handle(T0 + std::time::Duration::from_secs(10), Event::Tick));
     assert_eq!(c[0].1, Call::Describe, "{c:?}");
-    let both = NodeEnis { managed: vec![primary(&[]), new], unmanaged: vec![] };
+    let both = NodeEnis { managed: vec![primary(&[]), new], unmanaged: vec![], unprotected: vec![] };
     e.handle(T0, Event::CallDone { op: c[0].0, result: Ok(CallOutput::Enis(both)) });
     assert!(e.orphans().next().is_none());
     assert!(e.datastore().eni(&"eni-new".into()).is_some());
@@ -402,7 +408,9 @@ fn a_failed_cleanup_is_retried_and_counted_never_dropped() {
     e.orphans.insert("eni-left".into(), None);
     let made = drive(&mut e, T0, 300, &|c| match c {
         Call::DeleteEni { .. } => Err(err("InvalidNetworkInterface.InUse")),
-        Call::Describe => Ok(CallOutput::Enis(NodeEnis { managed: vec![primary(&[])], unmanaged: vec![] })),
+        Call::Describe => {
+            Ok(CallOutput::Enis(NodeEnis { managed: vec![primary(&[])], unmanaged: vec![], unprotected: vec![] }))
+        }
         _ => Err(err("UnauthorizedOperation")),
     });
     let tries = made.iter().filter(|c| matches!(c, Call::DeleteEni { .. })).count();
@@ -411,7 +419,9 @@ fn a_failed_cleanup_is_retried_and_counted_never_dropped() {
     assert!(e.orphans().any(|o| o.0 == "eni-left"));
     let made = drive(&mut e, T0 + std::time::Duration::from_secs(300), 300, &|c| match c {
         Call::DeleteEni { .. } => Ok(CallOutput::Done),
-        Call::Describe => Ok(CallOutput::Enis(NodeEnis { managed: vec![primary(&[])], unmanaged: vec![] })),
+        Call::Describe => {
+            Ok(CallOutput::Enis(NodeEnis { managed: vec![primary(&[])], unmanaged: vec![], unprotected: vec![] }))
+        }
         _ => Err(err("UnauthorizedOperation")),
     });
     assert!(made.iter().any(|c| matches!(c, Call::DeleteEni { .. })));
@@ -424,7 +434,11 @@ fn the_leak_sweep_deletes_an_unattached_eni_only_after_the_grace() {
     let mut e = Engine::new(cfg(housekeeping()), &[primary(&["10.0.0.5"])], 1, T0).unwrap();
     let answer = |c: &Call| match c {
         Call::ListUnattached => Ok(CallOutput::EniIds(vec!["eni-leaked".into()])),
-        Call::Describe => Ok(CallOutput::Enis(NodeEnis { managed: vec![primary(&["10.0.0.5"])], unmanaged: vec![] })),
+        Call::Describe => Ok(CallOutput::Enis(NodeEnis {
+            managed: vec![primary(&["10.0.0.5"])],
+            unmanaged: vec![],
+            unprotected: vec![],
+        })),
         Call::DeleteEni { .. } => Ok(CallOutput::Done),
         _ => Err(err("UnauthorizedOperation")),
     };
@@ -465,7 +479,7 @@ fn the_periodic_reconcile_adopts_and_drops_what_ec2_says() {
         t,
         Event::CallDone {
             op: c[0].0,
-            result: Ok(CallOutput::Enis(NodeEnis { managed: vec![truth], unmanaged: vec![] })),
+            result: Ok(CallOutput::Enis(NodeEnis { managed: vec![truth], unmanaged: vec![], unprotected: vec![] })),
         },
     );
     let [Effect::Reconciled(rep)] = r.as_slice() else { panic!("{r:?}") };
@@ -576,6 +590,7 @@ fn an_eni_tagged_no_manage_after_podip_used_it_is_let_go_never_deleted() {
         Call::Describe => Ok(CallOutput::Enis(NodeEnis {
             managed: vec![primary(&["10.0.0.5"])],
             unmanaged: vec![("eni-user".into(), 1)],
+            unprotected: vec![],
         })),
         Call::ListUnattached => Ok(CallOutput::EniIds(vec![])),
         _ => Err(err("UnauthorizedOperation")),
@@ -598,7 +613,9 @@ fn a_new_eni_never_takes_the_slot_of_one_still_detaching() {
     assert!(c.is_empty());
     let answer = FakeEc2::new();
     let made = drive(&mut e, T0 + std::time::Duration::from_secs(5), 30, &|c| match c {
-        Call::Describe => Ok(CallOutput::Enis(NodeEnis { managed: vec![primary(&[])], unmanaged: vec![] })),
+        Call::Describe => {
+            Ok(CallOutput::Enis(NodeEnis { managed: vec![primary(&[])], unmanaged: vec![], unprotected: vec![] }))
+        }
         Call::AttachEni { .. } => Ok(CallOutput::Done),
         Call::DeleteEni { .. } => Err(err("InvalidNetworkInterface.InUse")),
         other => answer.answer(other, "InsufficientFreeAddressesInSubnet"),
