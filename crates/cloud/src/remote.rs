@@ -262,12 +262,26 @@ pub fn serve(
     now: fn() -> Time,
     latency_scale: impl Fn() -> f64 + Send + Sync + 'static,
 ) {
+    serve_with(listener, vpc, now, latency_scale, |_| None);
+}
+
+/// [`serve`], answering a request with `refuse`'s error instead when it returns one (a test's
+/// cloud that, say, refuses every mutation as an account without the IAM permissions would).
+pub fn serve_with(
+    listener: UnixListener,
+    vpc: SimVpc,
+    now: fn() -> Time,
+    latency_scale: impl Fn() -> f64 + Send + Sync + 'static,
+    refuse: impl Fn(&Ec2Request) -> Option<CallError> + Send + Sync + 'static,
+) {
     let vpc = Arc::new(Mutex::new(vpc));
     let latency_scale = Arc::new(latency_scale);
+    let refuse = Arc::new(refuse);
     for conn in listener.incoming() {
         let Ok(conn) = conn else { continue };
         let vpc = Arc::clone(&vpc);
         let latency_scale = Arc::clone(&latency_scale);
+        let refuse = Arc::clone(&refuse);
         std::thread::spawn(move || {
             let Ok(read) = conn.try_clone() else { return };
             let mut write = conn;
@@ -277,6 +291,7 @@ pub fn serve(
                     Err(e) => {
                         (Wire { ok: None, err: Some(ec2_error("InvalidRequest", e.to_string())) }, Duration::ZERO)
                     }
+                    Ok(req) if let Some(e) = refuse(&req) => (Wire { ok: None, err: Some(e) }, Duration::ZERO),
                     Ok(req) => {
                         // A poisoned lock means a handler panicked; the simulation is then void.
                         let mut v = vpc.lock().expect("sim VPC lock");

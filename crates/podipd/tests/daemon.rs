@@ -399,3 +399,32 @@ fn a_node_switched_from_aws_node_keeps_every_pods_address() {
     let st = introspect(&w.sock());
     assert_eq!(st["pods"].as_array().unwrap().len(), 2 + 4, "{st}");
 }
+
+#[test]
+fn status_fails_while_the_cloud_will_not_grow_an_empty_pool_and_does_not_flap() {
+    // Before, any call that worked (the periodic describe) reset the count, and STATUS went
+    // between ready and failed while no pod could ever get an address.
+    let mut w = World::new("refused");
+    w.refuse_growth.store(true, std::sync::atomic::Ordering::Relaxed);
+    w.start(&[("PODIP_RECONCILE_SECONDS", "10")]);
+    let status = |w: &World| request(&w.sock(), &serde_json::json!({"v": 1, "op": "status"})).unwrap()["ok"].clone();
+    let t0 = Instant::now();
+    while status(&w)["readiness"] != "cloud_down" {
+        assert!(t0.elapsed() < Duration::from_secs(60), "STATUS never failed: {}", status(&w));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Two periodic reconciles (describes that work) later, it still fails.
+    let t1 = Instant::now();
+    while t1.elapsed() < Duration::from_secs(25) {
+        let s = status(&w);
+        assert_eq!(s["readiness"], "cloud_down", "{s}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // The permission comes back: the pool grows and STATUS is ready again.
+    w.refuse_growth.store(false, std::sync::atomic::Ordering::Relaxed);
+    let t2 = Instant::now();
+    while status(&w)["readiness"] != "ready" || status(&w)["available"] == 0 {
+        assert!(t2.elapsed() < Duration::from_secs(240), "never ready again: {}", status(&w));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}

@@ -309,6 +309,7 @@ impl Daemon {
             calls: Mutex::new(tx),
             owner,
             cloud_failures: std::sync::atomic::AtomicU32::new(0),
+            growth_refused: std::sync::atomic::AtomicU32::new(0),
             boot_id,
             commit,
             links: Mutex::new(Vec::new()),

@@ -117,9 +117,13 @@ pub struct Daemon {
     inner: Mutex<Inner>,
     calls: Mutex<Sender<(OpId, Call)>>,
     owner: cloud::exec::Owner,
-    /// Consecutive cloud calls that failed for want of the cloud (unreachable, timed out,
-    /// unauthorized).
+    /// Cloud calls in a row that could not reach the cloud (unreachable, timed out); any
+    /// answered call ends the streak.
     cloud_failures: std::sync::atomic::AtomicU32,
+    /// Calls in a row that would grow the pool and were refused for want of permission; only a
+    /// growth that works ends the streak (a describe that works does not: the pool still
+    /// cannot grow).
+    growth_refused: std::sync::atomic::AtomicU32,
     boot_id: String,
     commit: Committer,
     /// Device indexes of the secondary ENIs whose links are programmed.
@@ -161,9 +165,38 @@ impl Daemon {
         self.metrics.orphan_enis.set(e.orphans().count() as i64);
     }
 
-    /// Whether the cloud is out of reach: the last few calls all failed for want of it.
+    /// Whether the cloud is out of reach, or refuses to grow the pool: the last few calls all
+    /// failed so.
     fn cloud_down(&self) -> bool {
-        self.cloud_failures.load(std::sync::atomic::Ordering::Relaxed) >= CLOUD_DOWN_AFTER
+        use std::sync::atomic::Ordering::Relaxed;
+        self.cloud_failures.load(Relaxed) >= CLOUD_DOWN_AFTER || self.growth_refused.load(Relaxed) >= CLOUD_DOWN_AFTER
+    }
+
+    /// Counts a call's result toward [`Daemon::cloud_down`].
+    fn note_cloud(&self, call: &Call, result: &Result<ipam::call::CallOutput, ipam::call::CallError>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let code = result.as_ref().err().map(|e| e.code.as_str());
+        if matches!(code, Some("Unavailable" | "RequestTimeout")) {
+            self.cloud_failures.fetch_add(1, Relaxed);
+        } else {
+            self.cloud_failures.store(0, Relaxed);
+        }
+        let growth = matches!(
+            call,
+            Call::CreateEni { .. }
+                | Call::AttachEni { .. }
+                | Call::AssignIps { .. }
+                | Call::AssignPrefixes { .. }
+                | Call::AssignIpv6Prefix { .. }
+        );
+        match code {
+            Some("UnauthorizedOperation" | "AuthFailure" | "Blocked") if growth => {
+                self.growth_refused.fetch_add(1, Relaxed);
+            }
+            None if growth => self.growth_refused.store(0, Relaxed),
+            _ => {}
+        }
+        self.metrics.cloud_down.set(i64::from(self.cloud_down()));
     }
 
     /// Publishes the pool's state as a new generation (under the pool lock); the caller waits
@@ -212,21 +245,12 @@ impl Daemon {
     /// Runs the cloud worker: carries out calls in order and feeds results back. Returns when
     /// every sender is gone.
     pub fn run_cloud(self: &Arc<Self>, rx: Receiver<(OpId, Call)>, mut ec2: RemoteEc2) {
-        use std::sync::atomic::Ordering;
         for (op, call) in rx {
             // Never under the pool lock: a slow or absent cloud delays the pool, not the pods.
             let result = execute(&mut ec2, &self.owner, crate::clock::wall_ms() / 1000, &call);
             let code = result.as_ref().map_or_else(|e| e.code.clone(), |_| "ok".to_string());
             self.metrics.calls.get_or_create(&crate::metrics::CallLabels { call: call.name().into(), code }).inc();
-            let unreachable = result.as_ref().err().is_some_and(|e| {
-                matches!(e.code.as_str(), "Unavailable" | "RequestTimeout" | "UnauthorizedOperation" | "AuthFailure")
-            });
-            if unreachable {
-                self.cloud_failures.fetch_add(1, Ordering::Relaxed);
-            } else {
-                self.cloud_failures.store(0, Ordering::Relaxed);
-            }
-            self.metrics.cloud_down.set(i64::from(self.cloud_down()));
+            self.note_cloud(&call, &result);
             let now = now();
             let effects = {
                 let mut g = self.lock();

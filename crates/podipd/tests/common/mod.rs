@@ -2,7 +2,7 @@
 //! against it, spoken to over the plugin protocol.
 #![allow(dead_code, clippy::disallowed_methods)] // A harness against real processes: wall time.
 
-use cloud::remote::serve;
+use cloud::remote::{Ec2Request, serve_with};
 use cloud::sim::{SimParams, SimVpc};
 use ipam::Time;
 use serde_json::{Value, json};
@@ -24,6 +24,8 @@ pub struct World {
     pub daemon: Option<Child>,
     /// The scale of the cloud's latencies (f64 bits): 0 answers at once, 1 is EC2-like.
     pub latency: Arc<AtomicU64>,
+    /// While set, the cloud refuses every call that would grow a pool (`UnauthorizedOperation`).
+    pub refuse_growth: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The world's VPC: two subnets in one AZ.
@@ -50,8 +52,18 @@ impl World {
         let latency = Arc::new(AtomicU64::new(0f64.to_bits()));
         let l = Arc::clone(&latency);
         let vpc = vpc(params);
-        std::thread::spawn(move || serve(listener, vpc, wall, move || f64::from_bits(l.load(Ordering::Relaxed))));
-        World { dir, vpc_sock, daemon: None, latency }
+        let refuse_growth = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let r = Arc::clone(&refuse_growth);
+        let refuse = move |req: &Ec2Request| {
+            let growth = matches!(
+                req,
+                Ec2Request::Create { .. } | Ec2Request::AssignIps { .. } | Ec2Request::AssignPrefixes { .. }
+            );
+            (growth && r.load(Ordering::Relaxed)).then(|| cloud::ec2_error("UnauthorizedOperation", "not allowed"))
+        };
+        let scale = move || f64::from_bits(l.load(Ordering::Relaxed));
+        std::thread::spawn(move || serve_with(listener, vpc, wall, scale, refuse));
+        World { dir, vpc_sock, daemon: None, latency, refuse_growth }
     }
 
     /// Scales the cloud's latencies from now on.
