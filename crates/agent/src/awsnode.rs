@@ -23,7 +23,6 @@ const ON: &[&str] = &["true", "1", ""];
 /// Every aws-node variable podipd refuses unless it asks for nothing.
 pub const UNSUPPORTED: &[Unsupported] = &[
     u("ENABLE_POD_ENI", OFF, "security groups for pods (trunk and branch ENIs) are not supported"),
-    u("POD_SECURITY_GROUP_ENFORCING_MODE", &["strict", ""], "security groups for pods are not supported"),
     u("ENABLE_MULTI_NIC", OFF, "only the default network card is managed"),
     u("DISABLE_NETWORK_RESOURCE_PROVISIONING", OFF, "podipd always manages the node's ENIs and addresses"),
     u("ENABLE_IMDS_ONLY_MODE", OFF, "podipd always reads addresses from EC2, never from the instance metadata alone"),
@@ -73,6 +72,12 @@ pub const IGNORED: &[(&str, &str)] = &[
     ("HOST_CNI_BIN_PATH", "an init-container setting"),
     ("HOST_CNI_CONFDIR_PATH", "an init-container setting"),
     ("CLUSTER_ENDPOINT", "the Kubernetes API is not used yet"),
+    (
+        "POD_SECURITY_GROUP_ENFORCING_MODE",
+        "security groups for pods are not supported (ENABLE_POD_ENI=true is refused)",
+    ),
+    ("AWS_VPC_K8S_EGRESS_V4_PLUGIN_LOG_FILE", "podip-cni logs nothing: its stdout is the CNI protocol"),
+    ("AWS_VPC_K8S_EGRESS_V6_PLUGIN_LOG_FILE", "podip-cni logs nothing: its stdout is the CNI protocol"),
     ("VPC_CNI_VERSION", "informational"),
     ("VPC_ID", "podipd reads the VPC from the cloud"),
     ("MY_NODE_NAME", "the Kubernetes API is not used yet"),
@@ -142,6 +147,10 @@ mod tests {
             ("CLUSTER_ENDPOINT", "https://ABC.gr7.us-east-1.eks.amazonaws.com"),
             ("CLUSTER_NAME", "prod"),
             ("DISABLE_INTROSPECTION", "false"),
+            ("DISABLE_LEAKED_ENI_CLEANUP", "false"),
+            ("POD_SECURITY_GROUP_ENFORCING_MODE", "standard"),
+            ("AWS_VPC_K8S_EGRESS_V4_PLUGIN_LOG_FILE", "/var/log/aws-routed-eni/egress-v4-plugin.log"),
+            ("AWS_MANAGE_ENIS_NON_SCHEDULABLE", "false"),
             ("DISABLE_METRICS", "false"),
             ("DISABLE_NETWORK_RESOURCE_PROVISIONING", "false"),
             ("ENABLE_IPv4", "true"),

@@ -13,8 +13,18 @@ pub const VPC_CNI_VERSION: &str = "vpc-cni-ipam/1";
 #[derive(Deserialize)]
 struct File {
     version: String,
+    /// Go writes an empty list as `null`.
     #[serde(default)]
-    allocations: Vec<Entry>,
+    allocations: Option<Vec<Entry>>,
+}
+
+/// What an import gives: podip's checkpoint, and the entries it could not take, each said.
+#[derive(Debug)]
+pub struct Imported {
+    /// The assignments, as podip's checkpoint.
+    pub checkpoint: Checkpoint,
+    /// Entries skipped, and why.
+    pub skipped: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -46,7 +56,7 @@ struct Metadata {
 ///
 /// # Errors
 /// Unreadable (I/O), not JSON or not the VPC CNI's layout (corrupt), another version.
-pub fn import(path: &Path, clocks: &Clocks) -> Result<Option<Checkpoint>, CheckpointError> {
+pub fn import(path: &Path, clocks: &Clocks) -> Result<Option<Imported>, CheckpointError> {
     let name = path.display().to_string();
     let Some(bytes) = read_state_file(path).map_err(|source| CheckpointError::Io { path: name.clone(), source })?
     else {
@@ -58,11 +68,16 @@ pub fn import(path: &Path, clocks: &Clocks) -> Result<Option<Checkpoint>, Checkp
         return Err(CheckpointError::Version { path: name, found: file.version });
     }
     let mut allocations = Vec::new();
-    for e in file.allocations {
+    let mut skipped = Vec::new();
+    for e in file.allocations.unwrap_or_default() {
+        let shown: String = e.container_id.chars().take(80).collect();
         let ip: IpAddr = match (e.ipv4, e.ipv6) {
             (Some(v4), _) => v4.into(),
             (None, Some(v6)) => v6.into(),
-            (None, None) => continue,
+            (None, None) => {
+                skipped.push(format!("{shown}: no address"));
+                continue;
+            }
         };
         let (pod_namespace, pod_name) = e.metadata.map_or((None, None), |m| (m.namespace, m.name));
         let a = Allocation {
@@ -73,18 +88,20 @@ pub fn import(path: &Path, clocks: &Clocks) -> Result<Option<Checkpoint>, Checkp
             pod_namespace,
             pod_name,
         };
-        if crate::limits::allocation(&a).is_ok() {
-            allocations.push(a);
+        match crate::limits::allocation(&a) {
+            Ok(()) => allocations.push(a),
+            Err(why) => skipped.push(format!("{shown} {ip}: {why}")),
         }
     }
-    Ok(Some(Checkpoint {
+    let checkpoint = Checkpoint {
         version: VERSION.into(),
         boot_id: clocks.boot_id.clone(),
         written_ms: clocks.now.as_millis(),
         allocations,
         cooling: Vec::new(),
         v6_next: 0,
-    }))
+    };
+    Ok(Some(Imported { checkpoint, skipped }))
 }
 
 #[cfg(test)]
@@ -107,11 +124,22 @@ mod tests {
         )
         .unwrap();
         let clocks = Clocks { now: Time::from_secs(5), wall_ms: 0, boot_id: "b".into() };
-        let cp = import(&p, &clocks).unwrap().unwrap();
+        let i = import(&p, &clocks).unwrap().unwrap();
+        assert!(i.skipped.is_empty());
+        let cp = i.checkpoint;
         assert_eq!(cp.allocations.len(), 2);
         assert_eq!(cp.allocations[0].ip.to_string(), "10.0.1.23");
         assert_eq!(cp.allocations[0].pod_name.as_deref(), Some("pod"));
         assert_eq!(cp.allocations[1].ip.to_string(), "2001:db8::5");
+        std::fs::write(&p, r#"{"version":"vpc-cni-ipam/1","allocations":null}"#).unwrap();
+        assert!(import(&p, &clocks).unwrap().unwrap().checkpoint.allocations.is_empty());
+        std::fs::write(
+            &p,
+            r#"{"version":"vpc-cni-ipam/1","allocations":[{"networkName":"aws-cni","containerID":"c/../x","ifName":"eth0","ipv4":"10.0.1.9"}]}"#,
+        )
+        .unwrap();
+        let i = import(&p, &clocks).unwrap().unwrap();
+        assert!(i.checkpoint.allocations.is_empty() && i.skipped[0].contains("10.0.1.9"), "{i:?}");
         std::fs::write(&p, r#"{"version":"vpc-cni-ipam/2","allocations":[]}"#).unwrap();
         assert!(matches!(import(&p, &clocks), Err(CheckpointError::Version { .. })));
         std::fs::remove_dir_all(&dir).unwrap();

@@ -428,3 +428,32 @@ fn status_fails_while_the_cloud_will_not_grow_an_empty_pool_and_does_not_flap() 
         std::thread::sleep(Duration::from_millis(500));
     }
 }
+
+#[test]
+fn an_unreadable_aws_node_checkpoint_hands_none_of_its_addresses_out() {
+    let mut w = World::new("badimport");
+    w.start(&[]);
+    let t0 = Instant::now();
+    let old = loop {
+        let st = introspect(&w.sock());
+        if st["total"].as_u64().unwrap_or(0) >= 6 {
+            break pool_of(&st);
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "the pool never filled: {st}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    w.kill();
+    std::fs::remove_file(w.dir.join("state/ipam.json")).unwrap();
+    // aws-node's pods hold some of these addresses, but its file was cut short.
+    let aws_node = w.dir.join("aws-node.json");
+    let full = format!(
+        r#"{{"version":"vpc-cni-ipam/1","allocations":[{{"networkName":"podip","containerID":"old0","ifName":"eth0","ipv4":"{}"}}]}}"#,
+        old[0]
+    );
+    std::fs::write(&aws_node, &full[..full.len() / 2]).unwrap();
+    w.start(&[("PODIP_IMPORT_CHECKPOINT", aws_node.to_str().unwrap())]);
+    for n in 0..4 {
+        let a = add(&w.sock(), &format!("new{n}"));
+        assert!(!old.contains(&a), "{a} may be held by one of aws-node's pods");
+    }
+}

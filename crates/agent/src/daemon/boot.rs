@@ -200,7 +200,7 @@ impl Daemon {
             } else {
                 None
             };
-        let (mut cp, lost) = read_checkpoint(&cfg.checkpoint, &clocks, &mut notes)?;
+        let (mut cp, mut lost) = read_checkpoint(&cfg.checkpoint, &clocks, &mut notes)?;
         let mut imported = false;
         if cp.is_none()
             && !lost
@@ -208,17 +208,28 @@ impl Daemon {
         {
             // A node moving from aws-node: its pods keep their addresses. Its file is only read.
             match crate::vpccni::import(path, &clocks) {
-                Ok(Some(c)) => {
+                Ok(Some(i)) => {
                     notes.push(format!(
                         "imported {} assignments from aws-node's checkpoint {}",
-                        c.allocations.len(),
+                        i.checkpoint.allocations.len(),
                         path.display()
                     ));
-                    cp = Some(c);
+                    for why in &i.skipped {
+                        notes.push(format!("aws-node's checkpoint: skipped {why}"));
+                    }
+                    // A skipped entry's address is held by a pod podipd cannot name: as with a
+                    // lost checkpoint, the host (or a quarantine) keeps it from new pods.
+                    lost = !i.skipped.is_empty();
+                    cp = Some(i.checkpoint);
                     imported = true;
                 }
                 Ok(None) => {}
-                Err(e) => notes.push(format!("aws-node's checkpoint not imported: {e}")),
+                Err(e) => {
+                    // Pods hold addresses this file should have named: rebuild as for a lost
+                    // checkpoint, so none of them is handed out again.
+                    notes.push(format!("aws-node's checkpoint cannot be imported ({e}); treated as lost"));
+                    lost = true;
+                }
             }
         }
         let mut meta = BTreeMap::new();
@@ -276,13 +287,15 @@ impl Daemon {
                 }
                 if lost || imported {
                     // Which addresses were cooling is lost (aws-node keeps no cooldowns): every
-                    // address not wired cools once.
+                    // address not wired cools once, and the IPv6 allocator moves past them.
                     let n = quarantine(ds, now + cfg.cooldown);
+                    ds.quarantine_v6_below(ds.v6_next() + (1 << 32));
                     notes.push(format!("rebuilt from the host; {n} unwired addresses cool down once"));
                 }
             }
-            None if imported => {
+            None if imported && !lost => {
                 let n = quarantine(ds, now + cfg.cooldown);
+                ds.quarantine_v6_below(ds.v6_next() + (1 << 32));
                 notes.push(format!("{n} addresses aws-node may have just released cool down once"));
             }
             None if lost => {
