@@ -316,6 +316,9 @@ pub fn serve_with(
     }
 }
 
+/// The longest reply line taken from the service.
+const MAX_REPLY: usize = 64 << 20;
+
 /// How long a call to the service may take before it counts as failed (`RequestTimeout`, an
 /// unknown outcome); the service's own latencies are scaled well below this.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -384,21 +387,43 @@ impl RemoteEc2 {
         }
     }
 
+    /// Sends one request line and reads one reply line, all within the call's timeout (a
+    /// reply that trickles in is cut off too).
+    #[allow(clippy::disallowed_methods)] // A network timeout is measured in real time.
     fn exchange(&mut self, line: &str) -> Result<String, CallError> {
         let timeout = self.timeout;
+        let deadline = std::time::Instant::now() + timeout;
+        let late = || ec2_error("RequestTimeout", format!("simulated VPC service: no answer in {timeout:?}"));
         let lost = |e: std::io::Error| match e.kind() {
-            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
-                ec2_error("RequestTimeout", format!("simulated VPC service: no answer in {timeout:?}"))
-            }
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => late(),
             _ => ec2_error("Unavailable", format!("simulated VPC service: {e}")),
         };
         let (reader, writer) = self.conn.as_mut().ok_or_else(|| ec2_error("Unavailable", "not connected"))?;
         writer.write_all(line.as_bytes()).map_err(lost)?;
-        let mut reply = String::new();
-        if reader.read_line(&mut reply).map_err(lost)? == 0 {
-            return Err(ec2_error("Unavailable", "simulated VPC service closed the connection"));
+        let mut reply = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Err(late());
+            }
+            reader.get_ref().set_read_timeout(Some(left)).map_err(lost)?;
+            let buf = reader.fill_buf().map_err(lost)?;
+            if buf.is_empty() {
+                return Err(ec2_error("Unavailable", "simulated VPC service closed the connection"));
+            }
+            let (take, done) = match buf.iter().position(|b| *b == b'\n') {
+                Some(i) => (i + 1, true),
+                None => (buf.len(), false),
+            };
+            reply.extend_from_slice(&buf[..take]);
+            reader.consume(take);
+            if done {
+                return String::from_utf8(reply).map_err(|e| ec2_error("InternalError", e.to_string()));
+            }
+            if reply.len() > MAX_REPLY {
+                return Err(ec2_error("InternalError", format!("a reply longer than {MAX_REPLY} bytes")));
+            }
         }
-        Ok(reply)
     }
 
     /// The instance metadata service's view of `instance`'s ENIs (it lags EC2).
@@ -552,6 +577,24 @@ mod tests {
         assert_eq!((e.code.as_str(), e.kind), ("RequestTimeout", crate::ErrorKind::Transient), "{e}");
         assert!(t0.elapsed() < Duration::from_secs(5));
         drop(held.join());
+        // A service that answers one byte at a time, forever: cut off at the timeout too.
+        std::fs::remove_file(&sock).unwrap();
+        let trickle = UnixListener::bind(&sock).unwrap();
+        std::thread::spawn(move || {
+            if let Ok((mut s, _)) = trickle.accept() {
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                let mut l = String::new();
+                let _ = r.read_line(&mut l);
+                while s.write_all(b" ").is_ok() {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        });
+        #[allow(clippy::disallowed_methods)] // Measures the timeout in real time.
+        let t0 = std::time::Instant::now();
+        let e = c.call(&Ec2Request::VpcCidrs).unwrap_err();
+        assert_eq!(e.code, "RequestTimeout", "{e}");
+        assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
         // The service is restarted at the same path: the next call reaches it.
         std::fs::remove_file(&sock).unwrap();
         let e = c.call(&Ec2Request::VpcCidrs).unwrap_err();
