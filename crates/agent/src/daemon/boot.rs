@@ -287,15 +287,14 @@ impl Daemon {
                 }
                 if lost || imported {
                     // Which addresses were cooling is lost (aws-node keeps no cooldowns): every
-                    // address not wired cools once, and the IPv6 allocator moves past them.
+                    // IPv4 address not wired cools once. (IPv6 offsets are tied to the pods' IPv4
+                    // egress addresses: the host's wiring alone protects them.)
                     let n = quarantine(ds, now + cfg.cooldown);
-                    ds.quarantine_v6_below(ds.v6_next() + (1 << 32));
                     notes.push(format!("rebuilt from the host; {n} unwired addresses cool down once"));
                 }
             }
             None if imported && !lost => {
                 let n = quarantine(ds, now + cfg.cooldown);
-                ds.quarantine_v6_below(ds.v6_next() + (1 << 32));
                 notes.push(format!("{n} addresses aws-node may have just released cool down once"));
             }
             None if lost => {
