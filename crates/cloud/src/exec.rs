@@ -42,7 +42,7 @@ impl Owner {
 /// The EC2 error, classified.
 pub fn execute(ec2: &mut dyn Ec2, owner: &Owner, unix_secs: u64, call: &Call) -> Result<CallOutput, CallError> {
     match call {
-        Call::CreateEni { subnet, discover_in, security_groups, secondary_ips, prefixes } => {
+        Call::CreateEni { subnet, discover_in, avoid, security_groups, secondary_ips, prefixes } => {
             let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix_secs);
             let mut req = CreateEni {
                 subnet: subnet.clone(),
@@ -60,7 +60,7 @@ pub fn execute(ec2: &mut dyn Ec2, owner: &Owner, unix_secs: u64, call: &Call) ->
             let mut subnets: Vec<SubnetDescription> = ec2
                 .describe_subnets(az)?
                 .into_iter()
-                .filter(|s| s.discoverable(subnet, owner.cluster.as_deref()))
+                .filter(|s| s.discoverable(subnet, owner.cluster.as_deref()) && !avoid.contains(&s.id))
                 .collect();
             subnets
                 .sort_by(|a, b| b.available.cmp(&a.available).then_with(|| (&a.id != subnet).cmp(&(&b.id != subnet))));
@@ -98,7 +98,8 @@ pub fn execute(ec2: &mut dyn Ec2, owner: &Owner, unix_secs: u64, call: &Call) ->
             for d in ec2.describe_network_interfaces(&owner.instance)? {
                 let Some((_, dev)) = d.attachment.clone() else { continue };
                 if d.status == EniStatus::Detaching {
-                    // On its way out: neither the node's nor deletable yet.
+                    // On its way out: neither the node's nor deletable yet, but its slot is taken.
+                    out.detaching.push((d.id, dev));
                     continue;
                 }
                 if d.managed() || dev == 0 {
@@ -114,10 +115,13 @@ pub fn execute(ec2: &mut dyn Ec2, owner: &Owner, unix_secs: u64, call: &Call) ->
         }
         Call::ListUnattached => {
             let enis = ec2.describe_unattached(owner.cluster.as_deref())?;
-            Ok(CallOutput::EniIds(
+            Ok(CallOutput::Leaked(
                 enis.into_iter()
-                    .filter(|d| d.status == EniStatus::Available && d.created_by_an_agent())
-                    .map(|d| d.id)
+                    .filter(|d| d.status == EniStatus::Available && d.created_by_an_agent() && d.managed())
+                    .map(|d| {
+                        let mine = d.tags.get(TAG_INSTANCE_ID) == Some(&owner.instance.0);
+                        (d.id, mine)
+                    })
                     .collect(),
             ))
         }

@@ -298,8 +298,8 @@ pub trait Ec2 {
     /// # Errors
     /// Throttled.
     fn describe_network_interfaces(&mut self, instance: &InstanceId) -> Result<Vec<EniDescription>, CallError>;
-    /// `DescribeNetworkInterfaces` filtered on `status=available`, the tag key
-    /// `node.k8s.amazonaws.com/instance_id` and, when `cluster` is given, the tag
+    /// `DescribeNetworkInterfaces` filtered on the node's VPC (`vpc-id`), `status=available`,
+    /// the tag key `node.k8s.amazonaws.com/instance_id` and, when `cluster` is given, the tag
     /// `cluster.k8s.amazonaws.com/name=<cluster>`: the unattached ENIs agents created for any
     /// node (of the cluster), which the leak sweep collects, as the VPC CNI's does.
     ///

@@ -26,6 +26,9 @@ pub enum Call {
         /// first, as the VPC CNI does (`vpc-cni-behaviour.md` §2.12).
         #[serde(skip_serializing_if = "Option::is_none")]
         discover_in: Option<String>,
+        /// Subnets discovery must skip (they just ran out).
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        avoid: Vec<SubnetId>,
         /// Security groups (empty: the primary ENI's).
         security_groups: Vec<String>,
         /// Secondary addresses to create it with.
@@ -123,6 +126,8 @@ pub struct NodeEnis {
     pub unmanaged: Vec<(EniId, u32)>,
     /// Managed secondary ENIs whose attachment does not delete them with the instance.
     pub unprotected: Vec<EniId>,
+    /// ENIs EC2 is still detaching from the node, with the device indexes they still hold.
+    pub detaching: Vec<(EniId, u32)>,
 }
 
 /// A successful result.
@@ -132,8 +137,8 @@ pub enum CallOutput {
     Eni(EniInfo),
     /// The node's ENIs.
     Enis(NodeEnis),
-    /// ENI ids.
-    EniIds(Vec<EniId>),
+    /// Unattached ENIs agents left: each id, and whether it was made for this node.
+    Leaked(Vec<(EniId, bool)>),
     /// Addresses assigned.
     Ips(Vec<Ipv4Addr>),
     /// Prefixes assigned.

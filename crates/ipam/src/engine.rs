@@ -34,8 +34,8 @@ use std::net::IpAddr;
 pub const LEARNED_LIMIT_TTL: std::time::Duration = std::time::Duration::from_secs(600);
 
 mod recover;
+pub use recover::{FOREIGN_LEAK_GRACE, LEAK_GRACE, ReconcileReport, backoff_bounds};
 use recover::{Gate, Retry};
-pub use recover::{LEAK_GRACE, ReconcileReport, backoff_bounds};
 
 /// Something that happened to the node.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -176,8 +176,15 @@ pub struct Engine {
     attach_full: Option<(u32, Time)>,
     /// Attached ENIs podip leaves alone, with their device indexes.
     unmanaged: Vec<(EniId, u32)>,
+    /// ENIs EC2 was still detaching at the last reconcile, with their device indexes.
+    detaching: Vec<(EniId, u32)>,
     /// ENIs to delete, with the device index each may still hold (while EC2 detaches it).
     orphans: BTreeMap<EniId, Option<u32>>,
+    /// Blocks whose unassign had an unknown outcome, per ENI: kept out of use, and the unassign
+    /// is made again until EC2 answers it (a describe may still list what EC2 took back).
+    unreleased: BTreeMap<EniId, Vec<Ipv4Net>>,
+    /// ENIs whose detach had an unknown outcome: kept out of use, detached again.
+    undetached: std::collections::BTreeSet<EniId>,
     /// Attached ENIs not yet set to go with the instance.
     unprotected: std::collections::BTreeSet<EniId>,
     /// Subnets that answered insufficient addresses, until when (subnet discovery skips them).
@@ -201,6 +208,9 @@ impl Engine {
             ds.add_eni(e, e.device_index == 0, now)?;
         }
         let policy = VpcCni { cfg: cfg.policy_config() };
+        let mut rng = SeededRng::new(seed ^ 0x9e37_79b9_7f4a_7c15);
+        // The pool fills first; the nodes of a cluster do not all sweep at once.
+        let next_sweep = now + std::time::Duration::from_secs(60 + rng.below(240));
         Ok(Engine {
             cfg,
             policy,
@@ -211,19 +221,21 @@ impl Engine {
             last_insufficient: None,
             schedulable: true,
             counters: EngineCounters::default(),
-            rng: SeededRng::new(seed ^ 0x9e37_79b9_7f4a_7c15),
+            rng,
             gates: BTreeMap::new(),
             full_enis: BTreeMap::new(),
             attach_full: None,
             unmanaged: Vec::new(),
+            detaching: Vec::new(),
             orphans: BTreeMap::new(),
             exhausted: BTreeMap::new(),
             unprotected: std::collections::BTreeSet::new(),
+            unreleased: BTreeMap::new(),
+            undetached: std::collections::BTreeSet::new(),
             leak_seen: BTreeMap::new(),
             reconcile_due: false,
             last_reconcile: now,
-            // The pool fills first.
-            next_sweep: now + std::time::Duration::from_secs(60),
+            next_sweep,
         })
     }
 
@@ -242,7 +254,14 @@ impl Engine {
     /// still detaching.
     fn devices_in_use(&self) -> impl Iterator<Item = u32> + '_ {
         let ours = self.ds.enis().iter().map(|e| e.device_index);
-        ours.chain(self.unmanaged.iter().map(|(_, d)| *d)).chain(self.orphans.values().flatten().copied())
+        let mut all: Vec<u32> = ours
+            .chain(self.unmanaged.iter().map(|(_, d)| *d))
+            .chain(self.detaching.iter().map(|(_, d)| *d))
+            .chain(self.orphans.values().flatten().copied())
+            .collect();
+        all.sort_unstable();
+        all.dedup();
+        all.into_iter()
     }
 
     /// The configuration.
@@ -324,16 +343,9 @@ impl Engine {
         if !self.pending.is_empty() || self.gated(&Gate::Cloud, now) {
             return;
         }
-        if self.housekeeping(now, out) {
-            return;
-        }
-        // An ENI that would outlive its instance, and a leaked ENI (it holds addresses and an ENI
-        // quota), go before growth; their own back-offs keep them from starving the pool.
-        self.protect_one(now, out);
-        if self.pending.is_empty() {
-            self.delete_one_orphan(now, out);
-        }
-        if !self.pending.is_empty() {
+        // A reconcile an error asked for goes first (the datastore may be wrong); pods waiting
+        // for addresses go before the periodic reconcile and the sweep.
+        if self.housekeeping(now, self.wants_growth(now), out) {
             return;
         }
         if self.cfg.mode == CidrMode::Ipv6 {
@@ -343,6 +355,31 @@ impl Engine {
         } else {
             self.cycle(now, out);
         }
+        // Then, in cycles that change nothing else: releases whose outcome was unknown, an ENI
+        // that would outlive its instance, an ENI to delete (each behind its own back-off).
+        if self.pending.is_empty() {
+            self.redo_release(now, out);
+        }
+        if self.pending.is_empty() {
+            self.protect_one(now, out);
+        }
+        if self.pending.is_empty() {
+            self.delete_one_orphan(now, out);
+        }
+    }
+
+    /// Whether the pool is low and could grow now.
+    fn wants_growth(&self, now: Time) -> bool {
+        if self.gated(&Gate::Grow, now) || !self.may_manage_enis() || self.in_backoff(now) {
+            return false;
+        }
+        if self.cfg.mode == CidrMode::Ipv6 {
+            return self.ds.enis().iter().any(|e| e.primary && e.v6_prefix.is_none());
+        }
+        let s = self.ds.stats(now);
+        let room = self.ds.enis().iter().any(|e| self.grows_on(e, now))
+            || (self.has_room_for_eni() && !self.gated(&Gate::Create, now));
+        self.policy.is_low(&s) && room && self.policy.blocks_to_assign(&s) > 0
     }
 
     fn cycle(&mut self, now: Time, out: &mut Vec<Effect>) {
@@ -455,9 +492,11 @@ impl Engine {
         let device_index = (0..).find(|i| !used.contains(i)).unwrap_or(0);
         let discover_in =
             if self.cfg.subnet_discovery && self.cfg.pod_eni.is_none() { self.cfg.az.clone() } else { None };
+        let avoid = if discover_in.is_some() { self.exhausted.keys().cloned().collect() } else { Vec::new() };
         let call = Call::CreateEni {
             subnet,
             discover_in,
+            avoid,
             security_groups,
             secondary_ips: if prefix { 0 } else { blocks },
             prefixes: if prefix { blocks } else { 0 },
@@ -663,8 +702,8 @@ impl Engine {
                 self.fail(Gate::Reconcile, &e, now);
                 Ok(())
             }
-            (Pending::ListUnattached, Ok(CallOutput::EniIds(ids))) => {
-                self.sweep(now, ids);
+            (Pending::ListUnattached, Ok(CallOutput::Leaked(leaked))) => {
+                self.sweep(now, leaked);
                 Ok(())
             }
             (Pending::ListUnattached, Err(e)) => {
@@ -773,7 +812,13 @@ impl Engine {
         if e.kind == ErrorKind::Throttled {
             return self.ds.set_blocks_releasing(eni, nets, false);
         }
-        self.reconcile_due = true;
+        if e.outcome_unknown() {
+            // EC2 may have taken them: they are released again, never put back in use.
+            self.unreleased.entry(eni.clone()).or_default().extend_from_slice(nets);
+        } else {
+            // A refused unassign changed nothing: the reconcile puts back what EC2 still shows.
+            self.reconcile_due = true;
+        }
         self.fail(Gate::Release, e, now);
         Ok(())
     }
@@ -800,6 +845,8 @@ impl Engine {
                 self.detached(now, eni)
             }
             ErrorKind::Transient => {
+                // EC2 may be detaching it: it is detached again, never put back in use.
+                self.undetached.insert(eni.clone());
                 self.fail(Gate::Release, e, now);
                 Ok(())
             }

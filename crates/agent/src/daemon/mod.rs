@@ -176,7 +176,8 @@ impl Daemon {
     fn note_cloud(&self, call: &Call, result: &Result<ipam::call::CallOutput, ipam::call::CallError>) {
         use std::sync::atomic::Ordering::Relaxed;
         let code = result.as_ref().err().map(|e| e.code.as_str());
-        if matches!(code, Some("Unavailable" | "RequestTimeout")) {
+        // Unreachable, timed out, or EC2's own server errors (InternalError, ServiceUnavailable).
+        if result.as_ref().err().is_some_and(|e| e.kind == ipam::call::ErrorKind::Transient) {
             self.cloud_failures.fetch_add(1, Relaxed);
         } else {
             self.cloud_failures.store(0, Relaxed);
@@ -221,7 +222,9 @@ impl Daemon {
             .datastore()
             .enis()
             .iter()
-            .filter(|e| !e.primary && !e.releasing)
+            // An ENI being released keeps its routing while pods still use it (one let go
+            // after a no_manage tag, or dropped by EC2).
+            .filter(|e| !e.primary && (!e.releasing || e.assigned() > 0))
             .map(|e| datapath::node::EniLink { device_index: e.device_index, primary_ip: e.primary_ip })
             .collect();
         let mut links = self.links.lock().expect("links lock");

@@ -283,6 +283,7 @@ fn new_enis_carry_their_tags_and_the_unattached_ones_of_an_instance_can_be_liste
         &Call::CreateEni {
             subnet: s.clone(),
             discover_in: None,
+            avoid: vec![],
             security_groups: vec![],
             secondary_ips: 1,
             prefixes: 0,
@@ -296,12 +297,25 @@ fn new_enis_carry_their_tags_and_the_unattached_ones_of_an_instance_can_be_liste
     assert_eq!(d.tags[crate::TAG_CREATED_AT], "2027-01-15T08:00:00Z");
     assert_eq!(d.tags[crate::TAG_CLUSTER], "prod");
     let listed = crate::exec::execute(&mut v, &owner, 0, &Call::ListUnattached).unwrap();
-    assert_eq!(listed, CallOutput::EniIds(vec![info.id.clone()]));
+    assert_eq!(listed, CallOutput::Leaked(vec![(info.id.clone(), true)]));
     // The sweep collects for the whole cluster: any node of "prod" lists it, none of "staging".
     let same = crate::exec::Owner { instance: "i-another".into(), cluster: Some("prod".into()) };
-    assert_eq!(crate::exec::execute(&mut v, &same, 0, &Call::ListUnattached).unwrap(), listed);
+    assert_eq!(
+        crate::exec::execute(&mut v, &same, 0, &Call::ListUnattached).unwrap(),
+        CallOutput::Leaked(vec![(info.id.clone(), false)])
+    );
+    // An ENI tagged no_manage is never listed, leaked or not.
+    let mut keep = CreateEni {
+        subnet: s.clone(),
+        description: format!("podip-{}", owner.instance),
+        tags: owner.tags("2027-01-15T08:00:00Z".into()),
+        ..CreateEni::default()
+    };
+    keep.tags.push((crate::TAG_NO_MANAGE.into(), "true".into()));
+    v.create_network_interface(&keep).unwrap();
+    assert_eq!(crate::exec::execute(&mut v, &owner, 0, &Call::ListUnattached).unwrap(), listed);
     let other = crate::exec::Owner { instance: "i-another".into(), cluster: Some("staging".into()) };
-    assert_eq!(crate::exec::execute(&mut v, &other, 0, &Call::ListUnattached).unwrap(), CallOutput::EniIds(vec![]));
+    assert_eq!(crate::exec::execute(&mut v, &other, 0, &Call::ListUnattached).unwrap(), CallOutput::Leaked(vec![]));
 }
 
 #[test]
@@ -313,6 +327,7 @@ fn an_eni_attached_by_api_outlives_its_instance_unless_set_to_go_with_it() {
         let c = Call::CreateEni {
             subnet: s.clone(),
             discover_in: None,
+            avoid: vec![],
             security_groups: vec![],
             secondary_ips: 2,
             prefixes: 0,
@@ -364,6 +379,7 @@ fn subnet_discovery_puts_an_eni_in_the_tagged_subnet_with_the_most_room() {
     let create = |discover: bool| Call::CreateEni {
         subnet: node.clone(),
         discover_in: discover.then(|| "us-east-1a".to_string()),
+        avoid: vec![],
         security_groups: vec![],
         secondary_ips: 1,
         prefixes: 0,
@@ -382,6 +398,15 @@ fn subnet_discovery_puts_an_eni_in_the_tagged_subnet_with_the_most_room() {
     // The node's own subnet is left out when tagged 0; a full subnet is skipped.
     v.tag_subnet(&node, crate::TAG_SUBNET_CNI, "0").unwrap();
     assert_eq!(subnet_of(&mut v, &create(true)).unwrap(), tagged_small);
+    // A subnet the engine saw run out is not tried again: no create call is made at all.
+    let mut avoiding = create(true);
+    if let Call::CreateEni { avoid, .. } = &mut avoiding {
+        avoid.push(tagged_small.clone());
+    }
+    let creates = |v: &SimVpc| v.action_stats().get(&Action::CreateNetworkInterface).map_or(0, |s| s.calls);
+    let before = creates(&v);
+    assert!(subnet_of(&mut v, &avoiding).unwrap_err().is_insufficient_addresses());
+    assert_eq!(creates(&v), before);
     v.occupy_random(&tagged_small, 1000).unwrap();
     let e = subnet_of(&mut v, &create(true)).unwrap_err();
     assert_eq!(e.code, "InsufficientFreeAddressesInSubnet", "{e}");

@@ -22,6 +22,11 @@ use std::time::Duration;
 /// node's own clock from the first sighting, so clock skew cannot shorten it.
 pub const LEAK_GRACE: Duration = Duration::from_secs(300);
 
+/// How long an unattached ENI another node made must be seen before this node deletes it: its
+/// own node, if alive, does it after [`LEAK_GRACE`]. Then one such ENI per sweep, picked at
+/// random, so the nodes of a cluster do not all race for the same ones.
+pub const FOREIGN_LEAK_GRACE: Duration = Duration::from_secs(1800);
+
 /// What a back-off gates.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) enum Gate {
@@ -131,11 +136,15 @@ impl Engine {
     }
 
     /// Starts a reconcile or a leak sweep when one is due (nothing else is in flight); true
-    /// when it did.
-    pub(super) fn housekeeping(&mut self, now: Time, out: &mut Vec<Effect>) -> bool {
-        if self.reconcile_at().is_some_and(|t| t <= now) && !self.gated(&Gate::Reconcile, now) {
+    /// when it did. While the pool wants to grow, only a reconcile an error asked for runs.
+    pub(super) fn housekeeping(&mut self, now: Time, growth_waits: bool, out: &mut Vec<Effect>) -> bool {
+        let reconcile = self.reconcile_at().is_some_and(|t| t <= now) && !self.gated(&Gate::Reconcile, now);
+        if reconcile && (self.reconcile_due || !growth_waits) {
             self.issue(Call::Describe, Pending::Describe, out);
             return true;
+        }
+        if growth_waits {
+            return false;
         }
         if self.cfg.housekeeping.leak_sweep_every.is_some() && self.next_sweep <= now && !self.gated(&Gate::Sweep, now)
         {
@@ -143,6 +152,36 @@ impl Engine {
             return true;
         }
         false
+    }
+
+    /// Makes again a release whose outcome was unknown (unassign, or detach), when the release
+    /// back-off is over.
+    pub(super) fn redo_release(&mut self, now: Time, out: &mut Vec<Effect>) {
+        if self.gated(&Gate::Release, now) {
+            return;
+        }
+        self.unreleased.retain(|_, nets| !nets.is_empty());
+        if let Some(eni) = self.undetached.pop_first() {
+            if self.ds.eni(&eni).is_some_and(|e| e.releasing) {
+                self.issue(Call::DetachEni { eni: eni.clone() }, Pending::Detach { eni }, out);
+            }
+            return;
+        }
+        let Some((eni, nets)) = self.unreleased.pop_first() else { return };
+        let Some(e) = self.ds.eni(&eni) else { return };
+        let nets: Vec<Ipv4Net> = nets
+            .into_iter()
+            .filter(|n| e.cidrs.iter().any(|c| c.net == *n && c.releasing && c.assigned() == 0))
+            .collect();
+        if nets.is_empty() {
+            return;
+        }
+        let call = if nets[0].prefix_len() == 32 {
+            Call::UnassignIps { eni: eni.clone(), ips: nets.iter().map(Ipv4Net::addr).collect() }
+        } else {
+            Call::UnassignPrefixes { eni: eni.clone(), prefixes: nets.clone() }
+        };
+        self.issue(call, Pending::Unassign { eni, nets }, out);
     }
 
     /// Sets one attached ENI to go with the instance, when its back-off is over.
@@ -223,6 +262,15 @@ impl Engine {
         for id in &let_go {
             self.orphans.remove(id);
         }
+        // An orphan EC2 no longer shows attached (or detaching) here frees its device index.
+        self.detaching = node.detaching;
+        let attached: BTreeSet<&EniId> =
+            ec2.keys().chain(let_go.iter()).chain(self.detaching.iter().map(|(id, _)| id)).collect();
+        for (id, device) in &mut self.orphans {
+            if !attached.contains(id) {
+                *device = None;
+            }
+        }
         for info in node.managed.iter().filter(|e| !known.contains(&e.id)) {
             self.orphans.remove(&info.id);
             self.gates.remove(&Gate::Orphan(info.id.clone()));
@@ -258,6 +306,8 @@ impl Engine {
 
     /// An ENI EC2 no longer shows attached to the node.
     fn reconcile_gone(&mut self, id: &EniId, report: &mut ReconcileReport) {
+        self.undetached.remove(id);
+        self.unreleased.remove(id);
         let Some(eni) = self.ds.eni(id) else { return };
         if eni.primary {
             return;
@@ -287,17 +337,26 @@ impl Engine {
             eni.cidrs.iter().map(|c| (c.net, c.is_prefix, c.releasing, c.assigned())).collect();
         let eni_releasing = eni.releasing;
         let v6_missing = eni.v6_prefix.is_none();
-        if eni_releasing {
-            // A detach that did not happen: the ENI is usable again.
+        // What a release of unknown outcome holds stays out of use even if EC2 still lists it: a
+        // describe can lag what EC2 already took back. The release is made again instead.
+        let unreleased: Vec<Ipv4Net> = self.unreleased.get(id).cloned().unwrap_or_default();
+        if eni_releasing && !self.undetached.contains(id) && eni.assigned() == 0 {
+            // A detach that surely did not happen: the ENI is usable again.
             let _ = self.ds.set_eni_releasing(id, false);
             report.restored.push(id.to_string());
         }
         for (net, is_prefix, releasing, assigned) in &ours {
             let present = theirs.contains(&(*net, *is_prefix));
+            if present && *releasing && unreleased.contains(net) {
+                continue;
+            }
             if present && *releasing {
                 let _ = self.ds.set_blocks_releasing(id, &[*net], false);
                 report.restored.push(net.to_string());
             } else if !present {
+                if let Some(u) = self.unreleased.get_mut(id) {
+                    u.retain(|n| n != net);
+                }
                 report.dropped_blocks.push(*net);
                 if *assigned == 0 {
                     let _ = self.ds.remove_blocks(id, &[*net]);
@@ -318,24 +377,35 @@ impl Engine {
         }
     }
 
-    /// The leak sweep's list: ENIs unattached for [`LEAK_GRACE`] are deleted.
-    pub(super) fn sweep(&mut self, now: Time, ids: Vec<EniId>) {
+    /// The leak sweep's list: this node's ENIs unattached for [`LEAK_GRACE`] are deleted, and
+    /// one other node's unattached for [`FOREIGN_LEAK_GRACE`], at random.
+    pub(super) fn sweep(&mut self, now: Time, leaked: Vec<(EniId, bool)>) {
         self.succeed(&Gate::Sweep);
         if let Some(every) = self.cfg.housekeeping.leak_sweep_every {
             self.next_sweep = now + every;
         }
-        let present: BTreeSet<EniId> = ids.into_iter().collect();
+        let present: BTreeSet<&EniId> = leaked.iter().map(|(id, _)| id).collect();
         self.leak_seen.retain(|id, _| present.contains(id));
-        for id in present {
-            if self.orphans.contains_key(&id) {
+        let mut foreign = Vec::new();
+        for (id, mine) in &leaked {
+            if self.orphans.contains_key(id) {
                 continue;
             }
             let first = *self.leak_seen.entry(id.clone()).or_insert(now);
-            if now.since(first) >= LEAK_GRACE {
-                self.leak_seen.remove(&id);
-                self.orphans.insert(id, None);
+            let seen = now.since(first);
+            if *mine && seen >= LEAK_GRACE {
+                self.leak_seen.remove(id);
+                self.orphans.insert(id.clone(), None);
                 self.counters.leaked += 1;
+            } else if !*mine && seen >= FOREIGN_LEAK_GRACE {
+                foreign.push(id.clone());
             }
+        }
+        if !foreign.is_empty() {
+            let id = foreign.swap_remove(self.rng.below(foreign.len() as u64) as usize);
+            self.leak_seen.remove(&id);
+            self.orphans.insert(id, None);
+            self.counters.leaked += 1;
         }
     }
 }

@@ -2,6 +2,7 @@
 //! through a real decrease, back-off and release undo.
 
 use super::*;
+use crate::addr::EniId;
 use crate::call::NodeEnis;
 use crate::catalog::Catalog;
 use crate::config::{EniTemplate, NodeSettings};
@@ -53,6 +54,7 @@ fn create(subnet: &str, sgs: &[&str], ips: u32, prefixes: u32) -> Call {
     Call::CreateEni {
         subnet: subnet.into(),
         discover_in: None,
+        avoid: vec![],
         security_groups: sgs.iter().map(|s| s.to_string()).collect(),
         secondary_ips: ips,
         prefixes,
@@ -258,9 +260,12 @@ fn an_eni_ec2_calls_full_is_read_back_and_left_for_a_new_eni() {
     let made = drive(&mut e, T0, 300, &|c| match c {
         Call::AssignIps { eni, .. } if eni.0 == "eni-primary" => Err(err("PrivateIpAddressLimitExceeded")),
         Call::AssignIps { .. } => Err(err("UnauthorizedOperation")),
-        Call::Describe => {
-            Ok(CallOutput::Enis(NodeEnis { managed: vec![primary(&[])], unmanaged: vec![], unprotected: vec![] }))
-        }
+        Call::Describe => Ok(CallOutput::Enis(NodeEnis {
+            managed: vec![primary(&[])],
+            unmanaged: vec![],
+            unprotected: vec![],
+            detaching: vec![],
+        })),
         Call::CreateEni { .. } => Ok(CallOutput::Eni(EniInfo {
             id: "eni-new".into(),
             device_index: 0,
@@ -302,6 +307,7 @@ fn an_instance_ec2_calls_full_gets_no_more_enis_and_each_failed_one_is_deleted()
             managed: vec![primary(&["10.0.0.5"])],
             unmanaged: vec![],
             unprotected: vec![],
+            detaching: vec![],
         })),
         _ => Ok(CallOutput::Done),
     });
@@ -359,7 +365,12 @@ fn a_release_whose_reply_is_lost_stays_out_of_use_until_ec2_says() {
         T0 + std::time::Duration::from_secs(5),
         Event::CallDone {
             op: c[0].0,
-            result: Ok(CallOutput::Enis(NodeEnis { managed: vec![now_truth], unmanaged: vec![], unprotected: vec![] })),
+            result: Ok(CallOutput::Enis(NodeEnis {
+                managed: vec![now_truth],
+                unmanaged: vec![],
+                unprotected: vec![],
+                detaching: vec![],
+            })),
         },
     );
     assert!(matches!(r.as_slice(), [Effect::Reconciled(rep)] if rep.dropped_blocks.len() == 2), "{r:?}");
@@ -384,7 +395,7 @@ fn an_attach_whose_reply_is_lost_is_adopted_not_deleted() {
     assert!(c.is_empty());
     let c = calls(&e.handle(T0, Event::Tick));
     assert_eq!(c[0].1, Call::Describe);
-    let full = NodeEnis { managed: vec![primary(&[])], unmanaged: vec![], unprotected: vec![] };
+    let full = NodeEnis { managed: vec![primary(&[])], unmanaged: vec![], unprotected: vec![], detaching: vec![] };
     e.handle(T0, Event::CallDone { op: c[0].0, result: Ok(CallOutput::Enis(full)) });
     let c = calls(&e.handle(T0 + std::time::Duration::from_secs(5), Event::Tick));
     assert!(matches!(c[0].1, Call::CreateEni { .. }), "{c:?}");
@@ -396,7 +407,7 @@ fn an_attach_whose_reply_is_lost_is_adopted_not_deleted() {
     // The reconcile comes before the delete, sees the ENI attached, and adopts it.
     let c = calls(&e.handle(T0 + std::time::Duration::from_secs(10), Event::Tick));
     assert_eq!(c[0].1, Call::Describe, "{c:?}");
-    let both = NodeEnis { managed: vec![primary(&[]), new], unmanaged: vec![], unprotected: vec![] };
+    let both = NodeEnis { managed: vec![primary(&[]), new], unmanaged: vec![], unprotected: vec![], detaching: vec![] };
     e.handle(T0, Event::CallDone { op: c[0].0, result: Ok(CallOutput::Enis(both)) });
     assert!(e.orphans().next().is_none());
     assert!(e.datastore().eni(&"eni-new".into()).is_some());
@@ -408,9 +419,12 @@ fn a_failed_cleanup_is_retried_and_counted_never_dropped() {
     e.orphans.insert("eni-left".into(), None);
     let made = drive(&mut e, T0, 300, &|c| match c {
         Call::DeleteEni { .. } => Err(err("InvalidNetworkInterface.InUse")),
-        Call::Describe => {
-            Ok(CallOutput::Enis(NodeEnis { managed: vec![primary(&[])], unmanaged: vec![], unprotected: vec![] }))
-        }
+        Call::Describe => Ok(CallOutput::Enis(NodeEnis {
+            managed: vec![primary(&[])],
+            unmanaged: vec![],
+            unprotected: vec![],
+            detaching: vec![],
+        })),
         _ => Err(err("UnauthorizedOperation")),
     });
     let tries = made.iter().filter(|c| matches!(c, Call::DeleteEni { .. })).count();
@@ -419,9 +433,12 @@ fn a_failed_cleanup_is_retried_and_counted_never_dropped() {
     assert!(e.orphans().any(|o| o.0 == "eni-left"));
     let made = drive(&mut e, T0 + std::time::Duration::from_secs(300), 300, &|c| match c {
         Call::DeleteEni { .. } => Ok(CallOutput::Done),
-        Call::Describe => {
-            Ok(CallOutput::Enis(NodeEnis { managed: vec![primary(&[])], unmanaged: vec![], unprotected: vec![] }))
-        }
+        Call::Describe => Ok(CallOutput::Enis(NodeEnis {
+            managed: vec![primary(&[])],
+            unmanaged: vec![],
+            unprotected: vec![],
+            detaching: vec![],
+        })),
         _ => Err(err("UnauthorizedOperation")),
     });
     assert!(made.iter().any(|c| matches!(c, Call::DeleteEni { .. })));
@@ -433,19 +450,25 @@ fn a_failed_cleanup_is_retried_and_counted_never_dropped() {
 fn the_leak_sweep_deletes_an_unattached_eni_only_after_the_grace() {
     let mut e = Engine::new(cfg(housekeeping()), &[primary(&["10.0.0.5"])], 1, T0).unwrap();
     let answer = |c: &Call| match c {
-        Call::ListUnattached => Ok(CallOutput::EniIds(vec!["eni-leaked".into()])),
+        Call::ListUnattached => Ok(CallOutput::Leaked(vec![("eni-leaked".into(), true)])),
         Call::Describe => Ok(CallOutput::Enis(NodeEnis {
             managed: vec![primary(&["10.0.0.5"])],
             unmanaged: vec![],
             unprotected: vec![],
+            detaching: vec![],
         })),
         Call::DeleteEni { .. } => Ok(CallOutput::Done),
         _ => Err(err("UnauthorizedOperation")),
     };
-    let made = drive(&mut e, T0, 290, &answer);
-    assert!(made.iter().any(|c| matches!(c, Call::ListUnattached)));
+    // The first sweep comes 60-300 s after start (jittered across nodes): it only notes the ENI.
+    let mut t = T0;
+    while !drive(&mut e, t, 5, &answer).iter().any(|c| matches!(c, Call::ListUnattached)) {
+        t = t + std::time::Duration::from_secs(5);
+        assert!(t.since(T0) <= std::time::Duration::from_secs(305), "no sweep");
+    }
+    let made = drive(&mut e, t + std::time::Duration::from_secs(5), 290, &answer);
     assert!(!made.iter().any(|c| matches!(c, Call::DeleteEni { .. })), "{made:?}");
-    let made = drive(&mut e, T0 + std::time::Duration::from_secs(290), 120, &answer);
+    let made = drive(&mut e, t + std::time::Duration::from_secs(295), 120, &answer);
     assert!(made.iter().any(|c| matches!(c, Call::DeleteEni { eni } if eni.0 == "eni-leaked")), "{made:?}");
     assert_eq!(e.counters().leaked, 1);
 }
@@ -464,7 +487,9 @@ fn a_result_that_does_not_fit_is_surfaced_and_reconciled() {
 
 #[test]
 fn the_periodic_reconcile_adopts_and_drops_what_ec2_says() {
-    let mut e = Engine::new(cfg(housekeeping()), &[primary(&["10.0.0.5", "10.0.0.6"])], 1, T0).unwrap();
+    // A pool at its target (one free address): nothing to grow, the reconcile comes at 60 s.
+    let s = NodeSettings { warm_eni: 0, warm_ip: 1, ..housekeeping() };
+    let mut e = Engine::new(cfg(s), &[primary(&["10.0.0.5", "10.0.0.6"])], 1, T0).unwrap();
     let k = PodKey::new("a");
     let r = e.handle(T0, Event::PodAdd(k.clone()));
     let [Effect::PodAssigned { addr, .. }] = r.as_slice() else { panic!() };
@@ -479,7 +504,12 @@ fn the_periodic_reconcile_adopts_and_drops_what_ec2_says() {
         t,
         Event::CallDone {
             op: c[0].0,
-            result: Ok(CallOutput::Enis(NodeEnis { managed: vec![truth], unmanaged: vec![], unprotected: vec![] })),
+            result: Ok(CallOutput::Enis(NodeEnis {
+                managed: vec![truth],
+                unmanaged: vec![],
+                unprotected: vec![],
+                detaching: vec![],
+            })),
         },
     );
     let [Effect::Reconciled(rep)] = r.as_slice() else { panic!("{r:?}") };
@@ -591,8 +621,9 @@ fn an_eni_tagged_no_manage_after_podip_used_it_is_let_go_never_deleted() {
             managed: vec![primary(&["10.0.0.5"])],
             unmanaged: vec![("eni-user".into(), 1)],
             unprotected: vec![],
+            detaching: vec![],
         })),
-        Call::ListUnattached => Ok(CallOutput::EniIds(vec![])),
+        Call::ListUnattached => Ok(CallOutput::Leaked(vec![])),
         _ => Err(err("UnauthorizedOperation")),
     });
     assert!(!made.iter().any(|c| matches!(c, Call::DeleteEni { .. } | Call::DetachEni { .. })), "{made:?}");
@@ -613,9 +644,12 @@ fn a_new_eni_never_takes_the_slot_of_one_still_detaching() {
     assert!(c.is_empty());
     let answer = FakeEc2::new();
     let made = drive(&mut e, T0 + std::time::Duration::from_secs(5), 30, &|c| match c {
-        Call::Describe => {
-            Ok(CallOutput::Enis(NodeEnis { managed: vec![primary(&[])], unmanaged: vec![], unprotected: vec![] }))
-        }
+        // EC2 still shows the old ENI detaching at device 1.
+        Call::Describe => Ok(CallOutput::Enis(NodeEnis {
+            managed: vec![primary(&[])],
+            detaching: vec![("eni-detaching".into(), 1)],
+            ..NodeEnis::default()
+        })),
         Call::AttachEni { .. } => Ok(CallOutput::Done),
         Call::DeleteEni { .. } => Err(err("InvalidNetworkInterface.InUse")),
         other => answer.answer(other, "InsufficientFreeAddressesInSubnet"),
@@ -625,4 +659,85 @@ fn a_new_eni_never_takes_the_slot_of_one_still_detaching() {
         _ => None,
     });
     assert_eq!(attach, Some(2), "{made:?}");
+}
+
+#[test]
+fn many_enis_to_delete_do_not_hold_back_an_empty_pool() {
+    let mut e = Engine::new(cfg(housekeeping()), &[primary(&[])], 1, T0).unwrap();
+    for i in 0..60 {
+        e.orphans.insert(format!("eni-leak{i}").as_str().into(), None);
+    }
+    let fake = FakeEc2::new();
+    let made = drive(&mut e, T0, 10, &|c| match c {
+        Call::DeleteEni { .. } => Err(err("InvalidNetworkInterfaceID.NotFound")),
+        c => fake.answer(c, "x"),
+    });
+    assert!(matches!(made.first(), Some(Call::AssignIps { .. })), "{made:?}");
+}
+
+#[test]
+fn a_due_sweep_or_periodic_reconcile_waits_for_pods_that_need_addresses() {
+    let mut e = Engine::new(cfg(housekeeping()), &[primary(&[])], 1, T0).unwrap();
+    let t = T0 + std::time::Duration::from_secs(400); // reconcile and sweep both due
+    let c = calls(&e.handle(t, Event::Tick));
+    assert!(matches!(c[0].1, Call::AssignIps { .. }), "{c:?}");
+}
+
+#[test]
+fn a_new_eni_avoids_the_subnet_that_just_ran_out() {
+    let s = NodeSettings { subnet_discovery: true, ..NodeSettings::default() };
+    let mut c = cfg(s);
+    c.az = Some("az1".into());
+    let mut e = Engine::new(c, &[primary(&[])], 1, T0).unwrap();
+    let made = drive(&mut e, T0, 10, &|c| match c {
+        Call::AssignIps { .. } => Err(err("InsufficientFreeAddressesInSubnet")),
+        _ => Err(err("UnauthorizedOperation")),
+    });
+    let avoid = made.iter().find_map(|c| match c {
+        Call::CreateEni { avoid, discover_in, .. } => Some((avoid.clone(), discover_in.clone())),
+        _ => None,
+    });
+    assert_eq!(avoid, Some((vec!["subnet-node".into()], Some("az1".into()))), "{made:?}");
+}
+
+#[test]
+fn a_release_of_unknown_outcome_is_made_again_even_if_a_describe_still_lists_it() {
+    let s = NodeSettings { warm_ip: 1, ..NodeSettings::default() };
+    let all = ["10.0.0.5", "10.0.0.6", "10.0.0.7"];
+    let mut e = Engine::new(cfg(s), &[primary(&all)], 1, T0).unwrap();
+    let c = calls(&e.handle(T0, Event::Tick));
+    let Call::UnassignIps { ips, .. } = &c[0].1 else { panic!("{c:?}") };
+    let gone = ips.clone();
+    e.handle(T0, Event::CallDone { op: c[0].0, result: Err(err("RequestTimeout")) });
+    // EC2 took them, but its describe lags and still lists them: they stay out of use.
+    let t = T0 + std::time::Duration::from_secs(5);
+    let c = calls(&e.handle(t, Event::Tick));
+    assert_eq!(c[0].1, Call::Describe, "{c:?}");
+    let lagging = NodeEnis { managed: vec![primary(&all)], ..NodeEnis::default() };
+    e.handle(t, Event::CallDone { op: c[0].0, result: Ok(CallOutput::Enis(lagging)) });
+    assert_eq!(e.stats(t).total, 1, "not put back in use");
+    // The unassign is made again; EC2 answers it.
+    let made = drive(&mut e, t + std::time::Duration::from_secs(5), 120, &|c| match c {
+        Call::UnassignIps { .. } => Ok(CallOutput::Done),
+        _ => Err(err("UnauthorizedOperation")),
+    });
+    assert!(made.iter().any(|c| matches!(c, Call::UnassignIps { ips, .. } if *ips == gone)), "{made:?}");
+    assert_eq!(e.datastore().enis()[0].cidrs.len(), 1);
+}
+
+#[test]
+fn another_nodes_leaked_eni_is_deleted_late_and_one_per_sweep() {
+    let s = NodeSettings { warm_eni: 0, ..housekeeping() };
+    let mut e = Engine::new(cfg(s), &[primary(&[])], 1, T0).unwrap();
+    let foreign: Vec<(EniId, bool)> = (0..3).map(|i| (format!("eni-f{i}").as_str().into(), false)).collect();
+    let answer = |c: &Call| match c {
+        Call::ListUnattached => Ok(CallOutput::Leaked(foreign.clone())),
+        Call::Describe => Ok(CallOutput::Enis(NodeEnis { managed: vec![primary(&[])], ..NodeEnis::default() })),
+        Call::DeleteEni { .. } => Err(err("InvalidNetworkInterface.InUse")),
+        _ => Err(err("UnauthorizedOperation")),
+    };
+    let made = drive(&mut e, T0, 1800, &answer);
+    assert!(!made.iter().any(|c| matches!(c, Call::DeleteEni { .. })), "not within 30 minutes");
+    drive(&mut e, T0 + std::time::Duration::from_secs(1800), 300, &answer);
+    assert_eq!(e.orphans().count(), 1, "one per sweep");
 }
