@@ -245,3 +245,117 @@ fn under_every_fault_ec2_can_give_no_address_is_held_twice_and_the_pool_converge
     }
     assert!(f.faults > 0 && f.leaks_made > 0, "the faults were injected: {f:?}");
 }
+
+#[derive(Clone, Debug)]
+enum Op2 {
+    Add(usize, u32),
+    Del(usize, u32),
+    Wait(u64),
+    Leak(usize),
+}
+
+fn op2() -> impl Strategy<Value = Op2> {
+    prop_oneof![
+        4 => (0usize..2, 0u32..25).prop_map(|(n, i)| Op2::Add(n, i)),
+        3 => (0usize..2, 0u32..25).prop_map(|(n, i)| Op2::Del(n, i)),
+        2 => (0u64..60).prop_map(Op2::Wait),
+        1 => (0usize..2).prop_map(Op2::Leak),
+    ]
+}
+
+/// Runs both nodes to `until`, a second at a time, checking both after every step.
+fn run2(
+    vpc: &mut SimVpc,
+    nodes: &mut [planner::node::NodeSim],
+    limits: (u32, u32),
+    secs: u64,
+) -> Result<(), TestCaseError> {
+    let end = nodes[0].now().max(nodes[1].now()) + Duration::from_secs(secs);
+    let mut t = nodes[0].now().min(nodes[1].now());
+    while t < end {
+        t = t + Duration::from_secs(1);
+        for n in nodes.iter_mut() {
+            while n.step(vpc, t).map_err(|e| TestCaseError::fail(e.to_string()))? {}
+        }
+        let bad = vpc.check_invariants();
+        prop_assert!(bad.is_empty(), "VPC invariants: {:?}", bad);
+        for n in nodes.iter() {
+            common::check_node(vpc, n, limits.0, limits.1)?;
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn two_nodes_sharing_a_vpc_under_faults_never_share_an_address() {
+    let config = Config { cases: 48, failure_persistence: None, ..Config::default() };
+    let mut runner = TestRunner::new_with_rng(config, TestRng::deterministic_rng(RngAlgorithm::ChaCha));
+    let strategy = (0u64..10_000, 0.1f64..0.5, 0.0f64..0.15, prop::collection::vec(op2(), 20..60));
+    let r = runner.run(&strategy, |(seed, error_rate, lost_reply_rate, ops)| {
+        let t = ipam::catalog::Catalog::embedded().get("t3.medium").unwrap(); // 3 ENIs x 5 addresses
+        let mut vpc = SimVpc::new(SimParams { seed, ..SimParams::default() });
+        vpc.add_vpc_cidr("10.0.0.0/16".parse().unwrap()).unwrap();
+        // A small subnet both nodes compete for, and a second one open to discovery.
+        let a = vpc.add_subnet("az1", "10.0.0.0/26".parse().unwrap()).unwrap();
+        let b = vpc.add_subnet("az1", "10.0.1.0/26".parse().unwrap()).unwrap();
+        vpc.tag_subnet(&b, cloud::TAG_SUBNET_CNI, "1").unwrap();
+        let settings = NodeSettings {
+            warm_eni: 0,
+            warm_ip: 2,
+            cooldown: Duration::from_secs(5),
+            housekeeping: Housekeeping::daemon(),
+            ..NodeSettings::default()
+        };
+        let cfg = ipam::config::NodeConfig::resolve(t, a.clone(), &settings).unwrap();
+        let limits = (cfg.limits.max_enis, cfg.limits.blocks_per_eni);
+        let mut nodes = vec![
+            planner::node::NodeSim::launch(&mut vpc, t, cfg.clone(), seed, ipam::Time::ZERO).unwrap(),
+            planner::node::NodeSim::launch(&mut vpc, t, cfg, seed + 1, ipam::Time::ZERO).unwrap(),
+        ];
+        vpc.set_faults(Faults { error_rate, any_code: true, lost_reply_rate, ..Faults::default() });
+        let mut live: [BTreeSet<u32>; 2] = [BTreeSet::new(), BTreeSet::new()];
+        for op in ops {
+            match op {
+                Op2::Add(n, i) if !live[n].contains(&i) => {
+                    // Pods start when the pool has an address; the other node keeps running.
+                    let key = PodKey::new(format!("n{n}p{i}"));
+                    if nodes[n]
+                        .add_pod(&mut vpc, &key, Duration::ZERO)
+                        .map_err(|e| TestCaseError::fail(e.to_string()))?
+                        .is_some()
+                    {
+                        live[n].insert(i);
+                    }
+                }
+                Op2::Del(n, i) => {
+                    let released = nodes[n].del_pod(&PodKey::new(format!("n{n}p{i}")));
+                    prop_assert_eq!(released.is_some(), live[n].remove(&i));
+                }
+                Op2::Wait(secs) => run2(&mut vpc, &mut nodes, limits, secs)?,
+                Op2::Leak(n) => {
+                    let faults = vpc.params().faults.clone();
+                    vpc.set_faults(Faults::default());
+                    let owner = cloud::exec::Owner::new(nodes[n].instance().clone());
+                    let req = CreateEni {
+                        subnet: a.clone(),
+                        description: format!("{}{}", cloud::DESCRIPTION_PREFIX, owner.instance),
+                        tags: owner.tags("2026-01-01T00:00:00Z".into()),
+                        ..CreateEni::default()
+                    };
+                    let _ = vpc.create_network_interface(&req);
+                    vpc.set_faults(faults);
+                }
+                _ => {}
+            }
+            run2(&mut vpc, &mut nodes, limits, 1)?;
+        }
+        vpc.set_faults(Faults::default());
+        run2(&mut vpc, &mut nodes, limits, 900)?;
+        let leaked = vpc.describe_unattached(None).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert!(leaked.is_empty(), "leaked ENIs after the sweep: {:?}", leaked);
+        Ok(())
+    });
+    if let Err(e) = r {
+        panic!("{e}");
+    }
+}

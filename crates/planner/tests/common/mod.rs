@@ -43,7 +43,19 @@ pub fn world(instance_type: &str, settings: &NodeSettings, custom: bool, params:
 pub fn check(w: &World) -> Result<(), TestCaseError> {
     let bad = w.vpc.check_invariants();
     prop_assert!(bad.is_empty(), "VPC invariants: {:?}", bad);
-    let ds = w.node.engine().datastore();
+    check_node(&w.vpc, &w.node, w.max_enis, w.per_eni)
+}
+
+/// What must hold of one node on `vpc` at any instant: no address held by two of its pods, its
+/// usable blocks on its own ENIs in EC2, every pod address on the pod's ENI in EC2.
+pub fn check_node(vpc: &SimVpc, node: &NodeSim, max_enis: u32, per_eni: u32) -> Result<(), TestCaseError> {
+    struct W<'a> {
+        vpc: &'a SimVpc,
+        max_enis: u32,
+        per_eni: u32,
+    }
+    let w = W { vpc, max_enis, per_eni };
+    let ds = node.engine().datastore();
     // No address held by two pods.
     let mut seen = HashSet::new();
     for (k, a) in ds.pods() {
@@ -56,6 +68,8 @@ pub fn check(w: &World) -> Result<(), TestCaseError> {
         let truth = w.vpc.peek_eni(&e.id);
         prop_assert!(truth.is_some() || e.releasing, "{} unknown to EC2", e.id);
         let Some(truth) = truth else { continue };
+        let here = truth.attachment.as_ref().is_some_and(|(i, _)| i == node.instance());
+        prop_assert!(here || e.releasing, "{} is not attached to {} in EC2", e.id, node.instance());
         let real: BTreeSet<_> =
             truth.secondary_ips.iter().map(|ip| host_net(*ip)).chain(truth.prefixes.iter().copied()).collect();
         let subnet = subnets.iter().find(|s| s.id == e.subnet).unwrap();
