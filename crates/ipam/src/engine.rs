@@ -185,6 +185,8 @@ pub struct Engine {
     unreleased: BTreeMap<EniId, Vec<Ipv4Net>>,
     /// ENIs whose detach had an unknown outcome: kept out of use, detached again.
     undetached: std::collections::BTreeSet<EniId>,
+    /// Orphans the leak sweep found (dropped when it no longer lists them).
+    swept: std::collections::BTreeSet<EniId>,
     /// Attached ENIs not yet set to go with the instance.
     unprotected: std::collections::BTreeSet<EniId>,
     /// Subnets that answered insufficient addresses, until when (subnet discovery skips them).
@@ -232,6 +234,7 @@ impl Engine {
             unprotected: std::collections::BTreeSet::new(),
             unreleased: BTreeMap::new(),
             undetached: std::collections::BTreeSet::new(),
+            swept: std::collections::BTreeSet::new(),
             leak_seen: BTreeMap::new(),
             reconcile_due: false,
             last_reconcile: now,
@@ -615,6 +618,10 @@ impl Engine {
 
     fn call_done(&mut self, now: Time, op: OpId, result: Result<CallOutput, CallError>, out: &mut Vec<Effect>) {
         let Some(pending) = self.pending.remove(&op) else { return };
+        if result.is_ok() {
+            // The cloud answers: the node-wide back-off starts over.
+            self.gates.remove(&Gate::Cloud);
+        }
         if let Err(e) = &result {
             if matches!(e.kind, ErrorKind::Throttled | ErrorKind::Transient) {
                 // Throttling is account-wide, and a cloud that fails or does not answer fails
@@ -682,6 +689,9 @@ impl Engine {
             }
             (Pending::Unassign { eni, nets }, Ok(_)) => {
                 self.succeed(&Gate::Release);
+                if let Some(u) = self.unreleased.get_mut(&eni) {
+                    u.retain(|n| !nets.contains(n));
+                }
                 self.ds.remove_blocks(&eni, &nets)
             }
             (Pending::Unassign { eni, nets }, Err(e)) => self.unassign_failed(now, &eni, &nets, &e),
@@ -809,6 +819,14 @@ impl Engine {
         nets: &[Ipv4Net],
         e: &CallError,
     ) -> Result<(), DatastoreError> {
+        let settling = self.unreleased.get(eni).is_some_and(|u| nets.iter().any(|n| u.contains(n)));
+        if settling {
+            // A retry of a release that may already have happened: whatever this one says, the
+            // blocks stay out of use until EC2 answers a retry, or a describe no longer lists them.
+            self.reconcile_due |= !e.outcome_unknown() && e.kind != ErrorKind::Throttled;
+            self.fail(Gate::Release, e, now);
+            return Ok(());
+        }
         if e.kind == ErrorKind::Throttled {
             return self.ds.set_blocks_releasing(eni, nets, false);
         }
@@ -826,6 +844,7 @@ impl Engine {
     /// EC2 is detaching the ENI: it leaves the datastore and is deleted once detached.
     fn detached(&mut self, now: Time, eni: &EniId) -> Result<(), DatastoreError> {
         let device = self.ds.eni(eni).map(|e| e.device_index);
+        self.undetached.remove(eni);
         self.ds.remove_eni(eni)?;
         self.full_enis.remove(eni);
         self.gates.remove(&Gate::Eni(eni.clone()));
@@ -837,7 +856,13 @@ impl Engine {
     }
 
     fn detach_failed(&mut self, now: Time, eni: &EniId, e: &CallError) -> Result<(), DatastoreError> {
+        let settling = self.undetached.contains(eni);
         match e.kind {
+            // A retry of a detach that may already have happened: never back in use.
+            ErrorKind::Throttled | ErrorKind::Permanent if settling => {
+                self.fail(Gate::Release, e, now);
+                Ok(())
+            }
             ErrorKind::Throttled => self.ds.set_eni_releasing(eni, false),
             // Not attached any more, or already detaching: it only needs deleting.
             ErrorKind::NotFound | ErrorKind::Conflict => {

@@ -117,8 +117,8 @@ pub struct Daemon {
     inner: Mutex<Inner>,
     calls: Mutex<Sender<(OpId, Call)>>,
     owner: cloud::exec::Owner,
-    /// Cloud calls in a row that could not reach the cloud (unreachable, timed out); any
-    /// answered call ends the streak.
+    /// Cloud calls in a row that could not reach the cloud (unreachable, timed out, an EC2
+    /// server error); any other answer ends the streak.
     cloud_failures: std::sync::atomic::AtomicU32,
     /// Calls in a row that would grow the pool and were refused for want of permission; only a
     /// growth that works ends the streak (a describe that works does not: the pool still

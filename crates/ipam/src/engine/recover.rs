@@ -160,22 +160,20 @@ impl Engine {
         if self.gated(&Gate::Release, now) {
             return;
         }
+        // Entries stay until settled: a retry's success, or a reconcile that no longer lists them.
+        self.undetached.retain(|eni| self.ds.eni(eni).is_some_and(|e| e.releasing));
+        for (eni, nets) in &mut self.unreleased {
+            let e = self.ds.eni(eni);
+            nets.retain(|n| e.is_some_and(|e| e.cidrs.iter().any(|c| c.net == *n && c.releasing && c.assigned() == 0)));
+        }
         self.unreleased.retain(|_, nets| !nets.is_empty());
-        if let Some(eni) = self.undetached.pop_first() {
-            if self.ds.eni(&eni).is_some_and(|e| e.releasing) {
-                self.issue(Call::DetachEni { eni: eni.clone() }, Pending::Detach { eni }, out);
-            }
+        if let Some(eni) = self.undetached.first().cloned() {
+            self.issue(Call::DetachEni { eni: eni.clone() }, Pending::Detach { eni }, out);
             return;
         }
-        let Some((eni, nets)) = self.unreleased.pop_first() else { return };
-        let Some(e) = self.ds.eni(&eni) else { return };
-        let nets: Vec<Ipv4Net> = nets
-            .into_iter()
-            .filter(|n| e.cidrs.iter().any(|c| c.net == *n && c.releasing && c.assigned() == 0))
-            .collect();
-        if nets.is_empty() {
+        let Some((eni, nets)) = self.unreleased.first_key_value().map(|(k, v)| (k.clone(), v.clone())) else {
             return;
-        }
+        };
         let call = if nets[0].prefix_len() == 32 {
             Call::UnassignIps { eni: eni.clone(), ips: nets.iter().map(Ipv4Net::addr).collect() }
         } else {
@@ -220,10 +218,18 @@ impl Engine {
             Ok(()) => {
                 self.counters.enis_deleted += 1;
                 self.orphans.remove(&eni);
+                self.swept.remove(&eni);
                 self.gates.remove(&Gate::Orphan(eni));
             }
             Err(e) if e.kind == ErrorKind::NotFound => {
                 self.orphans.remove(&eni);
+                self.swept.remove(&eni);
+                self.gates.remove(&Gate::Orphan(eni));
+            }
+            Err(e) if e.kind == ErrorKind::Conflict && self.swept.contains(&eni) => {
+                // A leaked ENI someone attached since: not a leak any more.
+                self.orphans.remove(&eni);
+                self.swept.remove(&eni);
                 self.gates.remove(&Gate::Orphan(eni));
             }
             Err(e) => {
@@ -386,6 +392,13 @@ impl Engine {
         }
         let present: BTreeSet<&EniId> = leaked.iter().map(|(id, _)| id).collect();
         self.leak_seen.retain(|id, _| present.contains(id));
+        // A leaked ENI no longer unattached (someone attached it) is not to be deleted.
+        let gone: Vec<EniId> = self.swept.iter().filter(|id| !present.contains(id)).cloned().collect();
+        for id in gone {
+            self.swept.remove(&id);
+            self.orphans.remove(&id);
+            self.gates.remove(&Gate::Orphan(id));
+        }
         let mut foreign = Vec::new();
         for (id, mine) in &leaked {
             if self.orphans.contains_key(id) {
@@ -396,6 +409,7 @@ impl Engine {
             if *mine && seen >= LEAK_GRACE {
                 self.leak_seen.remove(id);
                 self.orphans.insert(id.clone(), None);
+                self.swept.insert(id.clone());
                 self.counters.leaked += 1;
             } else if !*mine && seen >= FOREIGN_LEAK_GRACE {
                 foreign.push(id.clone());
@@ -404,6 +418,7 @@ impl Engine {
         if !foreign.is_empty() {
             let id = foreign.swap_remove(self.rng.below(foreign.len() as u64) as usize);
             self.leak_seen.remove(&id);
+            self.swept.insert(id.clone());
             self.orphans.insert(id, None);
             self.counters.leaked += 1;
         }

@@ -733,11 +733,272 @@ fn another_nodes_leaked_eni_is_deleted_late_and_one_per_sweep() {
     let answer = |c: &Call| match c {
         Call::ListUnattached => Ok(CallOutput::Leaked(foreign.clone())),
         Call::Describe => Ok(CallOutput::Enis(NodeEnis { managed: vec![primary(&[])], ..NodeEnis::default() })),
-        Call::DeleteEni { .. } => Err(err("InvalidNetworkInterface.InUse")),
+        Call::DeleteEni { .. } => Err(err("UnauthorizedOperation")),
         _ => Err(err("UnauthorizedOperation")),
     };
     let made = drive(&mut e, T0, 1800, &answer);
     assert!(!made.iter().any(|c| matches!(c, Call::DeleteEni { .. })), "not within 30 minutes");
     drive(&mut e, T0 + std::time::Duration::from_secs(1800), 300, &answer);
     assert_eq!(e.orphans().count(), 1, "one per sweep");
+}
+
+// Third review: releases of unknown outcome, the node-wide back-off, swept ENIs attached again.
+
+#[test]
+fn a_throttled_retry_of_a_release_of_unknown_outcome_keeps_it_out_of_use() {
+    let s = NodeSettings { warm_ip: 1, ..NodeSettings::default() };
+    let all = ["10.0.0.5", "10.0.0.6", "10.0.0.7"];
+    let mut e = Engine::new(cfg(s), &[primary(&all)], 1, T0).unwrap();
+    let c = calls(&e.handle(T0, Event::Tick));
+    let Call::UnassignIps { ips, .. } = &c[0].1 else { panic!("{c:?}") };
+    let gone = ips.clone();
+    e.handle(T0, Event::CallDone { op: c[0].0, result: Err(err("RequestTimeout")) });
+    let mut t = T0 + std::time::Duration::from_secs(5);
+    let c = calls(&e.handle(t, Event::Tick));
+    assert_eq!(c[0].1, Call::Describe, "{c:?}");
+    let lagging = NodeEnis { managed: vec![primary(&all)], ..NodeEnis::default() };
+    e.handle(t, Event::CallDone { op: c[0].0, result: Ok(CallOutput::Enis(lagging)) });
+    assert_eq!(e.stats(t).total, 1);
+    // wait for the redo
+    let mut redo = None;
+    for _ in 0..40 {
+        t = t + std::time::Duration::from_secs(5);
+        let c = calls(&e.handle(t, Event::Tick));
+        if let Some((op, Call::UnassignIps { .. })) = c.first() {
+            redo = Some(*op);
+            break;
+        }
+        assert!(c.is_empty(), "{c:?}");
+    }
+    let op = redo.expect("redo");
+    e.handle(t, Event::CallDone { op, result: Err(err("RequestLimitExceeded")) });
+    let _ = format!("total after throttled redo: {}", e.stats(t).total);
+    for i in 0..3 {
+        let r = e.handle(t, Event::PodAdd(PodKey::new(format!("p{i}"))));
+        if let [Effect::PodAssigned { addr, .. }] = r.as_slice() {
+            assert!(
+                !gone.iter().any(|g| IpAddr::V4(*g) == *addr),
+                "{addr} was released by EC2 (first unassign) and is handed to a pod"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_refused_retry_and_a_lagging_describe_keep_a_released_address_out_of_use() {
+    let s = NodeSettings { warm_ip: 1, ..NodeSettings::default() };
+    let all = ["10.0.0.5", "10.0.0.6", "10.0.0.7"];
+    let mut e = Engine::new(cfg(s), &[primary(&all)], 1, T0).unwrap();
+    let c = calls(&e.handle(T0, Event::Tick));
+    let Call::UnassignIps { ips, .. } = &c[0].1 else { panic!("{c:?}") };
+    let gone = ips.clone();
+    e.handle(T0, Event::CallDone { op: c[0].0, result: Err(err("RequestTimeout")) });
+    let mut t = T0 + std::time::Duration::from_secs(5);
+    let c = calls(&e.handle(t, Event::Tick));
+    assert_eq!(c[0].1, Call::Describe, "{c:?}");
+    let lagging = NodeEnis { managed: vec![primary(&all)], ..NodeEnis::default() };
+    e.handle(t, Event::CallDone { op: c[0].0, result: Ok(CallOutput::Enis(lagging)) });
+    assert_eq!(e.stats(t).total, 1);
+    // wait for the redo
+    let mut redo = None;
+    for _ in 0..40 {
+        t = t + std::time::Duration::from_secs(5);
+        let c = calls(&e.handle(t, Event::Tick));
+        if let Some((op, Call::UnassignIps { .. })) = c.first() {
+            redo = Some(*op);
+            break;
+        }
+        assert!(c.is_empty(), "{c:?}");
+    }
+    let op = redo.expect("redo");
+    // EC2 refuses the redo because it already took them (InvalidParameterValue: not assigned)
+    e.handle(t, Event::CallDone { op, result: Err(CallError::new(ErrorKind::Permanent, "InvalidParameterValue", "")) });
+    loop {
+        t = t + std::time::Duration::from_secs(5);
+        let c = calls(&e.handle(t, Event::Tick));
+        if let Some((op, Call::Describe)) = c.first() {
+            let lagging = NodeEnis { managed: vec![primary(&all)], ..NodeEnis::default() };
+            e.handle(t, Event::CallDone { op: *op, result: Ok(CallOutput::Enis(lagging)) });
+            break;
+        }
+    }
+    let _ = format!("total after throttled redo: {}", e.stats(t).total);
+    for i in 0..3 {
+        let r = e.handle(t, Event::PodAdd(PodKey::new(format!("p{i}"))));
+        if let [Effect::PodAssigned { addr, .. }] = r.as_slice() {
+            assert!(
+                !gone.iter().any(|g| IpAddr::V4(*g) == *addr),
+                "{addr} was released by EC2 (first unassign) and is handed to a pod"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_throttled_retry_of_a_detach_of_unknown_outcome_keeps_the_eni_out_of_use() {
+    let s = NodeSettings { warm_ip: 1, ..NodeSettings::default() };
+    let mut second = primary(&[]);
+    second.id = "eni-2".into();
+    second.device_index = 1;
+    second.primary_ip = Ipv4Addr::new(10, 0, 1, 10);
+    let p = primary(&["10.0.0.5", "10.0.0.6"]);
+    let mut e = Engine::new(cfg(s), &[p.clone(), second.clone()], 1, T0).unwrap();
+    let mut t = T0 + std::time::Duration::from_secs(120);
+    // find the detach
+    let mut det = None;
+    for _ in 0..20 {
+        let c = calls(&e.handle(t, Event::Tick));
+        for (op, call) in c {
+            match call {
+                Call::DetachEni { .. } => det = Some(op),
+                _ => {
+                    e.handle(t, Event::CallDone { op, result: Err(err("UnauthorizedOperation")) });
+                }
+            }
+        }
+        if det.is_some() {
+            break;
+        }
+        t = t + std::time::Duration::from_secs(5);
+    }
+    let op = det.expect("a detach");
+    e.handle(t, Event::CallDone { op, result: Err(err("RequestTimeout")) });
+    // describe still lists it attached (lag)
+    let mut redo = None;
+    for _ in 0..40 {
+        t = t + std::time::Duration::from_secs(5);
+        for (op, call) in calls(&e.handle(t, Event::Tick)) {
+            match call {
+                Call::Describe => {
+                    e.handle(
+                        t,
+                        Event::CallDone {
+                            op,
+                            result: Ok(CallOutput::Enis(NodeEnis {
+                                managed: vec![p.clone(), second.clone()],
+                                ..NodeEnis::default()
+                            })),
+                        },
+                    );
+                }
+                Call::DetachEni { .. } => redo = Some(op),
+                c => panic!("{c:?}"),
+            }
+        }
+        if redo.is_some() {
+            break;
+        }
+    }
+    let op = redo.expect("redo");
+    e.handle(t, Event::CallDone { op, result: Err(err("RequestLimitExceeded")) });
+    let x = e.datastore().eni(&"eni-2".into()).unwrap();
+    assert!(x.releasing, "an ENI whose first detach may have happened is back in use");
+}
+
+#[test]
+fn the_node_wide_back_off_starts_over_once_the_cloud_answers() {
+    let mut e = Engine::new(cfg(NodeSettings::default()), &[primary(&[])], 1, T0).unwrap();
+    let mut t = T0;
+    // 5 throttles in the first minutes
+    let mut n = 0;
+    while n < 5 {
+        for (op, _) in calls(&e.handle(t, Event::Tick)) {
+            e.handle(t, Event::CallDone { op, result: Err(err("RequestLimitExceeded")) });
+            n += 1;
+        }
+        t = t + std::time::Duration::from_secs(5);
+    }
+    // a day of successes
+    t = t + std::time::Duration::from_secs(86400);
+    let c = calls(&e.handle(t, Event::Tick));
+    let (op, call) = c[0].clone();
+    let _ = format!("after a day: {call:?}");
+    let ips: Vec<Ipv4Addr> = (1..=14).map(|i| Ipv4Addr::new(10, 0, 0, 20 + i)).collect();
+    e.handle(t, Event::CallDone { op, result: Ok(CallOutput::Ips(ips)) });
+    for i in 0..14 {
+        e.handle(t, Event::PodAdd(PodKey::new(format!("q{i}"))));
+    }
+    t = t + std::time::Duration::from_secs(5);
+    let c = calls(&e.handle(t, Event::Tick));
+    let (op, call) = c[0].clone();
+    let _ = format!("after a success: {call:?}");
+    // one single throttle
+    e.handle(t, Event::CallDone { op, result: Err(err("RequestLimitExceeded")) });
+    let mut waited = 0;
+    loop {
+        waited += 5;
+        let c = calls(&e.handle(t + std::time::Duration::from_secs(waited), Event::Tick));
+        if !c.is_empty() {
+            break;
+        }
+    }
+    let _ = format!("one throttle a day after the last stopped the node for {waited}s");
+    assert!(waited <= 10, "waited {waited}");
+}
+
+#[test]
+fn a_leaked_eni_attached_again_is_no_longer_deleted() {
+    let s = NodeSettings { warm_eni: 0, ..housekeeping() };
+    let mut e = Engine::new(cfg(s), &[primary(&[])], 1, T0).unwrap();
+    let foreign: Vec<(EniId, bool)> = vec![("eni-f0".into(), false)];
+    let listed = std::cell::Cell::new(true);
+    let answer = |c: &Call| match c {
+        Call::ListUnattached => Ok(CallOutput::Leaked(if listed.get() { foreign.clone() } else { vec![] })),
+        Call::Describe => Ok(CallOutput::Enis(NodeEnis { managed: vec![primary(&[])], ..NodeEnis::default() })),
+        // Its deletion is refused while it is unattached, and in use once attached again.
+        Call::DeleteEni { .. } if listed.get() => Err(err("UnauthorizedOperation")),
+        Call::DeleteEni { .. } => Err(err("InvalidNetworkInterface.InUse")),
+        _ => Err(err("UnauthorizedOperation")),
+    };
+    drive(&mut e, T0, 2100, &answer);
+    assert_eq!(e.orphans().count(), 1);
+    // its owner attached it after all: no longer unattached
+    listed.set(false);
+    let made = drive(&mut e, T0 + std::time::Duration::from_secs(2100), 3600, &answer);
+    let dels = made.iter().filter(|c| matches!(c, Call::DeleteEni { .. })).count();
+    let descs = made.iter().filter(|c| matches!(c, Call::Describe)).count();
+    let _ = format!(
+        "in the hour after it was attached elsewhere: {dels} DeleteEni, {descs} Describe, orphans {}",
+        e.orphans().count()
+    );
+    assert!(dels < 3, "{dels}");
+}
+
+#[test]
+fn a_release_of_unknown_outcome_is_never_undone_without_ec2_saying() {
+    let s = NodeSettings { warm_ip: 1, ..NodeSettings::default() };
+    let all = ["10.0.0.5", "10.0.0.6", "10.0.0.7"];
+    let mut e = Engine::new(cfg(s), &[primary(&all)], 1, T0).unwrap();
+    let c = calls(&e.handle(T0, Event::Tick));
+    let Call::UnassignIps { ips, .. } = &c[0].1 else { panic!("{c:?}") };
+    let gone = ips.clone();
+    e.handle(T0, Event::CallDone { op: c[0].0, result: Err(err("RequestTimeout")) }); // EC2 did it
+    let mut t = T0;
+    let mut seq = vec![];
+    'l: for _ in 0..40 {
+        t = t + std::time::Duration::from_secs(5);
+        for (op, call) in calls(&e.handle(t, Event::Tick)) {
+            seq.push(format!("{call:?}"));
+            match call {
+                Call::Describe => {
+                    e.handle(t, Event::CallDone { op, result: Err(err("UnauthorizedOperation")) });
+                }
+                Call::UnassignIps { .. } => {
+                    e.handle(t, Event::CallDone { op, result: Err(err("RequestLimitExceeded")) });
+                    break 'l;
+                }
+                c => panic!("{c:?}"),
+            }
+        }
+    }
+    let _ = format!("{seq:?}");
+    for i in 0..3 {
+        let r = e.handle(t, Event::PodAdd(PodKey::new(format!("p{i}"))));
+        if let [Effect::PodAssigned { addr, .. }] = r.as_slice() {
+            assert!(
+                !gone.iter().any(|g| IpAddr::V4(*g) == *addr),
+                "{addr} handed out with no describe ever confirming"
+            );
+        }
+    }
 }
