@@ -1,8 +1,17 @@
 //! The `podip` command: parses arguments, runs one subcommand, maps errors to exit codes
 //! (0 ok, 2 usage or invalid input, 1 other failures).
 
+/// `println!` for the command's output: a reader that went away (`podip plan x | head -1`)
+/// ends the program quietly with success, as a closed pipe should, instead of a panic.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::out::line(format_args!($($arg)*))
+    };
+}
+
 mod cmd;
 mod fail;
+mod out;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

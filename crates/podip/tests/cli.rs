@@ -254,3 +254,20 @@ fn plan_json_schema_and_import() {
     fails_with(&["plan", s, "--quiet"], 2, &["node_groups[0].instance_type = \"m9.huge\""]);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_reader_that_goes_away_ends_the_output_quietly() {
+    // `podip plan x | head -1`: once the pipe closes, podip stops with success, no panic.
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/small-cluster.toml");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_podip"))
+        .args(["plan", example])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader is gone before the first line is written.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && !err.contains("panicked"), "{:?}: {err}", out.status);
+}

@@ -98,27 +98,25 @@ pub fn run(a: &Args) -> Result<(), Failure> {
 }
 
 fn print(r: &FragReport) {
-    println!("subnet {} ({} addresses, {} in use)", r.subnet, r.size, r.used);
+    outln!("subnet {} ({} addresses, {} in use)", r.subnet, r.size, r.used);
     let t = table::kv(&[
         ("free addresses", format!("{} (EC2 can still auto-assign)", r.free_ips)),
         ("free /28 prefixes", format!("{} (aligned and wholly free)", r.free_prefixes)),
         ("stranded addresses", format!("{} (free, but in no free /28)", r.stranded_ips)),
         ("fragmentation", format!("{:.1}% of free addresses stranded", r.fragmentation * 100.0)),
     ]);
-    println!("{t}");
-    println!(
-        "block map, one /28 per glyph (R reserved, # used, + partly used, X explicit, P prefix-reserved, . free):"
-    );
+    outln!("{t}");
+    outln!("block map, one /28 per glyph (R reserved, # used, + partly used, X explicit, P prefix-reserved, . free):");
     for (i, row) in r.block_map.iter().enumerate() {
         let first = r.blocks[i * 16].cidr.network();
-        println!("  {first:<15} {row}");
+        outln!("  {first:<15} {row}");
     }
     if let Some(a) = &r.advice {
         match (&a.cidr, &a.command) {
             (Some(c), Some(cmd)) => {
-                println!("to secure {} prefixes, reserve {c} ({} free /28 blocks):\n  {cmd}", a.prefixes, a.free_blocks)
+                outln!("to secure {} prefixes, reserve {c} ({} free /28 blocks):\n  {cmd}", a.prefixes, a.free_blocks)
             }
-            _ => println!("{}", a.note.clone().unwrap_or_default()),
+            _ => outln!("{}", a.note.clone().unwrap_or_default()),
         }
     }
 }

@@ -60,6 +60,6 @@ pub fn run(a: &Args) -> Result<(), Failure> {
         ("max allowed", format!("{} (ENIs x IPs per ENI + 2)", mp.max_allowed)),
         ("max pods", format!("{} (kubelet --max-pods; capped at 110 up to 30 vCPUs, else 250)", mp.max_pods)),
     ]);
-    println!("{tb}");
+    outln!("{tb}");
     Ok(())
 }

@@ -133,9 +133,14 @@ fn emit(dir: &Path, r: &PlanReport) -> std::io::Result<()> {
 }
 
 fn print(r: &PlanReport) {
-    println!(
+    outln!(
         "{}: {} simulated hours, up to {} nodes, {} usable routable addresses, headroom asked: {} nodes (seed {})",
-        r.scenario, r.horizon_hours, r.peak_nodes, r.routable_space, r.headroom_target_nodes, r.seed
+        r.scenario,
+        r.horizon_hours,
+        r.peak_nodes,
+        r.routable_space,
+        r.headroom_target_nodes,
+        r.seed
     );
     let mut t = table::new(&[
         "variant",
@@ -170,13 +175,13 @@ fn print(r: &PlanReport) {
             v.disruption_text.clone(),
         ]);
     }
-    println!("{t}");
-    println!("* recommended: {} — {}", r.recommendation.variant, r.recommendation.reason);
+    outln!("{t}");
+    outln!("* recommended: {} — {}", r.recommendation.variant, r.recommendation.reason);
     for v in &r.variants {
         if !v.caveats.is_empty() {
-            println!("{}:", v.id);
+            outln!("{}:", v.id);
             for c in &v.caveats {
-                println!("  - {c}");
+                outln!("  - {c}");
             }
         }
     }

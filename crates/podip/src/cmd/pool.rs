@@ -105,7 +105,7 @@ pub fn run(a: &Args) -> Result<(), Failure> {
 }
 
 fn print_table(r: &PoolReport) {
-    println!(
+    outln!(
         "{}, {} mode, {} pods (max pods {}), simulated VPC{}",
         r.instance_type,
         r.mode,
@@ -125,12 +125,12 @@ fn print_table(r: &PoolReport) {
             e.pods.to_string(),
         ]);
     }
-    println!("{t}");
-    println!("pod addresses: {} total, {} assigned, {} available (idle)", r.total_ips, r.assigned, r.available);
+    outln!("{t}");
+    outln!("pod addresses: {} total, {} assigned, {} available (idle)", r.total_ips, r.assigned, r.available);
     let calls: Vec<String> = r.ec2_calls.iter().map(|(a, n)| format!("{a} {n}")).collect();
-    println!("EC2 calls: {}", if calls.is_empty() { "none".to_string() } else { calls.join(", ") });
+    outln!("EC2 calls: {}", if calls.is_empty() { "none".to_string() } else { calls.join(", ") });
     if !r.throttled.is_empty() {
         let th: Vec<String> = r.throttled.iter().map(|(a, n)| format!("{a} {n}")).collect();
-        println!("throttled: {}", th.join(", "));
+        outln!("throttled: {}", th.join(", "));
     }
 }

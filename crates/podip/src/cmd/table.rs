@@ -25,6 +25,6 @@ pub fn kv(rows: &[(&str, String)]) -> Table {
 /// Prints `value` as pretty JSON on stdout.
 pub fn print_json<T: Serialize>(value: &T) -> Result<(), Failure> {
     let s = serde_json::to_string_pretty(value).map_err(|e| Failure::Other(e.into()))?;
-    println!("{s}");
+    outln!("{s}");
     Ok(())
 }
