@@ -592,6 +592,17 @@ impl Scenario {
             bad.push("node_groups: at least one node group".into());
         }
         let c = &raw.cni;
+        // As aws-node's validateEnvVars: with prefix delegation, some warm target must ask for
+        // addresses, or aws-node refuses to start (`vpc-cni-behaviour.md` §2.1).
+        let (wp, wi, mi) =
+            (c.warm_prefix_target.unwrap_or(1), c.warm_ip_target.unwrap_or(0), c.minimum_ip_target.unwrap_or(0));
+        if c.prefix_delegation == Some(true) && wp == 0 && wi == 0 && mi == 0 {
+            bad.push(
+                "cni.warm_prefix_target = 0: with prefix_delegation, warm_prefix_target, warm_ip_target or \
+                 minimum_ip_target must be above 0 (aws-node refuses to start otherwise)"
+                    .into(),
+            );
+        }
         let t = &raw.traffic;
         for (name, v) in [
             ("traffic.egress_gb_per_hour", t.egress_gb_per_hour),

@@ -78,6 +78,14 @@ fn too_many_pods_per_node_is_refused() {
 }
 
 #[test]
+fn prefix_delegation_with_no_warm_target_is_refused_as_aws_node_does() {
+    let pd = format!("{GOOD}[cni]\nprefix_delegation = true\nwarm_prefix_target = 0\n");
+    let err = Scenario::parse(&pd).unwrap_err();
+    assert!(err.to_string().contains("cni.warm_prefix_target = 0"), "{err}");
+    assert!(Scenario::parse(&format!("{pd}minimum_ip_target = 10\n")).is_ok());
+}
+
+#[test]
 fn secondary_cidr_rules() {
     let p: Ipv4Net = "10.0.0.0/16".parse().unwrap();
     assert!(secondary_cidr_refusal(&p, &"100.64.0.0/16".parse().unwrap()).is_none());
