@@ -510,16 +510,26 @@ pub fn variants(sc: &Scenario) -> Vec<Variant> {
         let monthly = f64::from(gws) * sc.traffic.nat_price_per_hour * hours
             + sc.traffic.egress_gb_per_hour * hours * sc.traffic.nat_price_per_gb;
         for az in &azs {
+            // The API takes 1 to 7 secondary addresses, or none at all.
+            let secondary = if per_gw > 1 {
+                format!(" --secondary-private-ip-address-count {}", per_gw - 1)
+            } else {
+                String::new()
+            };
             cmds.push_str(&format!(
-                "aws ec2 create-nat-gateway --connectivity-type private --subnet-id ROUTABLE_SUBNET_{az} \
-                 --secondary-private-ip-address-count {}\n",
-                per_gw - 1
+                "aws ec2 create-nat-gateway --connectivity-type private --subnet-id ROUTABLE_SUBNET_{az}{secondary}\n"
             ));
         }
         cmds.push_str(
-            "# in each non-routable subnet's route table: send routable destinations to the AZ's NAT gateway\n",
+            "# in each AZ's non-routable route table: send the routable networks outside the VPC \
+             (ROUTABLE_DESTINATION_CIDR) to that AZ's NAT gateway\n",
         );
-        cmds.push_str("aws ec2 create-route --route-table-id NONROUTABLE_RT --destination-cidr-block 10.0.0.0/8 --nat-gateway-id NAT_ID\n");
+        for az in &azs {
+            cmds.push_str(&format!(
+                "aws ec2 create-route --route-table-id NONROUTABLE_RT_{az} \
+                 --destination-cidr-block ROUTABLE_DESTINATION_CIDR --nat-gateway-id NAT_ID_{az}\n"
+            ));
+        }
         let mut caveats = vec![
             "the whole data plane moves to new non-routable subnets: a new cluster or a full node migration"
                 .to_string(),

@@ -271,3 +271,20 @@ fn a_reader_that_goes_away_ends_the_output_quietly() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && !err.contains("panicked"), "{:?}: {err}", out.status);
 }
+
+#[test]
+fn the_emitted_nat_script_asks_ec2_only_for_what_it_takes() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/small-cluster.toml");
+    let dir = std::env::temp_dir().join(format!("podip-emit-nat-{}", std::process::id()));
+    let out = podip(&["plan", example, "--quiet", "--emit", dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let nat = std::fs::read_to_string(dir.join("private-nat-gateway/nat.sh")).unwrap();
+    // The API takes 1 to 7 secondary addresses: a count of 0 is refused.
+    assert!(!nat.contains("--secondary-private-ip-address-count 0"), "{nat}");
+    // One route per AZ, to that AZ's gateway, not a hard-coded 10.0.0.0/8.
+    assert!(!nat.contains("10.0.0.0/8"), "{nat}");
+    for az in ["us-east-1a", "us-east-1b"] {
+        assert!(nat.contains(&format!("--nat-gateway-id NAT_ID_{az}")), "{nat}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
