@@ -54,6 +54,8 @@ pub struct ClusterSpec {
     pub pods_per_node: u32,
     /// DaemonSet pods per node (need an address).
     pub daemonset_pods: u32,
+    /// Host-network pods per node (no address, but kubelet's max pods counts them).
+    pub host_network_pods: u32,
     /// Share of workload pods replaced per hour.
     pub churn_per_hour: f64,
     /// Bursts: (start, pods, duration).
@@ -394,6 +396,8 @@ impl<'a> Cluster<'a> {
         self.launched[g as usize] += 1;
         let max_pods = cfg.limits.max_pods;
         self.out.max_pods.insert(group.instance_type.name.clone(), max_pods);
+        // kubelet admits max pods in all, host-network ones (aws-node, kube-proxy) included.
+        let max_pods = max_pods.saturating_sub(self.spec.host_network_pods);
         let info = primary.into_info(0);
         let seed = self.spec.seed.wrapping_add(self.nodes.len() as u64);
         let Ok(engine) = Engine::new(cfg, &[info], seed, up) else {

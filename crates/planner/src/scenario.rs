@@ -362,6 +362,18 @@ pub fn secondary_cidr_refusal(primary: &Ipv4Net, secondary: &Ipv4Net) -> Option<
     None
 }
 
+/// The most nodes a group may have, and the most pods one rollout may start: beyond a real
+/// cluster, and a bound on what the simulation allocates.
+pub const MAX_NODES: u32 = 20_000;
+/// See [`MAX_NODES`].
+pub const MAX_PODS: u32 = 1_000_000;
+
+/// Whether AWS reserves `ip` in `subnet` (its first four and its last address).
+fn aws_reserved(subnet: &Ipv4Net, ip: Ipv4Addr) -> bool {
+    let off = u32::from(ip) - u32::from(subnet.network());
+    off < 4 || ip == subnet.broadcast()
+}
+
 impl Scenario {
     /// Parses and validates scenario TOML.
     ///
@@ -411,6 +423,9 @@ impl Scenario {
                 }
                 Ok(n) if !(16..=28).contains(&n.prefix_len()) => {
                     bad.push(format!("vpc.cidrs[{i}] = {c:?}: a VPC block is /16 to /28"))
+                }
+                Ok(n) if vpc_cidrs.iter().any(|o: &Ipv4Net| o.contains(&n) || n.contains(o)) => {
+                    bad.push(format!("vpc.cidrs[{i}] = {c:?}: overlaps another vpc.cidrs block"))
                 }
                 Ok(n) => {
                     if let Some(why) = vpc_cidrs.first().and_then(|p| secondary_cidr_refusal(p, &n)) {
@@ -464,6 +479,9 @@ impl Scenario {
             let mut used_addresses = Vec::new();
             for (j, a) in s.used_addresses.iter().enumerate() {
                 match a.parse::<Ipv4Addr>() {
+                    Ok(ip) if cidr.contains(&ip) && aws_reserved(&cidr, ip) => bad.push(format!(
+                        "{at}.used_addresses[{j}] = {a:?}: AWS reserves it (the first four and the last address of {cidr})"
+                    )),
                     Ok(ip) if cidr.contains(&ip) => used_addresses.push(ip),
                     Ok(_) => bad.push(format!("{at}.used_addresses[{j}] = {a:?}: not inside {cidr}")),
                     Err(_) => bad.push(format!("{at}.used_addresses[{j}] = {a:?}: not an IPv4 address")),
@@ -480,6 +498,11 @@ impl Scenario {
                     }
                 };
                 match r.cidr.parse::<Ipv4Net>() {
+                    Ok(n) if n.trunc() != n => bad.push(format!(
+                        "{at}.reservations[{j}].cidr = {:?}: host bits set (did you mean {}?)",
+                        r.cidr,
+                        n.trunc()
+                    )),
                     Ok(n) if !cidr.contains(&n) => {
                         bad.push(format!("{at}.reservations[{j}].cidr = {:?}: not inside {cidr}", r.cidr))
                     }
@@ -531,6 +554,9 @@ impl Scenario {
             ));
         }
         for (i, r) in w.rollouts.iter().enumerate() {
+            if r.pods > MAX_PODS {
+                bad.push(format!("workload.rollouts[{i}].pods = {}: at most {MAX_PODS}", r.pods));
+            }
             if !(0.0..horizon_hours).contains(&r.at_hour) {
                 bad.push(format!(
                     "workload.rollouts[{i}].at_hour = {}: outside the horizon of {horizon_hours} h",
@@ -552,6 +578,12 @@ impl Scenario {
             if nodes == 0 && g.scale.is_empty() {
                 bad.push(format!("{at}: give nodes (or min) above 0, or scale events"));
             }
+            if let Some(m) = g.max.filter(|m| *m < nodes) {
+                bad.push(format!("{at}.max = {m}: below nodes = {nodes}"));
+            }
+            if nodes > MAX_NODES || g.max.is_some_and(|m| m > MAX_NODES) {
+                bad.push(format!("{at}: at most {MAX_NODES} nodes per group"));
+            }
             let mut max = g.max.unwrap_or(nodes).max(nodes);
             for (j, s) in g.scale.iter().enumerate() {
                 if !(0.0..horizon_hours).contains(&s.at_hour) {
@@ -563,7 +595,10 @@ impl Scenario {
                 if let Some(m) = g.max.filter(|m| s.nodes > *m) {
                     bad.push(format!("{at}.scale[{j}].nodes = {}: above max = {m}", s.nodes));
                 }
-                max = max.max(s.nodes);
+                if s.nodes > MAX_NODES {
+                    bad.push(format!("{at}.scale[{j}].nodes = {}: at most {MAX_NODES}", s.nodes));
+                }
+                max = max.max(s.nodes.min(MAX_NODES));
             }
             let group_azs = g.azs.clone().unwrap_or_else(|| azs.clone());
             for (j, a) in group_azs.iter().enumerate() {
@@ -572,11 +607,12 @@ impl Scenario {
                 }
             }
             let mp = max_pods(t, &MaxPodsOptions::default());
-            let need = pods_per_node + w.daemonset_pods;
+            // kubelet's max pods counts host-network pods too (aws-node, kube-proxy).
+            let need = pods_per_node.saturating_add(w.daemonset_pods).saturating_add(w.host_network_pods);
             if need > mp.max_pods {
                 bad.push(format!(
-                    "workload.pods_per_node = {pods_per_node} (+{} DaemonSet pods): above {}'s max pods {}",
-                    w.daemonset_pods, t.name, mp.max_pods
+                    "workload.pods_per_node = {pods_per_node} (+{} DaemonSet pods, +{} host-network pods): above {}'s max pods {}",
+                    w.daemonset_pods, w.host_network_pods, t.name, mp.max_pods
                 ));
             }
             node_groups.push(NodeGroup {

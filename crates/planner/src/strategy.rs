@@ -217,6 +217,7 @@ fn spec(
         pod_subnets: None,
         pods_per_node: sc.workload.pods_per_node,
         daemonset_pods: sc.workload.daemonset_pods,
+        host_network_pods: sc.workload.host_network_pods,
         churn_per_hour: sc.workload.churn_per_hour,
         rollouts: sc
             .workload
@@ -460,10 +461,11 @@ pub fn variants(sc: &Scenario) -> Vec<Variant> {
         for g in &sc.node_groups {
             let mp =
                 max_pods(g.instance_type, &MaxPodsOptions { custom_networking: true, ..MaxPodsOptions::default() });
-            if mp.max_pods < need {
+            // kubelet's max pods counts host-network pods too.
+            if mp.max_pods < need + sc.workload.host_network_pods {
                 caveats.push(format!(
-                    "{}: max pods {} under custom networking is below the {need} pods per node",
-                    g.instance_type.name, mp.max_pods
+                    "{}: max pods {} under custom networking is below the {need} pods per node plus {} host-network pods",
+                    g.instance_type.name, mp.max_pods, sc.workload.host_network_pods
                 ));
             }
         }

@@ -86,6 +86,24 @@ fn prefix_delegation_with_no_warm_target_is_refused_as_aws_node_does() {
 }
 
 #[test]
+fn inputs_once_accepted_silently_are_refused_by_name() {
+    let cases = [
+        (GOOD.replace(r#"cidrs = ["10.0.0.0/16"]"#, r#"cidrs = ["10.0.0.0/16", "10.0.0.0/16"]"#), "vpc.cidrs[1]"),
+        (GOOD.replace("used = 100", "used = 100\nused_addresses = [\"10.0.0.2\"]"), "AWS reserves it"),
+        (GOOD.replace("10.0.8.0/24", "10.0.8.7/24"), "host bits set (did you mean 10.0.8.0/24?)"),
+        (GOOD.replace("nodes = 3", "nodes = 3\nmax = 2"), "node_groups[0].max = 2: below nodes = 3"),
+        (format!("{GOOD}[[workload.rollouts]]\nat_hour = 1\npods = 1000000000\nminutes = 5\n"), "at most 1000000"),
+        (GOOD.replace("nodes = 3", "nodes = 1000000000"), "at most 20000 nodes"),
+        // m5.large: max pods 29, of which 2 host-network pods by default.
+        (GOOD.replace("pods_per_node = 10", "pods_per_node = 28"), "+2 host-network pods"),
+    ];
+    for (text, want) in cases {
+        let err = Scenario::parse(&text).unwrap_err().to_string();
+        assert!(err.contains(want), "{want}: {err}");
+    }
+}
+
+#[test]
 fn secondary_cidr_rules() {
     let p: Ipv4Net = "10.0.0.0/16".parse().unwrap();
     assert!(secondary_cidr_refusal(&p, &"100.64.0.0/16".parse().unwrap()).is_none());
