@@ -312,9 +312,9 @@ fn keep_best_tuning(reports: &mut Vec<VariantReport>) {
         (r.pods_failed, worse, r.idle_avg as u64, r.pods_waited)
     };
     let best = *tuned.iter().min_by_key(|i| key(&reports[**i])).expect("two or more");
-    let tried: Vec<String> = tuned.iter().map(|i| reports[*i].title.clone()).collect();
+    let others: Vec<String> = tuned.iter().filter(|i| **i != best).map(|i| reports[*i].title.clone()).collect();
     let mut keep = reports[best].clone();
-    keep.caveats.push(format!("best of the targets tried: {}", tried.join("; ")));
+    keep.caveats.push(format!("chosen: {}; also tried: {}", reports[best].title, others.join("; ")));
     keep.id = "warm-pool-tuned".into();
     reports.retain(|r| !r.id.starts_with("warm-ip-"));
     let at = reports.iter().position(|r| r.id == "vpc-cni-today").map_or(0, |p| p + 1);
