@@ -348,7 +348,9 @@ impl Engine {
         }
         // A reconcile an error asked for goes first (the datastore may be wrong); pods waiting
         // for addresses go before the periodic reconcile and the sweep.
-        if self.housekeeping(now, self.wants_growth(now), out) {
+        if self.housekeeping_due_at(now).is_some_and(|t| t <= now)
+            && self.housekeeping(now, self.wants_growth(now), out)
+        {
             return;
         }
         if self.cfg.mode == CidrMode::Ipv6 {
