@@ -25,6 +25,11 @@ fn primary(ips: &[&str]) -> EniInfo {
     }
 }
 
+/// A describe's answer: these ENIs attached, nothing else.
+fn ec2_shows(managed: Vec<EniInfo>) -> Result<CallOutput, CallError> {
+    Ok(CallOutput::Enis(NodeEnis { managed, ..NodeEnis::default() }))
+}
+
 fn calls(effects: &[Effect]) -> Vec<(OpId, Call)> {
     effects
         .iter()
@@ -260,12 +265,7 @@ fn an_eni_ec2_calls_full_is_read_back_and_left_for_a_new_eni() {
     let made = drive(&mut e, T0, 300, &|c| match c {
         Call::AssignIps { eni, .. } if eni.0 == "eni-primary" => Err(err("PrivateIpAddressLimitExceeded")),
         Call::AssignIps { .. } => Err(err("UnauthorizedOperation")),
-        Call::Describe => Ok(CallOutput::Enis(NodeEnis {
-            managed: vec![primary(&[])],
-            unmanaged: vec![],
-            unprotected: vec![],
-            detaching: vec![],
-        })),
+        Call::Describe => ec2_shows(vec![primary(&[])]),
         Call::CreateEni { .. } => Ok(CallOutput::Eni(EniInfo {
             id: "eni-new".into(),
             device_index: 0,
@@ -303,12 +303,7 @@ fn an_instance_ec2_calls_full_gets_no_more_enis_and_each_failed_one_is_deleted()
             v6_prefix: None,
         })),
         Call::AttachEni { .. } => Err(err("AttachmentLimitExceeded")),
-        Call::Describe => Ok(CallOutput::Enis(NodeEnis {
-            managed: vec![primary(&["10.0.0.5"])],
-            unmanaged: vec![],
-            unprotected: vec![],
-            detaching: vec![],
-        })),
+        Call::Describe => ec2_shows(vec![primary(&["10.0.0.5"])]),
         _ => Ok(CallOutput::Done),
     });
     n += made.iter().filter(|c| matches!(c, Call::CreateEni { .. })).count();
@@ -363,15 +358,7 @@ fn a_release_whose_reply_is_lost_stays_out_of_use_until_ec2_says() {
     now_truth.secondary_ips = kept;
     let r = e.handle(
         T0 + std::time::Duration::from_secs(5),
-        Event::CallDone {
-            op: c[0].0,
-            result: Ok(CallOutput::Enis(NodeEnis {
-                managed: vec![now_truth],
-                unmanaged: vec![],
-                unprotected: vec![],
-                detaching: vec![],
-            })),
-        },
+        Event::CallDone { op: c[0].0, result: ec2_shows(vec![now_truth]) },
     );
     assert!(matches!(r.as_slice(), [Effect::Reconciled(rep)] if rep.dropped_blocks.len() == 2), "{r:?}");
     assert_eq!(e.datastore().enis()[0].cidrs.len(), 1);
@@ -419,12 +406,7 @@ fn a_failed_cleanup_is_retried_and_counted_never_dropped() {
     e.orphans.insert("eni-left".into(), None);
     let made = drive(&mut e, T0, 300, &|c| match c {
         Call::DeleteEni { .. } => Err(err("InvalidNetworkInterface.InUse")),
-        Call::Describe => Ok(CallOutput::Enis(NodeEnis {
-            managed: vec![primary(&[])],
-            unmanaged: vec![],
-            unprotected: vec![],
-            detaching: vec![],
-        })),
+        Call::Describe => ec2_shows(vec![primary(&[])]),
         _ => Err(err("UnauthorizedOperation")),
     });
     let tries = made.iter().filter(|c| matches!(c, Call::DeleteEni { .. })).count();
@@ -433,12 +415,7 @@ fn a_failed_cleanup_is_retried_and_counted_never_dropped() {
     assert!(e.orphans().any(|o| o.0 == "eni-left"));
     let made = drive(&mut e, T0 + std::time::Duration::from_secs(300), 300, &|c| match c {
         Call::DeleteEni { .. } => Ok(CallOutput::Done),
-        Call::Describe => Ok(CallOutput::Enis(NodeEnis {
-            managed: vec![primary(&[])],
-            unmanaged: vec![],
-            unprotected: vec![],
-            detaching: vec![],
-        })),
+        Call::Describe => ec2_shows(vec![primary(&[])]),
         _ => Err(err("UnauthorizedOperation")),
     });
     assert!(made.iter().any(|c| matches!(c, Call::DeleteEni { .. })));
@@ -451,12 +428,7 @@ fn the_leak_sweep_deletes_an_unattached_eni_only_after_the_grace() {
     let mut e = Engine::new(cfg(housekeeping()), &[primary(&["10.0.0.5"])], 1, T0).unwrap();
     let answer = |c: &Call| match c {
         Call::ListUnattached => Ok(CallOutput::Leaked(vec![("eni-leaked".into(), true)])),
-        Call::Describe => Ok(CallOutput::Enis(NodeEnis {
-            managed: vec![primary(&["10.0.0.5"])],
-            unmanaged: vec![],
-            unprotected: vec![],
-            detaching: vec![],
-        })),
+        Call::Describe => ec2_shows(vec![primary(&["10.0.0.5"])]),
         Call::DeleteEni { .. } => Ok(CallOutput::Done),
         _ => Err(err("UnauthorizedOperation")),
     };
@@ -500,18 +472,7 @@ fn the_periodic_reconcile_adopts_and_drops_what_ec2_says() {
     let t = T0 + std::time::Duration::from_secs(60);
     let c = calls(&e.handle(t, Event::Tick));
     assert_eq!(c[0].1, Call::Describe);
-    let r = e.handle(
-        t,
-        Event::CallDone {
-            op: c[0].0,
-            result: Ok(CallOutput::Enis(NodeEnis {
-                managed: vec![truth],
-                unmanaged: vec![],
-                unprotected: vec![],
-                detaching: vec![],
-            })),
-        },
-    );
+    let r = e.handle(t, Event::CallDone { op: c[0].0, result: ec2_shows(vec![truth]) });
     let [Effect::Reconciled(rep)] = r.as_slice() else { panic!("{r:?}") };
     assert_eq!(rep.adopted_blocks, vec!["10.0.0.9/32".parse().unwrap()]);
     assert_eq!(rep.dropped_blocks.len(), 2);
@@ -732,7 +693,7 @@ fn another_nodes_leaked_eni_is_deleted_late_and_one_per_sweep() {
     let foreign: Vec<(EniId, bool)> = (0..3).map(|i| (format!("eni-f{i}").as_str().into(), false)).collect();
     let answer = |c: &Call| match c {
         Call::ListUnattached => Ok(CallOutput::Leaked(foreign.clone())),
-        Call::Describe => Ok(CallOutput::Enis(NodeEnis { managed: vec![primary(&[])], ..NodeEnis::default() })),
+        Call::Describe => ec2_shows(vec![primary(&[])]),
         Call::DeleteEni { .. } => Err(err("UnauthorizedOperation")),
         _ => Err(err("UnauthorizedOperation")),
     };
@@ -842,16 +803,7 @@ fn a_throttled_retry_of_a_detach_of_unknown_outcome_keeps_the_eni_out_of_use() {
         for (op, call) in calls(&e.handle(t, Event::Tick)) {
             match call {
                 Call::Describe => {
-                    e.handle(
-                        t,
-                        Event::CallDone {
-                            op,
-                            result: Ok(CallOutput::Enis(NodeEnis {
-                                managed: vec![p.clone(), second.clone()],
-                                ..NodeEnis::default()
-                            })),
-                        },
-                    );
+                    e.handle(t, Event::CallDone { op, result: ec2_shows(vec![p.clone(), second.clone()]) });
                 }
                 Call::DetachEni { .. } => redo = Some(op),
                 c => panic!("{c:?}"),
@@ -913,7 +865,7 @@ fn a_leaked_eni_attached_again_is_no_longer_deleted() {
     let listed = std::cell::Cell::new(true);
     let answer = |c: &Call| match c {
         Call::ListUnattached => Ok(CallOutput::Leaked(if listed.get() { foreign.clone() } else { vec![] })),
-        Call::Describe => Ok(CallOutput::Enis(NodeEnis { managed: vec![primary(&[])], ..NodeEnis::default() })),
+        Call::Describe => ec2_shows(vec![primary(&[])]),
         // Its deletion is refused while it is unattached, and in use once attached again.
         Call::DeleteEni { .. } if listed.get() => Err(err("UnauthorizedOperation")),
         Call::DeleteEni { .. } => Err(err("InvalidNetworkInterface.InUse")),
