@@ -172,6 +172,12 @@ pub struct EniDescription {
     /// Tags.
     #[serde(default)]
     pub tags: std::collections::BTreeMap<String, String>,
+    /// Security groups (`Groups`).
+    #[serde(default)]
+    pub security_groups: Vec<String>,
+    /// MAC address (`MacAddress`).
+    #[serde(default)]
+    pub mac: String,
 }
 
 impl EniDescription {

@@ -81,12 +81,15 @@ struct SimEni {
     description: String,
     tags: BTreeMap<String, String>,
     interface_type: String,
+    security_groups: Vec<String>,
     /// Recent address changes (when, block, added), newest last, for the lagging metadata view.
     changes: VecDeque<(Time, Ipv4Net, bool)>,
 }
 
 #[derive(Clone, Debug)]
 struct SimInstance {
+    instance_type: String,
+    subnet: SubnetId,
     max_enis: u32,
     ipv4_per_eni: u32,
     az: String,
@@ -114,6 +117,30 @@ pub enum LayoutError {
     /// A bad reservation.
     #[error(transparent)]
     Reservation(#[from] ReservationError),
+}
+
+/// The id of the simulator's one VPC.
+pub const VPC_ID: &str = "vpc-0000000000000000a";
+
+/// The security group an ENI created without any gets: the VPC's default one, as in EC2.
+pub const DEFAULT_SECURITY_GROUP: &str = "sg-0000000000000000d";
+
+/// An ENI's MAC address: fixed per id, locally administered, as EC2's are per interface.
+pub fn mac_of(id: &EniId) -> String {
+    let n = u64::from_str_radix(id.0.trim_start_matches("eni-"), 16).unwrap_or(0);
+    let b = n.to_be_bytes();
+    format!("02:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", b[3], b[4], b[5], b[6], b[7])
+}
+
+/// An instance as the metadata service describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InstanceView {
+    /// Instance type.
+    pub instance_type: String,
+    /// Availability zone.
+    pub az: String,
+    /// The subnet of its primary ENI.
+    pub subnet: SubnetId,
 }
 
 /// The simulated VPC.
@@ -480,6 +507,8 @@ impl SimVpc {
         self.instances.insert(
             id.clone(),
             SimInstance {
+                instance_type: t.name.clone(),
+                subnet: subnet.clone(),
                 max_enis: t.max_enis,
                 ipv4_per_eni: t.ipv4_per_eni,
                 az,
@@ -548,6 +577,53 @@ impl SimVpc {
         self.describe(id)
     }
 
+    /// `DescribeNetworkInterfaces` with a filter: the ENIs `keep` accepts, in id order (one
+    /// call, throttled and counted like any other).
+    ///
+    /// # Errors
+    /// Throttled or an injected fault.
+    pub fn describe_enis_where(
+        &mut self,
+        keep: impl Fn(&EniDescription) -> bool,
+    ) -> Result<Vec<EniDescription>, CallError> {
+        self.begin(Action::DescribeNetworkInterfaces)?;
+        let r = Ok(self.enis.keys().filter_map(|id| self.describe(id)).filter(|d| keep(d)).collect());
+        self.finish(Action::DescribeNetworkInterfaces, r)
+    }
+
+    /// `DescribeSubnets` with a filter: the subnets `keep` accepts (one call).
+    ///
+    /// # Errors
+    /// Throttled or an injected fault.
+    pub fn describe_subnets_where(
+        &mut self,
+        keep: impl Fn(&crate::SubnetDescription) -> bool,
+    ) -> Result<Vec<crate::SubnetDescription>, CallError> {
+        self.begin(Action::DescribeSubnets)?;
+        let r = Ok(self.subnets.iter().map(Subnet::description).filter(|d| keep(d)).collect());
+        self.finish(Action::DescribeSubnets, r)
+    }
+
+    /// The VPC's id (the simulator holds one VPC).
+    pub fn vpc_id(&self) -> &'static str {
+        VPC_ID
+    }
+
+    /// What the instance metadata service knows of `instance` that is not about its ENIs: its
+    /// type, AZ and the subnet it was launched in. `None` for an unknown (or terminated) one.
+    pub fn instance(&self, id: &InstanceId) -> Option<InstanceView> {
+        self.instances.get(id).map(|i| InstanceView {
+            instance_type: i.instance_type.clone(),
+            az: i.az.clone(),
+            subnet: i.subnet.clone(),
+        })
+    }
+
+    /// The instances running, in id order.
+    pub fn instance_ids(&self) -> Vec<InstanceId> {
+        self.instances.keys().cloned().collect()
+    }
+
     fn describe(&self, id: &EniId) -> Option<EniDescription> {
         let e = self.enis.get(id)?;
         Some(EniDescription {
@@ -568,6 +644,8 @@ impl SimVpc {
             interface_type: e.interface_type.clone(),
             description: e.description.clone(),
             tags: e.tags.clone(),
+            security_groups: e.security_groups.clone(),
+            mac: mac_of(id),
         })
     }
 
@@ -624,6 +702,11 @@ impl SimVpc {
                 description: req.description.clone(),
                 tags: req.tags.iter().cloned().collect(),
                 interface_type: "interface".into(),
+                security_groups: if req.security_groups.is_empty() {
+                    vec![DEFAULT_SECURITY_GROUP.to_string()]
+                } else {
+                    req.security_groups.clone()
+                },
                 changes: VecDeque::new(),
             },
         );
@@ -940,18 +1023,7 @@ impl Ec2 for SimVpc {
 
     fn describe_subnets(&mut self, az: &str) -> Result<Vec<crate::SubnetDescription>, CallError> {
         self.begin(Action::DescribeSubnets)?;
-        let r = Ok(self
-            .subnets
-            .iter()
-            .filter(|s| s.az == az)
-            .map(|s| crate::SubnetDescription {
-                id: s.id.clone(),
-                az: s.az.clone(),
-                cidr: s.cidr,
-                available: s.free_ips(),
-                tags: s.tags.clone(),
-            })
-            .collect());
+        let r = Ok(self.subnets.iter().filter(|s| s.az == az).map(Subnet::description).collect());
         self.finish(Action::DescribeSubnets, r)
     }
 

@@ -117,6 +117,17 @@ fn select_bit(mut w: u64, k: u32) -> u32 {
 }
 
 impl Subnet {
+    /// What `DescribeSubnets` says of this subnet.
+    pub fn description(&self) -> crate::SubnetDescription {
+        crate::SubnetDescription {
+            id: self.id.clone(),
+            az: self.az.clone(),
+            cidr: self.cidr,
+            available: self.free_ips(),
+            tags: self.tags.clone(),
+        }
+    }
+
     /// A fresh subnet with only the 5 reserved addresses taken.
     pub fn new(id: SubnetId, az: &str, cidr: Ipv4Net, ipv6: Option<Ipv6Net>) -> Subnet {
         let cidr = cidr.trunc();
