@@ -56,9 +56,15 @@ pub const UNSUPPORTED: &[Unsupported] = &[
     u("INTROSPECTION_BIND_ADDRESS", &["127.0.0.1:61679", ""], "introspection is served on the daemon's socket"),
     u("METRICS_BIND_ADDRESS", &[""], "set PODIP_METRICS_ADDRESS (loopback only)"),
     u("AWS_VPC_K8S_CNI_BACKING_STORE", &[""], "set PODIP_CHECKPOINT"),
-    u("AWS_EC2_ENDPOINT", &[""], "set AWS_ENDPOINT_URL_EC2 when the AWS backend is in use"),
     u("ANNOTATE_POD_IP", OFF, "pod annotations need the Kubernetes client"),
+    u("PODIP_CLOUD", &[], REMOVED),
+    u("PODIP_INSTANCE_TYPE", &[], REMOVED),
+    u("PODIP_NODE_SUBNET", &[], REMOVED),
 ];
+
+/// Why the settings of podipd's private cloud protocol are refused.
+const REMOVED: &str = "removed: the node comes from the instance metadata service and EC2 from the AWS SDK; \
+to use `podip sim-vpc`, set AWS_ENDPOINT_URL_EC2 and AWS_EC2_METADATA_SERVICE_ENDPOINT to the URLs it prints";
 
 /// Variables accepted and ignored, each named in a start-up note.
 pub const IGNORED: &[(&str, &str)] = &[
@@ -87,7 +93,7 @@ pub const IGNORED: &[(&str, &str)] = &[
 /// Prefixes of aws-node's own variables: one podipd does not know is refused. (Not `AWS_`:
 /// the SDK's own variables, such as IRSA's `AWS_ROLE_ARN`, share it.)
 pub const FAMILY: &[&str] =
-    &["AWS_VPC_", "AWS_MANAGE_", "WARM_", "MINIMUM_IP", "ENABLE_", "DISABLE_", "ENI_CONFIG_", "ANNOTATE_"];
+    &["AWS_VPC_", "AWS_MANAGE_", "WARM_", "MINIMUM_IP", "ENABLE_", "DISABLE_", "ENI_CONFIG_", "ANNOTATE_", "PODIP_"];
 
 /// Problems with the environment's aws-node variables (`known` are the ones podipd honours),
 /// and notes for the ones it ignores.

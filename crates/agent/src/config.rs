@@ -66,12 +66,9 @@ pub struct DaemonConfig {
     pub checkpoint: PathBuf,
     /// Metrics and introspection listen address (localhost only).
     pub metrics: String,
-    /// The cloud: `sim:SOCKET` (the simulated-VPC service) or `aws`.
-    pub cloud: Cloud,
-    /// Instance type of a node launched on the simulated VPC.
-    pub instance_type: String,
-    /// Subnet (id or CIDR) of a node launched on the simulated VPC; default the first subnet.
-    pub node_subnet: Option<String>,
+    /// EC2's endpoint from aws-node's `AWS_EC2_ENDPOINT` (the SDK's `AWS_ENDPOINT_URL_EC2`
+    /// wins when both are set); `None` for the SDK's own resolution.
+    pub ec2_endpoint: Option<String>,
     /// Program the node's data path (SNAT, connmark rule); off for IPAM-only runs.
     pub program_node: bool,
     /// The network namespace to program (default: the daemon's own).
@@ -96,22 +93,13 @@ pub struct DaemonConfig {
     pub reconcile_every: Duration,
 }
 
-/// Where the ENIs come from.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Cloud {
-    /// The simulated-VPC service at this socket.
-    Sim(PathBuf),
-    /// AWS EC2 (needs the `aws` build).
-    Aws,
-}
-
 /// Every bad setting, at once.
 #[derive(Debug, Error, PartialEq, Eq)]
 #[error("invalid configuration: {}", .0.join("; "))]
 pub struct ConfigError(pub Vec<String>);
 
 /// The environment names read, with their defaults.
-pub const VARIABLES: [(&str, &str); 32] = [
+pub const VARIABLES: [(&str, &str); 30] = [
     ("WARM_ENI_TARGET", "1"),
     ("WARM_IP_TARGET", "0"),
     ("MINIMUM_IP_TARGET", "0"),
@@ -131,9 +119,7 @@ pub const VARIABLES: [(&str, &str); 32] = [
     ("PODIP_SOCKET", "/run/podip/podipd.sock"),
     ("PODIP_CHECKPOINT", "/var/lib/podip/ipam.json"),
     ("PODIP_METRICS_ADDRESS", "127.0.0.1:61678"),
-    ("PODIP_CLOUD", "sim:/run/podip/vpc.sock"),
-    ("PODIP_INSTANCE_TYPE", "m5.large"),
-    ("PODIP_NODE_SUBNET", ""),
+    ("AWS_EC2_ENDPOINT", ""),
     ("PODIP_PROGRAM_NODE", "true"),
     ("PODIP_NODE_NETNS", ""),
     ("PODIP_PRIMARY_IF", "eth0"),
@@ -333,24 +319,11 @@ impl DaemonConfig {
             Ok(a) if a.ip().is_loopback() => {}
             _ => bad.push(format!("PODIP_METRICS_ADDRESS={metrics:?}: a loopback address:port")),
         }
-        let cloud_v = get("PODIP_CLOUD");
-        let cloud = match cloud_v.split_once(':') {
-            Some(("sim", p)) if !p.is_empty() => Cloud::Sim(PathBuf::from(p)),
-            None if cloud_v == "aws" => Cloud::Aws,
-            _ => {
-                bad.push(format!("PODIP_CLOUD={cloud_v:?}: sim:SOCKET or aws"));
-                Cloud::Aws
-            }
-        };
-        let instance_type = get("PODIP_INSTANCE_TYPE");
-        if let Err(e) = ipam::catalog::Catalog::embedded().get(&instance_type) {
-            bad.push(format!("PODIP_INSTANCE_TYPE={instance_type:?}: {e}"));
-        }
-        let node_subnet = Some(get("PODIP_NODE_SUBNET")).filter(|s| !s.is_empty());
-        if let Some(s) = &node_subnet
-            && (s.len() > 64 || !s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'/')))
+        let ec2_endpoint = Some(get("AWS_EC2_ENDPOINT")).filter(|s| !s.is_empty());
+        if let Some(e) = &ec2_endpoint
+            && !(e.starts_with("https://") || e.starts_with("http://"))
         {
-            bad.push(format!("PODIP_NODE_SUBNET={s:?}: a subnet id or CIDR"));
+            bad.push(format!("AWS_EC2_ENDPOINT={e:?}: an http:// or https:// URL"));
         }
         let node_netns = Some(get("PODIP_NODE_NETNS")).filter(|s| !s.is_empty());
         if let Some(n) = &node_netns {
@@ -359,9 +332,6 @@ impl DaemonConfig {
         // A Unix socket path holds at most 107 bytes.
         absolute_path("PODIP_SOCKET", &get("PODIP_SOCKET"), 107, &mut bad);
         absolute_path("PODIP_CHECKPOINT", &get("PODIP_CHECKPOINT"), crate::limits::MAX_PATH, &mut bad);
-        if let Cloud::Sim(p) = &cloud {
-            absolute_path("PODIP_CLOUD", &p.display().to_string(), 107, &mut bad);
-        }
         let subnet_discovery = boolean_of(&get("ENABLE_SUBNET_DISCOVERY"), "ENABLE_SUBNET_DISCOVERY", &mut bad);
         let cluster_name = Some(get("CLUSTER_NAME")).filter(|s| !s.is_empty());
         if let Some(c) = &cluster_name
@@ -386,9 +356,7 @@ impl DaemonConfig {
             return Err(ConfigError(bad));
         }
         Ok(DaemonConfig {
-            cloud,
-            instance_type,
-            node_subnet,
+            ec2_endpoint,
             program_node,
             node_netns,
             primary_if,
@@ -486,7 +454,7 @@ mod tests {
                 ("PODIP_SOCKET", "relative.sock"),
                 ("PODIP_CHECKPOINT", "state.json"),
                 ("WARM_IP_TARGET", "99999999"),
-                ("PODIP_NODE_SUBNET", "subnet-1; rm -rf /"),
+                ("AWS_EC2_ENDPOINT", "ec2.local; rm -rf /"),
             ],
         )
         .unwrap_err()
@@ -498,7 +466,7 @@ mod tests {
             "PODIP_SOCKET=\"relative.sock\"",
             "PODIP_CHECKPOINT=\"state.json\"",
             "WARM_IP_TARGET=\"99999999\"",
-            "PODIP_NODE_SUBNET=",
+            "AWS_EC2_ENDPOINT=\"ec2.local; rm -rf /\": an http:// or https:// URL",
         ] {
             assert!(e.contains(n), "missing {n}: {e}");
         }

@@ -36,6 +36,23 @@ fn count(n: u32, what: &str) -> Result<i32, CallError> {
     i32::try_from(n).map_err(|_| ec2_error("InvalidParameterValue", format!("{what} {n} is too large")))
 }
 
+/// The blocks an assign answered, when they are exactly the `asked` new ones. An answer of
+/// another length (some EC2 stand-ins list every address of the interface) cannot say which
+/// are new: the call took effect but its result is unknown, and the reconcile reads the truth.
+fn exactly<T>(got: Vec<T>, asked: u32, what: &str) -> Result<Vec<T>, CallError> {
+    if got.len() == asked as usize {
+        Ok(got)
+    } else {
+        Err(ec2_error(
+            "RequestTimeout",
+            format!(
+                "AssignPrivateIpAddresses answered {} {what} for {asked} asked: which are new is unknown",
+                got.len()
+            ),
+        ))
+    }
+}
+
 impl AwsEc2 {
     /// A client configured by [`crate::sdk_config`] (endpoint, region and credentials from the
     /// SDK's chains), limited to `vpc_id`'s resources where a call lists more than the node's.
@@ -45,12 +62,21 @@ impl AwsEc2 {
     pub fn new(vpc_id: Option<String>) -> std::io::Result<AwsEc2> {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let conf = rt.block_on(crate::sdk_config());
-        Ok(AwsEc2::with_config(rt, &conf, vpc_id))
+        Ok(AwsEc2::with_config(rt, &conf, vpc_id, None))
     }
 
-    /// A client of `conf`, on `rt`.
-    pub fn with_config(rt: tokio::runtime::Runtime, conf: &aws_config::SdkConfig, vpc_id: Option<String>) -> AwsEc2 {
-        AwsEc2 { rt, client: aws_sdk_ec2::Client::new(conf), vpc_id, attachments: HashMap::new() }
+    /// A client of `conf`, on `rt`; `endpoint` replaces the EC2 endpoint `conf` resolves to.
+    pub fn with_config(
+        rt: tokio::runtime::Runtime,
+        conf: &aws_config::SdkConfig,
+        vpc_id: Option<String>,
+        endpoint: Option<&str>,
+    ) -> AwsEc2 {
+        let mut b = aws_sdk_ec2::config::Builder::from(conf);
+        if let Some(e) = endpoint {
+            b = b.endpoint_url(e);
+        }
+        AwsEc2 { rt, client: aws_sdk_ec2::Client::from_conf(b.build()), vpc_id, attachments: HashMap::new() }
     }
 
     /// The SDK client (for the calls outside [`Ec2`] a tool or test makes).
@@ -151,14 +177,16 @@ impl Ec2 for AwsEc2 {
             .network_interface_id(&eni.0)
             .secondary_private_ip_address_count(count(n, "SecondaryPrivateIpAddressCount")?);
         let out = self.rt.block_on(call.send()).map_err(call_error)?;
-        out.assigned_private_ip_addresses()
+        let got = out
+            .assigned_private_ip_addresses()
             .iter()
             .map(|a| {
                 a.private_ip_address().and_then(|s| s.parse().ok()).ok_or_else(|| {
                     ec2_error("InternalError", "AssignPrivateIpAddresses answered an unreadable address")
                 })
             })
-            .collect()
+            .collect::<Result<Vec<Ipv4Addr>, _>>()?;
+        exactly(got, n, "addresses")
     }
 
     fn assign_ipv4_prefixes(&mut self, eni: &EniId, n: u32) -> Result<Vec<Ipv4Net>, CallError> {
@@ -168,14 +196,16 @@ impl Ec2 for AwsEc2 {
             .network_interface_id(&eni.0)
             .ipv4_prefix_count(count(n, "Ipv4PrefixCount")?);
         let out = self.rt.block_on(call.send()).map_err(call_error)?;
-        out.assigned_ipv4_prefixes()
+        let got = out
+            .assigned_ipv4_prefixes()
             .iter()
             .map(|p| {
                 p.ipv4_prefix()
                     .and_then(|s| s.parse().ok())
                     .ok_or_else(|| ec2_error("InternalError", "AssignPrivateIpAddresses answered an unreadable prefix"))
             })
-            .collect()
+            .collect::<Result<Vec<Ipv4Net>, _>>()?;
+        exactly(got, n, "prefixes")
     }
 
     fn assign_ipv6_prefix(&mut self, eni: &EniId) -> Result<Ipv6Net, CallError> {

@@ -101,6 +101,11 @@ impl Metadata {
         Ok(Metadata { client: b.build() })
     }
 
+    /// The SDK's client underneath (for the instance-profile credentials).
+    pub fn client(&self) -> &aws_config::imds::Client {
+        &self.client
+    }
+
     /// The text at `path` under `/latest/meta-data/`; `None` when the service says 404.
     ///
     /// # Errors

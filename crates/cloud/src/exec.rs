@@ -17,12 +17,15 @@ pub struct Owner {
     pub instance: InstanceId,
     /// The cluster's name (`CLUSTER_NAME`), when known.
     pub cluster: Option<String>,
+    /// The security groups of a new ENI the engine gives none (the primary ENI's, as the VPC
+    /// CNI does; with none here, EC2 gives the VPC's default group).
+    pub security_groups: Vec<String>,
 }
 
 impl Owner {
     /// The owner `instance`, of no named cluster.
     pub fn new(instance: InstanceId) -> Owner {
-        Owner { instance, cluster: None }
+        Owner { instance, cluster: None, security_groups: Vec::new() }
     }
 
     /// The tags of a new ENI created at `created_at` (an RFC 3339 time).
@@ -46,7 +49,11 @@ pub fn execute(ec2: &mut dyn Ec2, owner: &Owner, unix_secs: u64, call: &Call) ->
             let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix_secs);
             let mut req = CreateEni {
                 subnet: subnet.clone(),
-                security_groups: security_groups.clone(),
+                security_groups: if security_groups.is_empty() {
+                    owner.security_groups.clone()
+                } else {
+                    security_groups.clone()
+                },
                 secondary_ips: *secondary_ips,
                 prefixes: *prefixes,
                 description: format!("{DESCRIPTION_PREFIX}{}", owner.instance),

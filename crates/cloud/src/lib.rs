@@ -17,7 +17,6 @@
 #![forbid(unsafe_code)]
 
 pub mod exec;
-pub mod remote;
 pub mod sim;
 
 use ipam::addr::{EniId, InstanceId, SubnetId};

@@ -9,8 +9,6 @@
 
 mod common;
 
-use cloud::Ec2;
-use cloud::remote::RemoteEc2;
 use common::{Node, env_of, introspect, privileged, sh, wait_for};
 use ipam::rng::SeededRng;
 use std::collections::{BTreeMap, BTreeSet};
@@ -170,10 +168,12 @@ fn chaos_loses_nothing_doubles_nothing_and_leaves_nothing() {
     let st = wait_for(&node.socket, |st| st["assigned"] == 0 && st["in_flight"] == 0, 30);
     let (rules, routes, veths) = leaks(&node, &BTreeSet::new());
     // The daemon's view equals the simulated VPC's.
-    let mut ec2 = RemoteEc2::connect(&node.vpc_sock).unwrap();
     let instance = ipam::addr::InstanceId(st["instance"].as_str().unwrap().to_string());
-    let truth: BTreeSet<String> = ec2
-        .describe_network_interfaces(&instance)
+    assert_eq!(instance, node.instance);
+    let truth: BTreeSet<String> = node
+        .ep
+        .vpc()
+        .describe_enis_where(|e| e.attachment.as_ref().is_some_and(|(i, _)| *i == instance))
         .unwrap()
         .iter()
         .flat_map(|e| e.secondary_ips.iter().map(|ip| ip.to_string()))

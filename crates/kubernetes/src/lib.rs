@@ -1,1 +1,1 @@
-//! placeholder
+//! What podipd reads from and writes to the Kubernetes API: its own Node, ENIConfigs, events.

@@ -32,7 +32,7 @@ enum Command {
     Maxpods(cmd::maxpods::Args),
     /// One node's settled warm pool for a pod count, simulated on the embedded VPC.
     Pool(cmd::pool::Args),
-    /// Serve the simulated VPC on a Unix socket (the cloud of podipd on a laptop).
+    /// Serve the simulated VPC as EC2 and its instance metadata (the cloud of podipd on a laptop).
     SimVpc(cmd::simvpc::Args),
     /// A subnet's /28 fragmentation: free addresses, free prefixes, block map, reservation advice.
     Frag(cmd::frag::Args),

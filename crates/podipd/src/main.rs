@@ -1,8 +1,8 @@
 //! `podipd`, the node daemon: validates its whole configuration before touching anything, boots
-//! the node against its cloud, then serves the plugin protocol. Exit codes: 2 for a bad
+//! the node from the instance metadata service and EC2 (through the AWS SDK), then serves the plugin protocol. Exit codes: 2 for a bad
 //! configuration (every bad value named), 1 for a failed start.
 
-use agent::config::{Cloud, DaemonConfig};
+use agent::config::DaemonConfig;
 use agent::daemon::Daemon;
 use clap::Parser;
 use std::path::PathBuf;
@@ -35,36 +35,29 @@ fn main() -> ExitCode {
     let vars: Vec<(String, String)> = std::env::vars_os()
         .map(|(k, v)| (k.to_string_lossy().into_owned(), v.to_string_lossy().into_owned()))
         .collect();
-    let env_notes = match DaemonConfig::check_environment(&vars) {
-        Ok(n) => n,
-        Err(e) => {
-            eprintln!("podipd: error: {e}");
+    // Every bad setting at once: the environment's aws-node variables and the values read.
+    let env = DaemonConfig::check_environment(&vars);
+    let cfg = DaemonConfig::load(file.as_deref(), |k| std::env::var(k).ok()).and_then(|c| c.check_host().map(|()| c));
+    let (env_notes, cfg) = match (env, cfg) {
+        (Ok(n), Ok(c)) => (n, c),
+        (env, cfg) => {
+            let mut bad = env.err().map(|e| e.0).unwrap_or_default();
+            bad.extend(cfg.err().map(|e| e.0).unwrap_or_default());
+            eprintln!("podipd: error: {}", agent::config::ConfigError(bad));
             return ExitCode::from(2);
         }
     };
-    let cfg =
-        match DaemonConfig::load(file.as_deref(), |k| std::env::var(k).ok()).and_then(|c| c.check_host().map(|()| c)) {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("podipd: error: {e}");
-                return ExitCode::from(2);
-            }
-        };
     for n in env_notes {
         eprintln!("podipd: {n}");
     }
-    let socket = match &cfg.cloud {
-        Cloud::Sim(s) => s.clone(),
-        Cloud::Aws => {
-            eprintln!("podipd: error: PODIP_CLOUD=aws: this build has no AWS backend (build with the aws feature)");
-            return ExitCode::from(2);
-        }
-    };
+    // One TLS crypto provider for the whole process (the SDK and the Kubernetes client).
+    aws::install_crypto_provider();
     // The cloud may be starting or briefly gone: keep trying with a growing back-off (the
     // plugin's STATUS fails meanwhile, as nothing is served). Anything else stops the start.
+    let metadata = aws::metadata::Metadata::new();
     let mut delay = Duration::from_millis(100);
     let (daemon, rx, ec2) = loop {
-        match Daemon::boot(cfg.clone(), &socket) {
+        match Daemon::boot(cfg.clone(), &metadata) {
             Ok(b) => break b,
             Err(e @ agent::daemon::DaemonError::Unreachable(_)) => {
                 eprintln!("podipd: {e}; retrying in {delay:?}");

@@ -4,8 +4,6 @@
 
 mod common;
 
-use cloud::Ec2;
-use cloud::remote::RemoteEc2;
 use common::{World, add, attach, introspect, request};
 use ipam::rng::SeededRng;
 use serde_json::Value;
@@ -81,14 +79,15 @@ fn sigkill_at_random_moments_loses_nothing_and_doubles_nothing() {
         }
         std::thread::sleep(Duration::from_millis(100));
     };
-    let mut ec2 = RemoteEc2::connect(&w.vpc_sock).unwrap();
     let instance = ipam::addr::InstanceId(st["instance"].as_str().unwrap().to_string());
-    let truth: HashSet<String> = ec2
-        .describe_network_interfaces(&instance)
-        .unwrap()
-        .iter()
-        .flat_map(|e| e.secondary_ips.iter().map(|ip| ip.to_string()))
-        .collect();
+    assert_eq!(instance, w.instance);
+    let truth: HashSet<String> =
+        w.ep.vpc()
+            .describe_enis_where(|e| e.attachment.as_ref().is_some_and(|(i, _)| *i == instance))
+            .unwrap()
+            .iter()
+            .flat_map(|e| e.secondary_ips.iter().map(|ip| ip.to_string()))
+            .collect();
     let mine: HashSet<String> = st["enis"]
         .as_array()
         .unwrap()
@@ -100,9 +99,9 @@ fn sigkill_at_random_moments_loses_nothing_and_doubles_nothing() {
 
 #[test]
 fn sixty_four_concurrent_adds_get_sixty_four_addresses() {
-    let mut w = World::new("concurrent");
-    // m5.xlarge: 4 ENIs x 14 addresses, max pods 58.
-    w.start(&[("PODIP_INSTANCE_TYPE", "c5.4xlarge"), ("WARM_IP_TARGET", "64")]);
+    // c5.4xlarge: 8 ENIs x 30 addresses, max pods 234.
+    let mut w = World::of_type("concurrent", "c5.4xlarge", cloud::sim::SimParams { seed: 3, ..Default::default() });
+    w.start(&[("WARM_IP_TARGET", "64")]);
     let sock = w.sock();
     let threads: Vec<_> = (0..64)
         .map(|i| {
@@ -120,12 +119,16 @@ fn bad_configuration_exits_2_naming_every_value() {
     let out = Command::new(env!("CARGO_BIN_EXE_podipd"))
         .env("WARM_IP_TARGET", "lots")
         .env("ENABLE_IPv6", "perhaps")
-        .env("PODIP_INSTANCE_TYPE", "m5.lrage")
+        .env("PODIP_CLOUD", "sim:/run/podip/vpc.sock")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    for n in ["WARM_IP_TARGET=\"lots\"", "ENABLE_IPv6=\"perhaps\"", "m5.lrage"] {
+    for n in [
+        "WARM_IP_TARGET=\"lots\"",
+        "ENABLE_IPv6=\"perhaps\"",
+        "PODIP_CLOUD=\"sim:/run/podip/vpc.sock\": not supported: removed",
+    ] {
         assert!(err.contains(n), "{err}");
     }
 }
@@ -168,9 +171,9 @@ fn concurrent_adds(sock: &std::path::Path, tag: &str, n: usize) -> Vec<Duration>
 
 #[test]
 fn adds_do_not_wait_for_a_slow_or_hung_cloud_while_the_pool_has_addresses() {
-    let mut w = World::new("slowcloud");
-    // c5.9xlarge: 8 ENIs x 29 addresses, max pods 234.
-    w.start(&[("PODIP_INSTANCE_TYPE", "c5.9xlarge"), ("WARM_IP_TARGET", "200")]);
+    // c5.9xlarge: 8 ENIs x 30 addresses, max pods 234.
+    let mut w = World::of_type("slowcloud", "c5.9xlarge", cloud::sim::SimParams { seed: 3, ..Default::default() });
+    w.start(&[("WARM_IP_TARGET", "200")]);
     let t0 = Instant::now();
     while introspect(&w.sock())["total"].as_u64().unwrap_or(0) < 200 {
         assert!(t0.elapsed() < Duration::from_secs(180), "the pool never filled: {}", introspect(&w.sock()));
@@ -199,15 +202,14 @@ fn adds_do_not_wait_for_a_slow_or_hung_cloud_while_the_pool_has_addresses() {
 #[test]
 fn podipd_waits_for_a_cloud_that_is_not_there_yet() {
     let mut w = World::new("latecloud");
-    let late = w.dir.join("late.sock");
-    let mut c = w.command(&[("PODIP_CLOUD", &format!("sim:{}", late.display()))]);
+    // Neither EC2 nor the metadata service answers yet.
+    w.ep.stop();
+    let mut c = w.command(&[]);
     c.stderr(std::process::Stdio::piped());
     w.daemon = Some(c.spawn().unwrap());
     std::thread::sleep(Duration::from_millis(1500));
     assert!(w.daemon.as_mut().unwrap().try_wait().unwrap().is_none(), "podipd gave up on the cloud");
-    let listener = std::os::unix::net::UnixListener::bind(&late).unwrap();
-    let vpc = common::vpc(cloud::sim::SimParams::default());
-    std::thread::spawn(move || cloud::remote::serve(listener, vpc, common::wall, || 0.0));
+    w.ep.restart().unwrap();
     add(&w.sock(), "first");
 }
 
@@ -251,8 +253,7 @@ fn a_restart_while_the_metadata_is_stale_never_brings_back_a_released_address() 
         std::thread::sleep(Duration::from_millis(100));
     };
     let instance = introspect(&sock)["instance"].as_str().unwrap().to_string();
-    let mut ec2 = RemoteEc2::connect(&w.vpc_sock).unwrap();
-    let stale = ec2.metadata_enis(&instance.as_str().into()).unwrap();
+    let stale = w.ep.vpc().metadata_enis(&instance.as_str().into());
     let shown: Vec<String> = stale.iter().flat_map(|e| e.secondary_ips.iter().map(ToString::to_string)).collect();
     assert!(released.iter().all(|r| shown.contains(r)), "the metadata still shows {released:?}: {shown:?}");
     // Restart within the lag.

@@ -210,14 +210,14 @@ fn a_checkpoint_write_that_never_ends_stalls_no_other_request() {
     use agent::protocol::{Attach, Op, Request};
     let w = World::new("slowdisk");
     let vars = [
-        ("PODIP_CLOUD", format!("sim:{}", w.vpc_sock.display())),
+        ("AWS_EC2_ENDPOINT", w.ep.url()),
         ("PODIP_SOCKET", w.sock().display().to_string()),
         ("PODIP_CHECKPOINT", w.dir.join("state/ipam.json").display().to_string()),
         ("PODIP_PROGRAM_NODE", "false".to_string()),
     ];
     let cfg = agent::config::DaemonConfig::load(None, |k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone()))
         .unwrap();
-    let (d, rx, ec2) = agent::daemon::Daemon::boot(cfg, &w.vpc_sock).unwrap();
+    let (d, rx, ec2) = agent::daemon::Daemon::boot(cfg, &w.metadata()).unwrap();
     let d2 = std::sync::Arc::clone(&d);
     std::thread::spawn(move || d2.run_cloud(rx, ec2));
     let d2 = std::sync::Arc::clone(&d);

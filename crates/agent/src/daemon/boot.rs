@@ -10,17 +10,16 @@
 //!   version or an I/O error stops the start with the reason, and the file is left alone.
 
 use super::{Daemon, DaemonError, Inner, QUARANTINE, RECOVERED, veth_name};
-use crate::checkpoint::{Checkpoint, CheckpointError, Clocks, restore, write_bytes};
+use crate::checkpoint::{Checkpoint, CheckpointError, Clocks, restore};
 use crate::config::DaemonConfig;
-use cloud::remote::{Ec2Reply, Ec2Request, RemoteEc2};
+use cloud::Ec2;
 use ipam::Time;
-use ipam::addr::{InstanceId, PodKey};
+use ipam::addr::PodKey;
 use ipam::call::{Call, OpId};
 use ipam::catalog::Catalog;
 use ipam::config::{NodeConfig, NodeSettings};
 use ipam::datastore::{Datastore, EniInfo};
 use ipam::engine::Engine;
-use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -28,14 +27,7 @@ use std::sync::mpsc::{Receiver, channel};
 use std::sync::{Arc, Mutex};
 
 /// A booted daemon, the receiver of its cloud calls, and its cloud client.
-pub type Booted = (Arc<Daemon>, Receiver<(OpId, Call)>, RemoteEc2);
-
-/// The node's identity, kept in the state directory (what IMDS tells a real node).
-#[derive(Debug, Serialize, Deserialize)]
-struct Identity {
-    instance: InstanceId,
-    instance_type: String,
-}
+pub type Booted = (Arc<Daemon>, Receiver<(OpId, Call)>, aws::AwsEc2);
 
 fn state_dir(cfg: &DaemonConfig) -> PathBuf {
     cfg.checkpoint.parent().unwrap_or(Path::new("/")).to_path_buf()
@@ -113,52 +105,43 @@ fn quarantine(ds: &mut Datastore, until: Time) -> usize {
 }
 
 impl Daemon {
-    /// Boots the node against the simulated-VPC service at `socket`. Returns the daemon and
-    /// the receiver of cloud calls for [`Daemon::run_cloud`].
+    /// Boots the node: who it is from the instance metadata service `metadata`, its ENIs from
+    /// EC2 (reached through the AWS SDK's settings, or aws-node's `AWS_EC2_ENDPOINT`). Returns the daemon, the receiver of cloud calls
+    /// for [`Daemon::run_cloud`], and the EC2 client.
     ///
     /// # Errors
     /// Another daemon holds the node; the cloud is unreachable; the settings do not fit the
     /// instance type; the checkpoint is of another version or unreadable; the host cannot be
     /// read; files fail.
-    pub fn boot(cfg: DaemonConfig, socket: &Path) -> Result<Booted, DaemonError> {
+    pub fn boot(cfg: DaemonConfig, metadata: &aws::metadata::Metadata) -> Result<Booted, DaemonError> {
         let dir = state_dir(&cfg);
         let lock = crate::lock::acquire(&dir)?;
         let node_lock =
             if cfg.program_node { Some(crate::lock::acquire_node(cfg.node_netns.as_deref())?) } else { None };
-        let mut ec2 =
-            RemoteEc2::connect(socket).map_err(|e| DaemonError::Unreachable(format!("{}: {e}", socket.display())))?;
-        let t = Catalog::embedded().get(&cfg.instance_type).map_err(cloud_err)?;
-        let id_path = dir.join("node.json");
-        let mut notes = Vec::new();
-        let identity: Option<Identity> = crate::checkpoint::read_state_file(&id_path)
-            .map_err(|e| DaemonError::Io { path: id_path.display().to_string(), message: e.to_string() })?
-            .and_then(|b| serde_json::from_slice(&b).ok());
-        let subnets = match ec2.call(&Ec2Request::Subnets).map_err(call_err)? {
-            Ec2Reply::Subnets { subnets } => subnets,
-            r => return Err(cloud_err(format!("unexpected reply {r:?}"))),
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| DaemonError::Io { path: "the cloud client's runtime".into(), message: e.to_string() })?;
+        // The node from the instance metadata; its addresses from EC2 only (below).
+        let node = rt.block_on(metadata.node()).map_err(|e| match e {
+            aws::metadata::MetadataError::Unreachable { .. } => DaemonError::Unreachable(e.to_string()),
+            aws::metadata::MetadataError::Bad { .. } => DaemonError::Cloud(e.to_string()),
+        })?;
+        let conf = rt.block_on(aws::node_config(&node.region, metadata));
+        // aws-node's AWS_EC2_ENDPOINT, unless the SDK's own AWS_ENDPOINT_URL_EC2 is set.
+        let endpoint = cfg.ec2_endpoint.as_deref().filter(|_| std::env::var_os("AWS_ENDPOINT_URL_EC2").is_none());
+        let mut ec2 = aws::AwsEc2::with_config(rt, &conf, Some(node.vpc_id.clone()), endpoint);
+        let t = Catalog::embedded().get(&node.instance_type).map_err(cloud_err)?;
+        let mut notes = vec![format!(
+            "instance {} ({}) in {}, subnet {} {}",
+            node.instance, t.name, node.az, node.subnet.0, node.subnet.1
+        )];
+        let instance = node.instance.clone();
+        let owner = cloud::exec::Owner {
+            instance: instance.clone(),
+            cluster: cfg.cluster_name.clone(),
+            security_groups: node.security_groups.clone(),
         };
-        let node_subnet = match &cfg.node_subnet {
-            Some(want) => subnets.iter().find(|(id, _, cidr)| id.0 == *want || cidr.to_string() == *want),
-            None => subnets.first(),
-        }
-        .cloned()
-        .ok_or_else(|| cloud_err(format!("no subnet {:?} in the VPC", cfg.node_subnet)))?;
-        let instance = match identity {
-            Some(i) => i.instance,
-            None => {
-                let r = ec2
-                    .call(&Ec2Request::RunInstance { instance_type: t.name.clone(), subnet: node_subnet.0.clone() })
-                    .map_err(call_err)?;
-                let Ec2Reply::Instance { instance, .. } = r else {
-                    return Err(cloud_err("unexpected reply to RunInstance"));
-                };
-                let id = Identity { instance: instance.clone(), instance_type: t.name.clone() };
-                write_bytes(&id_path, &serde_json::to_vec(&id).map_err(cloud_err)?)?;
-                notes.push(format!("launched instance {instance} in {}", node_subnet.2));
-                instance
-            }
-        };
-        let owner = cloud::exec::Owner { instance: instance.clone(), cluster: cfg.cluster_name.clone() };
         // The ENIs from EC2, never from the instance metadata, which lags: an address EC2
         // already took back must not come back into the pool.
         let node_enis = match cloud::exec::execute(&mut ec2, &owner, 0, &Call::Describe).map_err(call_err)? {
@@ -170,16 +153,15 @@ impl Daemon {
             return Err(cloud_err(format!("instance {instance} has no ENIs (terminated?)")));
         }
         let pod_subnet = if cfg.custom_networking {
-            subnets.iter().find(|(id, az, _)| *id != node_subnet.0 && *az == node_subnet.1).map(|(id, _, _)| id.clone())
+            ec2.describe_subnets(&node.az).map_err(call_err)?.into_iter().find(|s| s.id != node.subnet.0).map(|s| s.id)
         } else {
             None
         };
         let mut s = settings(&cfg);
         s.custom_networking = pod_subnet.map(|subnet| ipam::config::EniTemplate { subnet, security_groups: vec![] });
-        let node_cfg =
-            NodeConfig { az: Some(node_subnet.1.clone()), ..NodeConfig::resolve(t, node_subnet.0.clone(), &s)? };
+        let node_cfg = NodeConfig { az: Some(node.az.clone()), ..NodeConfig::resolve(t, node.subnet.0.clone(), &s)? };
         if cfg.program_node {
-            program_snat(&cfg, &mut ec2, &enis, &mut notes)?;
+            program_snat(&cfg, &node.vpc_cidrs, &enis, &mut notes)?;
         }
         let boot_id = crate::clock::boot_id();
         let clocks = crate::clock::clocks(&boot_id);
@@ -335,14 +317,10 @@ impl Daemon {
 
 fn program_snat(
     cfg: &DaemonConfig,
-    ec2: &mut RemoteEc2,
+    vpc_cidrs: &[ipnet::Ipv4Net],
     enis: &[EniInfo],
     notes: &mut Vec<String>,
 ) -> Result<(), DaemonError> {
-    let vpc_cidrs = match ec2.call(&Ec2Request::VpcCidrs).map_err(call_err)? {
-        Ec2Reply::Cidrs { cidrs } => cidrs,
-        r => return Err(cloud_err(format!("unexpected reply {r:?}"))),
-    };
     let primary = enis.iter().find(|e| e.device_index == 0).map(|e| e.primary_ip);
     let plan = datapath::node::SnatPlan {
         egress_v4: cfg.ipv6,

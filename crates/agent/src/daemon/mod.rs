@@ -26,7 +26,6 @@ use crate::checkpoint::Checkpoint;
 use crate::config::DaemonConfig;
 use crate::protocol::{Attach, ErrorKind, Lease, Op, Outcome, Readiness, Reply, Request, Response};
 use cloud::exec::execute;
-use cloud::remote::RemoteEc2;
 use commit::Committer;
 use ipam::Time;
 use ipam::addr::PodKey;
@@ -247,7 +246,7 @@ impl Daemon {
 
     /// Runs the cloud worker: carries out calls in order and feeds results back. Returns when
     /// every sender is gone.
-    pub fn run_cloud(self: &Arc<Self>, rx: Receiver<(OpId, Call)>, mut ec2: RemoteEc2) {
+    pub fn run_cloud(self: &Arc<Self>, rx: Receiver<(OpId, Call)>, mut ec2: aws::AwsEc2) {
         for (op, call) in rx {
             // Never under the pool lock: a slow or absent cloud delays the pool, not the pods.
             let result = execute(&mut ec2, &self.owner, crate::clock::wall_ms() / 1000, &call);

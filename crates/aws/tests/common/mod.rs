@@ -16,5 +16,5 @@ pub fn client(url: &str, vpc_id: Option<&str>, timeout: Duration) -> AwsEc2 {
             .timeout_config(aws_config::timeout::TimeoutConfig::builder().operation_timeout(timeout).build())
             .load(),
     );
-    AwsEc2::with_config(rt, &conf, vpc_id.map(str::to_string))
+    AwsEc2::with_config(rt, &conf, vpc_id.map(str::to_string), None)
 }

@@ -275,7 +275,7 @@ fn a_throttled_call_takes_no_token() {
 fn new_enis_carry_their_tags_and_the_unattached_ones_of_an_instance_can_be_listed() {
     let (mut v, s) = vpc(10);
     let (inst, _) = v.run_instance(m5(), &s).unwrap();
-    let owner = crate::exec::Owner { instance: inst.clone(), cluster: Some("prod".into()) };
+    let owner = crate::exec::Owner { instance: inst.clone(), cluster: Some("prod".into()), security_groups: vec![] };
     let out = crate::exec::execute(
         &mut v,
         &owner,
@@ -299,7 +299,8 @@ fn new_enis_carry_their_tags_and_the_unattached_ones_of_an_instance_can_be_liste
     let listed = crate::exec::execute(&mut v, &owner, 0, &Call::ListUnattached).unwrap();
     assert_eq!(listed, CallOutput::Leaked(vec![(info.id.clone(), true)]));
     // The sweep collects for the whole cluster: any node of "prod" lists it, none of "staging".
-    let same = crate::exec::Owner { instance: "i-another".into(), cluster: Some("prod".into()) };
+    let same =
+        crate::exec::Owner { instance: "i-another".into(), cluster: Some("prod".into()), security_groups: vec![] };
     assert_eq!(
         crate::exec::execute(&mut v, &same, 0, &Call::ListUnattached).unwrap(),
         CallOutput::Leaked(vec![(info.id.clone(), false)])
@@ -314,7 +315,8 @@ fn new_enis_carry_their_tags_and_the_unattached_ones_of_an_instance_can_be_liste
     keep.tags.push((crate::TAG_NO_MANAGE.into(), "true".into()));
     v.create_network_interface(&keep).unwrap();
     assert_eq!(crate::exec::execute(&mut v, &owner, 0, &Call::ListUnattached).unwrap(), listed);
-    let other = crate::exec::Owner { instance: "i-another".into(), cluster: Some("staging".into()) };
+    let other =
+        crate::exec::Owner { instance: "i-another".into(), cluster: Some("staging".into()), security_groups: vec![] };
     assert_eq!(crate::exec::execute(&mut v, &other, 0, &Call::ListUnattached).unwrap(), CallOutput::Leaked(vec![]));
 }
 
@@ -375,7 +377,7 @@ fn subnet_discovery_puts_an_eni_in_the_tagged_subnet_with_the_most_room() {
     v.tag_subnet(&tagged_big, crate::TAG_SUBNET_CNI, "1").unwrap();
     v.tag_subnet(&other_az, crate::TAG_SUBNET_CNI, "1").unwrap();
     let (inst, _) = v.run_instance(m5(), &node).unwrap();
-    let owner = crate::exec::Owner { instance: inst, cluster: Some("prod".into()) };
+    let owner = crate::exec::Owner { instance: inst, cluster: Some("prod".into()), security_groups: vec![] };
     let create = |discover: bool| Call::CreateEni {
         subnet: node.clone(),
         discover_in: discover.then(|| "us-east-1a".to_string()),

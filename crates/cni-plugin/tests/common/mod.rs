@@ -3,9 +3,9 @@
 #![allow(dead_code)]
 
 use agent::daemon::wall;
-use cloud::remote::serve;
 use cloud::sim::{SimParams, SimVpc};
 use serde_json::Value;
+use sim_endpoint::Endpoint;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -40,7 +40,10 @@ pub struct Node {
     pub pods: Vec<String>,
     pub dir: PathBuf,
     pub socket: PathBuf,
-    pub vpc_sock: PathBuf,
+    /// The node's cloud: EC2 and its instance metadata.
+    pub ep: Endpoint,
+    /// The node's instance.
+    pub instance: ipam::addr::InstanceId,
     vars: Vec<(String, String)>,
     daemon: std::sync::Mutex<Option<Child>>,
 }
@@ -76,17 +79,21 @@ impl Node {
         let dir = std::env::temp_dir().join(format!("podip-cni-{tag}-{id}"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        // The cloud: the simulated-VPC service, in this process (it outlives every daemon).
-        let vpc_sock = dir.join("vpc.sock");
+        // The cloud: the simulated VPC served as EC2 and the node's instance metadata, in this
+        // process (it outlives every daemon), reached through the AWS SDK's endpoint settings.
         let mut vpc = SimVpc::new(SimParams { seed: 9, ..SimParams::default() });
         vpc.add_vpc_cidr("10.0.0.0/16".parse().unwrap()).unwrap();
-        vpc.add_subnet_v6("us-east-1a", "10.0.0.0/24".parse().unwrap(), Some("2600:1f18:aaaa:1::/64".parse().unwrap()))
+        let subnet = vpc
+            .add_subnet_v6("us-east-1a", "10.0.0.0/24".parse().unwrap(), Some("2600:1f18:aaaa:1::/64".parse().unwrap()))
             .unwrap();
-        let listener = std::os::unix::net::UnixListener::bind(&vpc_sock).unwrap();
-        std::thread::spawn(move || serve(listener, vpc, wall, || 0.0));
+        vpc.set_now(wall());
+        let (instance, _) =
+            vpc.run_instance(ipam::catalog::Catalog::embedded().get("m5.large").unwrap(), &subnet).unwrap();
+        let ep = Endpoint::start(vpc, wall).unwrap();
         let socket = dir.join("podipd.sock");
         let vars = [
-            ("PODIP_CLOUD", format!("sim:{}", vpc_sock.display())),
+            ("AWS_ENDPOINT_URL_EC2", ep.url()),
+            ("AWS_EC2_METADATA_SERVICE_ENDPOINT", ep.imds_url(&instance)),
             ("PODIP_SOCKET", socket.display().to_string()),
             ("PODIP_CHECKPOINT", dir.join("state/ipam.json").display().to_string()),
             ("PODIP_METRICS_ADDRESS", "127.0.0.1:1".to_string()),
@@ -96,7 +103,7 @@ impl Node {
         let mut all: Vec<(String, String)> = extra.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         all.extend(vars.iter().map(|(k, v)| (k.to_string(), v.clone())));
         let node =
-            Node { name, pods: Vec::new(), dir, socket, vpc_sock, vars: all, daemon: std::sync::Mutex::new(None) };
+            Node { name, pods: Vec::new(), dir, socket, ep, instance, vars: all, daemon: std::sync::Mutex::new(None) };
         node.start_daemon();
         node
     }

@@ -1,17 +1,19 @@
-//! The podipd test harness: a simulated-VPC service in the test process and podipd processes
-//! against it, spoken to over the plugin protocol.
+//! The podipd test harness: the simulated VPC served as EC2 and its instance metadata in the
+//! test process, one instance launched in it, and podipd processes on that instance reaching it
+//! through the AWS SDK's endpoint settings, spoken to over the plugin protocol.
 #![allow(dead_code, clippy::disallowed_methods)] // A harness against real processes: wall time.
 
-use cloud::remote::{Ec2Request, serve_with};
 use cloud::sim::{SimParams, SimVpc};
 use ipam::Time;
+use ipam::addr::InstanceId;
 use serde_json::{Value, json};
+use sim_endpoint::Endpoint;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 pub fn wall() -> Time {
@@ -20,10 +22,11 @@ pub fn wall() -> Time {
 
 pub struct World {
     pub dir: PathBuf,
-    pub vpc_sock: PathBuf,
+    /// EC2 and the metadata service.
+    pub ep: Endpoint,
+    /// The node's instance.
+    pub instance: InstanceId,
     pub daemon: Option<Child>,
-    /// The scale of the cloud's latencies (f64 bits): 0 answers at once, 1 is EC2-like.
-    pub latency: Arc<AtomicU64>,
     /// While set, the cloud refuses every call that would grow a pool (`UnauthorizedOperation`).
     pub refuse_growth: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -44,31 +47,37 @@ impl World {
     }
 
     pub fn with(name: &str, params: SimParams) -> World {
+        World::of_type(name, "m5.large", params)
+    }
+
+    /// A world whose node is an instance of type `instance_type`.
+    pub fn of_type(name: &str, instance_type: &str, params: SimParams) -> World {
         let dir = std::env::temp_dir().join(format!("podipd-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let vpc_sock = dir.join("vpc.sock");
-        let listener = std::os::unix::net::UnixListener::bind(&vpc_sock).unwrap();
-        let latency = Arc::new(AtomicU64::new(0f64.to_bits()));
-        let l = Arc::clone(&latency);
-        let vpc = vpc(params);
+        let mut vpc = vpc(params);
+        vpc.set_now(wall());
+        let subnet = vpc.subnets()[0].id.clone();
+        let t = ipam::catalog::Catalog::embedded().get(instance_type).unwrap();
+        let (instance, _) = vpc.run_instance(t, &subnet).unwrap();
+        let ep = Endpoint::start(vpc, wall).unwrap();
         let refuse_growth = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let r = Arc::clone(&refuse_growth);
-        let refuse = move |req: &Ec2Request| {
-            let growth = matches!(
-                req,
-                Ec2Request::Create { .. } | Ec2Request::AssignIps { .. } | Ec2Request::AssignPrefixes { .. }
-            );
+        ep.set_refusal(move |action| {
+            let growth = matches!(action, "CreateNetworkInterface" | "AssignPrivateIpAddresses");
             (growth && r.load(Ordering::Relaxed)).then(|| cloud::ec2_error("UnauthorizedOperation", "not allowed"))
-        };
-        let scale = move || f64::from_bits(l.load(Ordering::Relaxed));
-        std::thread::spawn(move || serve_with(listener, vpc, wall, scale, refuse));
-        World { dir, vpc_sock, daemon: None, latency, refuse_growth }
+        });
+        World { dir, ep, instance, daemon: None, refuse_growth }
     }
 
     /// Scales the cloud's latencies from now on.
     pub fn set_cloud_latency(&self, scale: f64) {
-        self.latency.store(scale.to_bits(), Ordering::Relaxed);
+        self.ep.set_latency_scale(scale);
+    }
+
+    /// The metadata service of the world's instance, for a daemon booted in the test process.
+    pub fn metadata(&self) -> aws::metadata::Metadata {
+        aws::metadata::Metadata::at(&self.ep.imds_url(&self.instance)).unwrap()
     }
 
     pub fn sock(&self) -> PathBuf {
@@ -100,10 +109,10 @@ impl World {
             }
             None => Command::new(env!("CARGO_BIN_EXE_podipd")),
         };
-        c.env("PODIP_CLOUD", format!("sim:{}", self.vpc_sock.display()))
+        c.env("AWS_ENDPOINT_URL_EC2", self.ep.url())
+            .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", self.ep.imds_url(&self.instance))
             .env("PODIP_SOCKET", self.sock())
             .env("PODIP_CHECKPOINT", self.dir.join("state/ipam.json"))
-            .env("PODIP_INSTANCE_TYPE", "m5.large")
             .env("IP_COOLDOWN_PERIOD", "1")
             .env("PODIP_PROGRAM_NODE", "false")
             .env("WARM_ENI_TARGET", "2")
