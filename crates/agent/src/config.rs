@@ -69,6 +69,9 @@ pub struct DaemonConfig {
     /// EC2's endpoint from aws-node's `AWS_EC2_ENDPOINT` (the SDK's `AWS_ENDPOINT_URL_EC2`
     /// wins when both are set); `None` for the SDK's own resolution.
     pub ec2_endpoint: Option<String>,
+    /// Where to write the node's CNI configuration list once serving (`PODIP_CNI_CONFLIST`);
+    /// `None` writes nothing.
+    pub cni_conflist: Option<PathBuf>,
     /// Program the node's data path (SNAT, connmark rule); off for IPAM-only runs.
     pub program_node: bool,
     /// The network namespace to program (default: the daemon's own).
@@ -99,7 +102,7 @@ pub struct DaemonConfig {
 pub struct ConfigError(pub Vec<String>);
 
 /// The environment names read, with their defaults.
-pub const VARIABLES: [(&str, &str); 30] = [
+pub const VARIABLES: [(&str, &str); 31] = [
     ("WARM_ENI_TARGET", "1"),
     ("WARM_IP_TARGET", "0"),
     ("MINIMUM_IP_TARGET", "0"),
@@ -120,6 +123,7 @@ pub const VARIABLES: [(&str, &str); 30] = [
     ("PODIP_CHECKPOINT", "/var/lib/podip/ipam.json"),
     ("PODIP_METRICS_ADDRESS", "127.0.0.1:61678"),
     ("AWS_EC2_ENDPOINT", ""),
+    ("PODIP_CNI_CONFLIST", ""),
     ("PODIP_PROGRAM_NODE", "true"),
     ("PODIP_NODE_NETNS", ""),
     ("PODIP_PRIMARY_IF", "eth0"),
@@ -319,6 +323,11 @@ impl DaemonConfig {
             Ok(a) if a.ip().is_loopback() => {}
             _ => bad.push(format!("PODIP_METRICS_ADDRESS={metrics:?}: a loopback address:port")),
         }
+        let cni_conflist = Some(get("PODIP_CNI_CONFLIST")).filter(|s| !s.is_empty());
+        if let Some(p) = &cni_conflist {
+            absolute_path("PODIP_CNI_CONFLIST", p, crate::limits::MAX_PATH, &mut bad);
+        }
+        let cni_conflist = cni_conflist.map(PathBuf::from);
         let ec2_endpoint = Some(get("AWS_EC2_ENDPOINT")).filter(|s| !s.is_empty());
         if let Some(e) = &ec2_endpoint
             && !(e.starts_with("https://") || e.starts_with("http://"))
@@ -357,6 +366,7 @@ impl DaemonConfig {
         }
         Ok(DaemonConfig {
             ec2_endpoint,
+            cni_conflist,
             program_node,
             node_netns,
             primary_if,

@@ -7,6 +7,7 @@
 pub mod awsnode;
 pub mod checkpoint;
 pub mod clock;
+pub mod cniconf;
 pub mod config;
 pub mod daemon;
 pub mod limits;

@@ -1,6 +1,10 @@
 //! `podipd`, the node daemon: validates its whole configuration before touching anything, boots
-//! the node from the instance metadata service and EC2 (through the AWS SDK), then serves the plugin protocol. Exit codes: 2 for a bad
+//! the node from the instance metadata service and EC2 (through the AWS SDK), then serves the
+//! plugin protocol and writes the node's CNI configuration. Exit codes: 2 for a bad
 //! configuration (every bad value named), 1 for a failed start.
+//!
+//! Two helpers for the DaemonSet share the binary: `podipd health` (the probes) and
+//! `podipd install-cni` (the init container).
 
 use agent::config::DaemonConfig;
 use agent::daemon::Daemon;
@@ -18,10 +22,41 @@ struct Args {
     /// TOML file with the settings (the environment wins).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Helper>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Helper {
+    /// Asks the running daemon for its status: exit 0 when it can start pods (with --live, when
+    /// it answers at all), 1 otherwise. For the DaemonSet's readiness and liveness probes.
+    Health {
+        /// The daemon's socket.
+        #[arg(long, env = "PODIP_SOCKET", default_value = "/run/podip/podipd.sock")]
+        socket: PathBuf,
+        /// Only whether the daemon answers (liveness), not whether the node can start pods.
+        #[arg(long)]
+        live: bool,
+    },
+    /// Installs the plugin binary into the node's CNI directory (atomically: a reader never
+    /// sees half a binary). For the DaemonSet's init container.
+    InstallCni {
+        /// The node's CNI binary directory (mounted from the host).
+        #[arg(long, value_name = "DIR", default_value = "/host/opt/cni/bin")]
+        to: PathBuf,
+        /// The plugin to install (default: podip-cni beside this binary).
+        #[arg(long, value_name = "FILE")]
+        from: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    match args.command {
+        Some(Helper::Health { socket, live }) => return health(&socket, live),
+        Some(Helper::InstallCni { to, from }) => return install_cni(&to, from),
+        None => {}
+    }
     let file = match &args.config {
         Some(p) => match std::fs::read_to_string(p) {
             Ok(t) => Some(t),
@@ -87,11 +122,76 @@ fn main() -> ExitCode {
             eprintln!("podipd: metrics endpoint: {e}");
         }
     });
-    eprintln!("podipd: serving on {}", cfg.socket.display());
-    match daemon.serve() {
+    let conflist = cfg.cni_conflist.clone();
+    let socket = cfg.socket.clone();
+    let listening = move || {
+        eprintln!("podipd: serving on {}", socket.display());
+        // Only now may kubelet schedule pods here: the plugin's configuration appears.
+        if let Some(path) = &conflist {
+            match agent::cniconf::write(path, &socket) {
+                Ok(()) => eprintln!("podipd: wrote {}", path.display()),
+                Err(e) => eprintln!("podipd: error: {}: {e}", path.display()),
+            }
+        }
+    };
+    match daemon.serve(listening) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("podipd: error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `podipd health`: one STATUS request over the socket, with short timeouts.
+fn health(socket: &std::path::Path, live: bool) -> ExitCode {
+    use std::io::{BufRead, BufReader, Write};
+    let answer = (|| -> std::io::Result<serde_json::Value> {
+        let mut s = std::os::unix::net::UnixStream::connect(socket)?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        s.set_write_timeout(Some(Duration::from_secs(5)))?;
+        s.write_all(b"{\"v\":1,\"op\":\"status\"}\n")?;
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line)?;
+        serde_json::from_str(&line).map_err(std::io::Error::other)
+    })();
+    match answer {
+        Ok(v) if live && v.get("ok").is_some() => ExitCode::SUCCESS,
+        Ok(v) if v["ok"]["readiness"] == "ready" => {
+            println!("ready: {} addresses available", v["ok"]["available"]);
+            ExitCode::SUCCESS
+        }
+        Ok(v) => {
+            println!("not ready: {v}");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            println!("podipd does not answer on {}: {e}", socket.display());
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `podipd install-cni`: copies the plugin beside a temporary name in `to`, then renames it in.
+fn install_cni(to: &std::path::Path, from: Option<PathBuf>) -> ExitCode {
+    use std::os::unix::fs::PermissionsExt;
+    let from = from.unwrap_or_else(|| {
+        std::env::current_exe().ok().and_then(|e| e.parent().map(|d| d.join("podip-cni"))).unwrap_or_default()
+    });
+    let target = to.join("podip-cni");
+    let tmp = to.join(".podip-cni.tmp");
+    let r = std::fs::copy(&from, &tmp)
+        .and_then(|_| std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)))
+        .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
+        .and_then(|()| std::fs::rename(&tmp, &target));
+    match r {
+        Ok(()) => {
+            println!("installed {} as {}", from.display(), target.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            eprintln!("podipd: error: installing {} into {}: {e}", from.display(), to.display());
             ExitCode::from(1)
         }
     }

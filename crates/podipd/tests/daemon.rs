@@ -458,3 +458,57 @@ fn an_unreadable_aws_node_checkpoint_hands_none_of_its_addresses_out() {
         assert!(!old.contains(&a), "{a} may be held by one of aws-node's pods");
     }
 }
+
+#[test]
+fn the_daemonset_helpers_install_the_plugin_probe_health_and_the_conflist_appears_once_serving() {
+    let mut w = World::new("helpers");
+    let conf = w.dir.join("net.d/10-podip.conflist");
+    std::fs::create_dir_all(conf.parent().unwrap()).unwrap();
+    let sock = w.sock();
+    let health = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_podipd"))
+            .arg("health")
+            .args(extra)
+            .env("PODIP_SOCKET", &sock)
+            .output()
+            .unwrap()
+    };
+    // Nothing serves yet: both probes fail, and there is no network configuration.
+    assert_eq!(health(&[]).status.code(), Some(1));
+    assert_eq!(health(&["--live"]).status.code(), Some(1));
+    w.start(&[("PODIP_CNI_CONFLIST", conf.to_str().unwrap())]);
+    let t0 = Instant::now();
+    while !conf.exists() {
+        assert!(t0.elapsed() < Duration::from_secs(10), "no conflist");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let list: Value = serde_json::from_str(&std::fs::read_to_string(&conf).unwrap()).unwrap();
+    assert_eq!(list["plugins"][0]["socket"], w.sock().to_str().unwrap());
+    let out = health(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(health(&["--live"]).status.code(), Some(0));
+    w.kill();
+    assert_eq!(health(&["--live"]).status.code(), Some(1), "a dead daemon is not alive");
+
+    // The init container's step: the plugin lands whole, executable, under its name.
+    let bin = w.dir.join("opt-cni-bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let plugin = w.dir.join("podip-cni-source");
+    std::fs::write(&plugin, b"\x7fELF not really").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_podipd"))
+        .args(["install-cni", "--to", bin.to_str().unwrap(), "--from", plugin.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let installed = bin.join("podip-cni");
+    assert_eq!(std::fs::read(&installed).unwrap(), b"\x7fELF not really");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&installed).unwrap().permissions().mode() & 0o777, 0o755);
+    assert_eq!(std::fs::read_dir(&bin).unwrap().count(), 1, "no temporary file left");
+    let out = Command::new(env!("CARGO_BIN_EXE_podipd"))
+        .args(["install-cni", "--to", "/nonexistent/dir", "--from", plugin.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/dir"));
+}

@@ -25,11 +25,12 @@ const IO_TIMEOUT: Duration = Duration::from_secs(2);
 const MAX_REQUESTS: usize = 64;
 
 impl Daemon {
-    /// Serves the plugin protocol on the configured socket (owner-only), forever.
+    /// Serves the plugin protocol on the configured socket (owner-only), forever; `listening`
+    /// runs once the socket takes connections.
     ///
     /// # Errors
     /// The socket cannot be bound, or its path holds something that is not a socket.
-    pub fn serve(self: &Arc<Self>) -> Result<(), DaemonError> {
+    pub fn serve(self: &Arc<Self>, listening: impl FnOnce()) -> Result<(), DaemonError> {
         let path = &self.cfg.socket;
         let io =
             |e: &dyn std::fmt::Display| DaemonError::Io { path: path.display().to_string(), message: e.to_string() };
@@ -51,6 +52,7 @@ impl Daemon {
             let rx = Arc::clone(&rx);
             std::thread::spawn(move || d.work(&rx));
         }
+        listening();
         for conn in listener.incoming() {
             match conn {
                 Ok(c) => {
