@@ -309,3 +309,37 @@ fn the_instance_profile_credentials_come_from_the_metadata_service() {
     let creds = rt.block_on(provider.provide_credentials()).unwrap();
     assert_eq!(creds.access_key_id(), "ASIASIMULATEDNODE");
 }
+
+#[test]
+fn the_iam_policy_grants_exactly_the_actions_the_backend_calls() {
+    let (ep, subnet, instance) = world(instant());
+    let before: Vec<cloud::Action> = ep.vpc().action_stats().keys().copied().collect();
+    let mut ec2 = common::client(&ep.url(), Some(ep.vpc().vpc_id()), Duration::from_secs(10));
+    // Every operation of the backend, once.
+    let tags = vec![(TAG_INSTANCE_ID.to_string(), instance.0.clone())];
+    let e = ec2.create_network_interface(&CreateEni { subnet: subnet.clone(), tags, ..CreateEni::default() }).unwrap();
+    ec2.attach_network_interface(&e.id, &instance, 1).unwrap();
+    ec2.set_delete_on_termination(&e.id).unwrap();
+    let ips = ec2.assign_private_ip_addresses(&e.id, 1).unwrap();
+    ec2.unassign_private_ip_addresses(&e.id, &ips).unwrap();
+    let p = ec2.assign_ipv4_prefixes(&e.id, 1).unwrap();
+    ec2.unassign_ipv4_prefixes(&e.id, &p).unwrap();
+    let _ = ec2.assign_ipv6_prefix(&e.id); // The subnet has no IPv6 block: refused, but called.
+    ec2.describe_network_interfaces(&instance).unwrap();
+    ec2.describe_unattached(None).unwrap();
+    ec2.describe_subnets("us-east-1a").unwrap();
+    ec2.detach_network_interface(&e.id).unwrap();
+    ec2.delete_network_interface(&now_eni(&ep, &e.id).unwrap().id).unwrap();
+    let called: std::collections::BTreeSet<String> =
+        ep.vpc().action_stats().keys().filter(|a| !before.contains(a)).map(|a| format!("ec2:{}", a.name())).collect();
+    let policy: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/iam-policy.json")).unwrap(),
+    )
+    .unwrap();
+    let granted: std::collections::BTreeSet<String> =
+        policy["Statement"][0]["Action"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string()).collect();
+    assert_eq!(called, granted, "the policy's first statement lists exactly the EC2 actions podipd calls");
+    // Tags go on at creation (TagSpecifications), which EC2 authorizes as CreateTags.
+    assert_eq!(policy["Statement"][1]["Action"], "ec2:CreateTags");
+    assert_eq!(policy["Statement"][1]["Condition"]["StringEquals"]["ec2:CreateAction"], "CreateNetworkInterface");
+}

@@ -164,6 +164,8 @@ pub struct Engine {
     last_decrease: Option<Time>,
     last_insufficient: Option<Time>,
     schedulable: bool,
+    /// Under custom networking, no new ENI until the cluster names the node's ENIConfig.
+    hold_new_enis: bool,
     counters: EngineCounters,
     rng: SeededRng,
     /// Back-offs in force.
@@ -222,6 +224,7 @@ impl Engine {
             last_decrease: None,
             last_insufficient: None,
             schedulable: true,
+            hold_new_enis: false,
             counters: EngineCounters::default(),
             rng,
             gates: BTreeMap::new(),
@@ -246,6 +249,29 @@ impl Engine {
     /// indexes: they count against the instance's ENI limit.
     pub fn set_unmanaged(&mut self, enis: Vec<(EniId, u32)>) {
         self.unmanaged = enis;
+    }
+
+    /// Kubelet's max pods as the node's own object says (a launch template may set another than
+    /// the recommended one); the pool never grows past it. 0 is ignored.
+    pub fn set_max_pods(&mut self, max_pods: u32) {
+        if max_pods == 0 || max_pods == self.cfg.limits.max_pods {
+            return;
+        }
+        self.cfg.limits.max_pods = max_pods;
+        self.policy = VpcCni { cfg: self.cfg.policy_config() };
+    }
+
+    /// Where new pod ENIs go under custom networking, as the cluster says now (the node's
+    /// ENIConfig): `None` (the ENIConfig is missing) holds every new ENI until one is named.
+    /// ENIs already attached stay. Without custom networking this does nothing.
+    pub fn set_pod_eni(&mut self, template: Option<crate::config::EniTemplate>) {
+        if !self.cfg.custom_networking() {
+            return;
+        }
+        self.hold_new_enis = template.is_none();
+        if let Some(t) = template {
+            self.cfg.pod_eni = Some(t);
+        }
     }
 
     /// ENIs waiting to be deleted.
@@ -441,7 +467,7 @@ impl Engine {
 
     fn has_room_for_eni(&self) -> bool {
         let learned = self.attach_full.map_or(u32::MAX, |(n, _)| n);
-        self.eni_count() < self.cfg.limits.max_enis.min(learned)
+        !self.hold_new_enis && self.eni_count() < self.cfg.limits.max_enis.min(learned)
     }
 
     /// Whether EC2 said this ENI is full at its present size.

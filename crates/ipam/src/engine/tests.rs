@@ -908,3 +908,39 @@ fn a_release_of_unknown_outcome_is_never_undone_without_ec2_saying() {
     }
     assert_never_handed_out(&mut e, &gone, t);
 }
+
+#[test]
+fn a_missing_eniconfig_holds_new_enis_and_a_named_one_places_them() {
+    let mut e = Engine::new(cfg(custom()), &[primary(&[])], 1, T0).unwrap();
+    e.set_pod_eni(None);
+    assert!(calls(&e.handle(T0, Event::Tick)).is_empty(), "no ENI while the node's ENIConfig is missing");
+    let az2 = EniTemplate { subnet: "subnet-az2".into(), security_groups: vec!["sg-pods".into()] };
+    e.set_pod_eni(Some(az2));
+    let c = calls(&e.handle(T0, Event::Tick));
+    assert_eq!(c[0].1, create("subnet-az2", &["sg-pods"], 14, 0));
+    // Without custom networking, the cluster's ENIConfig changes nothing.
+    let mut plain = Engine::new(cfg(NodeSettings::default()), &[primary(&[])], 1, T0).unwrap();
+    plain.set_pod_eni(None);
+    assert_eq!(calls(&plain.handle(T0, Event::Tick)).len(), 1);
+}
+
+#[test]
+fn max_pods_from_the_node_object_caps_the_pool() {
+    // m5.xlarge: 4 ENIs of 14; with WARM_IP_TARGET=50 the pool would fill every slot.
+    let s = NodeSettings { warm_ip: 50, warm_eni: 0, ..NodeSettings::default() };
+    let mut e = Engine::new(cfg(s), &[primary(&[])], 1, T0).unwrap();
+    e.set_max_pods(8);
+    let fake = FakeEc2::new();
+    let mut t = T0;
+    for _ in 0..60 {
+        let mut queue = calls(&e.handle(t, Event::Tick));
+        while let Some((op, call)) = queue.pop() {
+            queue.extend(calls(&e.handle(t, Event::CallDone { op, result: fake.answer(&call, "none") })));
+        }
+        t = t + std::time::Duration::from_secs(5);
+    }
+    let total: usize = e.datastore().enis().iter().map(|x| x.cidrs.len()).sum();
+    assert!(total <= 8, "the pool holds {total} addresses for a node of 8 pods");
+    e.set_max_pods(0);
+    assert_eq!(e.config().limits.max_pods, 8, "0 is ignored");
+}
