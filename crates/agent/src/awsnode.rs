@@ -35,16 +35,6 @@ pub const UNSUPPORTED: &[Unsupported] = &[
     u("AWS_VPC_K8S_CNI_CONNMARK", &["0x80", "128", ""], "the connmark is fixed at 0x80"),
     u("AWS_VPC_CNI_NODE_PORT_SUPPORT", ON, "NodePort support is always on"),
     u("AWS_EXTERNAL_SERVICE_CIDRS", &[""], "external service CIDRs are not supported"),
-    u(
-        "ENI_CONFIG_LABEL_DEF",
-        &["k8s.amazonaws.com/eniConfig", ""],
-        "ENIConfig selection by label needs the Kubernetes client",
-    ),
-    u(
-        "ENI_CONFIG_ANNOTATION_DEF",
-        &["k8s.amazonaws.com/eniConfig", ""],
-        "ENIConfig selection by annotation needs the Kubernetes client",
-    ),
     u("ENABLE_BANDWIDTH_PLUGIN", OFF, "chain the bandwidth plugin in the CNI configuration instead"),
     u("DISABLE_POD_V6", OFF, "chain the tuning plugin in the CNI configuration instead"),
     u("ENABLE_V6_EGRESS", OFF, "IPv6 egress for IPv4 pods is not supported"),
@@ -56,7 +46,7 @@ pub const UNSUPPORTED: &[Unsupported] = &[
     u("INTROSPECTION_BIND_ADDRESS", &["127.0.0.1:61679", ""], "introspection is served on the daemon's socket"),
     u("METRICS_BIND_ADDRESS", &[""], "set PODIP_METRICS_ADDRESS (loopback only)"),
     u("AWS_VPC_K8S_CNI_BACKING_STORE", &[""], "set PODIP_CHECKPOINT"),
-    u("ANNOTATE_POD_IP", OFF, "pod annotations need the Kubernetes client"),
+    u("ANNOTATE_POD_IP", OFF, "pod annotations are not written (podipd may not patch pods)"),
     u("PODIP_CLOUD", &[], REMOVED),
     u("PODIP_INSTANCE_TYPE", &[], REMOVED),
     u("PODIP_NODE_SUBNET", &[], REMOVED),
@@ -77,7 +67,7 @@ pub const IGNORED: &[(&str, &str)] = &[
     ("ENABLE_NFTABLES", "podipd always uses nftables"),
     ("HOST_CNI_BIN_PATH", "an init-container setting"),
     ("HOST_CNI_CONFDIR_PATH", "an init-container setting"),
-    ("CLUSTER_ENDPOINT", "the Kubernetes API is not used yet"),
+    ("CLUSTER_ENDPOINT", "the API server comes from the service account (or KUBECONFIG)"),
     (
         "POD_SECURITY_GROUP_ENFORCING_MODE",
         "security groups for pods are not supported (ENABLE_POD_ENI=true is refused)",
@@ -86,8 +76,6 @@ pub const IGNORED: &[(&str, &str)] = &[
     ("AWS_VPC_K8S_EGRESS_V6_PLUGIN_LOG_FILE", "podip-cni logs nothing: its stdout is the CNI protocol"),
     ("VPC_CNI_VERSION", "informational"),
     ("VPC_ID", "podipd reads the VPC from the cloud"),
-    ("MY_NODE_NAME", "the Kubernetes API is not used yet"),
-    ("MY_POD_NAME", "the Kubernetes API is not used yet"),
 ];
 
 /// Prefixes of aws-node's own variables: one podipd does not know is refused. (Not `AWS_`:

@@ -72,6 +72,13 @@ pub struct DaemonConfig {
     /// Where to write the node's CNI configuration list once serving (`PODIP_CNI_CONFLIST`);
     /// `None` writes nothing.
     pub cni_conflist: Option<PathBuf>,
+    /// The node's name in Kubernetes (`MY_NODE_NAME`, from the downward API): set, podipd
+    /// follows its Node object and the ENIConfigs.
+    pub node_name: Option<String>,
+    /// The daemon's pod (`MY_POD_NAMESPACE`, `MY_POD_NAME`), where events are recorded.
+    pub pod: Option<(String, String)>,
+    /// Where a node names its ENIConfig (`ENI_CONFIG_ANNOTATION_DEF`, `ENI_CONFIG_LABEL_DEF`).
+    pub eniconfig_sources: kubernetes::eniconfig::NameSources,
     /// Program the node's data path (SNAT, connmark rule); off for IPAM-only runs.
     pub program_node: bool,
     /// The network namespace to program (default: the daemon's own).
@@ -102,7 +109,7 @@ pub struct DaemonConfig {
 pub struct ConfigError(pub Vec<String>);
 
 /// The environment names read, with their defaults.
-pub const VARIABLES: [(&str, &str); 31] = [
+pub const VARIABLES: [(&str, &str); 36] = [
     ("WARM_ENI_TARGET", "1"),
     ("WARM_IP_TARGET", "0"),
     ("MINIMUM_IP_TARGET", "0"),
@@ -124,6 +131,11 @@ pub const VARIABLES: [(&str, &str); 31] = [
     ("PODIP_METRICS_ADDRESS", "127.0.0.1:61678"),
     ("AWS_EC2_ENDPOINT", ""),
     ("PODIP_CNI_CONFLIST", ""),
+    ("MY_NODE_NAME", ""),
+    ("MY_POD_NAME", ""),
+    ("MY_POD_NAMESPACE", "kube-system"),
+    ("ENI_CONFIG_LABEL_DEF", "k8s.amazonaws.com/eniConfig"),
+    ("ENI_CONFIG_ANNOTATION_DEF", "k8s.amazonaws.com/eniConfig"),
     ("PODIP_PROGRAM_NODE", "true"),
     ("PODIP_NODE_NETNS", ""),
     ("PODIP_PRIMARY_IF", "eth0"),
@@ -323,6 +335,39 @@ impl DaemonConfig {
             Ok(a) if a.ip().is_loopback() => {}
             _ => bad.push(format!("PODIP_METRICS_ADDRESS={metrics:?}: a loopback address:port")),
         }
+        let k8s_name = |n: &str, bad: &mut Vec<String>| -> Option<String> {
+            let v = get(n);
+            if v.is_empty() {
+                return None;
+            }
+            // A DNS subdomain (RFC 1123), as Kubernetes names nodes and pods.
+            let ok = v.len() <= 253
+                && v.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+                && !v.starts_with(['-', '.'])
+                && !v.ends_with(['-', '.']);
+            if !ok {
+                bad.push(format!("{n}={v:?}: a Kubernetes name (lower-case letters, digits, '-' and '.')"));
+            }
+            Some(v)
+        };
+        let node_name = k8s_name("MY_NODE_NAME", &mut bad);
+        let pod = match (k8s_name("MY_POD_NAMESPACE", &mut bad), k8s_name("MY_POD_NAME", &mut bad)) {
+            (Some(ns), Some(name)) => Some((ns, name)),
+            _ => None,
+        };
+        let key = |n: &str, bad: &mut Vec<String>| -> String {
+            let v = get(n);
+            let ok =
+                !v.is_empty() && v.len() <= 316 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._/".contains(&b));
+            if !ok {
+                bad.push(format!("{n}={v:?}: a label or annotation key"));
+            }
+            v
+        };
+        let eniconfig_sources = kubernetes::eniconfig::NameSources {
+            label: key("ENI_CONFIG_LABEL_DEF", &mut bad),
+            annotation: key("ENI_CONFIG_ANNOTATION_DEF", &mut bad),
+        };
         let cni_conflist = Some(get("PODIP_CNI_CONFLIST")).filter(|s| !s.is_empty());
         if let Some(p) = &cni_conflist {
             absolute_path("PODIP_CNI_CONFLIST", p, crate::limits::MAX_PATH, &mut bad);
@@ -367,6 +412,9 @@ impl DaemonConfig {
         Ok(DaemonConfig {
             ec2_endpoint,
             cni_conflist,
+            node_name,
+            pod,
+            eniconfig_sources,
             program_node,
             node_netns,
             primary_if,

@@ -152,13 +152,46 @@ impl Daemon {
         if enis.is_empty() {
             return Err(cloud_err(format!("instance {instance} has no ENIs (terminated?)")));
         }
-        let pod_subnet = if cfg.custom_networking {
-            ec2.describe_subnets(&node.az).map_err(call_err)?.into_iter().find(|s| s.id != node.subnet.0).map(|s| s.id)
-        } else {
-            None
+        // Kubernetes, when running as a pod: the node's object and its ENIConfig.
+        let kube = match &cfg.node_name {
+            Some(node_name) => {
+                let k = super::cluster::Kube::start(node_name, cfg.pod.clone(), cfg.eniconfig_sources.clone())?;
+                if !k.wait_synced(std::time::Duration::from_secs(10)) {
+                    notes.push(format!(
+                        "Kubernetes has not shown node {node_name} yet; its settings apply when it does"
+                    ));
+                }
+                Some(k)
+            }
+            None => None,
+        };
+        let pod_eni = match (&kube, cfg.custom_networking) {
+            (_, false) => None,
+            // The node's ENIConfig; missing or not read yet, no pod ENI is made until it is.
+            (Some(k), true) => Some(match k.seen().eniconfig {
+                Some(Ok(spec)) => Ok(super::template(&spec)),
+                Some(Err(missing)) => Err(missing.to_string()),
+                None => Err("the node's ENIConfig is not known yet".to_string()),
+            }),
+            // Outside Kubernetes: the AZ's other subnet.
+            (None, true) => Some(
+                ec2.describe_subnets(&node.az)
+                    .map_err(call_err)?
+                    .into_iter()
+                    .find(|s| s.id != node.subnet.0)
+                    .map(|s| ipam::config::EniTemplate { subnet: s.id, security_groups: vec![] })
+                    .ok_or_else(|| format!("no other subnet in {} for pod ENIs", node.az)),
+            ),
         };
         let mut s = settings(&cfg);
-        s.custom_networking = pod_subnet.map(|subnet| ipam::config::EniTemplate { subnet, security_groups: vec![] });
+        // The engine needs a template to know custom networking is on; a missing one holds new
+        // ENIs (below).
+        s.custom_networking = pod_eni.as_ref().map(|t| {
+            t.clone().unwrap_or_else(|_| ipam::config::EniTemplate {
+                subnet: node.subnet.0.clone(),
+                security_groups: vec![],
+            })
+        });
         let node_cfg = NodeConfig { az: Some(node.az.clone()), ..NodeConfig::resolve(t, node.subnet.0.clone(), &s)? };
         if cfg.program_node {
             program_snat(&cfg, &node.vpc_cidrs, &enis, &mut notes)?;
@@ -168,6 +201,10 @@ impl Daemon {
         let now = clocks.now;
         let mut engine = Engine::new(node_cfg, &enis, clocks.wall_ms, now)
             .map_err(|e| cloud_err(format!("ENIs do not fit the datastore: {e}")))?;
+        if let Some(Err(why)) = &pod_eni {
+            notes.push(format!("custom networking: {why}; no pod ENI is created until the node's ENIConfig exists"));
+            engine.set_pod_eni(None);
+        }
         if !node_enis.unmanaged.is_empty() {
             notes
                 .push(format!("leaving alone the ENIs at devices {:?} (trunk, EFA or no_manage)", node_enis.unmanaged));
@@ -299,7 +336,14 @@ impl Daemon {
         let d = Arc::new(Daemon {
             cfg,
             metrics,
-            inner: Mutex::new(Inner { engine, meta, unwired, strays: BTreeSet::new(), generation: 0 }),
+            inner: Mutex::new(Inner {
+                engine,
+                meta,
+                unwired,
+                strays: BTreeSet::new(),
+                generation: 0,
+                seen: super::cluster::Seen::default(),
+            }),
             calls: Mutex::new(tx),
             owner,
             cloud_failures: std::sync::atomic::AtomicU32::new(0),
@@ -307,6 +351,7 @@ impl Daemon {
             boot_id,
             commit,
             links: Mutex::new(Vec::new()),
+            kube,
             _lock: (lock, node_lock),
             startup_notes: notes,
         });

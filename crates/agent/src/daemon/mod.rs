@@ -14,6 +14,7 @@
 //! the checkpoint and the host's wiring, before anything is handed out.
 
 mod boot;
+mod cluster;
 mod commit;
 mod http;
 mod listen;
@@ -67,6 +68,9 @@ pub enum DaemonError {
     /// The checkpoint cannot be used as it is (another version, or unreadable).
     #[error(transparent)]
     Checkpoint(#[from] crate::checkpoint::CheckpointError),
+    /// Kubernetes cannot be used (no configuration to reach the API server).
+    #[error("kubernetes: {0}")]
+    Kubernetes(String),
     /// Local files and the host.
     #[error("{path}: {message}")]
     Io {
@@ -106,6 +110,8 @@ struct Inner {
     strays: BTreeSet<sweep::Stray>,
     /// The newest generation of the pool's state.
     generation: u64,
+    /// What the pool last took from Kubernetes.
+    seen: cluster::Seen,
 }
 
 /// A running daemon.
@@ -127,6 +133,8 @@ pub struct Daemon {
     commit: Committer,
     /// Device indexes of the secondary ENIs whose links are programmed.
     links: Mutex<Vec<u32>>,
+    /// Kubernetes, when the daemon runs as a pod.
+    kube: Option<cluster::Kube>,
     _lock: (crate::lock::StateLock, Option<crate::lock::NodeLock>),
     /// What start-up reported (restored, recovered, dropped).
     pub startup_notes: Vec<String>,
@@ -189,6 +197,16 @@ impl Daemon {
                 | Call::AssignPrefixes { .. }
                 | Call::AssignIpv6Prefix { .. }
         );
+        if let (Some(kube), Err(e)) = (&self.kube, result) {
+            use kubernetes::events::Problem;
+            match e.code.as_str() {
+                "UnauthorizedOperation" | "AuthFailure" => {
+                    kube.problem(Problem::MissingIamPermissions(format!("{}: {}", call.name(), e.message)), now());
+                }
+                _ if e.is_insufficient_addresses() => kube.problem(Problem::SubnetExhausted(e.to_string()), now()),
+                _ => {}
+            }
+        }
         match code {
             Some("UnauthorizedOperation" | "AuthFailure" | "Blocked") if growth => {
                 self.growth_refused.fetch_add(1, Relaxed);
@@ -271,13 +289,54 @@ impl Daemon {
             let effects = {
                 let mut g = self.lock();
                 let now = now();
-                let effects = g.engine.handle(now, Event::Tick);
+                let mut effects = self.take_cluster(&mut g, now);
+                effects.extend(g.engine.handle(now, Event::Tick));
                 self.observe(&g, now);
                 effects
             };
             self.forward(effects);
             std::thread::sleep(POOL_CHECK_INTERVAL);
         }
+    }
+
+    /// Takes what Kubernetes says now into the engine (max pods, schedulable, the node's
+    /// ENIConfig), logging each change once.
+    fn take_cluster(&self, g: &mut Inner, now: Time) -> Vec<Effect> {
+        let Some(kube) = &self.kube else { return Vec::new() };
+        if !kube.knows_node() {
+            return Vec::new();
+        }
+        let seen = kube.seen();
+        if seen == g.seen {
+            return Vec::new();
+        }
+        let mut effects = Vec::new();
+        if seen.max_pods != g.seen.max_pods
+            && let Some(n) = seen.max_pods
+        {
+            eprintln!("podipd: the node's max pods is {n}");
+            g.engine.set_max_pods(n);
+        }
+        if seen.unschedulable != g.seen.unschedulable {
+            eprintln!("podipd: the node is {}", if seen.unschedulable { "unschedulable" } else { "schedulable" });
+            effects.extend(g.engine.handle(now, Event::Schedulable(!seen.unschedulable)));
+        }
+        if seen.eniconfig != g.seen.eniconfig && self.cfg.custom_networking {
+            match &seen.eniconfig {
+                Some(Ok(spec)) => {
+                    eprintln!("podipd: new pod ENIs go to {} ({})", spec.subnet, spec.security_groups.join(", "));
+                    g.engine.set_pod_eni(Some(template(spec)));
+                }
+                Some(Err(missing)) => {
+                    eprintln!("podipd: {missing}");
+                    g.engine.set_pod_eni(None);
+                    kube.problem(kubernetes::events::Problem::EniConfigMissing(missing.0.clone()), now);
+                }
+                None => {}
+            }
+        }
+        g.seen = seen;
+        effects
     }
 
     /// IPv6 pods' node-local egress IPv4: 169.254.172.1 is the gateway, pods follow by the
@@ -503,7 +562,9 @@ impl Daemon {
             .pods()
             .map(|(k, a)| {
                 if identities {
-                    serde_json::json!({"network": k.network, "container_id": k.container_id, "ifname": k.ifname, "ip": a})
+                    let (namespace, name) = g.meta.get(k).cloned().unzip();
+                    serde_json::json!({"network": k.network, "container_id": k.container_id, "ifname": k.ifname, "ip": a,
+                                       "namespace": namespace, "name": name})
                 } else {
                     serde_json::json!({"ip": a})
                 }
@@ -515,6 +576,17 @@ impl Daemon {
             "instance": self.owner.instance, "enis": enis, "pods": pods,
             "total": s.total, "assigned": s.assigned, "cooling": s.cooling, "in_flight": g.engine.in_flight(),
             "unwired": g.unwired.len(),
+            "max_pods": g.engine.config().limits.max_pods,
+            "pod_eni": g.engine.config().pod_eni.as_ref().map(|t| serde_json::json!({"subnet": t.subnet, "security_groups": t.security_groups})),
+            "kubernetes": self.kube.as_ref().map(|k| k.knows_node()),
         })
+    }
+}
+
+/// An ENIConfig's spec as the engine's template of new pod ENIs.
+fn template(spec: &kubernetes::eniconfig::EniConfigSpec) -> ipam::config::EniTemplate {
+    ipam::config::EniTemplate {
+        subnet: ipam::addr::SubnetId(spec.subnet.clone()),
+        security_groups: spec.security_groups.clone(),
     }
 }
