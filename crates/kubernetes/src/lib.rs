@@ -10,6 +10,7 @@ pub mod events;
 pub mod node;
 
 pub use cluster::Cluster;
+pub use kube;
 
 /// A client from the environment: in-cluster (the DaemonSet's service account) or `KUBECONFIG`.
 ///
