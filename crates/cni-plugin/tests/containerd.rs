@@ -6,70 +6,13 @@
 
 mod common;
 
-use common::{Node, introspect, privileged, sh};
+use common::{Containerd, Node, introspect, privileged, sh, tools_present};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const CONFLIST: &str = "/etc/cni/net.d/00-podip-e2e.conflist";
 const PLUGIN: &str = "/opt/cni/bin/podip-cni";
-
-struct Containerd {
-    child: Child,
-    dir: PathBuf,
-    address: PathBuf,
-}
-
-impl Containerd {
-    fn start(dir: &Path) -> Containerd {
-        let dir = dir.join("ctrd");
-        std::fs::create_dir_all(&dir).unwrap();
-        let address = dir.join("containerd.sock");
-        let config = dir.join("config.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "version = 2\nroot = \"{0}/root\"\nstate = \"{0}/state\"\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n[grpc]\n  address = \"{1}\"\n",
-                dir.display(),
-                address.display()
-            ),
-        )
-        .unwrap();
-        let child = Command::new("containerd")
-            .arg("--config")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("containerd.log")).unwrap())
-            .spawn()
-            .unwrap();
-        let t0 = Instant::now();
-        while !address.exists() {
-            assert!(t0.elapsed() < Duration::from_secs(20), "containerd did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Containerd { child, dir, address }
-    }
-
-    fn ctr(&self, node: &str, args: &[&str]) -> std::process::Output {
-        Command::new("nsenter")
-            .arg(format!("--net=/var/run/netns/{node}"))
-            .arg("ctr")
-            .arg("--address")
-            .arg(&self.address)
-            .args(args)
-            .output()
-            .unwrap()
-    }
-}
-
-impl Drop for Containerd {
-    fn drop(&mut self) {
-        // Stop only the containerd this test started, by its PID.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = Command::new("umount").arg("-R").arg(self.dir.join("state")).output();
-    }
-}
 
 fn rootfs(dir: &Path) -> PathBuf {
     let root = dir.join("rootfs");
@@ -82,21 +25,6 @@ fn rootfs(dir: &Path) -> PathBuf {
         let _ = std::os::unix::fs::symlink("busybox", root.join("bin").join(applet));
     }
     root
-}
-
-fn tools_present() -> bool {
-    let have = ["containerd", "ctr", "runc"].iter().all(|t| {
-        Command::new("sh").args(["-c", &format!("command -v {t}")]).output().is_ok_and(|o| o.status.success())
-    }) && Path::new("/bin/busybox").exists();
-    let required = std::env::var("REQUIRE_PRIVILEGED").is_ok_and(|v| v == "1");
-    assert!(
-        have || !required,
-        "REQUIRE_PRIVILEGED=1 but containerd, runc or busybox-static is missing; run ./scripts/test"
-    );
-    if !have {
-        eprintln!("skipping: containerd, runc or busybox-static missing");
-    }
-    have
 }
 
 #[test]

@@ -304,3 +304,79 @@ pub fn held(socket: &Path) -> std::collections::BTreeMap<String, String> {
         .map(|p| (p["container_id"].as_str().unwrap().to_string(), p["ip"].as_str().unwrap().to_string()))
         .collect()
 }
+
+/// A containerd of the test's own (its root, state and socket under a test directory).
+pub struct Containerd {
+    child: Child,
+    dir: PathBuf,
+    /// Its socket.
+    pub address: PathBuf,
+}
+
+impl Containerd {
+    pub fn start(dir: &Path) -> Containerd {
+        let dir = dir.join("ctrd");
+        std::fs::create_dir_all(&dir).unwrap();
+        let address = dir.join("containerd.sock");
+        let config = dir.join("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "version = 2\nroot = \"{0}/root\"\nstate = \"{0}/state\"\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n[grpc]\n  address = \"{1}\"\n",
+                dir.display(),
+                address.display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("containerd.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let t0 = Instant::now();
+        while !address.exists() {
+            assert!(t0.elapsed() < Duration::from_secs(20), "containerd did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Containerd { child, dir, address }
+    }
+
+    /// `ctr` against this containerd, from node namespace `node`.
+    pub fn ctr(&self, node: &str, args: &[&str]) -> std::process::Output {
+        Command::new("nsenter")
+            .arg(format!("--net=/var/run/netns/{node}"))
+            .arg("ctr")
+            .arg("--address")
+            .arg(&self.address)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        // Stop only the containerd this test started, by its PID.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = Command::new("umount").arg("-R").arg(self.dir.join("state")).output();
+    }
+}
+
+/// Whether containerd, ctr, runc and busybox are installed (fails under REQUIRE_PRIVILEGED=1).
+pub fn tools_present() -> bool {
+    let have = ["containerd", "ctr", "runc"].iter().all(|t| {
+        Command::new("sh").args(["-c", &format!("command -v {t}")]).output().is_ok_and(|o| o.status.success())
+    }) && Path::new("/bin/busybox").exists();
+    let required = std::env::var("REQUIRE_PRIVILEGED").is_ok_and(|v| v == "1");
+    assert!(
+        have || !required,
+        "REQUIRE_PRIVILEGED=1 but containerd, runc or busybox-static is missing; run ./scripts/test"
+    );
+    if !have {
+        eprintln!("skipping: containerd, runc or busybox-static missing");
+    }
+    have
+}
