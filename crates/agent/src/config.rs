@@ -101,6 +101,8 @@ pub struct DaemonConfig {
     /// How often the node's ENIs are read from EC2 (each read is one `DescribeNetworkInterfaces`
     /// from the account's budget).
     pub reconcile_every: Duration,
+    /// How often the VPC's blocks are re-read from the instance metadata.
+    pub metadata_every: Duration,
 }
 
 /// Every bad setting, at once.
@@ -109,7 +111,7 @@ pub struct DaemonConfig {
 pub struct ConfigError(pub Vec<String>);
 
 /// The environment names read, with their defaults.
-pub const VARIABLES: [(&str, &str); 36] = [
+pub const VARIABLES: [(&str, &str); 37] = [
     ("WARM_ENI_TARGET", "1"),
     ("WARM_IP_TARGET", "0"),
     ("MINIMUM_IP_TARGET", "0"),
@@ -146,10 +148,11 @@ pub const VARIABLES: [(&str, &str); 36] = [
     ("AWS_MANAGE_ENIS_NON_SCHEDULABLE", "false"),
     ("DISABLE_LEAKED_ENI_CLEANUP", "false"),
     ("PODIP_RECONCILE_SECONDS", "60"),
+    ("PODIP_METADATA_SECONDS", "30"),
 ];
 
 /// Bounds of the numeric settings: (name, lowest, highest).
-pub const BOUNDS: [(&str, u32, u32); 10] = [
+pub const BOUNDS: [(&str, u32, u32); 11] = [
     ("WARM_ENI_TARGET", 0, 100),
     ("WARM_IP_TARGET", 0, 10_000),
     ("MINIMUM_IP_TARGET", 0, 10_000),
@@ -160,6 +163,7 @@ pub const BOUNDS: [(&str, u32, u32); 10] = [
     ("POD_MTU", 576, 9_001),
     ("PODIP_WIRING_GRACE", 1, 3_600),
     ("PODIP_RECONCILE_SECONDS", 10, 3_600),
+    ("PODIP_METADATA_SECONDS", 1, 3_600),
 ];
 
 fn boolean_of(v: &str, name: &str, bad: &mut Vec<String>) -> bool {
@@ -402,6 +406,7 @@ impl DaemonConfig {
             boolean_of(&get("AWS_MANAGE_ENIS_NON_SCHEDULABLE"), "AWS_MANAGE_ENIS_NON_SCHEDULABLE", &mut bad);
         let no_leak_sweep = boolean_of(&get("DISABLE_LEAKED_ENI_CLEANUP"), "DISABLE_LEAKED_ENI_CLEANUP", &mut bad);
         let reconcile_every = Duration::from_secs(u64::from(uint("PODIP_RECONCILE_SECONDS", &mut bad).unwrap_or(60)));
+        let metadata_every = Duration::from_secs(u64::from(uint("PODIP_METADATA_SECONDS", &mut bad).unwrap_or(30)));
         let primary_if = get("PODIP_PRIMARY_IF");
         if let Some(p) = crate::limits::interface_problem(&primary_if) {
             bad.push(format!("PODIP_PRIMARY_IF={primary_if:?}: {p}"));
@@ -425,6 +430,7 @@ impl DaemonConfig {
             manage_enis_non_schedulable,
             no_leak_sweep,
             reconcile_every,
+            metadata_every,
             warm_eni,
             warm_ip,
             minimum_ip,

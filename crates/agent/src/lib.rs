@@ -13,5 +13,5 @@ pub mod daemon;
 pub mod limits;
 pub mod lock;
 pub mod metrics;
-pub mod protocol;
+pub use protocol;
 pub mod vpccni;

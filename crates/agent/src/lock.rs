@@ -5,9 +5,8 @@
 
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{Read, Seek, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
@@ -91,20 +90,12 @@ pub fn acquire_node(netns: Option<&str>) -> Result<NodeLock, LockError> {
     }
 }
 
-/// Opens (creating it, owner-only, never through a symbolic link) a file that only serves as a
-/// lock.
+/// Opens the lock file at `path` (owner-only, never through a symlink).
 ///
 /// # Errors
 /// The file cannot be made.
 pub fn open_lock_file(path: &Path) -> std::io::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
-        .open(path)
+    protocol::lockfile::open(path)
 }
 
 /// Takes the lock of `dir`, creating the directory and the file.

@@ -1,7 +1,7 @@
 //! The plugin's side of the podipd protocol: one request, one reply, over the Unix socket.
 
-use agent::protocol::{CURRENT, ErrorKind, Op, Outcome, Reply, Request, Response};
 use cni::error::{CniError, ErrorCode};
+use protocol::{CURRENT, ErrorKind, Op, Outcome, Reply, Request, Response};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;

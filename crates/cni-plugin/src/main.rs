@@ -18,13 +18,13 @@
 mod daemon;
 mod serial;
 
-use agent::protocol::{Attach, ErrorKind, Lease, Op, Readiness, Reply};
 use cni::config::NetConf;
 use cni::env::{CniEnv, Command};
 use cni::error::{CniError, ErrorCode};
 use cni::result::{AddResult, Interface, IpConfig, Route};
 use cni::version::version_info;
 use datapath::PodNet;
+use protocol::{Attach, ErrorKind, Lease, Op, Readiness, Reply};
 use std::io::Read;
 use std::process::ExitCode;
 

@@ -38,6 +38,6 @@ pub fn lock(socket: &str, pod: Option<(&str, &str)>, container_id: &str) -> Resu
         Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(io(&e)),
         _ => {}
     }
-    let f = agent::lock::open_lock_file(&path).map_err(|e| io(&e))?;
+    let f = protocol::lockfile::open(&path).map_err(|e| io(&e))?;
     Flock::lock(f, FlockArg::LockExclusive).map(|f| AttachmentLock { _file: f }).map_err(|(_, e)| io(&e))
 }

@@ -198,3 +198,22 @@ fn datapath_egress(host: &str) -> String {
     let out = Command::new("sh").arg("-c").arg(format!("printf %s {host} | sha1sum | cut -c1-11")).output().unwrap();
     format!("v4{}", String::from_utf8_lossy(&out.stdout).trim())
 }
+
+#[test]
+fn a_cidr_block_the_vpc_gains_is_exempted_from_snat_without_a_restart() {
+    if !privileged() {
+        return;
+    }
+    let node = Node::with("v", &[("PODIP_METADATA_SECONDS", "1")]);
+    let exempt = || sh(&["ip", "netns", "exec", &node.name, "nft", "list", "set", "ip", "podip", "exempt"]);
+    assert!(exempt().contains("10.0.0.0/16"), "{}", exempt());
+    assert!(!exempt().contains("10.99.0.0/16"));
+    // The VPC gains a block: the metadata lists it, and podipd exempts it within seconds.
+    node.ep.vpc().add_vpc_cidr("10.99.0.0/16".parse().unwrap()).unwrap();
+    let t0 = std::time::Instant::now();
+    while !exempt().contains("10.99.0.0/16") {
+        assert!(t0.elapsed() < std::time::Duration::from_secs(15), "not exempted: {}", exempt());
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(exempt().contains("10.0.0.0/16"), "the old block stays: {}", exempt());
+}

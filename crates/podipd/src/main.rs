@@ -117,6 +117,9 @@ fn main() -> ExitCode {
     let d = Arc::clone(&daemon);
     std::thread::spawn(move || d.run_ticks());
     let d = Arc::clone(&daemon);
+    let every = cfg.metadata_every;
+    std::thread::spawn(move || d.run_metadata(metadata, every));
+    let d = Arc::clone(&daemon);
     std::thread::spawn(move || {
         if let Err(e) = d.serve_http() {
             eprintln!("podipd: metrics endpoint: {e}");

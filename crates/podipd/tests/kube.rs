@@ -129,3 +129,35 @@ fn custom_networking_follows_the_nodes_eniconfig_and_max_pods_its_object_without
         assert!(granted, "{a:?} is not granted by deploy/rbac.yaml");
     }
 }
+
+#[test]
+fn ec2_refusing_for_want_of_permission_becomes_an_event_on_the_daemons_pod() {
+    let mut w = World::new("kubeiam");
+    let api = ApiServer::start().unwrap();
+    api.apply("nodes", node("default", "29"));
+    let kubeconfig = w.dir.join("kubeconfig");
+    std::fs::write(&kubeconfig, api.kubeconfig()).unwrap();
+    w.refuse_growth.store(true, std::sync::atomic::Ordering::Relaxed);
+    w.start(&[
+        ("KUBECONFIG", kubeconfig.to_str().unwrap()),
+        ("MY_NODE_NAME", "ip-10-0-0-9.ec2.internal"),
+        ("MY_POD_NAME", "podip-q4m8z"),
+        ("MY_POD_NAMESPACE", "kube-system"),
+    ]);
+    let t0 = Instant::now();
+    let ev = loop {
+        if let Some(e) = api.objects("events").into_iter().find(|e| e["reason"] == "MissingIAMPermissions") {
+            break e;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(20), "no event: {:?}", api.objects("events"));
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(ev["regarding"]["name"], "podip-q4m8z");
+    assert_eq!(ev["type"], "Warning");
+    let note = ev["note"].as_str().unwrap();
+    assert!(note.contains("UnauthorizedOperation") && note.contains("deploy/iam-policy.json"), "{note}");
+    // Refused again and again: still one event, not one per call.
+    std::thread::sleep(Duration::from_secs(6));
+    let n = api.objects("events").iter().filter(|e| e["reason"] == "MissingIAMPermissions").count();
+    assert_eq!(n, 1);
+}

@@ -194,7 +194,7 @@ impl Daemon {
         });
         let node_cfg = NodeConfig { az: Some(node.az.clone()), ..NodeConfig::resolve(t, node.subnet.0.clone(), &s)? };
         if cfg.program_node {
-            program_snat(&cfg, &node.vpc_cidrs, &enis, &mut notes)?;
+            notes.push(program_snat(&cfg, &node.vpc_cidrs, &enis)?);
         }
         let boot_id = crate::clock::boot_id();
         let clocks = crate::clock::clocks(&boot_id);
@@ -352,6 +352,11 @@ impl Daemon {
             commit,
             links: Mutex::new(Vec::new()),
             kube,
+            node_meta: super::NodeMeta {
+                mac: node.mac.clone(),
+                vpc_cidrs: Mutex::new(node.vpc_cidrs.clone()),
+                primary: enis.iter().filter(|e| e.device_index == 0).cloned().collect(),
+            },
             _lock: (lock, node_lock),
             startup_notes: notes,
         });
@@ -360,12 +365,13 @@ impl Daemon {
     }
 }
 
-fn program_snat(
+/// Programs the node's SNAT: traffic to `vpc_cidrs` (and the excluded blocks) keeps the pod's
+/// address; the rest leaves as the primary ENI's. Returns what it did.
+pub(super) fn program_snat(
     cfg: &DaemonConfig,
     vpc_cidrs: &[ipnet::Ipv4Net],
     enis: &[EniInfo],
-    notes: &mut Vec<String>,
-) -> Result<(), DaemonError> {
+) -> Result<String, DaemonError> {
     let primary = enis.iter().find(|e| e.device_index == 0).map(|e| e.primary_ip);
     let plan = datapath::node::SnatPlan {
         egress_v4: cfg.ipv6,
@@ -382,11 +388,10 @@ fn program_snat(
     };
     datapath::node::apply_snat(&plan, cfg.node_netns.as_deref())
         .map_err(|e| DaemonError::Io { path: "node data path".into(), message: e.to_string() })?;
-    notes.push(format!(
+    Ok(format!(
         "SNAT {} (primary {}, exempt {})",
         if plan.internal { "internal" } else { "external" },
         plan.primary_ip,
         plan.exempt.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
-    ));
-    Ok(())
+    ))
 }

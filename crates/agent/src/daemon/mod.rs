@@ -114,6 +114,16 @@ struct Inner {
     seen: cluster::Seen,
 }
 
+/// The node's metadata the daemon re-reads.
+struct NodeMeta {
+    /// The primary interface's MAC.
+    mac: String,
+    /// The VPC's IPv4 blocks (SNAT's exemptions), as last read.
+    vpc_cidrs: Mutex<Vec<ipnet::Ipv4Net>>,
+    /// The primary ENI (SNAT's address).
+    primary: Vec<ipam::datastore::EniInfo>,
+}
+
 /// A running daemon.
 pub struct Daemon {
     cfg: DaemonConfig,
@@ -135,6 +145,8 @@ pub struct Daemon {
     links: Mutex<Vec<u32>>,
     /// Kubernetes, when the daemon runs as a pod.
     kube: Option<cluster::Kube>,
+    /// What the instance metadata said of the node, kept for the periodic re-read.
+    node_meta: NodeMeta,
     _lock: (crate::lock::StateLock, Option<crate::lock::NodeLock>),
     /// What start-up reported (restored, recovered, dropped).
     pub startup_notes: Vec<String>,
@@ -201,7 +213,7 @@ impl Daemon {
             use kubernetes::events::Problem;
             match e.code.as_str() {
                 "UnauthorizedOperation" | "AuthFailure" => {
-                    kube.problem(Problem::MissingIamPermissions(format!("{}: {}", call.name(), e.message)), now());
+                    kube.problem(Problem::MissingIamPermissions(format!("{}: {e}", call.name())), now());
                 }
                 _ if e.is_insufficient_addresses() => kube.problem(Problem::SubnetExhausted(e.to_string()), now()),
                 _ => {}
@@ -280,6 +292,38 @@ impl Daemon {
             };
             self.program_enis();
             self.forward(effects);
+        }
+    }
+
+    /// Re-reads the VPC's IPv4 blocks from the instance metadata every `every`, forever, and
+    /// reprograms SNAT's exemptions when they change (a VPC can gain a CIDR block while nodes
+    /// run: its addresses must not be SNATed). A failed read keeps the last blocks.
+    pub fn run_metadata(self: &Arc<Self>, metadata: aws::metadata::Metadata, every: std::time::Duration) {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+        loop {
+            std::thread::sleep(every);
+            let cidrs = match rt.block_on(metadata.vpc_cidrs(&self.node_meta.mac)) {
+                Ok(c) if !c.is_empty() => c,
+                Ok(_) => continue,
+                Err(e) => {
+                    eprintln!("podipd: {e}; keeping the VPC's blocks as they were");
+                    continue;
+                }
+            };
+            let mut known = self.node_meta.vpc_cidrs.lock().expect("vpc cidrs lock");
+            if *known == cidrs {
+                continue;
+            }
+            if self.cfg.program_node {
+                match boot::program_snat(&self.cfg, &cidrs, &self.node_meta.primary) {
+                    Ok(note) => eprintln!("podipd: the VPC's blocks changed: {note}"),
+                    Err(e) => {
+                        eprintln!("podipd: the VPC's blocks changed, SNAT not reprogrammed: {e}");
+                        continue;
+                    }
+                }
+            }
+            *known = cidrs;
         }
     }
 

@@ -2,6 +2,8 @@
 //! Unix socket. The protocol is versioned, not the build: a request names the protocol version
 //! it speaks (`v`); the daemon answers any version it supports and refuses others with the list.
 
+pub mod lockfile;
+
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 
