@@ -5,12 +5,16 @@
 use std::io::Write;
 use std::path::Path;
 
+/// The network's name: aws-node's, so that a node moved from aws-node keeps every pod under the
+/// key it was added with (the runtime's cached results and aws-node's checkpoint both name it).
+pub const NETWORK: &str = "aws-cni";
+
 /// The configuration list: podip-cni alone, speaking CNI 1.1 (GC and STATUS included),
 /// reaching podipd at `socket`.
 pub fn conflist(socket: &Path) -> String {
     let list = serde_json::json!({
         "cniVersion": "1.1.0",
-        "name": "podip",
+        "name": NETWORK,
         "plugins": [{"type": "podip-cni", "socket": socket}],
     });
     format!("{list:#}\n")
@@ -23,10 +27,21 @@ pub fn conflist(socket: &Path) -> String {
 pub fn write(path: &Path, socket: &Path) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("/"));
     let tmp = dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("podip.conflist")));
-    let mut f = std::fs::File::create(&tmp)?;
+    let mut f = create_fresh(&tmp)?;
     f.write_all(conflist(socket).as_bytes())?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)
+}
+
+/// Creates `path` anew (whatever was there, a file or a symlink, removed first; never followed).
+pub fn create_fresh(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    std::fs::OpenOptions::new().write(true).create_new(true).mode(0o644).open(path)
 }
 
 #[cfg(test)]
@@ -41,9 +56,17 @@ mod tests {
         write(&path, Path::new("/run/podip/podipd.sock")).unwrap();
         let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         assert_eq!(v["cniVersion"], "1.1.0");
+        assert_eq!(v["name"], "aws-cni", "aws-node's network name: moved pods keep their keys");
         assert_eq!(v["plugins"][0]["type"], "podip-cni");
         assert_eq!(v["plugins"][0]["socket"], "/run/podip/podipd.sock");
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1, "no temporary file left");
+        // A link planted where the temporary file goes is replaced, never written through.
+        let victim = dir.join("victim");
+        std::fs::write(&victim, "keep").unwrap();
+        std::os::unix::fs::symlink(&victim, dir.join(".10-podip.conflist.tmp")).unwrap();
+        write(&path, Path::new("/run/podip/podipd.sock")).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
+        std::fs::remove_file(&victim).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -140,7 +140,7 @@ pub const VARIABLES: [(&str, &str); 37] = [
     ("ENI_CONFIG_ANNOTATION_DEF", "k8s.amazonaws.com/eniConfig"),
     ("PODIP_PROGRAM_NODE", "true"),
     ("PODIP_NODE_NETNS", ""),
-    ("PODIP_PRIMARY_IF", "eth0"),
+    ("PODIP_PRIMARY_IF", ""),
     ("PODIP_WIRING_GRACE", "180"),
     ("ENABLE_SUBNET_DISCOVERY", "true"),
     ("CLUSTER_NAME", ""),
@@ -408,7 +408,7 @@ impl DaemonConfig {
         let reconcile_every = Duration::from_secs(u64::from(uint("PODIP_RECONCILE_SECONDS", &mut bad).unwrap_or(60)));
         let metadata_every = Duration::from_secs(u64::from(uint("PODIP_METADATA_SECONDS", &mut bad).unwrap_or(30)));
         let primary_if = get("PODIP_PRIMARY_IF");
-        if let Some(p) = crate::limits::interface_problem(&primary_if) {
+        if let Some(p) = Some(&primary_if).filter(|i| !i.is_empty()).and_then(|i| crate::limits::interface_problem(i)) {
             bad.push(format!("PODIP_PRIMARY_IF={primary_if:?}: {p}"));
         }
         if !bad.is_empty() {

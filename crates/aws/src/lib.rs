@@ -45,14 +45,15 @@ pub async fn sdk_config() -> aws_config::SdkConfig {
 
 /// [`config_loader`] for a node of `region` (from its metadata, `metadata` the service it came
 /// from): a region the environment or the profile names wins; credentials from the SDK's default
-/// chain, its instance-profile step asking `metadata`.
+/// chain, its instance-profile step asking the same service (with connections of its own: the
+/// credentials are fetched on the EC2 client's runtime).
 pub async fn node_config(region: &str, metadata: &metadata::Metadata) -> aws_config::SdkConfig {
     let region = aws_config::meta::region::RegionProviderChain::default_provider()
         .or_else(aws_config::Region::new(region.to_string()))
         .region()
         .await;
     let mut creds = aws_config::default_provider::credentials::DefaultCredentialsChain::builder()
-        .imds_client(metadata.client().clone());
+        .imds_client(metadata.fresh().client().clone());
     if let Some(r) = region.clone() {
         creds = creds.region(r);
     }

@@ -48,6 +48,8 @@ pub struct Interface {
     pub eni: EniId,
     /// Device number (the primary's is 0).
     pub device: u32,
+    /// Its subnet's IPv4 block (`subnet-ipv4-cidr-block`).
+    pub subnet: Option<Ipv4Net>,
 }
 
 /// A metadata read that failed.
@@ -73,9 +75,13 @@ pub enum MetadataError {
 
 /// The metadata service's client (IMDSv2; the endpoint from `AWS_EC2_METADATA_SERVICE_ENDPOINT`
 /// or the SDK's profile, else the link-local address).
+///
+/// Its connections belong to the runtime that first used them: use one client from one tokio
+/// runtime only, and [`Metadata::fresh`] for another.
 #[derive(Clone, Debug)]
 pub struct Metadata {
     client: aws_config::imds::Client,
+    endpoint: Option<String>,
 }
 
 impl Default for Metadata {
@@ -87,7 +93,15 @@ impl Default for Metadata {
 impl Metadata {
     /// A client with the SDK's endpoint resolution.
     pub fn new() -> Metadata {
-        Metadata { client: aws_config::imds::Client::builder().build() }
+        Metadata { client: aws_config::imds::Client::builder().build(), endpoint: None }
+    }
+
+    /// A client of the same service with connections of its own (for another runtime).
+    pub fn fresh(&self) -> Metadata {
+        match &self.endpoint {
+            Some(e) => Metadata::at(e).unwrap_or_else(|_| Metadata::new()),
+            None => Metadata::new(),
+        }
     }
 
     /// A client of the service at `endpoint`.
@@ -98,7 +112,7 @@ impl Metadata {
         let b = aws_config::imds::Client::builder()
             .endpoint(endpoint)
             .map_err(|e| MetadataError::Bad { path: endpoint.into(), message: e.to_string() })?;
-        Ok(Metadata { client: b.build() })
+        Ok(Metadata { client: b.build(), endpoint: Some(endpoint.to_string()) })
     }
 
     /// The SDK's client underneath (for the instance-profile credentials).
@@ -119,9 +133,9 @@ impl Metadata {
                 Err(MetadataError::Bad { path: full, message: format!("status {}", r.response().status().as_u16()) })
             }
             Err(e @ (ImdsError::IoError(_) | ImdsError::FailedToLoadToken(_))) => {
-                Err(MetadataError::Unreachable { path: full, message: error_chain(&e) })
+                Err(MetadataError::Unreachable { path: full, message: crate::error::error_chain(&e) })
             }
-            Err(e) => Err(MetadataError::Bad { path: full, message: error_chain(&e) }),
+            Err(e) => Err(MetadataError::Bad { path: full, message: crate::error::error_chain(&e) }),
         }
     }
 
@@ -155,6 +169,24 @@ impl Metadata {
             .collect()
     }
 
+    /// Every attached interface; `primary_mac`'s device number is 0 whatever the metadata says
+    /// (as the VPC CNI forces it).
+    ///
+    /// # Errors
+    /// As [`Metadata::get`]; an interface without a readable id or device number.
+    pub async fn interfaces(&self, primary_mac: &str) -> Result<Vec<Interface>, MetadataError> {
+        let mut interfaces = Vec::new();
+        for m in lines(&self.need("network/interfaces/macs/").await?) {
+            let m = m.trim_end_matches('/').to_string();
+            let at = |f: &str| format!("network/interfaces/macs/{m}/{f}");
+            let eni = EniId(self.need(&at("interface-id")).await?);
+            let device = if m == primary_mac { 0 } else { self.parsed(&at("device-number")).await? };
+            let subnet = self.get(&at("subnet-ipv4-cidr-block")).await?.and_then(|s| s.trim().parse().ok());
+            interfaces.push(Interface { mac: m, eni, device, subnet });
+        }
+        Ok(interfaces)
+    }
+
     /// The whole node.
     ///
     /// # Errors
@@ -162,14 +194,7 @@ impl Metadata {
     pub async fn node(&self) -> Result<NodeMetadata, MetadataError> {
         let mac = self.need("mac").await?;
         let at = |f: &str| format!("network/interfaces/macs/{mac}/{f}");
-        let mut interfaces = Vec::new();
-        for m in lines(&self.need("network/interfaces/macs/").await?) {
-            let m = m.trim_end_matches('/').to_string();
-            let eni = EniId(self.need(&format!("network/interfaces/macs/{m}/interface-id")).await?);
-            let device =
-                if m == mac { 0 } else { self.parsed(&format!("network/interfaces/macs/{m}/device-number")).await? };
-            interfaces.push(Interface { mac: m, eni, device });
-        }
+        let interfaces = self.interfaces(&mac).await?;
         let primary_eni = EniId(self.need(&at("interface-id")).await?);
         let az = self.need("placement/availability-zone").await?;
         let region = match self.get("placement/region").await? {
@@ -197,15 +222,4 @@ impl Metadata {
 
 fn lines(s: &str) -> impl Iterator<Item = &str> {
     s.lines().map(str::trim).filter(|l| !l.is_empty())
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }

@@ -139,8 +139,10 @@ fn pods_on_a_secondary_eni_leave_through_its_route_table() {
     let ip = pods.iter().find(|(n, _)| n == *ns).unwrap().1.clone();
     let rules = sh(&["ip", "-n", &node.name, "rule", "show"]);
     assert!(rules.contains(&format!("1536:\tfrom {ip} lookup {table}")), "{rules}");
-    let routes = sh(&["ip", "-n", &node.name, "route", "show", "table", &table.to_string()]);
-    assert!(routes.contains("default dev vpc0"), "{routes}");
+    let routes =
+        Command::new("ip").args(["-n", &node.name, "route", "show", "table", &table.to_string()]).output().unwrap();
+    let routes = String::from_utf8_lossy(&routes.stdout);
+    assert!(routes.contains("default dev vpc0"), "table {table}: {routes}\n{}", node.log());
     sh(&["ip", "netns", "exec", ns, "ping", "-c", "1", "-W", "2", OUTSIDE]);
 }
 
@@ -216,4 +218,65 @@ fn a_cidr_block_the_vpc_gains_is_exempted_from_snat_without_a_restart() {
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
     assert!(exempt().contains("10.0.0.0/16"), "the old block stays: {}", exempt());
+}
+
+#[test]
+fn a_real_enis_interface_is_found_by_its_mac_and_carries_its_route_table() {
+    if !privileged() {
+        return;
+    }
+    // A node whose interfaces are the ENIs' own, named as on newer AMIs: ens5 has the primary
+    // ENI's MAC; ens6 onwards have the MACs of the ENIs the VPC will make next (the simulator's
+    // ids, hence MACs, follow one counter).
+    let node = Node::prepared("m", &[("PODIP_PRIMARY_IF", ""), ("WARM_IP_TARGET", "12")], |node| {
+        let instance = node.instance.clone();
+        let all = node.ep.vpc().describe_enis_where(|_| true).unwrap();
+        let primary = all.iter().find(|e| e.attachment == Some((instance.clone(), 0))).unwrap().clone();
+        let last = all.iter().map(|e| eni_number(&e.id)).max().unwrap();
+        // veth pairs (the far ends unused): interfaces with a MAC of the test's choosing.
+        let nic = |name: &str, mac: &str| {
+            let peer = format!("{name}p");
+            sh(&["ip", "-n", &node.name, "link", "add", name, "address", mac, "type", "veth", "peer", "name", &peer]);
+        };
+        nic("ens5", &primary.mac);
+        for (i, n) in (last + 1..last + 40).enumerate() {
+            let id = ipam::addr::EniId(format!("eni-{n:017x}"));
+            nic(&format!("ens{}", i + 6), &cloud::sim::mac_of(&id));
+        }
+    });
+    // The daemon's second ENI (WARM_IP_TARGET asks for more than the primary holds): its
+    // interface is set up with its address, and table 2 leaves through it via the subnet's router.
+    let t0 = std::time::Instant::now();
+    let eni = loop {
+        let st = introspect(&node.socket);
+        if let Some(e) = st["enis"].as_array().unwrap().iter().find(|e| e["device_index"] == 1) {
+            break e.clone();
+        }
+        assert!(t0.elapsed() < std::time::Duration::from_secs(20), "no secondary ENI: {st}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let id = ipam::addr::EniId(eni["id"].as_str().unwrap().to_string());
+    let mac = node.ep.vpc().peek_eni(&id).unwrap().mac;
+    let links = sh(&["ip", "-n", &node.name, "-o", "link", "show"]);
+    let nic = links.lines().find(|l| l.contains(&mac)).and_then(|l| l.split(": ").nth(1)).unwrap();
+    let nic = nic.split('@').next().unwrap().to_string();
+    let t0 = std::time::Instant::now();
+    loop {
+        let table = sh(&["ip", "-n", &node.name, "route", "show", "table", "2"]);
+        if table.contains(&format!("default via 10.0.0.1 dev {nic}")) {
+            break;
+        }
+        assert!(t0.elapsed() < std::time::Duration::from_secs(20), "table 2: {table}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let addr = sh(&["ip", "-n", &node.name, "-o", "addr", "show", "dev", &nic]);
+    assert!(addr.contains(&format!("{}/24", eni["primary_ip"].as_str().unwrap())), "{addr}");
+    assert!(!links.contains("podip-eni1"), "no stand-in link on a node with real interfaces: {links}");
+    // SNAT leaves through the interface with the primary ENI's MAC.
+    let rules = sh(&["ip", "netns", "exec", &node.name, "nft", "list", "table", "ip", "podip"]);
+    assert!(rules.contains("iifname \"ens5\""), "{rules}");
+}
+
+fn eni_number(id: &ipam::addr::EniId) -> u64 {
+    u64::from_str_radix(id.0.trim_start_matches("eni-"), 16).unwrap()
 }

@@ -162,6 +162,39 @@ mod tests {
     fn external_snat_removes_the_table() {
         assert_eq!(nft_script(&plan(false)), "table ip podip\ndelete table ip podip\n");
     }
+
+    #[test]
+    fn a_real_enis_table_leaves_through_its_interface_via_the_subnet_router() {
+        let real = EniLink {
+            device_index: 1,
+            primary_ip: Ipv4Addr::new(10, 0, 32, 7),
+            nic: Some(("ens6".into(), "10.0.32.0/19".parse().unwrap())),
+            mtu: 9001,
+        };
+        let sim = EniLink { device_index: 2, primary_ip: Ipv4Addr::new(10, 0, 0, 9), nic: None, mtu: 9001 };
+        let lines = eni_lines(&[real, sim], &[3], "eth0");
+        assert_eq!(
+            lines[..4],
+            [
+                "link set ens6 mtu 9001 up",
+                "addr replace 10.0.32.7/19 dev ens6",
+                "route replace 10.0.32.1/32 dev ens6 table 2",
+                "route replace default via 10.0.32.1 dev ens6 table 2",
+            ]
+        );
+        assert_eq!(lines[4], "link add podip-eni2 type dummy");
+        assert!(lines.contains(&"route flush table 4".to_string()));
+    }
+
+    #[test]
+    fn a_link_is_found_by_its_mac_whatever_its_name() {
+        let listing = "1: lo: <LOOPBACK,UP> mtu 65536 qdisc noqueue state UNKNOWN mode DEFAULT group default qlen 1000\\    link/loopback 00:00:00:00:00:00 brd 00:00:00:00:00:00\n\
+2: ens5: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 9001 qdisc mq state UP mode DEFAULT group default qlen 1000\\    link/ether 0a:1b:2c:3d:4e:5f brd ff:ff:ff:ff:ff:ff\n\
+3: ens6@if4: <BROADCAST,MULTICAST> mtu 9001 qdisc noop state DOWN mode DEFAULT group default qlen 1000\\    link/ether 0a:1b:2c:3d:4e:60 brd ff:ff:ff:ff:ff:ff\n";
+        assert_eq!(links_with_mac(listing, "0A:1B:2C:3D:4E:5F").as_deref(), Some("ens5"));
+        assert_eq!(links_with_mac(listing, "0a:1b:2c:3d:4e:60").as_deref(), Some("ens6"));
+        assert_eq!(links_with_mac(listing, "0a:1b:2c:3d:4e:61"), None);
+    }
 }
 
 /// A secondary ENI as the node's data path sees it.
@@ -171,11 +204,48 @@ pub struct EniLink {
     pub device_index: u32,
     /// The ENI's own primary address.
     pub primary_ip: Ipv4Addr,
+    /// The node's interface of this ENI (found by its MAC) and the ENI's subnet: a real ENI's
+    /// route table leaves through it, via the subnet's router. `None` on the simulated VPC,
+    /// where no such interface exists: a dummy link stands in for it.
+    pub nic: Option<(String, ipnet::Ipv4Net)>,
+    /// MTU of a real ENI's interface.
+    pub mtu: u32,
 }
 
 /// The link name of a secondary ENI on the simulated VPC.
 pub fn eni_link_name(device_index: u32) -> String {
     format!("podip-eni{device_index}")
+}
+
+/// The VPC router's address in `subnet`: its first host (EC2 reserves it for the router).
+pub fn subnet_router(subnet: ipnet::Ipv4Net) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(subnet.network()) + 1)
+}
+
+/// The node's interface whose MAC is `mac` (case ignored), in `netns`.
+///
+/// # Errors
+/// `ip` cannot list the links.
+pub fn link_by_mac(mac: &str, netns: Option<&str>) -> Result<Option<String>, ApplyError> {
+    let mut c = in_netns(netns, "ip");
+    c.args(["-o", "link", "show"]);
+    let out = c.output().map_err(|e| ApplyError { what: "links".into(), detail: e.to_string() })?;
+    if !out.status.success() {
+        return Err(ApplyError { what: "links".into(), detail: String::from_utf8_lossy(&out.stderr).trim().into() });
+    }
+    Ok(links_with_mac(&String::from_utf8_lossy(&out.stdout), mac))
+}
+
+/// In `ip -o link show` output, the name of the link with `mac`.
+fn links_with_mac(listing: &str, mac: &str) -> Option<String> {
+    listing.lines().find_map(|l| {
+        let ether = l.split("link/ether ").nth(1)?.split_whitespace().next()?;
+        if !ether.eq_ignore_ascii_case(mac) {
+            return None;
+        }
+        let name = l.split(": ").nth(1)?;
+        Some(name.split('@').next().unwrap_or(name).to_string())
+    })
 }
 
 /// Lines that make each secondary ENI a link of the node (a dummy carrying its primary address,
@@ -184,14 +254,28 @@ pub fn eni_link_name(device_index: u32) -> String {
 pub fn eni_lines(enis: &[EniLink], gone: &[u32], fabric_if: &str) -> Vec<String> {
     let mut v = Vec::new();
     for e in enis {
-        let link = eni_link_name(e.device_index);
         let table = e.device_index + 1;
-        v.push(format!("link add {link} type dummy"));
-        v.push(format!("addr replace {}/32 dev {link}", e.primary_ip));
-        v.push(format!("link set {link} up"));
-        v.push(format!("route replace default dev {fabric_if} table {table}"));
+        match &e.nic {
+            // A real ENI (the VPC CNI's setupENINetwork): its interface up with the ENI's
+            // address, and its table's default route via the subnet's router through it.
+            Some((nic, subnet)) => {
+                let gw = subnet_router(*subnet);
+                v.push(format!("link set {nic} mtu {} up", e.mtu));
+                v.push(format!("addr replace {}/{} dev {nic}", e.primary_ip, subnet.prefix_len()));
+                v.push(format!("route replace {gw}/32 dev {nic} table {table}"));
+                v.push(format!("route replace default via {gw} dev {nic} table {table}"));
+            }
+            None => {
+                let link = eni_link_name(e.device_index);
+                v.push(format!("link add {link} type dummy"));
+                v.push(format!("addr replace {}/32 dev {link}", e.primary_ip));
+                v.push(format!("link set {link} up"));
+                v.push(format!("route replace default dev {fabric_if} table {table}"));
+            }
+        }
     }
     for d in gone {
+        // A real ENI's interface goes with the detach; the stand-in of a simulated one is ours.
         v.push(format!("link del {}", eni_link_name(*d)));
         v.push(format!("route flush table {}", d + 1));
     }

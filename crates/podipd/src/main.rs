@@ -118,7 +118,7 @@ fn main() -> ExitCode {
     std::thread::spawn(move || d.run_ticks());
     let d = Arc::clone(&daemon);
     let every = cfg.metadata_every;
-    std::thread::spawn(move || d.run_metadata(metadata, every));
+    std::thread::spawn(move || d.run_metadata(every));
     let d = Arc::clone(&daemon);
     std::thread::spawn(move || {
         if let Err(e) = d.serve_http() {
@@ -183,9 +183,14 @@ fn install_cni(to: &std::path::Path, from: Option<PathBuf>) -> ExitCode {
     });
     let target = to.join("podip-cni");
     let tmp = to.join(".podip-cni.tmp");
-    let r = std::fs::copy(&from, &tmp)
-        .and_then(|_| std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)))
-        .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
+    // The temporary file is made anew (a link planted there is replaced, never followed).
+    let r = std::fs::File::open(&from)
+        .and_then(|mut src| {
+            let mut dst = agent::cniconf::create_fresh(&tmp)?;
+            std::io::copy(&mut src, &mut dst)?;
+            dst.sync_all()
+        })
+        .and_then(|()| std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)))
         .and_then(|()| std::fs::rename(&tmp, &target));
     match r {
         Ok(()) => {

@@ -113,17 +113,23 @@ impl Daemon {
     /// Another daemon holds the node; the cloud is unreachable; the settings do not fit the
     /// instance type; the checkpoint is of another version or unreadable; the host cannot be
     /// read; files fail.
-    pub fn boot(cfg: DaemonConfig, metadata: &aws::metadata::Metadata) -> Result<Booted, DaemonError> {
+    pub fn boot(mut cfg: DaemonConfig, metadata: &aws::metadata::Metadata) -> Result<Booted, DaemonError> {
         let dir = state_dir(&cfg);
         let lock = crate::lock::acquire(&dir)?;
         let node_lock =
             if cfg.program_node { Some(crate::lock::acquire_node(cfg.node_netns.as_deref())?) } else { None };
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| DaemonError::Io { path: "the cloud client's runtime".into(), message: e.to_string() })?;
+        let runtime = || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| DaemonError::Io { path: "a cloud client's runtime".into(), message: e.to_string() })
+        };
+        // The metadata client is used from one runtime only (its connections belong to it): a
+        // client of this boot's own.
+        let (rt, metadata_rt) = (runtime()?, runtime()?);
+        let metadata = &metadata.fresh();
         // The node from the instance metadata; its addresses from EC2 only (below).
-        let node = rt.block_on(metadata.node()).map_err(|e| match e {
+        let node = metadata_rt.block_on(metadata.node()).map_err(|e| match e {
             aws::metadata::MetadataError::Unreachable { .. } => DaemonError::Unreachable(e.to_string()),
             aws::metadata::MetadataError::Bad { .. } => DaemonError::Cloud(e.to_string()),
         })?;
@@ -193,6 +199,29 @@ impl Daemon {
             })
         });
         let node_cfg = NodeConfig { az: Some(node.az.clone()), ..NodeConfig::resolve(t, node.subnet.0.clone(), &s)? };
+        // The node's primary interface: the one with the primary ENI's MAC (ens5 on newer AMIs,
+        // eth0 on older ones), unless PODIP_PRIMARY_IF names it. No interface with that MAC
+        // means the simulated VPC: its ENIs get stand-in links.
+        let primary_link = if cfg.program_node {
+            datapath::node::link_by_mac(&node.mac, cfg.node_netns.as_deref())
+                .map_err(|e| DaemonError::Io { path: "the node's interfaces".into(), message: e.to_string() })?
+        } else {
+            None
+        };
+        let real_nics = primary_link.is_some();
+        if cfg.primary_if.is_empty() {
+            cfg.primary_if = match (&primary_link, cfg.program_node) {
+                (Some(l), _) => l.clone(),
+                (None, false) => "eth0".into(),
+                (None, true) => {
+                    return Err(DaemonError::Io {
+                        path: "the node's interfaces".into(),
+                        message: format!("no interface has the primary ENI's MAC {}: set PODIP_PRIMARY_IF", node.mac),
+                    });
+                }
+            };
+        }
+        let (poke, poked) = std::sync::mpsc::channel();
         if cfg.program_node {
             notes.push(program_snat(&cfg, &node.vpc_cidrs, &enis)?);
         }
@@ -354,6 +383,14 @@ impl Daemon {
             kube,
             node_meta: super::NodeMeta {
                 mac: node.mac.clone(),
+                interfaces: Mutex::new(
+                    node.interfaces.iter().map(|i| (i.eni.clone(), (i.mac.clone(), i.subnet))).collect(),
+                ),
+                real_nics,
+                metadata: metadata.clone(),
+                rt: Mutex::new(metadata_rt),
+                poke: Mutex::new(poke),
+                poked: Mutex::new(Some(poked)),
                 vpc_cidrs: Mutex::new(node.vpc_cidrs.clone()),
                 primary: enis.iter().filter(|e| e.device_index == 0).cloned().collect(),
             },

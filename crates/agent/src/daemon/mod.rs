@@ -118,6 +118,18 @@ struct Inner {
 struct NodeMeta {
     /// The primary interface's MAC.
     mac: String,
+    /// Each attached ENI's MAC and subnet block, as the metadata last listed them.
+    interfaces: Mutex<BTreeMap<ipam::addr::EniId, (String, Option<ipnet::Ipv4Net>)>>,
+    /// Whether the node's interfaces are the ENIs' own (a real node: the primary ENI's MAC is
+    /// on one), rather than the simulated VPC's stand-ins.
+    real_nics: bool,
+    /// The metadata service, and a runtime to ask it from the cloud worker.
+    metadata: aws::metadata::Metadata,
+    rt: Mutex<tokio::runtime::Runtime>,
+    /// Asks the metadata loop to read again soon (an ENI is waiting for its interface).
+    poke: Mutex<std::sync::mpsc::Sender<()>>,
+    /// The loop's end of `poke`, until it starts.
+    poked: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
     /// The VPC's IPv4 blocks (SNAT's exemptions), as last read.
     vpc_cidrs: Mutex<Vec<ipnet::Ipv4Net>>,
     /// The primary ENI (SNAT's address).
@@ -240,12 +252,19 @@ impl Daemon {
     }
 
     /// Makes the node's ENI links and tables match the datastore (secondary ENIs only), outside
-    /// the pool lock.
+    /// the pool lock. A real ENI is set up on the node's interface with its MAC; on the
+    /// simulated VPC (no interface has the node's MACs) a dummy link stands in for it. An ENI
+    /// the metadata does not list yet, or whose interface has not appeared, waits for the next
+    /// metadata read, which this asks for at once.
     fn program_enis(&self) {
+        self.program_enis_now(true);
+    }
+
+    fn program_enis_now(&self, ask_metadata: bool) {
         if !self.cfg.program_node {
             return;
         }
-        let enis: Vec<datapath::node::EniLink> = self
+        let enis: Vec<(ipam::addr::EniId, u32, std::net::Ipv4Addr)> = self
             .lock()
             .engine
             .datastore()
@@ -254,17 +273,45 @@ impl Daemon {
             // An ENI being released keeps its routing while pods still use it (one let go
             // after a no_manage tag, or dropped by EC2).
             .filter(|e| !e.primary && (!e.releasing || e.assigned() > 0))
-            .map(|e| datapath::node::EniLink { device_index: e.device_index, primary_ip: e.primary_ip })
+            .map(|e| (e.id.clone(), e.device_index, e.primary_ip))
             .collect();
         let mut links = self.links.lock().expect("links lock");
-        let want: Vec<u32> = enis.iter().map(|e| e.device_index).collect();
+        let want: Vec<u32> = enis.iter().map(|e| e.1).collect();
         let gone: Vec<u32> = links.iter().copied().filter(|d| !want.contains(d)).collect();
-        let new: Vec<datapath::node::EniLink> = enis.into_iter().filter(|e| !links.contains(&e.device_index)).collect();
+        let mut known = self.node_meta.interfaces.lock().expect("interfaces lock").clone();
+        if ask_metadata && enis.iter().any(|e| !links.contains(&e.1) && !known.contains_key(&e.0)) {
+            // A new ENI: the metadata lists it (with its MAC and subnet) soon after the attach.
+            known = self.read_interfaces().unwrap_or(known);
+        }
+        let netns = self.cfg.node_netns.as_deref();
+        let mut new = Vec::new();
+        let mut waiting = false;
+        for (id, device_index, primary_ip) in enis.into_iter().filter(|e| !links.contains(&e.1)) {
+            let Some((mac, subnet)) = known.get(&id) else {
+                waiting = true;
+                continue;
+            };
+            let nic = match (datapath::node::link_by_mac(mac, netns), subnet) {
+                (Ok(Some(name)), Some(subnet)) => Some((name, *subnet)),
+                _ if self.node_meta.real_nics => {
+                    waiting = true;
+                    continue;
+                }
+                _ => None,
+            };
+            new.push(datapath::node::EniLink { device_index, primary_ip, nic, mtu: self.cfg.eni_mtu });
+        }
+        if waiting && ask_metadata {
+            let _ = self.node_meta.poke.lock().expect("poke lock").send(());
+        }
         if new.is_empty() && gone.is_empty() {
             return;
         }
-        match datapath::node::apply_enis(&new, &gone, &self.cfg.primary_if, self.cfg.node_netns.as_deref()) {
-            Ok(()) => *links = want,
+        match datapath::node::apply_enis(&new, &gone, &self.cfg.primary_if, netns) {
+            Ok(()) => {
+                links.retain(|d| !gone.contains(d));
+                links.extend(new.iter().map(|e| e.device_index));
+            }
             Err(e) => eprintln!("podipd: {e}"),
         }
     }
@@ -295,14 +342,49 @@ impl Daemon {
         }
     }
 
-    /// Re-reads the VPC's IPv4 blocks from the instance metadata every `every`, forever, and
-    /// reprograms SNAT's exemptions when they change (a VPC can gain a CIDR block while nodes
-    /// run: its addresses must not be SNATed). A failed read keeps the last blocks.
-    pub fn run_metadata(self: &Arc<Self>, metadata: aws::metadata::Metadata, every: std::time::Duration) {
-        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+    /// Reads the attached interfaces from the metadata and keeps them.
+    fn read_interfaces(&self) -> Option<BTreeMap<ipam::addr::EniId, (String, Option<ipnet::Ipv4Net>)>> {
+        let read = {
+            let rt = self.node_meta.rt.lock().expect("metadata runtime lock");
+            rt.block_on(self.node_meta.metadata.interfaces(&self.node_meta.mac))
+        };
+        match read {
+            Ok(list) => {
+                let map: BTreeMap<_, _> = list.into_iter().map(|i| (i.eni, (i.mac, i.subnet))).collect();
+                *self.node_meta.interfaces.lock().expect("interfaces lock") = map.clone();
+                Some(map)
+            }
+            Err(e) => {
+                eprintln!("podipd: {e}; keeping the interfaces as they were");
+                None
+            }
+        }
+    }
+
+    /// Re-reads the instance metadata every `every` (or at once when an ENI waits for it),
+    /// forever: the attached interfaces (a new ENI's MAC and subnet, to set its interface up),
+    /// and the VPC's IPv4 blocks, reprogramming SNAT's exemptions when they change (a VPC can
+    /// gain a CIDR block while nodes run: its addresses must not be SNATed). A failed read keeps
+    /// what was known.
+    pub fn run_metadata(self: &Arc<Self>, every: std::time::Duration) {
+        let Some(poked) = self.node_meta.poked.lock().expect("poke lock").take() else { return };
         loop {
-            std::thread::sleep(every);
-            let cidrs = match rt.block_on(metadata.vpc_cidrs(&self.node_meta.mac)) {
+            match poked.recv_timeout(every) {
+                Ok(()) => {
+                    // Several ENIs may ask at once; a moment lets the metadata catch up.
+                    std::thread::sleep(std::time::Duration::from_millis(250));
+                    while poked.try_recv().is_ok() {}
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+            }
+            self.read_interfaces();
+            self.program_enis_now(false);
+            let read = {
+                let rt = self.node_meta.rt.lock().expect("metadata runtime lock");
+                rt.block_on(self.node_meta.metadata.vpc_cidrs(&self.node_meta.mac))
+            };
+            let cidrs = match read {
                 Ok(c) if !c.is_empty() => c,
                 Ok(_) => continue,
                 Err(e) => {

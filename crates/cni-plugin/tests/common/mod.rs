@@ -69,6 +69,11 @@ impl Node {
     /// A node whose daemon (a podipd process) also gets `extra` settings; it programs the node
     /// namespace.
     pub fn with(tag: &str, extra: &[(&str, &str)]) -> Node {
+        Node::prepared(tag, extra, |_| {})
+    }
+
+    /// [`Node::with`], `prepare` run on the node before its daemon starts.
+    pub fn prepared(tag: &str, extra: &[(&str, &str)], prepare: impl FnOnce(&Node)) -> Node {
         let id = std::process::id();
         let name = format!("podip-n{tag}{id}");
         let _ = Command::new("ip").args(["netns", "del", &name]).output();
@@ -100,10 +105,12 @@ impl Node {
             ("PODIP_NODE_NETNS", format!("/var/run/netns/{name}")),
             ("PODIP_PRIMARY_IF", "vpc0".to_string()),
         ];
-        let mut all: Vec<(String, String)> = extra.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        all.extend(vars.iter().map(|(k, v)| (k.to_string(), v.clone())));
+        // The test's own settings win over the node's.
+        let mut all: Vec<(String, String)> = vars.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+        all.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let node =
             Node { name, pods: Vec::new(), dir, socket, ep, instance, vars: all, daemon: std::sync::Mutex::new(None) };
+        prepare(&node);
         node.start_daemon();
         node
     }
