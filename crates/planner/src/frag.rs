@@ -24,6 +24,9 @@ pub struct FragInput {
     pub reservations: Vec<Reservation>,
     /// Prefixes to secure with a reservation.
     pub want_prefixes: Option<u32>,
+    /// Addresses a reservation must leave EC2 to auto-assign (new nodes' and ENIs' primary
+    /// addresses never come from a prefix reservation).
+    pub keep_free: u32,
 }
 
 /// Every problem with the input, at once.
@@ -74,18 +77,18 @@ pub struct Block {
     pub used: u32,
 }
 
-/// A reservation that would secure prefixes.
+/// The reservations that would secure prefixes: aligned ranges of wholly free /28 blocks only.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Advice {
     /// Prefixes asked for.
     pub prefixes: u32,
-    /// The range to reserve, if one exists.
-    pub cidr: Option<Ipv4Net>,
-    /// Free /28 blocks in that range.
+    /// The ranges to reserve (empty when the prefixes cannot be secured).
+    pub cidrs: Vec<Ipv4Net>,
+    /// Free /28 blocks in those ranges (the prefixes asked for), or at most how many could be.
     pub free_blocks: u32,
-    /// The command that creates it.
-    pub command: Option<String>,
-    /// Why none was found.
+    /// The commands that create them.
+    pub commands: Vec<String>,
+    /// Why none was proposed.
     pub note: Option<String>,
 }
 
@@ -167,7 +170,7 @@ pub fn analyse(input: &FragInput) -> Result<FragReport, FragInputError> {
     let stranded = free_ips.saturating_sub(in_blocks);
     let fragmentation = if free_ips == 0 { 0.0 } else { f64::from(stranded) / f64::from(free_ips) };
     let block_map = blocks.chunks(16).map(|row| row.iter().map(|b| b.state.glyph()).collect()).collect();
-    let advice = input.want_prefixes.map(|n| advise(&s, &blocks, n, input.subnet_id.as_deref()));
+    let advice = input.want_prefixes.map(|n| advise(&s, &blocks, n, input.keep_free, input.subnet_id.as_deref()));
     Ok(FragReport {
         subnet: cidr,
         size: s.size(),
@@ -207,53 +210,69 @@ pub fn block_map(s: &Subnet) -> Vec<Block> {
         .collect()
 }
 
-/// The smallest aligned range, clear of other reservations, holding at least `n` free blocks.
-fn advise(s: &Subnet, blocks: &[Block], n: u32, subnet_id: Option<&str>) -> Advice {
-    let free = |b: &Block| matches!(b.state, BlockState::Free);
+/// Reservations securing `n` prefixes: aligned ranges made only of wholly free /28 blocks (no
+/// used, AWS-reserved or already reserved address), clear of other reservations, largest first,
+/// as few as the free blocks allow; and never so many that fewer than `keep` addresses stay
+/// auto-assignable.
+fn advise(s: &Subnet, blocks: &[Block], n: u32, keep: u32, subnet_id: Option<&str>) -> Advice {
+    let id = subnet_id.filter(|i| !i.is_empty()).unwrap_or("SUBNET_ID");
     let clashes = |r: &Ipv4Net| s.reservations().iter().any(|x| x.cidr.contains(r) || r.contains(&x.cidr));
-    let mut best_seen = 0;
-    let mut size = 1usize;
-    while size <= blocks.len() {
-        let mut best: Option<(u32, usize)> = None;
-        for start in (0..blocks.len()).step_by(size) {
-            let window = &blocks[start..start + size];
-            let count = window.iter().filter(|b| free(b)).count() as u32;
-            let len = 28 - size.trailing_zeros() as u8;
-            // Aligned windows of whole blocks are valid networks.
-            let net = Ipv4Net::new(window[0].cidr.network(), len).expect("aligned");
-            if clashes(&net) {
-                continue;
-            }
-            best_seen = best_seen.max(count);
-            if count >= n && best.is_none_or(|(c, _)| count > c) {
-                best = Some((count, start));
-            }
-        }
-        if let Some((count, start)) = best {
-            let len = 28 - size.trailing_zeros() as u8;
-            let net = Ipv4Net::new(blocks[start].cidr.network(), len).expect("aligned");
-            let id = subnet_id.filter(|i| !i.is_empty()).unwrap_or("SUBNET_ID");
-            return Advice {
-                prefixes: n,
-                cidr: Some(net),
-                free_blocks: count,
-                command: Some(format!(
-                    "aws ec2 create-subnet-cidr-reservation --subnet-id {id} --cidr {net} --reservation-type prefix"
-                )),
-                note: None,
-            };
-        }
-        size *= 2;
-    }
-    Advice {
+    let free_total = blocks.iter().filter(|b| b.state == BlockState::Free).count() as u32;
+    let affordable = s.free_ips().saturating_sub(keep) / 16;
+    let none = |free_blocks: u32, note: String| Advice {
         prefixes: n,
-        cidr: None,
-        free_blocks: best_seen,
-        command: None,
-        note: Some(format!(
-            "no aligned range clear of other reservations holds {n} free /28 blocks; at most {best_seen}"
-        )),
+        cidrs: Vec::new(),
+        free_blocks,
+        commands: Vec::new(),
+        note: Some(note),
+    };
+    if n > affordable {
+        return none(
+            affordable.min(free_total),
+            format!(
+                "reserving {n} /28 blocks would leave fewer than {keep} addresses for new nodes' primary addresses; at most {} fit",
+                affordable.min(free_total)
+            ),
+        );
     }
+    let mut taken = vec![false; blocks.len()];
+    let mut cidrs = Vec::new();
+    let mut left = n;
+    while left > 0 {
+        // The largest aligned window of wholly free, untaken blocks no bigger than what is left.
+        let mut size = 1usize << (31 - left.leading_zeros());
+        let found = loop {
+            let hit = (0..blocks.len()).step_by(size).find(|start| {
+                let w = &blocks[*start..(*start + size).min(blocks.len())];
+                let net = Ipv4Net::new(w[0].cidr.network(), 28 - size.trailing_zeros() as u8).expect("aligned");
+                w.len() == size
+                    && w.iter().all(|b| b.state == BlockState::Free)
+                    && !taken[*start..*start + size].iter().any(|t| *t)
+                    && !clashes(&net)
+            });
+            match hit {
+                Some(start) => break Some((start, size)),
+                None if size > 1 => size /= 2,
+                None => break None,
+            }
+        };
+        let Some((start, size)) = found else { break };
+        taken[start..start + size].iter_mut().for_each(|t| *t = true);
+        cidrs.push(Ipv4Net::new(blocks[start].cidr.network(), 28 - size.trailing_zeros() as u8).expect("aligned"));
+        left -= size as u32;
+    }
+    if left > 0 {
+        let had = n - left;
+        return none(had, format!("only {had} wholly free /28 blocks clear of other reservations; {n} asked"));
+    }
+    cidrs.sort();
+    let commands = cidrs
+        .iter()
+        .map(|c| {
+            format!("aws ec2 create-subnet-cidr-reservation --subnet-id {id} --cidr {c} --reservation-type prefix")
+        })
+        .collect();
+    Advice { prefixes: n, cidrs, free_blocks: n, commands, note: None }
 }
 
 /// Reads a `--reservation CIDR:prefix|CIDR:explicit` value.

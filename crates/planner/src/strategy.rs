@@ -348,42 +348,43 @@ pub fn variants(sc: &Scenario) -> Vec<Variant> {
                 String::from("#!/bin/sh\n# Keep whole /28 blocks for prefixes (subnet CIDR reservations).\nset -e\n");
             let nodes_per_subnet = (sc.peak_nodes() as usize).div_ceil(l.subnets.len().max(1)) as u32;
             let prefixes_per_node = need.div_ceil(16) + 1;
+            // Primary addresses per node: its own ENI's and each extra ENI's, at the most.
+            let enis_per_node = sc.node_groups.iter().map(|g| g.instance_type.max_enis).max().unwrap_or(1);
             for (i, (_, id)) in l.subnets.iter().enumerate() {
                 let Some(sub) = l.vpc.subnet(id) else { continue };
                 let used: Vec<(Ipv4Addr, String)> = (0..sub.size())
                     .filter(|o| sub.is_used(*o) && !sub.is_reserved(*o))
                     .map(|o| (sub.addr(o), String::new()))
                     .collect();
+                // Node and ENI primary addresses never come from a prefix reservation: leave the
+                // node group's, at its largest, auto-assignable.
                 let input = FragInput {
                     subnet_id: Some(sc.subnets[i].name.clone()),
                     subnet: Some(sub.cidr),
                     used,
                     reservations: sub.reservations().to_vec(),
                     want_prefixes: Some((nodes_per_subnet * prefixes_per_node).max(1)),
+                    keep_free: nodes_per_subnet * enis_per_node,
                     ..FragInput::default()
                 };
-                // Leave at least half the free blocks unreserved: node and ENI primary addresses
-                // never come from a prefix reservation.
-                let cap = (sub.free_prefixes() / 2).max(1);
-                let mut want = input.want_prefixes.unwrap_or(1).min(cap);
+                let mut want = input.want_prefixes.unwrap_or(1);
                 // Ask for less when the subnet cannot hold it all, down to what fits.
                 let advice = loop {
                     let mut inp = input.clone();
                     inp.want_prefixes = Some(want);
                     let a = analyse(&inp).ok().and_then(|r| r.advice);
                     match a {
-                        Some(a) if a.cidr.is_some() => break Some(a),
+                        Some(a) if !a.cidrs.is_empty() => break Some(a),
                         _ if want > 1 => want /= 2,
                         _ => break None,
                     }
                 };
                 if let Some(a) = advice {
-                    let cidr = a.cidr.expect("checked");
-                    let _ = l.vpc.add_reservation(id, Reservation { cidr, kind: ReservationKind::Prefix });
-                    cmds.push_str(&format!(
-                        "aws ec2 create-subnet-cidr-reservation --subnet-id {} --cidr {cidr} --reservation-type prefix\n",
-                        sc.subnets[i].name
-                    ));
+                    for (cidr, cmd) in a.cidrs.iter().zip(&a.commands) {
+                        let _ = l.vpc.add_reservation(id, Reservation { cidr: *cidr, kind: ReservationKind::Prefix });
+                        cmds.push_str(cmd);
+                        cmds.push('\n');
+                    }
                     if want < input.want_prefixes.unwrap_or(1) {
                         caveats.push(format!(
                             "subnet {}: room for only {want} reserved prefixes of {} wanted",

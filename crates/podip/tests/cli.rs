@@ -155,7 +155,8 @@ fn frag_json_contract_and_exports() {
         "--json",
     ]);
     assert_eq!((v["free_ips"].as_u64(), v["free_prefixes"].as_u64()), (Some(251 - 17), Some(12)));
-    assert!(v["advice"]["command"].as_str().unwrap().contains("--subnet-id subnet-1"));
+    assert!(v["advice"]["commands"][0].as_str().unwrap().contains("--subnet-id subnet-1"));
+    assert_eq!(v["advice"]["cidrs"].as_array().unwrap().len(), 1, "{v}");
     std::fs::write(&enis, r#"{"NetworkInterfaces":[{"NetworkInterfaceId":"eni-1","SubnetId":7}]}"#).unwrap();
     fails_with(
         &[

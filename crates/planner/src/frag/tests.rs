@@ -57,7 +57,7 @@ fn prefix_reservations_show_and_count() {
 }
 
 #[test]
-fn advice_finds_the_smallest_clean_range() {
+fn advice_reserves_only_wholly_free_blocks() {
     // Blocks 1..=7 partly used; 8..=14 free. Four prefixes fit in 10.0.0.128/26 (blocks 8-11).
     let used: Vec<String> = (1..8).map(|b| format!("10.0.0.{}", b * 16 + 1)).collect();
     let used: Vec<&str> = used.iter().map(String::as_str).collect();
@@ -66,16 +66,80 @@ fn advice_finds_the_smallest_clean_range() {
     i.want_prefixes = Some(4);
     let r = analyse(&i).unwrap();
     let a = r.advice.unwrap();
-    assert_eq!(a.cidr, Some("10.0.0.128/26".parse().unwrap()));
+    assert_eq!(a.cidrs, ["10.0.0.128/26".parse::<Ipv4Net>().unwrap()]);
     assert_eq!(a.free_blocks, 4);
     assert_eq!(
-        a.command.unwrap(),
-        "aws ec2 create-subnet-cidr-reservation --subnet-id subnet-0aaa --cidr 10.0.0.128/26 --reservation-type prefix"
+        a.commands,
+        [
+            "aws ec2 create-subnet-cidr-reservation --subnet-id subnet-0aaa --cidr 10.0.0.128/26 --reservation-type prefix"
+        ]
     );
+    // Seven: the three ranges of wholly free blocks, not a range with used addresses in it.
+    i.want_prefixes = Some(7);
+    let a = analyse(&i).unwrap().advice.unwrap();
+    assert_eq!(a.cidrs, ["10.0.0.128/26", "10.0.0.192/27", "10.0.0.224/28"].map(|c| c.parse::<Ipv4Net>().unwrap()));
     i.want_prefixes = Some(8);
     let a = analyse(&i).unwrap().advice.unwrap();
-    assert_eq!(a.cidr, None);
+    assert!(a.cidrs.is_empty(), "{a:?}");
     assert_eq!(a.free_blocks, 7);
+}
+
+#[test]
+fn one_used_address_in_every_other_block_is_never_reserved_over() {
+    // #8's case: a used address in every other /28; four prefixes asked.
+    let used: Vec<String> = (0..16).step_by(2).map(|b| format!("10.0.0.{}", b * 16 + 5)).collect();
+    let used: Vec<&str> = used.iter().map(String::as_str).collect();
+    let mut i = input("10.0.0.0/24", &used);
+    i.want_prefixes = Some(4);
+    let a = analyse(&i).unwrap().advice.unwrap();
+    assert_eq!(a.cidrs.len(), 4, "single free blocks, one reservation each: {a:?}");
+    assert!(a.cidrs.iter().all(|c| c.prefix_len() == 28));
+    // Asked for every free block of an empty /24 (224 of its 251 free addresses) while new
+    // nodes need 32 primary addresses: refused.
+    let mut j = input("10.0.0.0/24", &[]);
+    j.want_prefixes = Some(14);
+    j.keep_free = 32;
+    let a = analyse(&j).unwrap().advice.unwrap();
+    assert!(a.cidrs.is_empty() && a.note.as_deref().unwrap_or_default().contains("primary"), "{a:?}");
+}
+
+proptest::proptest! {
+    /// Over random subnets and usage: a proposed reservation never holds a used or AWS-reserved
+    /// address, never overlaps another, and leaves `keep_free` addresses auto-assignable.
+    #[test]
+    fn proposals_hold_only_wholly_free_blocks(
+        len in 24u8..=26,
+        used in proptest::collection::vec(0u32..1024, 0..60),
+        want in 1u32..20,
+        keep in 0u32..64,
+    ) {
+        let cidr: Ipv4Net = format!("10.0.0.0/{len}").parse().unwrap();
+        let size = 1u32 << (32 - len);
+        let used: Vec<String> = used.iter().map(|o| o % size).filter(|o| *o >= 4 && *o < size - 1)
+            .map(|o| std::net::Ipv4Addr::from(u32::from(cidr.network()) + o).to_string()).collect();
+        let used_refs: Vec<&str> = used.iter().map(String::as_str).collect();
+        let mut i = input(&cidr.to_string(), &used_refs);
+        i.want_prefixes = Some(want);
+        i.keep_free = keep;
+        let r = analyse(&i).unwrap();
+        let a = r.advice.unwrap();
+        let mut reserved = 0u32;
+        for c in &a.cidrs {
+            for ip in &used {
+                let ip: std::net::Ipv4Addr = ip.parse().unwrap();
+                proptest::prop_assert!(!c.contains(&ip), "{c} holds used {ip}");
+            }
+            proptest::prop_assert!(!c.contains(&cidr.network()) && !c.contains(&cidr.broadcast()), "{c} holds a reserved address");
+            for d in &a.cidrs {
+                proptest::prop_assert!(c == d || (!c.contains(d) && !d.contains(c)), "{c} overlaps {d}");
+            }
+            reserved += 1 << (28 - c.prefix_len());
+        }
+        if !a.cidrs.is_empty() {
+            proptest::prop_assert_eq!(reserved, want);
+            proptest::prop_assert!(r.free_ips >= keep + 16 * want, "{} free, {} kept, {} reserved", r.free_ips, keep, want);
+        }
+    }
 }
 
 #[test]

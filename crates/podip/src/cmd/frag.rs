@@ -34,6 +34,10 @@ pub struct Args {
     /// Suggest the reservation that secures N prefixes.
     #[arg(long, value_name = "N")]
     pub prefixes: Option<u32>,
+    /// Addresses the reservations must leave EC2 to auto-assign (new nodes' and ENIs' primary
+    /// addresses never come from a prefix reservation).
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    pub keep_free: u32,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -44,7 +48,7 @@ fn read(path: &str) -> Result<String, Failure> {
 }
 
 fn gather(a: &Args) -> Result<FragInput, Failure> {
-    let mut input = FragInput { want_prefixes: a.prefixes, ..FragInput::default() };
+    let mut input = FragInput { want_prefixes: a.prefixes, keep_free: a.keep_free, ..FragInput::default() };
     let mut errors = Vec::new();
     for r in &a.reservation {
         match parse_reservation(r) {
@@ -112,11 +116,14 @@ fn print(r: &FragReport) {
         outln!("  {first:<15} {row}");
     }
     if let Some(a) = &r.advice {
-        match (&a.cidr, &a.command) {
-            (Some(c), Some(cmd)) => {
-                outln!("to secure {} prefixes, reserve {c} ({} free /28 blocks):\n  {cmd}", a.prefixes, a.free_blocks)
+        if a.cidrs.is_empty() {
+            outln!("{}", a.note.clone().unwrap_or_default());
+        } else {
+            let ranges: Vec<String> = a.cidrs.iter().map(ToString::to_string).collect();
+            outln!("to secure {} prefixes, reserve {} (wholly free /28 blocks only):", a.prefixes, ranges.join(", "));
+            for cmd in &a.commands {
+                outln!("  {cmd}");
             }
-            _ => outln!("{}", a.note.clone().unwrap_or_default()),
         }
     }
 }
