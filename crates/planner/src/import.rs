@@ -162,6 +162,26 @@ pub struct NetworkInterface {
     /// `interface`, `nat_gateway`, `trunk`, ...
     #[serde(default)]
     pub interface_type: Option<String>,
+    /// Its description (`aws-K8S-i-...` for the VPC CNI's ENIs, `podip-i-...` for podipd's).
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Its tags.
+    #[serde(default)]
+    pub tag_set: Vec<Tag>,
+}
+
+impl NetworkInterface {
+    /// Whether a node agent of a cluster (the VPC CNI's aws-node, or podipd) made this ENI for
+    /// a node: its tags or its description say so. The plan simulates the cluster's nodes
+    /// itself, so their ENIs are not other workloads' usage.
+    pub fn made_for_a_node(&self) -> bool {
+        let tagged = self.tag_set.iter().any(|t| t.key == cloud::TAG_INSTANCE_ID || t.key == cloud::TAG_CLUSTER);
+        let described = self
+            .description
+            .as_deref()
+            .is_some_and(|d| d.starts_with("aws-K8S-") || d.starts_with(cloud::DESCRIPTION_PREFIX));
+        tagged || described
+    }
 }
 
 /// One private address of an ENI.
@@ -268,7 +288,7 @@ impl AwsExports {
     /// Usage per subnet id.
     pub fn usage(&self) -> BTreeMap<String, SubnetUsage> {
         let mut out: BTreeMap<String, SubnetUsage> = BTreeMap::new();
-        for e in &self.enis {
+        for e in self.enis.iter().filter(|e| !e.made_for_a_node()) {
             let u = out.entry(e.subnet_id.clone()).or_default();
             u.addresses.extend(e.private_ip_addresses.iter().map(|p| p.private_ip_address));
             u.prefixes.extend(e.ipv4_prefixes.iter().map(|p| p.ipv4_prefix));
@@ -280,6 +300,16 @@ impl AwsExports {
                 .push(Reservation { cidr: r.cidr, kind: r.reservation_type });
         }
         out
+    }
+}
+
+impl AwsExports {
+    /// What the import left out as the cluster's own: ENIs a node agent made, and the addresses
+    /// (prefixes counted as 16) they hold.
+    pub fn nodes_own(&self) -> (usize, usize) {
+        let own: Vec<&NetworkInterface> = self.enis.iter().filter(|e| e.made_for_a_node()).collect();
+        let addrs = own.iter().map(|e| e.private_ip_addresses.len() + 16 * e.ipv4_prefixes.len()).sum();
+        (own.len(), addrs)
     }
 }
 

@@ -119,6 +119,8 @@ pub struct PlanReport {
     pub routable_space: u64,
     /// Headroom asked for, in nodes.
     pub headroom_target_nodes: u32,
+    /// What the import from AWS exports recognised (the cluster's own ENIs left out).
+    pub import_notes: Vec<String>,
     /// Every variant.
     pub variants: Vec<VariantReport>,
     /// The pick.
@@ -293,6 +295,7 @@ pub fn run_plan(sc: &Scenario, threads: usize, progress: &(dyn Fn(u64, u64) + Sy
         peak_nodes: sc.peak_nodes(),
         routable_space,
         headroom_target_nodes: sc.headroom_nodes,
+        import_notes: sc.import_notes.clone(),
         variants: reports,
         recommendation,
     }

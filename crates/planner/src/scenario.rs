@@ -269,6 +269,8 @@ pub struct Scenario {
     pub traffic: Traffic,
     /// Headroom asked for, in nodes.
     pub headroom_nodes: u32,
+    /// What an import from AWS exports recognised and left out.
+    pub import_notes: Vec<String>,
 }
 
 /// Every problem in a scenario file, at once.
@@ -389,6 +391,7 @@ impl Scenario {
     /// # Errors
     /// Every bad field, with its path and value.
     pub fn parse_with(text: &str, import: Option<&AwsExports>) -> Result<Scenario, ScenarioError> {
+        let mut import_notes = Vec::new();
         let mut raw: RawScenario =
             toml::from_str(text).map_err(|e| ScenarioError(vec![e.to_string().trim().replace('\n', " ")]))?;
         if let Some(x) = import {
@@ -398,6 +401,12 @@ impl Scenario {
                 ]));
             }
             raw.subnets = imported_subnets(x);
+            let (enis, addrs) = x.nodes_own();
+            if enis > 0 {
+                import_notes.push(format!(
+                    "left out {enis} ENIs that a node agent made ({addrs} addresses, by their tags or description): the plan simulates the cluster's nodes itself"
+                ));
+            }
             let cidrs = x.vpcs.first().map(|v| v.cidrs()).unwrap_or_default();
             let mut cidrs: Vec<String> = cidrs.iter().map(ToString::to_string).collect();
             if cidrs.is_empty() {
@@ -653,6 +662,7 @@ impl Scenario {
             return Err(ScenarioError(bad));
         }
         Ok(Scenario {
+            import_notes,
             name: raw.name.unwrap_or_else(|| "scenario".into()),
             region: raw.region.unwrap_or_else(|| "us-east-1".into()),
             seed: raw.seed.unwrap_or(1),

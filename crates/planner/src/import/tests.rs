@@ -60,6 +60,25 @@ const ENIS: &str = r#"{
             "Status": "in-use",
             "SubnetId": "subnet-0aaa",
             "VpcId": "vpc-0123456789abcdef0"
+        },
+        {
+            "AvailabilityZone": "us-east-1a",
+            "Description": "RDSNetworkInterface",
+            "InterfaceType": "interface",
+            "NetworkInterfaceId": "eni-0222",
+            "PrivateIpAddress": "10.0.1.20",
+            "PrivateIpAddresses": [{"Primary": true, "PrivateIpAddress": "10.0.1.20"}],
+            "Status": "in-use",
+            "SubnetId": "subnet-0aaa",
+            "TagSet": [],
+            "VpcId": "vpc-0123456789abcdef0"
+        },
+        {
+            "Description": "",
+            "NetworkInterfaceId": "eni-0333",
+            "PrivateIpAddresses": [{"Primary": true, "PrivateIpAddress": "10.0.1.30"}],
+            "SubnetId": "subnet-0aaa",
+            "TagSet": [{"Key": "cluster.k8s.amazonaws.com/name", "Value": "prod"}]
         }
     ]
 }"#;
@@ -86,9 +105,12 @@ fn reads_real_shaped_exports() {
     x.add_reservations("res.json", RESERVATIONS).unwrap();
     assert_eq!(x.vpcs[0].cidrs(), vec!["10.0.0.0/16".parse().unwrap(), "100.64.0.0/16".parse::<Ipv4Net>().unwrap()]);
     assert_eq!(x.subnets[0].availability_zone, "us-east-1a");
+    // The cluster's own ENIs (aws-node's by description, one by the cluster tag) are not other
+    // workloads' usage: the plan simulates the nodes itself. The database's ENI is.
     let u = &x.usage()["subnet-0aaa"];
-    assert_eq!(u.addresses, vec![Ipv4Addr::new(10, 0, 1, 10), Ipv4Addr::new(10, 0, 1, 77)]);
-    assert_eq!(u.prefixes, vec!["10.0.1.32/28".parse::<Ipv4Net>().unwrap()]);
+    assert_eq!(u.addresses, vec![Ipv4Addr::new(10, 0, 1, 20)]);
+    assert!(u.prefixes.is_empty());
+    assert_eq!(x.nodes_own(), (2, 2 + 16 + 1));
     assert_eq!(u.reservations[0].kind, ReservationKind::Prefix);
 }
 

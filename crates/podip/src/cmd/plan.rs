@@ -142,6 +142,9 @@ fn print(r: &PlanReport) {
         r.headroom_target_nodes,
         r.seed
     );
+    for n in &r.import_notes {
+        outln!("import: {n}");
+    }
     let mut t = table::new(&[
         "variant",
         "routable IPv4 peak",
