@@ -27,10 +27,23 @@ pub fn conflist(socket: &Path) -> String {
 pub fn write(path: &Path, socket: &Path) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("/"));
     let tmp = dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("podip.conflist")));
-    let mut f = create_fresh(&tmp)?;
-    f.write_all(conflist(socket).as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
+    let r = create_fresh(&tmp).and_then(|mut f| {
+        f.write_all(conflist(socket).as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    });
+    if r.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    r
+}
+
+/// Whether `path` holds the configuration list of [`conflist`] for `socket` (what the readiness
+/// probe checks: until it does, the runtime cannot start a pod here).
+pub fn written(path: &Path, socket: &Path) -> bool {
+    std::fs::read(path).ok().and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok()).is_some_and(|v| {
+        v["plugins"][0]["type"] == "podip-cni" && v["plugins"][0]["socket"] == socket.to_string_lossy().as_ref()
+    })
 }
 
 /// Creates `path` anew (whatever was there, a file or a symlink, removed first; never followed).

@@ -375,13 +375,23 @@ impl DaemonConfig {
         let cni_conflist = Some(get("PODIP_CNI_CONFLIST")).filter(|s| !s.is_empty());
         if let Some(p) = &cni_conflist {
             absolute_path("PODIP_CNI_CONFLIST", p, crate::limits::MAX_PATH, &mut bad);
+            let file = std::path::Path::new(p);
+            if p.ends_with('/') || file.file_name().is_none() || file.parent().is_none_or(|d| d.as_os_str().is_empty())
+            {
+                bad.push(format!(
+                    "PODIP_CNI_CONFLIST={p:?}: a file in a directory (the runtime's CNI configuration directory)"
+                ));
+            }
         }
         let cni_conflist = cni_conflist.map(PathBuf::from);
         let ec2_endpoint = Some(get("AWS_EC2_ENDPOINT")).filter(|s| !s.is_empty());
-        if let Some(e) = &ec2_endpoint
-            && !(e.starts_with("https://") || e.starts_with("http://"))
-        {
-            bad.push(format!("AWS_EC2_ENDPOINT={e:?}: an http:// or https:// URL"));
+        if let Some(e) = &ec2_endpoint {
+            let ok = e.parse::<hyper::Uri>().is_ok_and(|u| {
+                matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some_and(|h| !h.is_empty())
+            });
+            if !ok {
+                bad.push(format!("AWS_EC2_ENDPOINT={e:?}: an http:// or https:// URL with a host"));
+            }
         }
         let node_netns = Some(get("PODIP_NODE_NETNS")).filter(|s| !s.is_empty());
         if let Some(n) = &node_netns {
@@ -508,6 +518,15 @@ mod tests {
     }
 
     #[test]
+    fn an_endpoint_without_a_host_is_refused_at_start() {
+        for bad in ["http://", "http://a b", "https://:443", "ftp://ec2.local"] {
+            let e = load(None, &[("AWS_EC2_ENDPOINT", bad)]).unwrap_err().to_string();
+            assert!(e.contains(&format!("AWS_EC2_ENDPOINT={bad:?}")), "{bad}: {e}");
+        }
+        assert!(load(None, &[("AWS_EC2_ENDPOINT", "https://ec2.us-east-1.amazonaws.com")]).is_ok());
+    }
+
+    #[test]
     fn hostile_settings_never_reach_a_command_or_a_path() {
         let e = load(
             None,
@@ -519,6 +538,7 @@ mod tests {
                 ("PODIP_CHECKPOINT", "state.json"),
                 ("WARM_IP_TARGET", "99999999"),
                 ("AWS_EC2_ENDPOINT", "ec2.local; rm -rf /"),
+                ("PODIP_CNI_CONFLIST", "/"),
             ],
         )
         .unwrap_err()
@@ -531,6 +551,7 @@ mod tests {
             "PODIP_CHECKPOINT=\"state.json\"",
             "WARM_IP_TARGET=\"99999999\"",
             "AWS_EC2_ENDPOINT=\"ec2.local; rm -rf /\": an http:// or https:// URL",
+            "PODIP_CNI_CONFLIST=\"/\": a file in a directory",
         ] {
             assert!(e.contains(n), "missing {n}: {e}");
         }

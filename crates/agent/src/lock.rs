@@ -56,11 +56,25 @@ pub struct NodeLock {
 /// # Errors
 /// [`LockError::Held`] when another process holds it; I/O otherwise.
 pub fn acquire_node(netns: Option<&str>) -> Result<NodeLock, LockError> {
+    abstract_lock(NETNS_LOCK, netns)
+}
+
+/// Takes the lock of EC2 instance `instance` in the daemon's own network namespace: an abstract
+/// socket `@podipd-<instance-id>`. Two daemons for one instance would hand out one address twice
+/// even when neither programs a node (the host's namespace is then shared by both).
+///
+/// # Errors
+/// [`LockError::Held`] when another process holds it; I/O otherwise.
+pub fn acquire_instance(instance: &str) -> Result<NodeLock, LockError> {
+    abstract_lock(format!("podipd-{instance}").as_bytes(), None)
+}
+
+fn abstract_lock(name: &[u8], netns: Option<&str>) -> Result<NodeLock, LockError> {
     use std::os::linux::net::SocketAddrExt;
     use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
-    let path = PathBuf::from(format!("@{} in {}", String::from_utf8_lossy(NETNS_LOCK), netns.unwrap_or("own netns")));
+    let path = PathBuf::from(format!("@{} in {}", String::from_utf8_lossy(name), netns.unwrap_or("own netns")));
     let io = |e: &dyn std::fmt::Display| LockError::Io { path: path.clone(), message: e.to_string() };
-    let addr = SocketAddr::from_abstract_name(NETNS_LOCK).map_err(|e| io(&e))?;
+    let addr = SocketAddr::from_abstract_name(name).map_err(|e| io(&e))?;
     // Sockets stay in the namespace they were made in: make them on a thread of their own.
     let made = std::thread::scope(|s| {
         s.spawn(|| -> Result<Result<UnixListener, Option<String>>, String> {

@@ -23,7 +23,7 @@ where
         SdkError::DispatchFailure(_) => {
             // A connection that could not be made carried no request: nothing happened. Any
             // other failure to dispatch may have reached EC2.
-            let detail = error_chain(&e);
+            let detail = clip(&error_chain(&e)).to_string();
             if refused(&e) {
                 ec2_error("Unavailable", format!("EC2 cannot be reached: {detail}"))
             } else {
@@ -31,11 +31,17 @@ where
             }
         }
         SdkError::ResponseError(r) => {
-            ec2_error("InternalError", format!("EC2 answered something unreadable: {:?}", r.raw()))
+            let raw = format!("{:?}", r.raw());
+            ec2_error("InternalError", format!("EC2 answered something unreadable: {}", clip(&raw)))
         }
         SdkError::ConstructionFailure(_) => ec2_error("InvalidRequest", format!("the request could not be built: {e}")),
         _ => ec2_error("InternalError", e.to_string()),
     }
+}
+
+/// At most 300 characters of `s` (an error's detail must not carry whole requests to the log).
+fn clip(s: &str) -> &str {
+    s.char_indices().nth(300).map_or(s, |(i, _)| &s[..i])
 }
 
 /// Whether the connection was refused: the request was never sent.

@@ -132,6 +132,11 @@ impl Metadata {
             Err(ImdsError::ErrorResponse(r)) => {
                 Err(MetadataError::Bad { path: full, message: format!("status {}", r.response().status().as_u16()) })
             }
+            // No token because the service could not be reached: worth waiting for. A token
+            // refused (IMDS disabled, an unknown instance) is not.
+            Err(e @ ImdsError::FailedToLoadToken(_)) if matches!(&e, ImdsError::FailedToLoadToken(t) if !t.is_dispatch_failure()) => {
+                Err(MetadataError::Bad { path: full, message: crate::error::error_chain(&e) })
+            }
             Err(e @ (ImdsError::IoError(_) | ImdsError::FailedToLoadToken(_))) => {
                 Err(MetadataError::Unreachable { path: full, message: crate::error::error_chain(&e) })
             }

@@ -343,3 +343,25 @@ fn the_iam_policy_grants_exactly_the_actions_the_backend_calls() {
     assert_eq!(policy["Statement"][1]["Action"], "ec2:CreateTags");
     assert_eq!(policy["Statement"][1]["Condition"]["StringEquals"]["ec2:CreateAction"], "CreateNetworkInterface");
 }
+
+#[test]
+fn a_metadata_service_that_refuses_a_token_is_a_refusal_not_an_outage() {
+    let (ep, _, _) = world(instant());
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    aws::install_crypto_provider();
+    // An instance the service does not know answers the token request with 404: waiting for it
+    // would wait forever.
+    let md = aws::metadata::Metadata::at(&ep.imds_url(&InstanceId("i-0000000000nothere".into()))).unwrap();
+    match rt.block_on(md.node()) {
+        Err(aws::metadata::MetadataError::Bad { .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    // A service that is not there at all is an outage (worth waiting for).
+    let addr = ep.addr();
+    drop(ep);
+    let md = aws::metadata::Metadata::at(&format!("http://{addr}/imds/i-x")).unwrap();
+    match rt.block_on(md.node()) {
+        Err(aws::metadata::MetadataError::Unreachable { .. }) => {}
+        other => panic!("{other:?}"),
+    }
+}

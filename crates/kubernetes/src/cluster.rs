@@ -17,6 +17,9 @@ pub struct Cluster {
     sources: NameSources,
     nodes: Store<Node>,
     eniconfigs: Store<EniConfig>,
+    /// The watches' latest error (a 403 for want of RBAC, the API server unreachable, a CRD
+    /// not installed), cleared by the next event that arrives.
+    last_error: LastError,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -25,19 +28,40 @@ impl std::fmt::Debug for Cluster {
     }
 }
 
+type LastError = std::sync::Arc<std::sync::Mutex<Option<String>>>;
+
+/// Keeps a watch's latest outcome: its error, or nothing once events arrive again.
+fn recorder<T>(
+    last: &LastError,
+    what: &'static str,
+) -> impl FnMut(Result<T, watcher::Error>) -> std::future::Ready<()> + use<T> {
+    let last = std::sync::Arc::clone(last);
+    move |r| {
+        let mut l = last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *l = r.err().map(|e| format!("watching {what}: {e}"));
+        std::future::ready(())
+    }
+}
+
 impl Cluster {
     /// Starts following node `node_name` and the ENIConfigs (tasks on the current tokio
     /// runtime, running until it stops).
     pub fn start(client: Client, node_name: &str, sources: NameSources) -> Cluster {
+        let last_error = std::sync::Arc::new(std::sync::Mutex::new(None));
         let (nodes, writer) = reflector::store();
         let cfg = watcher::Config::default().fields(&format!("metadata.name={node_name}"));
         let stream = reflector::reflector(writer, watcher(Api::<Node>::all(client.clone()), cfg)).default_backoff();
-        tokio::spawn(stream.for_each(|_| async {}));
+        tokio::spawn(stream.for_each(recorder(&last_error, "the node")));
         let (eniconfigs, writer) = reflector::store();
         let stream = reflector::reflector(writer, watcher(Api::<EniConfig>::all(client), watcher::Config::default()))
             .default_backoff();
-        tokio::spawn(stream.for_each(|_| async {}));
-        Cluster { node_name: node_name.to_string(), sources, nodes, eniconfigs }
+        tokio::spawn(stream.for_each(recorder(&last_error, "ENIConfigs")));
+        Cluster { node_name: node_name.to_string(), sources, nodes, eniconfigs, last_error }
+    }
+
+    /// The watches' latest error, if the last thing they saw was one.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     /// The node, once its object has been read.

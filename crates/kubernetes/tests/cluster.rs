@@ -77,11 +77,12 @@ fn the_node_and_its_eniconfig_are_followed_without_a_restart() {
     // watch recovers once allowed.
     api.forbid("nodes", true);
     api.compact();
-    rt.block_on(async { tokio::time::sleep(Duration::from_millis(300)).await });
+    until(&rt, "the 403 surfaced", || cluster.last_error().is_some_and(|e| e.contains("forbidden")));
     assert_eq!(cluster.node().and_then(|n| n.max_pods), Some(58), "the last state is kept");
     api.forbid("nodes", false);
     api.apply("nodes", node(json!({"k8s.amazonaws.com/eniConfig": "az1"}), "20"));
     until(&rt, "recovered after 403", || cluster.node().and_then(|n| n.max_pods) == Some(20));
+    assert_eq!(cluster.last_error(), None, "an event after the error clears it");
 
     // Events on the daemon's pod; a repeat is folded into the same event.
     let events = Events::new(client, "kube-system", "podip-x7k2p");

@@ -34,6 +34,9 @@ enum Helper {
         /// The daemon's socket.
         #[arg(long, env = "PODIP_SOCKET", default_value = "/run/podip/podipd.sock")]
         socket: PathBuf,
+        /// The CNI configuration the daemon writes once serving: not ready until it is there.
+        #[arg(long, env = "PODIP_CNI_CONFLIST")]
+        conflist: Option<PathBuf>,
         /// Only whether the daemon answers (liveness), not whether the node can start pods.
         #[arg(long)]
         live: bool,
@@ -53,7 +56,9 @@ enum Helper {
 fn main() -> ExitCode {
     let args = Args::parse();
     match args.command {
-        Some(Helper::Health { socket, live }) => return health(&socket, live),
+        Some(Helper::Health { socket, conflist, live }) => {
+            return health(&socket, conflist.filter(|c| !c.as_os_str().is_empty()).as_deref(), live);
+        }
         Some(Helper::InstallCni { to, from }) => return install_cni(&to, from),
         None => {}
     }
@@ -129,12 +134,27 @@ fn main() -> ExitCode {
     let socket = cfg.socket.clone();
     let listening = move || {
         eprintln!("podipd: serving on {}", socket.display());
-        // Only now may kubelet schedule pods here: the plugin's configuration appears.
-        if let Some(path) = &conflist {
-            match agent::cniconf::write(path, &socket) {
-                Ok(()) => eprintln!("podipd: wrote {}", path.display()),
-                Err(e) => eprintln!("podipd: error: {}: {e}", path.display()),
-            }
+        // Only now may kubelet schedule pods here: the plugin's configuration appears. A write
+        // that fails is retried (the readiness probe fails meanwhile).
+        if let Some(path) = conflist {
+            std::thread::spawn(move || {
+                let mut failures = 0u32;
+                loop {
+                    match agent::cniconf::write(&path, &socket) {
+                        Ok(()) => {
+                            eprintln!("podipd: wrote {}", path.display());
+                            return;
+                        }
+                        Err(e) => {
+                            if failures.is_multiple_of(12) {
+                                eprintln!("podipd: error: {}: {e}; retrying every 5 s", path.display());
+                            }
+                            failures += 1;
+                            std::thread::sleep(Duration::from_secs(5));
+                        }
+                    }
+                }
+            });
         }
     };
     match daemon.serve(listening) {
@@ -146,20 +166,24 @@ fn main() -> ExitCode {
     }
 }
 
-/// `podipd health`: one STATUS request over the socket, with short timeouts.
-fn health(socket: &std::path::Path, live: bool) -> ExitCode {
-    use std::io::{BufRead, BufReader, Write};
+/// `podipd health`: one STATUS request over the socket, with short timeouts and a bounded reply.
+fn health(socket: &std::path::Path, conflist: Option<&std::path::Path>, live: bool) -> ExitCode {
+    use std::io::{BufRead, BufReader, Read, Write};
     let answer = (|| -> std::io::Result<serde_json::Value> {
         let mut s = std::os::unix::net::UnixStream::connect(socket)?;
         s.set_read_timeout(Some(Duration::from_secs(5)))?;
         s.set_write_timeout(Some(Duration::from_secs(5)))?;
         s.write_all(b"{\"v\":1,\"op\":\"status\"}\n")?;
         let mut line = String::new();
-        BufReader::new(s).read_line(&mut line)?;
+        BufReader::new(s.take(64 * 1024)).read_line(&mut line)?;
         serde_json::from_str(&line).map_err(std::io::Error::other)
     })();
     match answer {
         Ok(v) if live && v.get("ok").is_some() => ExitCode::SUCCESS,
+        Ok(v) if v["ok"]["readiness"] == "ready" && conflist.is_some_and(|c| !agent::cniconf::written(c, socket)) => {
+            println!("not ready: {} is not written yet", conflist.map(|c| c.display().to_string()).unwrap_or_default());
+            ExitCode::from(1)
+        }
         Ok(v) if v["ok"]["readiness"] == "ready" => {
             println!("ready: {} addresses available", v["ok"]["available"]);
             ExitCode::SUCCESS
@@ -183,6 +207,17 @@ fn install_cni(to: &std::path::Path, from: Option<PathBuf>) -> ExitCode {
     });
     let target = to.join("podip-cni");
     let tmp = to.join(".podip-cni.tmp");
+    match std::fs::metadata(&from) {
+        Ok(m) if m.is_file() && m.len() > 0 => {}
+        Ok(_) => {
+            eprintln!("podipd: error: {}: not a plugin binary (a regular, non-empty file)", from.display());
+            return ExitCode::from(1);
+        }
+        Err(e) => {
+            eprintln!("podipd: error: {}: {e}", from.display());
+            return ExitCode::from(1);
+        }
+    }
     // The temporary file is made anew (a link planted there is replaced, never followed).
     let r = std::fs::File::open(&from)
         .and_then(|mut src| {

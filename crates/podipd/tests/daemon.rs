@@ -462,8 +462,8 @@ fn an_unreadable_aws_node_checkpoint_hands_none_of_its_addresses_out() {
 #[test]
 fn the_daemonset_helpers_install_the_plugin_probe_health_and_the_conflist_appears_once_serving() {
     let mut w = World::new("helpers");
+    // The runtime's configuration directory does not exist yet: podipd keeps trying.
     let conf = w.dir.join("net.d/10-podip.conflist");
-    std::fs::create_dir_all(conf.parent().unwrap()).unwrap();
     let sock = w.sock();
     let health = |extra: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_podipd"))
@@ -477,11 +477,28 @@ fn the_daemonset_helpers_install_the_plugin_probe_health_and_the_conflist_appear
     assert_eq!(health(&[]).status.code(), Some(1));
     assert_eq!(health(&["--live"]).status.code(), Some(1));
     w.start(&[("PODIP_CNI_CONFLIST", conf.to_str().unwrap())]);
+    let conf_arg = ["--conflist", conf.to_str().unwrap()];
+    assert_eq!(health(&conf_arg).status.code(), Some(1), "not ready while the conflist is not written");
+    std::fs::create_dir_all(conf.parent().unwrap()).unwrap();
     let t0 = Instant::now();
     while !conf.exists() {
         assert!(t0.elapsed() < Duration::from_secs(10), "no conflist");
         std::thread::sleep(Duration::from_millis(20));
     }
+    assert_eq!(health(&conf_arg).status.code(), Some(0));
+    // A second podipd for the same instance, with a state directory of its own, is refused.
+    let other = w.dir.join("other");
+    let out = w
+        .command(&[
+            ("PODIP_SOCKET", other.join("podipd.sock").to_str().unwrap()),
+            ("PODIP_CHECKPOINT", other.join("state/ipam.json").to_str().unwrap()),
+        ])
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("@podipd-{}", w.instance.0)), "{err}");
     let list: Value = serde_json::from_str(&std::fs::read_to_string(&conf).unwrap()).unwrap();
     assert_eq!(list["plugins"][0]["socket"], w.sock().to_str().unwrap());
     let out = health(&[]);

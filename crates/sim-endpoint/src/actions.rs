@@ -63,8 +63,24 @@ fn eni_of_attachment(vpc: &SimVpc, id: &str) -> Result<EniId, Failure> {
     }
 }
 
+/// The largest count a request may ask for (far above any instance's limits).
+const MAX_COUNT: u32 = 4096;
+/// EC2's longest description.
+const MAX_DESCRIPTION: usize = 255;
+
 fn count(p: &Params, name: &str) -> Result<Option<u32>, Failure> {
-    Ok(p.parsed::<u32>(name, "Expected a whole number.")?)
+    match p.parsed::<u32>(name, "Expected a whole number.")? {
+        Some(n) if n > MAX_COUNT => Err(invalid(name, &n.to_string(), &format!("Expected at most {MAX_COUNT}."))),
+        n => Ok(n),
+    }
+}
+
+/// EC2's answer to a request with `DryRun=true`: the request was valid; nothing changed.
+fn dry_run(action: &str) -> Failure {
+    Failure {
+        code: "DryRunOperation".into(),
+        message: format!("Request would have succeeded, but DryRun flag is set ({action})."),
+    }
 }
 
 fn eni_param(p: &Params) -> Result<EniId, Failure> {
@@ -73,6 +89,23 @@ fn eni_param(p: &Params) -> Result<EniId, Failure> {
 
 /// Serves `action` on `vpc`.
 pub fn dispatch(vpc: &mut SimVpc, action: &str, p: &Params, rid: &str) -> Answer {
+    const ACTIONS: [&str; 12] = [
+        "CreateNetworkInterface",
+        "AttachNetworkInterface",
+        "AssignPrivateIpAddresses",
+        "UnassignPrivateIpAddresses",
+        "AssignIpv6Addresses",
+        "DetachNetworkInterface",
+        "ModifyNetworkInterfaceAttribute",
+        "DeleteNetworkInterface",
+        "DescribeNetworkInterfaces",
+        "DescribeSubnets",
+        "RunInstances",
+        "TerminateInstances",
+    ];
+    if ACTIONS.contains(&action) && p.flag("DryRun")? == Some(true) {
+        return Err(dry_run(action));
+    }
     match action {
         "CreateNetworkInterface" => create(vpc, p, rid),
         "AttachNetworkInterface" => attach(vpc, p, rid),
@@ -113,6 +146,16 @@ fn create(vpc: &mut SimVpc, p: &Params, rid: &str) -> Answer {
         description: p.get("Description").unwrap_or_default().to_string(),
         tags: p.tags_for("network-interface"),
     };
+    if req.description.chars().count() > MAX_DESCRIPTION {
+        return Err(invalid("Description", "...", &format!("At most {MAX_DESCRIPTION} characters.")));
+    }
+    if let Some((k, v)) = req.tags.iter().find(|(k, v)| k.chars().count() > 128 || v.chars().count() > 256) {
+        return Err(invalid(
+            "TagSpecification",
+            &format!("{k}={v}"),
+            "Tag keys hold at most 128 characters, values 256.",
+        ));
+    }
     if req.secondary_ips > 0 && req.prefixes > 0 {
         return Err(Failure {
             code: "InvalidParameterCombination".into(),
@@ -286,6 +329,11 @@ fn describe_enis(vpc: &mut SimVpc, p: &Params, rid: &str) -> Answer {
         },
     };
     let after = p.get("NextToken").map(str::to_string);
+    if let Some(t) = &after
+        && !(t.starts_with("eni-") && t.len() <= 64 && t[4..].bytes().all(|b| b.is_ascii_hexdigit()))
+    {
+        return Err(invalid("NextToken", t, "The token is not one this service gave."));
+    }
     let subnets: std::collections::BTreeMap<SubnetId, String> =
         vpc.subnets().iter().map(|s| (s.id.clone(), s.az.clone())).collect();
     let vpc_id = vpc.vpc_id();
@@ -354,8 +402,8 @@ fn run(vpc: &mut SimVpc, p: &Params, rid: &str) -> Answer {
     let type_name = p.required("InstanceType")?;
     let t = Catalog::embedded().get(type_name).map_err(|e| invalid("InstanceType", type_name, &e.to_string()))?;
     let subnet = SubnetId(p.required("SubnetId")?.to_string());
-    let min = count(p, "MinCount")?.unwrap_or(1);
-    let max = count(p, "MaxCount")?.unwrap_or(min);
+    let min = count(p, "MinCount")?.ok_or_else(|| Failure::from(Refusal::missing_param("MinCount")))?;
+    let max = count(p, "MaxCount")?.ok_or_else(|| Failure::from(Refusal::missing_param("MaxCount")))?;
     if min == 0 || max < min || max > 100 {
         return Err(invalid(
             "MaxCount",
@@ -407,6 +455,13 @@ fn terminate(vpc: &mut SimVpc, p: &Params, rid: &str) -> Answer {
     let ids = p.list("InstanceId");
     if ids.is_empty() {
         return Err(Refusal::missing_param("InstanceId.1").into());
+    }
+    // Every id checked before any instance goes: a refused request changes nothing.
+    if let Some(missing) = ids.iter().find(|id| vpc.instance(&InstanceId((*id).clone())).is_none()) {
+        return Err(Failure {
+            code: "InvalidInstanceID.NotFound".into(),
+            message: format!("The instance ID '{missing}' does not exist"),
+        });
     }
     for id in &ids {
         vpc.terminate_instance(&InstanceId(id.clone()))?;

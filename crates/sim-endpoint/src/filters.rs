@@ -48,11 +48,30 @@ fn unknown(name: &str) -> Refusal {
     Refusal { code: "InvalidParameterValue", message: format!("The filter '{name}' is invalid") }
 }
 
-/// Checks every filter name before any is applied.
+/// EC2's longest filter value.
+const MAX_VALUE: usize = 255;
+
+fn check_values(filters: &[(String, Vec<String>)]) -> Result<(), Refusal> {
+    for (n, values) in filters {
+        if values.is_empty() {
+            return Err(Refusal { code: "InvalidParameterValue", message: format!("The filter '{n}' has no values") });
+        }
+        if values.iter().any(|v| v.chars().count() > MAX_VALUE) {
+            return Err(Refusal {
+                code: "InvalidParameterValue",
+                message: format!("A value of the filter '{n}' is longer than {MAX_VALUE} characters"),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Checks every filter name and value before any is applied.
 ///
 /// # Errors
-/// The first unknown one.
+/// The first unknown name, a filter without values, a value too long.
 pub fn check_eni_filters(filters: &[(String, Vec<String>)]) -> Result<(), Refusal> {
+    check_values(filters)?;
     const KNOWN: [&str; 14] = [
         "network-interface-id",
         "attachment.instance-id",
@@ -106,11 +125,12 @@ pub fn eni_matches(e: &EniDescription, az: &str, vpc: &str, filters: &[(String, 
     })
 }
 
-/// Checks every subnet filter name.
+/// Checks every subnet filter name and value.
 ///
 /// # Errors
-/// The first unknown one.
+/// The first unknown name, a filter without values, a value too long.
 pub fn check_subnet_filters(filters: &[(String, Vec<String>)]) -> Result<(), Refusal> {
+    check_values(filters)?;
     const KNOWN: [&str; 6] = ["subnet-id", "vpc-id", "availability-zone", "cidr-block", "state", "default-for-az"];
     for (n, _) in filters {
         if !(KNOWN.contains(&n.as_str()) || n == "tag-key" || n == "tag-value" || n.starts_with("tag:")) {

@@ -17,6 +17,8 @@ pub const TOKEN_HEADER: &str = "x-aws-ec2-metadata-token";
 pub const ROLE: &str = "podip-simulated-node";
 /// IMDSv2's longest token lifetime.
 const MAX_TTL: u64 = 21_600;
+/// Live tokens kept per service (IMDS throttles token requests too).
+const MAX_TOKENS: usize = 10_000;
 
 /// Issued tokens: token to (instance, expiry).
 #[derive(Debug, Default)]
@@ -66,6 +68,9 @@ pub fn serve(
         tokens.next += 1;
         let t = format!("AQAEA{:016x}{}", tokens.next, instance.0.trim_start_matches("i-"));
         tokens.issued.retain(|_, (_, until)| *until > now);
+        if tokens.issued.len() >= MAX_TOKENS {
+            return reply(429, "Too Many Requests");
+        }
         tokens.issued.insert(t.clone(), (instance, now + Duration::from_secs(ttl)));
         return Reply { status: 200, body: t, ttl: Some(ttl) };
     }

@@ -4,8 +4,9 @@
 //!   error codes out, for every action podip calls (and `RunInstances`/`TerminateInstances`);
 //! - `/imds/<instance-id>/latest/...`: IMDSv2 of each simulated instance.
 //!
-//! Requests are not authenticated (signatures are accepted unchecked), as in any local EC2
-//! stand-in. A call takes the simulated latency, scaled; a reply the simulator's faults lose is
+//! Requests must be signed (an `AWS4-HMAC-SHA256` authorization header, as every SDK and the
+//! AWS CLI send: a web page cannot forge one), but the signature is not checked, as in any
+//! local EC2 stand-in. A call takes the simulated latency, scaled; a reply the simulator's faults lose is
 //! never sent (the connection closes, as a reply lost in the network would look).
 
 pub mod actions;
@@ -32,6 +33,10 @@ pub type Refuse = Box<dyn Fn(&str) -> Option<CallError> + Send + Sync>;
 
 /// The largest request body taken (EC2's own limit is far below).
 const MAX_BODY: usize = 1 << 20;
+/// Connections served at once; more wait in the kernel's backlog.
+const MAX_CONNECTIONS: usize = 256;
+/// How long a client may take to send a request's head.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 struct State {
     vpc: Mutex<SimVpc>,
@@ -187,13 +192,21 @@ fn run(listener: std::net::TcpListener, state: Arc<State>) -> std::io::Result<Ru
             loop {
                 tokio::select! {
                     _ = stopped.changed() => break,
-                    accepted = listener.accept() => {
-                        let Ok((stream, _)) = accepted else { continue };
+                    accepted = listener.accept(), if conns.len() < MAX_CONNECTIONS => {
+                        let Ok((stream, _)) = accepted else {
+                            // Out of descriptors, say: let connections finish rather than spin.
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            continue;
+                        };
                         let state = Arc::clone(&state);
                         conns.spawn(async move {
                             let svc = hyper::service::service_fn(move |req| handle(Arc::clone(&state), req));
                             let io = hyper_util::rt::TokioIo::new(stream);
-                            let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, svc).await;
+                            let _ = hyper::server::conn::http1::Builder::new()
+                                .timer(hyper_util::rt::TokioTimer::new())
+                                .header_read_timeout(HEADER_TIMEOUT)
+                                .serve_connection(io, svc)
+                                .await;
                         });
                     }
                     Some(_) = conns.join_next(), if !conns.is_empty() => {}
@@ -216,6 +229,8 @@ pub fn status_of(code: &str) -> u16 {
     match code {
         "RequestLimitExceeded" | "Unavailable" | "ServiceUnavailable" => 503,
         "InternalError" | "InternalFailure" => 500,
+        "DryRunOperation" => 412,
+        "MissingAuthenticationToken" | "AuthFailure" => 401,
         _ => 400,
     }
 }
@@ -241,6 +256,15 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Fu
     }
     if path != "/" {
         return Ok(text(404, xml::error("InvalidAction", &format!("no such path {path}"), &rid)));
+    }
+    let signed = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("AWS4-HMAC-SHA256 "));
+    if !signed {
+        let m = "Request is missing Authentication Token (sign it, as the AWS SDKs and CLI do)";
+        return Ok(text(401, xml::error("MissingAuthenticationToken", m, &rid)));
     }
     let query = req.uri().query().unwrap_or_default().as_bytes().to_vec();
     let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {

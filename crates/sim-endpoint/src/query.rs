@@ -87,20 +87,23 @@ impl Params {
             .iter()
             .filter_map(|(k, v)| {
                 let n = k.strip_prefix(&prefix)?;
-                n.parse::<u32>().ok().map(|i| (i, v.clone()))
+                // `1`, not `01`: one spelling per index.
+                (!n.starts_with('0')).then(|| n.parse::<u32>().ok().map(|i| (i, v.clone()))).flatten()
             })
             .collect();
         items.sort_by_key(|(i, _)| *i);
         items.into_iter().map(|(_, v)| v).collect()
     }
 
-    /// The filters, `Filter.N.Name` with its values `Filter.N.Value.M`, in index order.
+    /// The filters, `Filter.N.Name` with its values `Filter.N.Value.M`, in index order; a
+    /// filter without a name has the name `""` (refused as unknown, never dropped: dropping it
+    /// would widen the answer).
     pub fn filters(&self) -> Vec<(String, Vec<String>)> {
         self.groups("Filter")
             .into_iter()
-            .filter_map(|n| {
-                let name = self.get(&format!("Filter.{n}.Name"))?.to_string();
-                Some((name, self.list(&format!("Filter.{n}.Value"))))
+            .map(|n| {
+                let name = self.get(&format!("Filter.{n}.Name")).unwrap_or_default().to_string();
+                (name, self.list(&format!("Filter.{n}.Value")))
             })
             .collect()
     }

@@ -143,6 +143,7 @@ impl Daemon {
             node.instance, t.name, node.az, node.subnet.0, node.subnet.1
         )];
         let instance = node.instance.clone();
+        let instance_lock = crate::lock::acquire_instance(&instance.0)?;
         let owner = cloud::exec::Owner {
             instance: instance.clone(),
             cluster: cfg.cluster_name.clone(),
@@ -163,8 +164,9 @@ impl Daemon {
             Some(node_name) => {
                 let k = super::cluster::Kube::start(node_name, cfg.pod.clone(), cfg.eniconfig_sources.clone())?;
                 if !k.wait_synced(std::time::Duration::from_secs(10)) {
+                    let why = k.last_error().map(|e| format!(" ({e})")).unwrap_or_default();
                     notes.push(format!(
-                        "Kubernetes has not shown node {node_name} yet; its settings apply when it does"
+                        "Kubernetes has not shown node {node_name} yet{why}; its settings apply when it does"
                     ));
                 }
                 Some(k)
@@ -394,7 +396,7 @@ impl Daemon {
                 vpc_cidrs: Mutex::new(node.vpc_cidrs.clone()),
                 primary: enis.iter().filter(|e| e.device_index == 0).cloned().collect(),
             },
-            _lock: (lock, node_lock),
+            _lock: (lock, node_lock, instance_lock),
             startup_notes: notes,
         });
         d.program_enis();

@@ -33,6 +33,7 @@ pub struct Kube {
     events: Option<Events>,
     rt: tokio::runtime::Handle,
     last_event: Mutex<BTreeMap<&'static str, Time>>,
+    last_logged: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for Kube {
@@ -80,7 +81,7 @@ impl Kube {
                 "no client ({e}); in a pod the service account is used, elsewhere KUBECONFIG"
             ))
         })?;
-        Ok(Kube { cluster, events, rt, last_event: Mutex::new(BTreeMap::new()) })
+        Ok(Kube { cluster, events, rt, last_event: Mutex::new(BTreeMap::new()), last_logged: Mutex::new(None) })
     }
 
     /// Waits up to `limit` for the node and the ENIConfigs to be read once.
@@ -110,6 +111,24 @@ impl Kube {
     /// Whether the node's object has been read.
     pub fn knows_node(&self) -> bool {
         self.cluster.node().is_some()
+    }
+
+    /// The watches' latest error (RBAC, the API server, a missing CRD), logged once per
+    /// distinct error.
+    pub fn report_errors(&self) {
+        let now = self.cluster.last_error();
+        let mut last = self.last_logged.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if now != *last {
+            if let Some(e) = &now {
+                eprintln!("podipd: kubernetes: {e}");
+            }
+            *last = now;
+        }
+    }
+
+    /// The watches' latest error.
+    pub fn last_error(&self) -> Option<String> {
+        self.cluster.last_error()
     }
 
     /// Records `problem` on the daemon's pod, unless its reason was recorded less than ten

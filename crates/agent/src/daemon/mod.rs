@@ -159,7 +159,7 @@ pub struct Daemon {
     kube: Option<cluster::Kube>,
     /// What the instance metadata said of the node, kept for the periodic re-read.
     node_meta: NodeMeta,
-    _lock: (crate::lock::StateLock, Option<crate::lock::NodeLock>),
+    _lock: (crate::lock::StateLock, Option<crate::lock::NodeLock>, crate::lock::NodeLock),
     /// What start-up reported (restored, recovered, dropped).
     pub startup_notes: Vec<String>,
 }
@@ -429,6 +429,7 @@ impl Daemon {
     /// ENIConfig), logging each change once.
     fn take_cluster(&self, g: &mut Inner, now: Time) -> Vec<Effect> {
         let Some(kube) = &self.kube else { return Vec::new() };
+        kube.report_errors();
         if !kube.knows_node() {
             return Vec::new();
         }

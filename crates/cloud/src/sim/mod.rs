@@ -655,7 +655,7 @@ impl SimVpc {
         })?;
         let placement = self.params.placement;
         let s = &self.subnets[si];
-        if s.free_ips() < 1 + req.secondary_ips {
+        if s.free_ips() < req.secondary_ips.saturating_add(1) {
             return Err(ec2_error(
                 "InsufficientFreeAddressesInSubnet",
                 format!("The specified subnet {} does not have enough free addresses", req.subnet),
@@ -717,7 +717,7 @@ impl SimVpc {
         let e = self.enis.get(id).ok_or_else(|| Self::eni_not_found(id))?;
         if let Some(limit) = self.eni_limit(e) {
             let have = 1 + e.secondary.len() as u32 + e.prefixes.len() as u32;
-            if have + count > limit {
+            if have.saturating_add(count) > limit {
                 return Err(ec2_error(
                     "PrivateIpAddressLimitExceeded",
                     format!("Number of private addresses will exceed limit for {id}"),
@@ -749,7 +749,7 @@ impl SimVpc {
         let e = self.enis.get(id).ok_or_else(|| Self::eni_not_found(id))?;
         if let Some(limit) = self.eni_limit(e) {
             let have = 1 + e.secondary.len() as u32 + e.prefixes.len() as u32;
-            if have + count > limit {
+            if have.saturating_add(count) > limit {
                 return Err(ec2_error(
                     "PrivateIpAddressLimitExceeded",
                     format!("Number of private addresses will exceed limit for {id}"),
