@@ -60,13 +60,23 @@ pub fn acquire_node(netns: Option<&str>) -> Result<NodeLock, LockError> {
 }
 
 /// Takes the lock of EC2 instance `instance` in the daemon's own network namespace: an abstract
-/// socket `@podipd-<instance-id>`. Two daemons for one instance would hand out one address twice
-/// even when neither programs a node (the host's namespace is then shared by both).
+/// socket `@podipd-<instance-id>`, with a hash of the metadata service's `endpoint` when one is
+/// named (simulated VPCs each number their instances alike). Two daemons for one instance would
+/// hand out one address twice even when neither programs a node (they then share the host's
+/// namespace).
 ///
 /// # Errors
 /// [`LockError::Held`] when another process holds it; I/O otherwise.
-pub fn acquire_instance(instance: &str) -> Result<NodeLock, LockError> {
-    abstract_lock(format!("podipd-{instance}").as_bytes(), None)
+pub fn acquire_instance(instance: &str, endpoint: Option<&str>) -> Result<NodeLock, LockError> {
+    let name = match endpoint {
+        // FNV-1a: a short, stable name, not a secret.
+        Some(e) => {
+            let h = e.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+            format!("podipd-{instance}-{h:016x}")
+        }
+        None => format!("podipd-{instance}"),
+    };
+    abstract_lock(name.as_bytes(), None)
 }
 
 fn abstract_lock(name: &[u8], netns: Option<&str>) -> Result<NodeLock, LockError> {

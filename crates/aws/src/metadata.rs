@@ -93,14 +93,23 @@ impl Default for Metadata {
 impl Metadata {
     /// A client with the SDK's endpoint resolution.
     pub fn new() -> Metadata {
-        Metadata { client: aws_config::imds::Client::builder().build(), endpoint: None }
+        // The SDK reads the same variable; kept to tell one metadata service from another.
+        let endpoint = std::env::var("AWS_EC2_METADATA_SERVICE_ENDPOINT").ok().filter(|e| !e.is_empty());
+        Metadata { client: aws_config::imds::Client::builder().build(), endpoint }
+    }
+
+    /// The service's endpoint when one was named (`None`: the link-local address, a real
+    /// instance's own).
+    pub fn endpoint(&self) -> Option<&str> {
+        self.endpoint.as_deref()
     }
 
     /// A client of the same service with connections of its own (for another runtime).
     pub fn fresh(&self) -> Metadata {
         match &self.endpoint {
-            Some(e) => Metadata::at(e).unwrap_or_else(|_| Metadata::new()),
-            None => Metadata::new(),
+            Some(e) => Metadata::at(e)
+                .unwrap_or_else(|_| Metadata { client: aws_config::imds::Client::builder().build(), endpoint: None }),
+            None => Metadata { client: aws_config::imds::Client::builder().build(), endpoint: None },
         }
     }
 

@@ -143,7 +143,7 @@ impl Daemon {
             node.instance, t.name, node.az, node.subnet.0, node.subnet.1
         )];
         let instance = node.instance.clone();
-        let instance_lock = crate::lock::acquire_instance(&instance.0)?;
+        let instance_lock = crate::lock::acquire_instance(&instance.0, metadata.endpoint())?;
         let owner = cloud::exec::Owner {
             instance: instance.clone(),
             cluster: cfg.cluster_name.clone(),
