@@ -132,6 +132,15 @@ fn emit(dir: &Path, r: &PlanReport) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Max pods per instance type: the number alone for one type, else each type with its own.
+fn max_pods_cell(m: &std::collections::BTreeMap<String, u32>) -> String {
+    if m.len() == 1 {
+        m.values().map(ToString::to_string).collect()
+    } else {
+        m.iter().map(|(t, n)| format!("{t} {n}")).collect::<Vec<_>>().join(", ")
+    }
+}
+
 fn print(r: &PlanReport) {
     outln!(
         "{}: {} simulated hours, up to {} nodes, {} usable routable addresses, headroom asked: {} nodes (seed {})",
@@ -170,9 +179,10 @@ fn print(r: &PlanReport) {
             format!("{:.0}", v.idle_avg),
             v.headroom_nodes.to_string(),
             format!("{}/{}", v.pods_failed, v.pods_waited),
-            format!("{:.1}/{:.1}", v.wait_p50_s, v.wait_p99_s),
+            // No pod started: no wait to show.
+            if v.pods_started == 0 { "-".into() } else { format!("{:.1}/{:.1}", v.wait_p50_s, v.wait_p99_s) },
             format!("{calls} ({throttled})"),
-            v.max_pods.values().map(ToString::to_string).collect::<Vec<_>>().join(","),
+            max_pods_cell(&v.max_pods),
             v.nau_peak.to_string(),
             format!("{:.0}", v.monthly_cost_usd),
             v.disruption_text.clone(),
