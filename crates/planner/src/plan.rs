@@ -153,7 +153,9 @@ fn measure(
     };
     let mut waits = out.waits.clone();
     waits.sort_by(f64::total_cmp);
-    // Headroom: per kind of subnet (routable, non-routable), free space over what a node takes.
+    // Headroom: per kind of subnet (routable, non-routable), the free space at the cluster's
+    // busiest moment over what a node takes then. The subnets are read at the end of the run:
+    // what the cluster held beyond that at its peak was not free then.
     let nodes = out.nodes_end.max(1) as f64;
     let mut headroom = u64::MAX;
     for routable in [true, false] {
@@ -170,13 +172,23 @@ fn measure(
         if used <= 0.0 {
             continue;
         }
-        let per_node = used / nodes;
-        let mut h = (free / per_node).floor();
+        let held = |s: &Sample| if routable { s.routable } else { s.nonroutable };
+        let end_held = out.samples.last().map_or(0, held) as f64;
+        let peak = out.samples.iter().max_by_key(|s| held(s));
+        let beyond_end = peak.map_or(0.0, |p| (held(p) as f64 - end_held).max(0.0));
+        let free_at_peak = (free - beyond_end).max(0.0);
+        let blocks_at_peak = (free_blocks - (beyond_end / 16.0).ceil()).max(0.0);
+        let per_node = match peak {
+            Some(p) if p.nodes > 0 && held(p) > 0 => held(p) as f64 / p.nodes as f64,
+            _ => used / nodes,
+        }
+        .max(used / nodes);
+        let mut h = (free_at_peak / per_node).floor();
         if v.spec.settings.prefix_delegation && !v.spec.settings.ipv6 {
             // Prefixes need whole free /28s: the addresses beyond a node's primary come in 16s.
             let blocks_per_node = ((per_node - 1.0).max(0.0) / 16.0).max(0.0);
             if blocks_per_node > 0.0 {
-                h = h.min((free_blocks / blocks_per_node).floor());
+                h = h.min((blocks_at_peak / blocks_per_node).floor());
             }
         }
         headroom = headroom.min(h as u64);

@@ -102,3 +102,30 @@ fn recommends_the_least_disruptive_variant_meeting_the_headroom() {
         }
     }
 }
+
+/// #8's first problem: a rollout that peaks mid-run and is gone by the end must count. The
+/// headroom is what still fits at the busiest moment, not at the end.
+#[test]
+fn headroom_is_taken_at_the_peak_not_at_the_end() {
+    // Four nodes, grown to twelve for a rollout at a quarter past and back to four at one hour.
+    let base = tight(0, "");
+    let with_rollout = base.replace(
+        "nodes = 4\n",
+        "nodes = 4\nmax = 12\n[[node_groups.scale]]\nat_hour = 0.25\nnodes = 12\n[[node_groups.scale]]\nat_hour = 1\nnodes = 4\n",
+    );
+    let quiet = plan(&base);
+    let busy = plan(&with_rollout);
+    let (q, b) = (variant(&quiet, "vpc-cni-today"), variant(&busy, "vpc-cni-today"));
+    assert!(
+        b.routable_peak > q.routable_peak,
+        "the rollout raised the peak: {} vs {}",
+        b.routable_peak,
+        q.routable_peak
+    );
+    assert!(
+        b.headroom_nodes < q.headroom_nodes,
+        "room at the peak ({}) must be less than with no rollout ({})",
+        b.headroom_nodes,
+        q.headroom_nodes
+    );
+}
