@@ -185,7 +185,7 @@ figure{{margin:8px 0}}figcaption{{font-size:12px;color:#444}}
         nodes = r.peak_nodes,
         space = r.routable_space,
         target = r.headroom_target_nodes,
-        rec = esc(&r.recommendation.variant),
+        rec = if r.recommendation.variant.is_empty() { "none".to_string() } else { esc(&r.recommendation.variant) },
         reason = esc(&r.recommendation.reason),
         chart = chart(r),
     )

@@ -58,6 +58,8 @@ pub struct VariantReport {
     pub headroom_pods: u64,
     /// Whether the headroom asked for is met.
     pub meets_headroom: bool,
+    /// What keeps it from being recommended, each with its numbers (empty: it qualifies).
+    pub shortfalls: Vec<String>,
     /// Pods that got an address.
     pub pods_started: u64,
     /// Pods that could not start.
@@ -246,6 +248,7 @@ fn measure(
         headroom_nodes: headroom,
         headroom_pods: headroom * per_node_pods,
         meets_headroom: headroom >= u64::from(sc.headroom_nodes),
+        shortfalls: Vec::new(),
         pods_started: out.started,
         pods_failed: out.failed,
         pods_waited: waits.len() as u64,
@@ -298,7 +301,7 @@ pub fn run_plan(sc: &Scenario, threads: usize, progress: &(dyn Fn(u64, u64) + Sy
     let mut reports: Vec<VariantReport> =
         results.into_inner().expect("plan worker panicked").into_iter().flatten().collect();
     keep_best_tuning(&mut reports);
-    let recommendation = recommend(sc, &reports);
+    let recommendation = recommend(sc, &mut reports);
     PlanReport {
         schema: SCHEMA,
         scenario: sc.name.clone(),
@@ -330,31 +333,88 @@ fn keep_best_tuning(reports: &mut Vec<VariantReport>) {
     let others: Vec<String> = tuned.iter().filter(|i| **i != best).map(|i| reports[*i].title.clone()).collect();
     let mut keep = reports[best].clone();
     keep.caveats.push(format!("chosen: {}; also tried: {}", reports[best].title, others.join("; ")));
+    // The EC2 calls, compared with today's: from the numbers, never a fixed guess.
+    if let Some(t) = &today {
+        let (mine, theirs): (u64, u64) = (keep.ec2_calls.values().sum(), t.ec2_calls.values().sum());
+        keep.caveats.push(match mine.cmp(&theirs) {
+            std::cmp::Ordering::Greater => format!(
+                "{mine} EC2 calls, {} more than today's settings: a small warm pool assigns and releases as pods come and go",
+                mine - theirs
+            ),
+            std::cmp::Ordering::Less => format!("{mine} EC2 calls, {} fewer than today's settings", theirs - mine),
+            std::cmp::Ordering::Equal => format!("{mine} EC2 calls, as many as today's settings"),
+        });
+    }
     keep.id = "warm-pool-tuned".into();
     reports.retain(|r| !r.id.starts_with("warm-ip-"));
     let at = reports.iter().position(|r| r.id == "vpc-cni-today").map_or(0, |p| p + 1);
     reports.insert(at, keep);
 }
 
-fn recommend(sc: &Scenario, reports: &[VariantReport]) -> Recommendation {
-    let ok = reports.iter().filter(|r| r.meets_headroom && r.pods_failed == 0 && r.nodes_failed == 0);
+/// The share of a variant's EC2 calls that were throttled.
+fn throttled_share(r: &VariantReport) -> f64 {
+    let calls: u64 = r.ec2_calls.values().sum();
+    let throttled: u64 = r.ec2_throttled.values().sum();
+    if calls == 0 { 0.0 } else { throttled as f64 / calls as f64 }
+}
+
+/// What keeps `r` from qualifying, each with its numbers: a failed node launch, a pod that never
+/// got an address, pod starts waiting too long, throttling beyond the account's share, the NAU
+/// quota, the headroom asked for at the peak.
+pub fn shortfalls(sc: &Scenario, r: &VariantReport) -> Vec<String> {
+    let j = &sc.judge;
+    let mut out = Vec::new();
+    if r.nodes_failed > 0 {
+        out.push(format!("{} node launches failed", r.nodes_failed));
+    }
+    if r.pods_failed > 0 {
+        out.push(format!("{} pods never got an address", r.pods_failed));
+    }
+    if r.pods_started > 0 && r.wait_p99_s > j.max_wait_p99_s {
+        out.push(format!("pod-start wait p99 {:.1} s (bound {:.0} s)", r.wait_p99_s, j.max_wait_p99_s));
+    }
+    let share = throttled_share(r);
+    if share > j.max_throttled_share {
+        out.push(format!(
+            "{:.1}% of its EC2 calls throttled (at most {:.1}%: the account's buckets are shared)",
+            share * 100.0,
+            j.max_throttled_share * 100.0
+        ));
+    }
+    if r.nau_peak > j.nau_quota {
+        out.push(format!("Network Address Usage {} over the VPC's quota of {}", r.nau_peak, j.nau_quota));
+    }
+    if !r.meets_headroom {
+        out.push(format!("room for {} more nodes at the peak (asked: {})", r.headroom_nodes, sc.headroom_nodes));
+    }
+    out
+}
+
+fn recommend(sc: &Scenario, reports: &mut [VariantReport]) -> Recommendation {
+    for r in reports.iter_mut() {
+        r.shortfalls = shortfalls(sc, r);
+    }
+    let ok = reports.iter().filter(|r| r.shortfalls.is_empty());
     if let Some(best) = ok.min_by_key(|r| (r.disruption, r.routable_peak)) {
         return Recommendation {
             variant: best.id.clone(),
             reason: format!(
-                "the least disruptive change ({}) that starts every pod and leaves room for {} more nodes (asked: {})",
+                "the least disruptive change ({}) that starts every pod (wait p99 {:.1} s, bound {:.0} s), keeps throttling at {:.1}% of its EC2 calls and leaves room for {} more nodes at the peak (asked: {})",
                 best.disruption.describe(),
+                best.wait_p99_s,
+                sc.judge.max_wait_p99_s,
+                throttled_share(best) * 100.0,
                 best.headroom_nodes,
                 sc.headroom_nodes
             ),
         };
     }
-    let most = reports.iter().max_by_key(|r| (r.pods_failed == 0, r.headroom_nodes));
+    let most = reports.iter().min_by_key(|r| (r.shortfalls.len(), r.pods_failed, std::cmp::Reverse(r.headroom_nodes)));
     Recommendation {
-        variant: most.map(|r| r.id.clone()).unwrap_or_default(),
+        variant: String::new(),
         reason: format!(
-            "no variant meets the headroom of {} nodes with every pod started; this one comes closest",
-            sc.headroom_nodes
+            "no variant qualifies (every one falls short, see each); closest: {}",
+            most.map(|r| format!("{} ({})", r.id, r.shortfalls.join("; "))).unwrap_or_default()
         ),
     }
 }

@@ -139,6 +139,22 @@ struct RawTraffic {
 #[serde(deny_unknown_fields)]
 struct RawTargets {
     headroom_nodes: Option<u32>,
+    max_wait_p99_s: Option<f64>,
+    max_throttled_share: Option<f64>,
+    nau_quota: Option<u64>,
+}
+
+/// What a variant must meet to be recommended (besides starting every node and pod and the
+/// headroom asked for).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Judge {
+    /// The longest pod-start wait, at the 99th percentile, in seconds (`max_wait_p99_s`, 30).
+    pub max_wait_p99_s: f64,
+    /// The largest share of EC2 calls throttled (`max_throttled_share`, 0.05): the account's
+    /// buckets are shared with every other workload in it.
+    pub max_throttled_share: f64,
+    /// The VPC's Network Address Usage quota (`nau_quota`, 64,000; 128,000 with peering).
+    pub nau_quota: u64,
 }
 
 /// How a subnet's existing usage is laid out.
@@ -271,6 +287,8 @@ pub struct Scenario {
     pub headroom_nodes: u32,
     /// What an import from AWS exports recognised and left out.
     pub import_notes: Vec<String>,
+    /// What a recommended variant must meet.
+    pub judge: Judge,
 }
 
 /// Every problem in a scenario file, at once.
@@ -661,6 +679,24 @@ impl Scenario {
         if !bad.is_empty() {
             return Err(ScenarioError(bad));
         }
+        let tg = &raw.targets;
+        let judge = Judge {
+            max_wait_p99_s: tg.max_wait_p99_s.unwrap_or(30.0),
+            max_throttled_share: tg.max_throttled_share.unwrap_or(0.05),
+            nau_quota: tg.nau_quota.unwrap_or(64_000),
+        };
+        if !(judge.max_wait_p99_s > 0.0 && judge.max_wait_p99_s <= 3600.0) {
+            bad.push(format!("targets.max_wait_p99_s = {}: seconds, above 0 and at most 3600", judge.max_wait_p99_s));
+        }
+        if !(0.0..=1.0).contains(&judge.max_throttled_share) {
+            bad.push(format!("targets.max_throttled_share = {}: a share from 0 to 1", judge.max_throttled_share));
+        }
+        if !(1..=1_000_000).contains(&judge.nau_quota) {
+            bad.push(format!("targets.nau_quota = {}: from 1 to 1000000", judge.nau_quota));
+        }
+        if !bad.is_empty() {
+            return Err(ScenarioError(bad));
+        }
         Ok(Scenario {
             import_notes,
             name: raw.name.unwrap_or_else(|| "scenario".into()),
@@ -696,6 +732,7 @@ impl Scenario {
                 nat_price_per_gb: t.nat_price_per_gb.unwrap_or(0.045),
             },
             headroom_nodes: raw.targets.headroom_nodes.unwrap_or(0),
+            judge,
         })
     }
 

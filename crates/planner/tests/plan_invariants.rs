@@ -129,3 +129,34 @@ fn headroom_is_taken_at_the_peak_not_at_the_end() {
         q.headroom_nodes
     );
 }
+
+/// #8's second problem: a variant that starts every pod but after long waits, or throttles the
+/// account's shared buckets, or runs over the NAU quota, is not recommended, and says why.
+#[test]
+fn a_variant_that_waits_throttles_or_overruns_nau_falls_short_by_its_numbers() {
+    let sc = Scenario::parse(&example()).unwrap();
+    let r = run_plan(&sc, 2, &|_, _| {});
+    let rec = r.recommendation.variant.clone();
+    let mut v = variant(&r, &rec).clone();
+    assert!(v.shortfalls.is_empty(), "the recommended variant qualifies: {:?}", v.shortfalls);
+    v.wait_p99_s = 557.0;
+    v.ec2_throttled = v.ec2_calls.iter().map(|(k, n)| (k.clone(), n * 81 / 100)).collect();
+    v.nau_peak = 70_000;
+    let s = planner::plan::shortfalls(&sc, &v).join("; ");
+    assert!(s.contains("wait p99 557.0 s (bound 30 s)"), "{s}");
+    assert!(s.contains("% of its EC2 calls throttled (at most 5.0%"), "{s}");
+    assert!(s.contains("Network Address Usage 70000 over the VPC's quota of 64000"), "{s}");
+    // Every variant that is not recommended says what it lacks.
+    for other in r.variants.iter().filter(|o| o.id != rec) {
+        let worse_or_equal = other.disruption >= variant(&r, &rec).disruption;
+        assert!(!other.shortfalls.is_empty() || worse_or_equal, "{} qualifies and is less disruptive", other.id);
+    }
+}
+
+#[test]
+fn judging_settings_are_checked() {
+    let bad =
+        example().replace("headroom_nodes = 20", "headroom_nodes = 20\nmax_wait_p99_s = 0\nmax_throttled_share = 1.5");
+    let e = Scenario::parse(&bad).unwrap_err().to_string();
+    assert!(e.contains("targets.max_wait_p99_s = 0") && e.contains("targets.max_throttled_share = 1.5"), "{e}");
+}

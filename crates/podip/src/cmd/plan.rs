@@ -189,10 +189,17 @@ fn print(r: &PlanReport) {
         ]);
     }
     outln!("{t}");
-    outln!("* recommended: {} — {}", r.recommendation.variant, r.recommendation.reason);
+    if r.recommendation.variant.is_empty() {
+        outln!("* no recommendation: {}", r.recommendation.reason);
+    } else {
+        outln!("* recommended: {} — {}", r.recommendation.variant, r.recommendation.reason);
+    }
     for v in &r.variants {
-        if !v.caveats.is_empty() {
+        if !v.caveats.is_empty() || !v.shortfalls.is_empty() {
             outln!("{}:", v.id);
+            for s in &v.shortfalls {
+                outln!("  - falls short: {s}");
+            }
             for c in &v.caveats {
                 outln!("  - {c}");
             }
