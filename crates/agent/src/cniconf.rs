@@ -9,11 +9,12 @@ use std::path::Path;
 /// key it was added with (the runtime's cached results and aws-node's checkpoint both name it).
 pub const NETWORK: &str = "aws-cni";
 
-/// The configuration list: podip-cni alone, speaking CNI 1.1 (GC and STATUS included),
-/// reaching podipd at `socket`.
+/// The configuration list: podip-cni alone, reaching podipd at `socket`. It declares CNI 1.0.0,
+/// which every runtime EKS nodes run (containerd 1.6 and 1.7 with libcni 1.1) accepts; the
+/// plugin answers 1.1's GC and STATUS to a runtime that asks.
 pub fn conflist(socket: &Path) -> String {
     let list = serde_json::json!({
-        "cniVersion": "1.1.0",
+        "cniVersion": "1.0.0",
         "name": NETWORK,
         "plugins": [{"type": "podip-cni", "socket": socket}],
     });
@@ -68,7 +69,7 @@ mod tests {
         let path = dir.join("10-podip.conflist");
         write(&path, Path::new("/run/podip/podipd.sock")).unwrap();
         let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        assert_eq!(v["cniVersion"], "1.1.0");
+        assert_eq!(v["cniVersion"], "1.0.0");
         assert_eq!(v["name"], "aws-cni", "aws-node's network name: moved pods keep their keys");
         assert_eq!(v["plugins"][0]["type"], "podip-cni");
         assert_eq!(v["plugins"][0]["socket"], "/run/podip/podipd.sock");

@@ -57,6 +57,8 @@ pub struct Metrics {
     pub orphan_enis: Gauge,
     /// 1 while the cloud cannot be reached or refuses every call.
     pub cloud_down: Gauge,
+    /// Secondary ENIs whose interface on the node is not set up yet (their addresses held back).
+    pub enis_waiting: Gauge,
     last_engine: std::sync::Mutex<ipam::engine::EngineCounters>,
 }
 
@@ -89,6 +91,7 @@ impl Default for Metrics {
             engine: Family::default(),
             orphan_enis: Gauge::default(),
             cloud_down: Gauge::default(),
+            enis_waiting: Gauge::default(),
             last_engine: std::sync::Mutex::default(),
             registry: Registry::default(),
         };
@@ -114,6 +117,11 @@ impl Default for Metrics {
             m.engine.clone(),
         );
         registry.register("orphan_enis", "Unattached ENIs of this node waiting to be deleted", m.orphan_enis.clone());
+        registry.register(
+            "enis_waiting_for_interface",
+            "Secondary ENIs whose interface on the node is not set up yet (their addresses are held back)",
+            m.enis_waiting.clone(),
+        );
         registry.register(
             "cloud_down",
             "1 while the cloud cannot be reached or refuses every call",

@@ -134,6 +134,14 @@ impl Metadata {
     /// # Errors
     /// Unreachable or another error status.
     pub async fn get(&self, path: &str) -> Result<Option<String>, MetadataError> {
+        // A kept-alive connection the service already closed fails once: ask again, once.
+        match self.get_once(path).await {
+            Err(MetadataError::Unreachable { .. }) => self.get_once(path).await,
+            r => r,
+        }
+    }
+
+    async fn get_once(&self, path: &str) -> Result<Option<String>, MetadataError> {
         let full = format!("/latest/meta-data/{path}");
         match self.client.get(full.clone()).await {
             Ok(v) => Ok(Some(v.as_ref().to_string())),

@@ -36,14 +36,13 @@ fn containerd_containers_get_addresses_and_reach_each_other() {
     std::fs::create_dir_all("/opt/cni/bin").unwrap();
     std::fs::create_dir_all("/etc/cni/net.d").unwrap();
     std::fs::copy(env!("CARGO_BIN_EXE_podip-cni"), PLUGIN).unwrap();
-    std::fs::write(
-        CONFLIST,
-        format!(
-            r#"{{"cniVersion":"1.0.0","name":"podip","plugins":[{{"type":"podip-cni","socket":"{}"}},{{"type":"portmap","capabilities":{{"portMappings":true}},"snat":true}}]}}"#,
-            node.socket.display()
-        ),
-    )
-    .unwrap();
+    // The configuration podipd writes on a node, with Debian's portmap chained after it.
+    let mut list: serde_json::Value = serde_json::from_str(&agent::cniconf::conflist(&node.socket)).unwrap();
+    list["plugins"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"type": "portmap", "capabilities": {"portMappings": true}, "snat": true}));
+    std::fs::write(CONFLIST, list.to_string()).unwrap();
     let _cleanup = Cleanup;
     let root = rootfs(&node.dir);
     let ctrd = Containerd::start(&node.dir);

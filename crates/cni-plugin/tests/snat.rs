@@ -280,3 +280,82 @@ fn a_real_enis_interface_is_found_by_its_mac_and_carries_its_route_table() {
 fn eni_number(id: &ipam::addr::EniId) -> u64 {
     u64::from_str_radix(id.0.trim_start_matches("eni-"), 16).unwrap()
 }
+
+/// An ADD through the daemon's own protocol (no wiring): the address, or the error kind.
+fn add_direct(node: &Node, cid: &str) -> Result<String, String> {
+    let r = common::request(
+        &node.socket,
+        &serde_json::json!({"v": 1, "op": "add", "network": "aws-cni", "container_id": cid, "ifname": "eth0",
+                            "netns": "/proc/1/ns/net"}),
+    );
+    r["ok"]["addr"].as_str().map(str::to_string).ok_or_else(|| r["error"].as_str().unwrap_or("?").to_string())
+}
+
+#[test]
+fn a_real_enis_addresses_wait_for_its_interface_and_its_table_is_repaired() {
+    if !privileged() {
+        return;
+    }
+    let extra = [("PODIP_PRIMARY_IF", ""), ("WARM_IP_TARGET", "12"), ("PODIP_METADATA_SECONDS", "1")];
+    let node = Node::prepared("w", &extra, |node| {
+        let instance = node.instance.clone();
+        let all = node.ep.vpc().describe_enis_where(|e| e.attachment == Some((instance.clone(), 0))).unwrap();
+        let name = "ens5";
+        sh(&[
+            "ip",
+            "-n",
+            &node.name,
+            "link",
+            "add",
+            name,
+            "address",
+            &all[0].mac,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "ens5p",
+        ]);
+    });
+    // The second ENI is attached, but no interface has its MAC yet.
+    let st =
+        common::wait_for(&node.socket, |st| st["enis"].as_array().unwrap().iter().any(|e| e["device_index"] == 1), 20);
+    let eni = st["enis"].as_array().unwrap().iter().find(|e| e["device_index"] == 1).unwrap().clone();
+    let id = ipam::addr::EniId(eni["id"].as_str().unwrap().to_string());
+    // The primary's nine addresses go to pods; the second ENI's are held back.
+    for i in 0..9 {
+        let a = add_direct(&node, &format!("c{i}")).unwrap();
+        assert!(
+            !eni["secondary_ips"].as_array().unwrap().iter().any(|s| s == &a),
+            "{a} is on the ENI without an interface"
+        );
+    }
+    assert_eq!(add_direct(&node, "c9"), Err("pool_exhausted".to_string()), "no address without a route");
+    // Its interface appears: it is set up and its addresses are handed out.
+    let mac = node.ep.vpc().peek_eni(&id).unwrap().mac;
+    sh(&["ip", "-n", &node.name, "link", "add", "ens6", "address", &mac, "type", "veth", "peer", "name", "ens6p"]);
+    let t0 = std::time::Instant::now();
+    let a = loop {
+        match add_direct(&node, "c9") {
+            Ok(a) => break a,
+            Err(_) if t0.elapsed() < std::time::Duration::from_secs(15) => {
+                std::thread::sleep(std::time::Duration::from_millis(200))
+            }
+            Err(e) => panic!("still refused once the interface exists: {e}\n{}", node.log()),
+        }
+    };
+    assert!(eni["secondary_ips"].as_array().unwrap().iter().any(|s| s == &a), "{a}");
+    let table = || sh(&["ip", "-n", &node.name, "route", "show", "table", "2"]);
+    assert!(table().contains("default via 10.0.0.1 dev ens6"), "{}", table());
+    let main = sh(&["ip", "-n", &node.name, "route", "show", "table", "main"]);
+    assert!(!main.contains("dev ens6"), "the ENI's subnet route left in main: {main}");
+    // The interface goes down and comes back (a driver reset): the kernel emptied the table;
+    // podipd puts it back.
+    sh(&["ip", "-n", &node.name, "link", "set", "ens6", "down"]);
+    sh(&["ip", "-n", &node.name, "link", "set", "ens6", "up"]);
+    let t0 = std::time::Instant::now();
+    while !table().contains("default via 10.0.0.1 dev ens6") {
+        assert!(t0.elapsed() < std::time::Duration::from_secs(15), "table 2 not repaired: {}\n{}", table(), node.log());
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}

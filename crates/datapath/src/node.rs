@@ -174,15 +174,16 @@ mod tests {
         let sim = EniLink { device_index: 2, primary_ip: Ipv4Addr::new(10, 0, 0, 9), nic: None, mtu: 9001 };
         let lines = eni_lines(&[real, sim], &[3], "eth0");
         assert_eq!(
-            lines[..4],
+            lines[..5],
             [
                 "link set ens6 mtu 9001 up",
                 "addr replace 10.0.32.7/19 dev ens6",
+                "route del 10.0.32.0/19 dev ens6 table main",
                 "route replace 10.0.32.1/32 dev ens6 table 2",
                 "route replace default via 10.0.32.1 dev ens6 table 2",
             ]
         );
-        assert_eq!(lines[4], "link add podip-eni2 type dummy");
+        assert_eq!(lines[5], "link add podip-eni2 type dummy");
         assert!(lines.contains(&"route flush table 4".to_string()));
     }
 
@@ -191,9 +192,13 @@ mod tests {
         let listing = "1: lo: <LOOPBACK,UP> mtu 65536 qdisc noqueue state UNKNOWN mode DEFAULT group default qlen 1000\\    link/loopback 00:00:00:00:00:00 brd 00:00:00:00:00:00\n\
 2: ens5: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 9001 qdisc mq state UP mode DEFAULT group default qlen 1000\\    link/ether 0a:1b:2c:3d:4e:5f brd ff:ff:ff:ff:ff:ff\n\
 3: ens6@if4: <BROADCAST,MULTICAST> mtu 9001 qdisc noop state DOWN mode DEFAULT group default qlen 1000\\    link/ether 0a:1b:2c:3d:4e:60 brd ff:ff:ff:ff:ff:ff\n";
-        assert_eq!(links_with_mac(listing, "0A:1B:2C:3D:4E:5F").as_deref(), Some("ens5"));
-        assert_eq!(links_with_mac(listing, "0a:1b:2c:3d:4e:60").as_deref(), Some("ens6"));
-        assert_eq!(links_with_mac(listing, "0a:1b:2c:3d:4e:61"), None);
+        assert_eq!(links_with_mac(listing, "0A:1B:2C:3D:4E:5F"), Ok(Some("ens5".into())));
+        assert_eq!(links_with_mac(listing, "0a:1b:2c:3d:4e:60"), Ok(Some("ens6".into())));
+        assert_eq!(links_with_mac(listing, "0a:1b:2c:3d:4e:61"), Ok(None));
+        let twice = format!(
+            "{listing}4: ens5p: <BROADCAST> mtu 1500\\    link/ether 0a:1b:2c:3d:4e:5f brd ff:ff:ff:ff:ff:ff\n"
+        );
+        assert!(links_with_mac(&twice, "0a:1b:2c:3d:4e:5f").unwrap_err().contains("ens5, ens5p"));
     }
 }
 
@@ -233,19 +238,37 @@ pub fn link_by_mac(mac: &str, netns: Option<&str>) -> Result<Option<String>, App
     if !out.status.success() {
         return Err(ApplyError { what: "links".into(), detail: String::from_utf8_lossy(&out.stderr).trim().into() });
     }
-    Ok(links_with_mac(&String::from_utf8_lossy(&out.stdout), mac))
+    links_with_mac(&String::from_utf8_lossy(&out.stdout), mac)
+        .map_err(|detail| ApplyError { what: "links".into(), detail })
 }
 
-/// In `ip -o link show` output, the name of the link with `mac`.
-fn links_with_mac(listing: &str, mac: &str) -> Option<String> {
-    listing.lines().find_map(|l| {
-        let ether = l.split("link/ether ").nth(1)?.split_whitespace().next()?;
-        if !ether.eq_ignore_ascii_case(mac) {
-            return None;
-        }
-        let name = l.split(": ").nth(1)?;
-        Some(name.split('@').next().unwrap_or(name).to_string())
-    })
+/// Whether route table `table` holds any route in `netns` (a real ENI's table is emptied by the
+/// kernel when its interface goes down).
+pub fn table_has_routes(table: u32, netns: Option<&str>) -> bool {
+    let mut c = in_netns(netns, "ip");
+    c.args(["-4", "route", "show", "table", &table.to_string()]);
+    c.output().is_ok_and(|o| o.status.success() && !o.stdout.is_empty())
+}
+
+/// In `ip -o link show` output, the name of the link with `mac`; several such links are an
+/// error (which one carries the ENI cannot be told).
+fn links_with_mac(listing: &str, mac: &str) -> Result<Option<String>, String> {
+    let names: Vec<String> = listing
+        .lines()
+        .filter_map(|l| {
+            let ether = l.split("link/ether ").nth(1)?.split_whitespace().next()?;
+            if !ether.eq_ignore_ascii_case(mac) {
+                return None;
+            }
+            let name = l.split(": ").nth(1)?;
+            Some(name.split('@').next().unwrap_or(name).to_string())
+        })
+        .collect();
+    match names.as_slice() {
+        [] => Ok(None),
+        [one] => Ok(Some(one.clone())),
+        many => Err(format!("several interfaces have the MAC {mac}: {}", many.join(", "))),
+    }
 }
 
 /// Lines that make each secondary ENI a link of the node (a dummy carrying its primary address,
@@ -262,6 +285,9 @@ pub fn eni_lines(enis: &[EniLink], gone: &[u32], fabric_if: &str) -> Vec<String>
                 let gw = subnet_router(*subnet);
                 v.push(format!("link set {nic} mtu {} up", e.mtu));
                 v.push(format!("addr replace {}/{} dev {nic}", e.primary_ip, subnet.prefix_len()));
+                // The address's connected route in main would send the node's own traffic for the
+                // whole subnet out of this ENI, from its address: only its table leads there.
+                v.push(format!("route del {} dev {nic} table main", subnet.trunc()));
                 v.push(format!("route replace {gw}/32 dev {nic} table {table}"));
                 v.push(format!("route replace default via {gw} dev {nic} table {table}"));
             }

@@ -140,6 +140,9 @@ pub struct Eni {
     pub pinned: bool,
     /// Being detached and deleted: not counted and not handed out.
     pub releasing: bool,
+    /// Its interface on the node is not set up yet: counted, but nothing on it is handed out
+    /// (a pod there would have no route).
+    pub held: bool,
     /// The node's IPv6 prefix, on the ENI that carries it.
     pub v6_prefix: Option<Ipv6Net>,
     /// IPv4 blocks, in the order they were added.
@@ -341,6 +344,7 @@ impl Datastore {
             primary_ip: info.primary_ip,
             created_at: now,
             pinned: false,
+            held: false,
             releasing: false,
             v6_prefix: info.v6_prefix,
             cidrs: blocks.into_iter().map(|(n, p)| Cidr::new(n, p)).collect(),
@@ -445,6 +449,16 @@ impl Datastore {
         Ok(())
     }
 
+    /// Holds an ENI's addresses back (its interface is not set up yet), or lets them go.
+    ///
+    /// # Errors
+    /// [`DatastoreError::UnknownEni`] when it is not here.
+    pub fn set_eni_held(&mut self, eni: &EniId, on: bool) -> Result<(), DatastoreError> {
+        let i = self.eni_index(eni)?;
+        self.enis[i].held = on;
+        Ok(())
+    }
+
     /// Sets or clears the releasing mark of an ENI.
     ///
     /// # Errors
@@ -470,6 +484,11 @@ impl Datastore {
 
     fn usable_eni(&self, e: &Eni) -> bool {
         !e.releasing && !e.pinned
+    }
+
+    /// Whether pods may be given addresses of `e`.
+    fn assignable(&self, e: &Eni) -> bool {
+        self.usable_eni(e) && !e.held
     }
 
     fn counts(&self, c: &Cidr) -> bool {
@@ -577,7 +596,7 @@ impl Datastore {
         }
         let mut best: Option<((u32, u32), usize, usize)> = None;
         for (ei, e) in self.enis.iter().enumerate() {
-            if !self.usable_eni(e) {
+            if !self.assignable(e) {
                 continue;
             }
             for (ci, c) in e.cidrs.iter().enumerate() {
@@ -601,7 +620,7 @@ impl Datastore {
     fn pick_dense_secondary(&self, now: Time) -> Option<(usize, usize)> {
         let mut best: Option<(u32, usize, usize)> = None;
         for (ei, e) in self.enis.iter().enumerate() {
-            if !self.usable_eni(e) || best.is_some_and(|(a, _, _)| a >= e.assigned) {
+            if !self.assignable(e) || best.is_some_and(|(a, _, _)| a >= e.assigned) {
                 continue;
             }
             if let Some(ci) = e.cidrs.iter().position(|c| self.counts(c) && c.slots[0].usable(now)) {
@@ -618,7 +637,7 @@ impl Datastore {
         self.rng.shuffle(&mut order);
         let found = order.iter().find_map(|&ei| {
             let e = &self.enis[ei];
-            if !self.usable_eni(e) {
+            if !self.assignable(e) {
                 return None;
             }
             e.cidrs.iter().position(|c| self.counts(c) && c.free_slot(now).is_some()).map(|ci| (ei, ci))
@@ -631,7 +650,7 @@ impl Datastore {
         let ei = self
             .enis
             .iter()
-            .position(|e| !e.releasing && e.v6_prefix.is_some())
+            .position(|e| !e.releasing && !e.held && e.v6_prefix.is_some())
             .ok_or(DatastoreError::NoFreeAddress)?;
         // v6_prefix is Some by the position() filter above.
         let prefix = self.enis[ei].v6_prefix.expect("filtered on v6_prefix");

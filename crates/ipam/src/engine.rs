@@ -274,6 +274,12 @@ impl Engine {
         }
     }
 
+    /// Holds the addresses of `eni` back from pods while its interface on the node is not set
+    /// up (`on`), or lets them go. An unknown ENI is ignored.
+    pub fn hold_eni(&mut self, eni: &EniId, on: bool) {
+        let _ = self.ds.set_eni_held(eni, on);
+    }
+
     /// ENIs waiting to be deleted.
     pub fn orphans(&self) -> impl Iterator<Item = &EniId> {
         self.orphans.keys()

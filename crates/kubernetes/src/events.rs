@@ -14,6 +14,8 @@ pub enum Problem {
     SubnetExhausted(String),
     /// The node names an ENIConfig that does not exist.
     EniConfigMissing(String),
+    /// The node's ENIConfig names a subnet its pod ENIs cannot use (unknown, or in another AZ).
+    EniConfigInvalid(String),
 }
 
 impl Problem {
@@ -23,6 +25,7 @@ impl Problem {
             Problem::MissingIamPermissions(_) => "MissingIAMPermissions",
             Problem::SubnetExhausted(_) => "SubnetExhausted",
             Problem::EniConfigMissing(_) => "ENIConfigMissing",
+            Problem::EniConfigInvalid(_) => "ENIConfigInvalid",
         }
     }
 
@@ -35,6 +38,9 @@ impl Problem {
             Problem::SubnetExhausted(m) => format!("no pod address can be had: {m}"),
             Problem::EniConfigMissing(name) => {
                 format!("the node names ENIConfig {name:?}, which does not exist: no pod ENI is created until it does")
+            }
+            Problem::EniConfigInvalid(m) => {
+                format!("the node's ENIConfig names a subnet its pod ENIs cannot use ({m}): fix its spec.subnet")
             }
         }
     }

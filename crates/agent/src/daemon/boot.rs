@@ -383,6 +383,7 @@ impl Daemon {
             commit,
             links: Mutex::new(Vec::new()),
             kube,
+            failures_logged: Mutex::new(BTreeMap::new()),
             node_meta: super::NodeMeta {
                 mac: node.mac.clone(),
                 interfaces: Mutex::new(
@@ -393,6 +394,7 @@ impl Daemon {
                 rt: Mutex::new(metadata_rt),
                 poke: Mutex::new(poke),
                 poked: Mutex::new(Some(poked)),
+                waiting: Mutex::new(std::collections::BTreeSet::new()),
                 vpc_cidrs: Mutex::new(node.vpc_cidrs.clone()),
                 primary: enis.iter().filter(|e| e.device_index == 0).cloned().collect(),
             },

@@ -130,6 +130,8 @@ struct NodeMeta {
     poke: Mutex<std::sync::mpsc::Sender<()>>,
     /// The loop's end of `poke`, until it starts.
     poked: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
+    /// ENIs already reported as waiting for their interface.
+    waiting: Mutex<std::collections::BTreeSet<ipam::addr::EniId>>,
     /// The VPC's IPv4 blocks (SNAT's exemptions), as last read.
     vpc_cidrs: Mutex<Vec<ipnet::Ipv4Net>>,
     /// The primary ENI (SNAT's address).
@@ -153,10 +155,12 @@ pub struct Daemon {
     growth_refused: std::sync::atomic::AtomicU32,
     boot_id: String,
     commit: Committer,
-    /// Device indexes of the secondary ENIs whose links are programmed.
-    links: Mutex<Vec<u32>>,
+    /// The secondary ENIs whose links are programmed: device index, ENI, on a real interface.
+    links: Mutex<Vec<(u32, ipam::addr::EniId, bool)>>,
     /// Kubernetes, when the daemon runs as a pod.
     kube: Option<cluster::Kube>,
+    /// When each (call, error code) was last logged.
+    failures_logged: Mutex<BTreeMap<(String, String), Time>>,
     /// What the instance metadata said of the node, kept for the periodic re-read.
     node_meta: NodeMeta,
     _lock: (crate::lock::StateLock, Option<crate::lock::NodeLock>, crate::lock::NodeLock),
@@ -221,13 +225,32 @@ impl Daemon {
                 | Call::AssignPrefixes { .. }
                 | Call::AssignIpv6Prefix { .. }
         );
+        if let Err(e) = result {
+            // Every failure is logged, once a minute per call and code (the metrics count all).
+            let key = (call.name().to_string(), e.code.clone());
+            let t = now();
+            let mut logged = self.failures_logged.lock().expect("failure log lock");
+            if logged.get(&key).is_none_or(|at| t.since(*at) >= std::time::Duration::from_secs(60)) {
+                logged.insert(key, t);
+                eprintln!("podipd: {} failed: {e}", call.name());
+            }
+        }
         if let (Some(kube), Err(e)) = (&self.kube, result) {
             use kubernetes::events::Problem;
-            match e.code.as_str() {
-                "UnauthorizedOperation" | "AuthFailure" => {
+            let custom = self.cfg.custom_networking;
+            match (call, e.code.as_str()) {
+                (_, "UnauthorizedOperation" | "AuthFailure") => {
                     kube.problem(Problem::MissingIamPermissions(format!("{}: {e}", call.name())), now());
                 }
                 _ if e.is_insufficient_addresses() => kube.problem(Problem::SubnetExhausted(e.to_string()), now()),
+                // Under custom networking the subnet is the ENIConfig's: unknown, or in another
+                // AZ (EC2 refuses the attach).
+                (Call::CreateEni { .. }, "InvalidSubnetID.NotFound")
+                | (Call::AttachEni { .. }, "InvalidParameterCombination" | "InvalidParameterValue")
+                    if custom =>
+                {
+                    kube.problem(Problem::EniConfigInvalid(e.to_string()), now());
+                }
                 _ => {}
             }
         }
@@ -275,44 +298,102 @@ impl Daemon {
             .filter(|e| !e.primary && (!e.releasing || e.assigned() > 0))
             .map(|e| (e.id.clone(), e.device_index, e.primary_ip))
             .collect();
+        let netns = self.cfg.node_netns.as_deref();
         let mut links = self.links.lock().expect("links lock");
-        let want: Vec<u32> = enis.iter().map(|e| e.1).collect();
-        let gone: Vec<u32> = links.iter().copied().filter(|d| !want.contains(d)).collect();
+        // A real ENI whose table the kernel emptied (its interface went down, or was renamed)
+        // is set up again; so is one whose device index another ENI took.
+        if !ask_metadata {
+            links.retain(|(d, id, real)| {
+                let same = enis.iter().any(|e| e.1 == *d && &e.0 == id);
+                same && (!*real || datapath::node::table_has_routes(d + 1, netns))
+            });
+        }
+        let programmed = |e: &(ipam::addr::EniId, u32, std::net::Ipv4Addr), l: &[(u32, ipam::addr::EniId, bool)]| {
+            l.iter().any(|(d, id, _)| *d == e.1 && *id == e.0)
+        };
+        let gone: Vec<u32> =
+            links.iter().filter(|(d, id, _)| !enis.iter().any(|e| e.1 == *d && &e.0 == id)).map(|l| l.0).collect();
         let mut known = self.node_meta.interfaces.lock().expect("interfaces lock").clone();
-        if ask_metadata && enis.iter().any(|e| !links.contains(&e.1) && !known.contains_key(&e.0)) {
+        if ask_metadata && enis.iter().any(|e| !programmed(e, &links) && !known.contains_key(&e.0)) {
             // A new ENI: the metadata lists it (with its MAC and subnet) soon after the attach.
             known = self.read_interfaces().unwrap_or(known);
         }
-        let netns = self.cfg.node_netns.as_deref();
         let mut new = Vec::new();
-        let mut waiting = false;
-        for (id, device_index, primary_ip) in enis.into_iter().filter(|e| !links.contains(&e.1)) {
+        let mut waiting = Vec::new();
+        for e in enis.iter().filter(|e| !programmed(e, &links)) {
+            let (id, device_index, primary_ip) = e.clone();
             let Some((mac, subnet)) = known.get(&id) else {
-                waiting = true;
+                waiting.push((id, "the instance metadata does not list it yet".to_string()));
                 continue;
             };
             let nic = match (datapath::node::link_by_mac(mac, netns), subnet) {
                 (Ok(Some(name)), Some(subnet)) => Some((name, *subnet)),
-                _ if self.node_meta.real_nics => {
-                    waiting = true;
+                (Err(e), _) if self.node_meta.real_nics => {
+                    waiting.push((id, e.to_string()));
+                    continue;
+                }
+                (_, _) if self.node_meta.real_nics => {
+                    waiting.push((id, format!("no interface has its MAC {mac} yet")));
                     continue;
                 }
                 _ => None,
             };
             new.push(datapath::node::EniLink { device_index, primary_ip, nic, mtu: self.cfg.eni_mtu });
         }
-        if waiting && ask_metadata {
+        if !waiting.is_empty() && ask_metadata {
             let _ = self.node_meta.poke.lock().expect("poke lock").send(());
         }
-        if new.is_empty() && gone.is_empty() {
+        let mut applied = Vec::new();
+        if !new.is_empty() || !gone.is_empty() {
+            match datapath::node::apply_enis(&new, &gone, &self.cfg.primary_if, netns) {
+                Ok(()) => {
+                    links.retain(|(d, _, _)| !gone.contains(d));
+                    for l in &new {
+                        let id = enis.iter().find(|e| e.1 == l.device_index).map(|e| e.0.clone()).unwrap_or_default();
+                        links.push((l.device_index, id.clone(), l.nic.is_some()));
+                        applied.push(id);
+                    }
+                }
+                Err(e) => eprintln!("podipd: {e}"),
+            }
+        }
+        drop(links);
+        if self.node_meta.real_nics {
+            // Pods get an ENI's addresses only once its interface is set up: before, they would
+            // have no route.
+            let mut g = self.lock();
+            for id in &applied {
+                g.engine.hold_eni(id, false);
+            }
+            let mut told = self.node_meta.waiting.lock().expect("waiting lock");
+            for (id, why) in &waiting {
+                g.engine.hold_eni(id, true);
+                if told.insert(id.clone()) {
+                    eprintln!("podipd: {id} waits for its interface ({why}); its addresses are held back");
+                }
+            }
+            told.retain(|id| waiting.iter().any(|(w, _)| w == id));
+            self.metrics.enis_waiting.set(waiting.len() as i64);
+        }
+    }
+
+    /// Holds back the addresses of every secondary ENI whose interface is not set up yet (a real
+    /// node only), under the pool lock, before any pod could be given one.
+    fn hold_unprogrammed(&self, g: &mut Inner) {
+        if !self.cfg.program_node || !self.node_meta.real_nics {
             return;
         }
-        match datapath::node::apply_enis(&new, &gone, &self.cfg.primary_if, netns) {
-            Ok(()) => {
-                links.retain(|d| !gone.contains(d));
-                links.extend(new.iter().map(|e| e.device_index));
-            }
-            Err(e) => eprintln!("podipd: {e}"),
+        let links = self.links.lock().expect("links lock").clone();
+        let fresh: Vec<ipam::addr::EniId> = g
+            .engine
+            .datastore()
+            .enis()
+            .iter()
+            .filter(|e| !e.primary && !links.iter().any(|(d, id, _)| *d == e.device_index && *id == e.id))
+            .map(|e| e.id.clone())
+            .collect();
+        for id in fresh {
+            g.engine.hold_eni(&id, true);
         }
     }
 
@@ -334,6 +415,7 @@ impl Daemon {
             let effects = {
                 let mut g = self.lock();
                 let effects = g.engine.handle(now, Event::CallDone { op, result });
+                self.hold_unprogrammed(&mut g);
                 self.publish(&mut g, now);
                 effects
             };

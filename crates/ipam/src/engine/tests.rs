@@ -944,3 +944,23 @@ fn max_pods_from_the_node_object_caps_the_pool() {
     e.set_max_pods(0);
     assert_eq!(e.config().limits.max_pods, 8, "0 is ignored");
 }
+
+#[test]
+fn a_held_enis_addresses_go_to_no_pod_until_it_is_let_go() {
+    let second = EniInfo {
+        id: "eni-second".into(),
+        device_index: 1,
+        subnet: "subnet-node".into(),
+        primary_ip: Ipv4Addr::new(10, 0, 0, 50),
+        secondary_ips: vec![Ipv4Addr::new(10, 0, 0, 51)],
+        prefixes: vec![],
+        v6_prefix: None,
+    };
+    let mut e = Engine::new(cfg(NodeSettings::default()), &[primary(&[]), second], 1, T0).unwrap();
+    e.hold_eni(&"eni-second".into(), true);
+    let r = e.handle(T0, Event::PodAdd(PodKey::new("p1")));
+    assert!(matches!(r.as_slice(), [Effect::PodRejected { .. }]), "{r:?}");
+    e.hold_eni(&"eni-second".into(), false);
+    let r = e.handle(T0, Event::PodAdd(PodKey::new("p1")));
+    assert!(matches!(r.as_slice(), [Effect::PodAssigned { .. }]), "{r:?}");
+}
