@@ -66,11 +66,15 @@ impl Disruption {
 /// A NAT gateway layout.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct NatPlan {
-    /// One gateway per AZ.
+    /// Gateways in all.
     pub gateways: u32,
+    /// Gateways in each AZ (more than one when an AZ's share of the connections needs more
+    /// than one gateway's 8 addresses; each then serves its own route table).
+    pub gateways_per_az: u32,
     /// Addresses per gateway (1 to 8), from the 55,000 connections per destination per address.
     pub addresses_per_gateway: u32,
-    /// Whether the connection need exceeds 8 addresses.
+    /// Whether the connection need exceeds what the gateways an AZ may have (5 by default) can
+    /// carry.
     pub over_limit: bool,
     /// Monthly cost, USD.
     pub monthly_usd: f64,
@@ -506,9 +510,18 @@ pub fn variants(sc: &Scenario) -> Vec<Variant> {
                 }
             }
         }
+        // The connections split over the AZs, each AZ's over its gateways: a gateway takes up to
+        // 8 addresses (the primary and 7 secondary, the default quota) of 55,000 connections per
+        // destination each; an AZ takes up to 5 gateways (the default quota).
         let conns = sc.traffic.connections_per_destination;
-        let per_gw = conns.div_ceil(55_000).clamp(1, 8);
-        let gws = azs.len() as u32;
+        let az_count = azs.len().max(1) as u32;
+        let per_az = conns.div_ceil(az_count);
+        let addresses_per_az = per_az.div_ceil(55_000).max(1);
+        let gws_per_az = addresses_per_az.div_ceil(8);
+        let per_gw = addresses_per_az.div_ceil(gws_per_az).clamp(1, 8);
+        let over_limit = gws_per_az > 5;
+        let gws_per_az = gws_per_az.min(5);
+        let gws = az_count * gws_per_az;
         let hours = 730.0;
         let monthly = f64::from(gws) * sc.traffic.nat_price_per_hour * hours
             + sc.traffic.egress_gb_per_hour * hours * sc.traffic.nat_price_per_gb;
@@ -519,9 +532,11 @@ pub fn variants(sc: &Scenario) -> Vec<Variant> {
             } else {
                 String::new()
             };
-            cmds.push_str(&format!(
-                "aws ec2 create-nat-gateway --connectivity-type private --subnet-id ROUTABLE_SUBNET_{az}{secondary}\n"
-            ));
+            for _ in 0..gws_per_az {
+                cmds.push_str(&format!(
+                    "aws ec2 create-nat-gateway --connectivity-type private --subnet-id ROUTABLE_SUBNET_{az}{secondary}\n"
+                ));
+            }
         }
         cmds.push_str(
             "# in each AZ's non-routable route table: send the routable networks outside the VPC \
@@ -542,9 +557,14 @@ pub fn variants(sc: &Scenario) -> Vec<Variant> {
             ),
             "inbound connections from other networks to pods need a load balancer in routable subnets".into(),
         ];
-        if conns > 8 * 55_000 {
+        if gws_per_az > 1 {
             caveats.push(format!(
-                "{conns} connections to one destination exceed 8 addresses × 55,000 per NAT gateway: ErrorPortAllocation"
+                "{gws_per_az} NAT gateways per AZ: split each AZ's non-routable subnets over {gws_per_az} route tables, one per gateway"
+            ));
+        }
+        if over_limit {
+            caveats.push(format!(
+                "{conns} connections to one destination need more than 5 NAT gateways per AZ × 8 addresses × 55,000: ErrorPortAllocation unless the quotas are raised"
             ));
         }
         let mut config = BTreeMap::new();
@@ -564,8 +584,9 @@ pub fn variants(sc: &Scenario) -> Vec<Variant> {
             cluster_subnets,
             nat: Some(NatPlan {
                 gateways: gws,
+                gateways_per_az: gws_per_az,
                 addresses_per_gateway: per_gw,
-                over_limit: conns > 8 * 55_000,
+                over_limit,
                 monthly_usd: (monthly * 100.0).round() / 100.0,
             }),
             caveats,

@@ -160,3 +160,29 @@ fn judging_settings_are_checked() {
     let e = Scenario::parse(&bad).unwrap_err().to_string();
     assert!(e.contains("targets.max_wait_p99_s = 0") && e.contains("targets.max_throttled_share = 1.5"), "{e}");
 }
+
+/// #8's eighth problem: NAT gateways are sized per AZ from the AZ's share of the connections,
+/// more gateways per AZ when one gateway's 8 addresses run out, and over the limit only when
+/// even 5 gateways per AZ would not carry them.
+#[test]
+fn nat_gateways_are_sized_per_az_from_the_traffic_split() {
+    let nat = |conns: u32| {
+        let text =
+            example().replace("connections_per_destination = 3000", &format!("connections_per_destination = {conns}"));
+        let r = plan(&text);
+        variant(&r, "private-nat-gateway").nat.clone().unwrap()
+    };
+    let azs = Scenario::parse(&example()).unwrap().azs().len() as u32;
+    // Few connections: one address on one gateway per AZ.
+    let n = nat(1000);
+    assert_eq!((n.gateways, n.gateways_per_az, n.addresses_per_gateway, n.over_limit), (azs, 1, 1, false));
+    // Each AZ's share, not the whole: 1,000,000 over the AZs.
+    let n = nat(1_000_000);
+    let per_az_addresses = 1_000_000u32.div_ceil(azs).div_ceil(55_000);
+    assert!(!n.over_limit, "{n:?}");
+    assert!(n.gateways_per_az * n.addresses_per_gateway >= per_az_addresses, "{n:?}");
+    assert!(n.addresses_per_gateway <= 8);
+    // Truly over: more than 5 gateways × 8 addresses per AZ.
+    let n = nat(azs * 5 * 8 * 55_000 + azs);
+    assert!(n.over_limit, "{n:?}");
+}
