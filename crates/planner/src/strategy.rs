@@ -270,6 +270,39 @@ fn cgnat_block(sc: &Scenario, skip: usize) -> Option<Ipv4Net> {
         .nth(skip)
 }
 
+/// Non-routable space for `need` addresses over `azs`: one CG-NAT /16 split over the AZs when
+/// that holds the need, else one /16 per AZ (a secondary VPC CIDR block is at most a /16, and an
+/// ENIConfig names one subnet per AZ), within the VPC's five CIDR blocks. Returns the blocks to
+/// associate, each AZ's subnet, and what does not fit.
+fn nonroutable_space(
+    sc: &Scenario,
+    need: u64,
+    azs: &[String],
+) -> (Vec<Ipv4Net>, Vec<(String, Ipv4Net)>, Option<String>) {
+    let Some(first) = cgnat_block(sc, 0) else { return (Vec::new(), Vec::new(), None) };
+    let one = split(first, azs);
+    // Usable per subnet: all but EC2's five reserved addresses.
+    let usable = |n: &Ipv4Net| (1u64 << (32 - n.prefix_len())).saturating_sub(5);
+    if one.iter().map(|(_, n)| usable(n)).sum::<u64>() >= need || azs.len() <= 1 {
+        let short = (one.iter().map(|(_, n)| usable(n)).sum::<u64>() < need)
+            .then(|| format!("pods need up to {need} non-routable addresses; {first} holds {}", usable(&first)));
+        return (vec![first], one, short);
+    }
+    let room = 5usize.saturating_sub(sc.vpc_cidrs.len()).max(1);
+    let blocks: Vec<Ipv4Net> = (0..azs.len().min(room)).filter_map(|i| cgnat_block(sc, i)).collect();
+    let per_az: Vec<(String, Ipv4Net)> = azs.iter().cloned().zip(blocks.iter().copied()).collect();
+    let held: u64 = per_az.iter().map(|(_, n)| usable(n)).sum();
+    let short = if per_az.len() < azs.len() {
+        Some(format!(
+            "a /16 per AZ is needed ({need} addresses), but the VPC has room for {} more CIDR blocks of the 5 allowed: raise the quota",
+            room
+        ))
+    } else {
+        (held < need).then(|| format!("pods need up to {need} non-routable addresses; a /16 per AZ holds {held}"))
+    };
+    (blocks, per_az, short)
+}
+
 /// Splits `block` into one subnet per AZ (the largest power of two that fits).
 fn split(block: Ipv4Net, azs: &[String]) -> Vec<(String, Ipv4Net)> {
     let bits = (azs.len().max(1) as u32).next_power_of_two().trailing_zeros() as u8;
@@ -422,7 +455,20 @@ pub fn variants(sc: &Scenario) -> Vec<Variant> {
 
     // 3. Custom networking.
     let azs = sc.azs();
-    if let Some(block) = cgnat_block(sc, 0) {
+    // The most addresses pods can hold: every node at its max pods under custom networking.
+    let cn_max_pods = sc
+        .node_groups
+        .iter()
+        .map(|g| {
+            u64::from(g.max)
+                * u64::from(
+                    max_pods(g.instance_type, &MaxPodsOptions { custom_networking: true, ..MaxPodsOptions::default() })
+                        .max_pods,
+                )
+        })
+        .sum::<u64>();
+    let (cn_blocks, cn_subnets, cn_short) = nonroutable_space(sc, cn_max_pods, &azs);
+    if let Some(&block) = cn_blocks.first() {
         let mut caveats = vec![
             "pods leave the VPC SNATed to the node's primary address (AWS_VPC_K8S_CNI_EXTERNALSNAT=false)".to_string(),
             "existing nodes must be replaced: the primary ENI no longer carries pods, max pods drops".to_string(),
@@ -433,12 +479,17 @@ pub fn variants(sc: &Scenario) -> Vec<Variant> {
         if sc.vpc_cidrs.len() >= 5 {
             caveats.push("the VPC already has 5 CIDR blocks: raise the quota before adding one".into());
         }
-        let mut l = layout(sc, &[block], false);
+        if let Some(short) = cn_short {
+            caveats.push(short);
+        }
+        let mut l = layout(sc, &cn_blocks, false);
         let mut pod_subnets = BTreeMap::new();
-        let mut cmds =
-            format!("#!/bin/sh\nset -e\naws ec2 associate-vpc-cidr-block --vpc-id VPC_ID --cidr-block {block}\n");
+        let mut cmds = String::from("#!/bin/sh\nset -e\n");
+        for b in &cn_blocks {
+            cmds.push_str(&format!("aws ec2 associate-vpc-cidr-block --vpc-id VPC_ID --cidr-block {b}\n"));
+        }
         let mut eniconfigs = String::new();
-        for (az, net) in split(block, &azs) {
+        for (az, net) in cn_subnets {
             if let Ok(id) = l.vpc.add_subnet(&az, net) {
                 cmds.push_str(&format!(
                     "aws ec2 create-subnet --vpc-id VPC_ID --availability-zone {az} --cidr-block {net} \
@@ -482,7 +533,10 @@ pub fn variants(sc: &Scenario) -> Vec<Variant> {
         out.push(Variant {
             id: "custom-networking".into(),
             strategy: Strategy::CustomNetworking,
-            title: format!("custom networking: pods in CG-NAT subnets of {block}, internal SNAT"),
+            title: format!(
+                "custom networking: pods in CG-NAT subnets of {}, internal SNAT",
+                cn_blocks.iter().map(ToString::to_string).collect::<Vec<_>>().join(" + ")
+            ),
             disruption: Disruption::NewSubnets,
             spec: sp,
             vpc: l.vpc,

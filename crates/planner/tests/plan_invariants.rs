@@ -186,3 +186,52 @@ fn nat_gateways_are_sized_per_az_from_the_traffic_split() {
     let n = nat(azs * 5 * 8 * 55_000 + azs);
     assert!(n.over_limit, "{n:?}");
 }
+
+/// #8's eleventh problem: the non-routable space grows with the cluster. A cluster whose pods
+/// can hold more addresses than one CG-NAT /16 gets a /16 per AZ (a secondary block is at most a
+/// /16; an ENIConfig names one subnet per AZ); one that outgrows even that is told so.
+#[test]
+fn custom_networkings_pod_subnets_are_sized_to_the_cluster() {
+    let text = |max: u32| {
+        format!(
+            r#"
+seed = 1
+horizon_hours = 1
+[vpc]
+cidrs = ["10.0.0.0/16"]
+[[subnets]]
+az = "az-a"
+cidr = "10.0.0.0/18"
+[[subnets]]
+az = "az-b"
+cidr = "10.0.64.0/18"
+[[subnets]]
+az = "az-c"
+cidr = "10.0.128.0/18"
+[[node_groups]]
+instance_type = "m5.xlarge"
+nodes = 10
+max = {max}
+[workload]
+pods_per_node = 10
+"#
+        )
+    };
+    let pod_space = |max: u32| {
+        let sc = Scenario::parse(&text(max)).unwrap();
+        let v = planner::strategy::variants(&sc).into_iter().find(|v| v.id == "custom-networking").unwrap();
+        let subnets = v.spec.pod_subnets.clone().unwrap();
+        let size: u64 = subnets.values().map(|id| u64::from(v.vpc.subnet(id).unwrap().size())).sum();
+        (subnets.len(), size, v.caveats.clone())
+    };
+    // 200 nodes × 44 pods: one /16 split over the three AZs holds it.
+    let (n, size, _) = pod_space(200);
+    assert_eq!(n, 3);
+    assert!(size <= 65_536, "{size}");
+    // 2,000 nodes × 44 pods = 88,000: a /16 per AZ.
+    let (n, size, caveats) = pod_space(2_000);
+    assert_eq!((n, size), (3, 3 * 65_536), "{caveats:?}");
+    // 10,000 nodes: more than three /16s hold; said, not hidden.
+    let (_, _, caveats) = pod_space(10_000);
+    assert!(caveats.iter().any(|c| c.contains("non-routable addresses; a /16 per AZ holds")), "{caveats:?}");
+}
