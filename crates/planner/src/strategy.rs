@@ -547,8 +547,32 @@ pub fn variants(sc: &Scenario) -> Vec<Variant> {
         });
     }
 
-    // 4. Private NAT gateway: the whole data plane non-routable.
-    let blocks: Vec<Ipv4Net> = (0..2).filter_map(|i| cgnat_block(sc, i)).collect();
+    // 4. Private NAT gateway: the whole data plane non-routable, sized to what the nodes and
+    // their pods can hold (every node at its max pods, plus its ENIs' own addresses), in /16s
+    // (the largest secondary block) within the VPC's five blocks.
+    let nat_need: u64 = sc
+        .node_groups
+        .iter()
+        .map(|g| {
+            let mp = max_pods(g.instance_type, &MaxPodsOptions::default());
+            u64::from(g.max) * u64::from(mp.max_pods + g.instance_type.max_enis)
+        })
+        .sum();
+    let room = 5usize.saturating_sub(sc.vpc_cidrs.len()).max(1);
+    // What one /16 gives the nodes once split over the AZs (less EC2's reserved addresses).
+    let per_block: u64 = cgnat_block(sc, 0)
+        .map(|b| split(b, &azs).iter().map(|(_, n)| (1u64 << (32 - n.prefix_len())).saturating_sub(5)).sum())
+        .unwrap_or(65_531)
+        .max(1);
+    let want = (nat_need.div_ceil(per_block) as usize).clamp(2.min(room), room);
+    let blocks: Vec<Ipv4Net> = (0..want).filter_map(|i| cgnat_block(sc, i)).collect();
+    let nat_short = (blocks.len() as u64 * per_block < nat_need).then(|| {
+        format!(
+            "nodes and pods need up to {nat_need} non-routable addresses; {} /16s (the VPC's room for CIDR blocks) hold {}",
+            blocks.len(),
+            blocks.len() as u64 * per_block
+        )
+    });
     if !blocks.is_empty() {
         let mut l = layout(sc, &blocks, false);
         let mut node_subnets = Vec::new();
@@ -611,6 +635,9 @@ pub fn variants(sc: &Scenario) -> Vec<Variant> {
             ),
             "inbound connections from other networks to pods need a load balancer in routable subnets".into(),
         ];
+        if let Some(short) = nat_short {
+            caveats.push(short);
+        }
         if gws_per_az > 1 {
             caveats.push(format!(
                 "{gws_per_az} NAT gateways per AZ: split each AZ's non-routable subnets over {gws_per_az} route tables, one per gateway"

@@ -234,4 +234,16 @@ pods_per_node = 10
     // 10,000 nodes: more than three /16s hold; said, not hidden.
     let (_, _, caveats) = pod_space(10_000);
     assert!(caveats.iter().any(|c| c.contains("non-routable addresses; a /16 per AZ holds")), "{caveats:?}");
+    // The private NAT gateway's non-routable node subnets grow too: 3,000 m5.xlarge nodes hold
+    // up to 3,000 × (58 pods + 4 ENIs) = 186,000 addresses: three /16s.
+    let nat_space = |max: u32| {
+        let sc = Scenario::parse(&text(max)).unwrap();
+        let v = planner::strategy::variants(&sc).into_iter().find(|v| v.id == "private-nat-gateway").unwrap();
+        let size: u64 = v.cluster_subnets.iter().map(|id| u64::from(v.vpc.subnet(id).unwrap().size())).sum();
+        (size, v.caveats.clone())
+    };
+    let (size, caveats) = nat_space(3_000);
+    assert!(size >= 186_000 && !caveats.iter().any(|c| c.contains("non-routable addresses;")), "{size} {caveats:?}");
+    let (_, caveats) = nat_space(20_000);
+    assert!(caveats.iter().any(|c| c.contains("non-routable addresses;")), "{caveats:?}");
 }
