@@ -289,3 +289,21 @@ fn the_emitted_nat_script_asks_ec2_only_for_what_it_takes() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn the_plan_table_fits_120_columns_unless_asked_wide() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/small-cluster.toml");
+    let out = |extra: &[&str]| {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_podip"))
+            .args(["plan", example, "--quiet"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(o.status.success());
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let widest =
+        |s: &str| s.lines().filter(|l| l.starts_with(['│', '┌', '└'])).map(|l| l.chars().count()).max().unwrap();
+    assert!(widest(&out(&[])) <= 120, "{}", out(&[]));
+    assert!(widest(&out(&["--wide"])) > 120);
+}

@@ -41,6 +41,10 @@ pub struct Args {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Print the table at its full width (it is wrapped to the terminal, or to 120 columns when
+    /// the output is not a terminal).
+    #[arg(long)]
+    pub wide: bool,
 }
 
 fn read(p: &Path) -> Result<String, Failure> {
@@ -100,7 +104,7 @@ pub fn run(a: &Args) -> Result<(), Failure> {
     if a.json {
         return table::print_json(&report);
     }
-    print(&report);
+    print(&report, a.wide);
     Ok(())
 }
 
@@ -141,7 +145,7 @@ fn max_pods_cell(m: &std::collections::BTreeMap<String, u32>) -> String {
     }
 }
 
-fn print(r: &PlanReport) {
+fn print(r: &PlanReport, wide: bool) {
     outln!(
         "{}: {} simulated hours, up to {} nodes, {} usable routable addresses, headroom asked: {} nodes (seed {})",
         r.scenario,
@@ -154,7 +158,7 @@ fn print(r: &PlanReport) {
     for n in &r.import_notes {
         outln!("import: {n}");
     }
-    let mut t = table::new(&[
+    const HEADER: [&str; 12] = [
         "variant",
         "routable IPv4 peak",
         "non-routable",
@@ -167,28 +171,57 @@ fn print(r: &PlanReport) {
         "NAU",
         "$/month",
         "disruption",
-    ]);
-    for v in &r.variants {
-        let calls: u64 = v.ec2_calls.values().sum();
-        let throttled: u64 = v.ec2_throttled.values().sum();
-        let mark = if v.id == r.recommendation.variant { " *" } else { "" };
-        t.add_row(vec![
-            format!("{}{mark}", v.id),
-            format!("{} ({:.1}%)", v.routable_peak, v.routable_share * 100.0),
-            v.nonroutable_peak.to_string(),
-            format!("{:.0}", v.idle_avg),
-            v.headroom_nodes.to_string(),
-            format!("{}/{}", v.pods_failed, v.pods_waited),
-            // No pod started: no wait to show.
-            if v.pods_started == 0 { "-".into() } else { format!("{:.1}/{:.1}", v.wait_p50_s, v.wait_p99_s) },
-            format!("{calls} ({throttled})"),
-            max_pods_cell(&v.max_pods),
-            v.nau_peak.to_string(),
-            format!("{:.0}", v.monthly_cost_usd),
-            v.disruption_text.clone(),
-        ]);
+    ];
+    let rows: Vec<Vec<String>> = r
+        .variants
+        .iter()
+        .map(|v| {
+            let calls: u64 = v.ec2_calls.values().sum();
+            let throttled: u64 = v.ec2_throttled.values().sum();
+            let mark = if v.id == r.recommendation.variant { " *" } else { "" };
+            vec![
+                format!("{}{mark}", v.id),
+                format!("{} ({:.1}%)", v.routable_peak, v.routable_share * 100.0),
+                v.nonroutable_peak.to_string(),
+                format!("{:.0}", v.idle_avg),
+                v.headroom_nodes.to_string(),
+                format!("{}/{}", v.pods_failed, v.pods_waited),
+                // No pod started: no wait to show.
+                if v.pods_started == 0 { "-".into() } else { format!("{:.1}/{:.1}", v.wait_p50_s, v.wait_p99_s) },
+                format!("{calls} ({throttled})"),
+                max_pods_cell(&v.max_pods),
+                v.nau_peak.to_string(),
+                format!("{:.0}", v.monthly_cost_usd),
+                v.disruption_text.clone(),
+            ]
+        })
+        .collect();
+    // One table at full width with --wide; else two that fit a 120-column terminal: the
+    // addresses, then pods, EC2 and what it takes (the disruption wraps at its spaces).
+    let groups: Vec<Vec<usize>> = if wide {
+        vec![(0..HEADER.len()).collect()]
+    } else {
+        vec![vec![0, 1, 2, 3, 4, 9, 10], vec![0, 5, 6, 7, 8, 11]]
+    };
+    for cols in groups {
+        let header: Vec<&str> = cols.iter().map(|c| HEADER[*c]).collect();
+        let mut t = table::new(&header);
+        if wide {
+            t.set_content_arrangement(comfy_table::ContentArrangement::Disabled);
+        } else if t.width().is_none() {
+            // Not a terminal: the width a reader's terminal most likely has.
+            t.set_width(120);
+        }
+        for row in &rows {
+            t.add_row(cols.iter().map(|c| row[*c].clone()).collect::<Vec<_>>());
+        }
+        // Variant names stay whole.
+        let longest = rows.iter().map(|r| r[0].chars().count()).max().unwrap_or(8) as u16;
+        if let Some(c) = t.column_mut(0) {
+            c.set_constraint(comfy_table::ColumnConstraint::LowerBoundary(comfy_table::Width::Fixed(longest + 2)));
+        }
+        outln!("{t}");
     }
-    outln!("{t}");
     if r.recommendation.variant.is_empty() {
         outln!("* no recommendation: {}", r.recommendation.reason);
     } else {
