@@ -367,9 +367,9 @@ pub fn secondary_cidr_refusal(primary: &Ipv4Net, secondary: &Ipv4Net) -> Option<
             return None;
         }
         if b198.contains(secondary) {
-            return Some(format!(
-                "{secondary} (198.19.0.0/16) cannot join a VPC whose primary block {primary} is RFC 1918"
-            ));
+            // Name the reserved range only when the block is not the range itself.
+            let within = if *secondary == b198 { String::new() } else { format!(" (in {b198})") };
+            return Some(format!("{secondary}{within} cannot join a VPC whose primary block {primary} is RFC 1918"));
         }
         if !same_rfc1918_block {
             return Some(format!("{secondary} is in another RFC 1918 block than the primary {primary}"));

@@ -107,7 +107,10 @@ fn inputs_once_accepted_silently_are_refused_by_name() {
 fn secondary_cidr_rules() {
     let p: Ipv4Net = "10.0.0.0/16".parse().unwrap();
     assert!(secondary_cidr_refusal(&p, &"100.64.0.0/16".parse().unwrap()).is_none());
-    assert!(secondary_cidr_refusal(&p, &"198.19.0.0/16".parse().unwrap()).is_some());
+    let why = secondary_cidr_refusal(&p, &"198.19.0.0/16".parse().unwrap()).unwrap();
+    assert!(why.starts_with("198.19.0.0/16 cannot join"), "the block named once: {why}");
+    let why = secondary_cidr_refusal(&p, &"198.19.4.0/24".parse().unwrap()).unwrap();
+    assert!(why.starts_with("198.19.4.0/24 (in 198.19.0.0/16) cannot join"), "{why}");
     assert!(secondary_cidr_refusal(&p, &"192.168.0.0/16".parse().unwrap()).is_some());
     assert!(secondary_cidr_refusal(&p, &"10.1.0.0/16".parse().unwrap()).is_none());
     let public: Ipv4Net = "100.64.0.0/16".parse().unwrap();
