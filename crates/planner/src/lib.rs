@@ -5,6 +5,7 @@
 //! [`pool::run_pool`] is the `podip pool` experiment built on it.
 #![forbid(unsafe_code)]
 
+pub mod artifacts;
 pub mod cluster;
 pub mod frag;
 pub mod html;
@@ -13,4 +14,5 @@ pub mod node;
 pub mod plan;
 pub mod pool;
 pub mod scenario;
+pub mod script;
 pub mod strategy;

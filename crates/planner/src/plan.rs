@@ -19,6 +19,9 @@ pub const SCHEMA: &str = "podip.plan/1";
 pub struct SubnetMap {
     /// Subnet name.
     pub name: String,
+    /// Its EC2 id, when known (`subnet-...`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
     /// Block.
     pub cidr: String,
     /// Glyph rows, 16 blocks each (see `podip frag`).
@@ -217,10 +220,10 @@ fn measure(
         .take(6)
         .map(|s| {
             let blocks = block_map(s);
-            let name =
-                sc.subnets.iter().find(|x| x.cidr == s.cidr).map_or_else(|| s.cidr.to_string(), |x| x.name.clone());
+            let known = sc.subnets.iter().find(|x| x.cidr == s.cidr);
             SubnetMap {
-                name,
+                name: known.map_or_else(|| s.cidr.to_string(), |x| x.name.clone()),
+                id: known.and_then(|x| x.id.clone()),
                 cidr: s.cidr.to_string(),
                 rows: blocks.chunks(64).map(|r| r.iter().map(|b| b.state.glyph()).collect()).collect(),
                 free_prefixes: s.free_prefixes(),

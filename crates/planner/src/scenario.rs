@@ -37,12 +37,14 @@ struct RawScenario {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawVpc {
+    id: Option<String>,
     cidrs: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawSubnet {
+    id: Option<String>,
     name: Option<String>,
     az: String,
     cidr: String,
@@ -133,6 +135,7 @@ struct RawTraffic {
     connections_per_destination: Option<u32>,
     nat_price_per_hour: Option<f64>,
     nat_price_per_gb: Option<f64>,
+    destinations: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -171,6 +174,8 @@ pub enum Pattern {
 /// A subnet and what already uses it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SubnetSpec {
+    /// Its EC2 id (`subnet-...`), when known (from the scenario or an import).
+    pub id: Option<String>,
     /// Name (or the CIDR).
     pub name: String,
     /// AZ.
@@ -258,6 +263,10 @@ pub struct Traffic {
     pub nat_price_per_hour: f64,
     /// NAT gateway price per GB processed (US East: 0.045).
     pub nat_price_per_gb: f64,
+    /// The networks outside the VPC that pods reach (peered VPCs, on-premises), routed through
+    /// the private NAT gateways (`destinations`; by default the RFC 1918 blocks that hold the
+    /// VPC's CIDRs, or all three when none does).
+    pub destinations: Vec<Ipv4Net>,
 }
 
 /// A validated scenario.
@@ -271,6 +280,8 @@ pub struct Scenario {
     pub seed: u64,
     /// Simulated hours.
     pub horizon_hours: f64,
+    /// The VPC's EC2 id (`vpc-...`), when known (from `[vpc] id` or an import).
+    pub vpc_id: Option<String>,
     /// VPC CIDRs, primary first.
     pub vpc_cidrs: Vec<Ipv4Net>,
     /// Subnets.
@@ -311,11 +322,7 @@ fn imported_subnets(x: &AwsExports) -> Vec<RawSubnet> {
             for p in u.map(|u| u.prefixes.clone()).unwrap_or_default() {
                 used.extend((0..16).map(|i| ipam::addr::nth(&p, i).to_string()));
             }
-            let name = sub
-                .tags
-                .iter()
-                .find(|t| t.key == "Name")
-                .map_or(sub.subnet_id.clone(), |t| format!("{} ({})", sub.subnet_id, t.value));
+            let name = sub.tags.iter().find(|t| t.key == "Name").map_or(sub.subnet_id.clone(), |t| t.value.clone());
             let reservations = u
                 .map(|u| {
                     u.reservations
@@ -331,6 +338,7 @@ fn imported_subnets(x: &AwsExports) -> Vec<RawSubnet> {
                 })
                 .unwrap_or_default();
             RawSubnet {
+                id: Some(sub.subnet_id.clone()),
                 name: Some(name),
                 az: sub.availability_zone.clone(),
                 cidr: sub.cidr_block.to_string(),
@@ -341,6 +349,15 @@ fn imported_subnets(x: &AwsExports) -> Vec<RawSubnet> {
             }
         })
         .collect()
+}
+
+/// The RFC 1918 blocks that hold the VPC's CIDRs (the private networks around it), or all
+/// three when none does.
+fn default_destinations(vpc: &[Ipv4Net]) -> Vec<Ipv4Net> {
+    let all: Vec<Ipv4Net> =
+        ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"].iter().filter_map(|r| r.parse().ok()).collect();
+    let around: Vec<Ipv4Net> = all.iter().copied().filter(|r| vpc.iter().any(|v| r.contains(v))).collect();
+    if around.is_empty() { all } else { around }
 }
 
 /// Whether `c` is private address space (RFC 1918).
@@ -388,6 +405,22 @@ pub const MAX_NODES: u32 = 20_000;
 /// See [`MAX_NODES`].
 pub const MAX_PODS: u32 = 1_000_000;
 
+/// Whether `id` is an EC2 resource id of this kind (`subnet-` and 8 or 17 lowercase hex
+/// digits): it is written into shell scripts, so nothing else may pass.
+pub fn is_ec2_id(kind: &str, id: &str) -> bool {
+    id.strip_prefix(kind).and_then(|r| r.strip_prefix('-')).is_some_and(|hex| {
+        (hex.len() == 8 || hex.len() == 17) && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
+/// Whether `name` is shaped as an AWS region or AZ name (`us-east-1a`, `us-west-2-lax-1a`):
+/// lowercase letters, digits and dashes. It is written into shell scripts.
+fn is_zone_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
 /// Whether AWS reserves `ip` in `subnet` (its first four and its last address).
 fn aws_reserved(subnet: &Ipv4Net, ip: Ipv4Addr) -> bool {
     let off = u32::from(ip) - u32::from(subnet.network());
@@ -430,7 +463,8 @@ impl Scenario {
             if cidrs.is_empty() {
                 cidrs = raw.subnets.iter().take(1).map(|s| s.cidr.clone()).collect();
             }
-            raw.vpc = Some(RawVpc { cidrs });
+            let id = x.vpcs.first().map(|v| v.vpc_id.clone()).or_else(|| x.subnets.first().map(|s| s.vpc_id.clone()));
+            raw.vpc = Some(RawVpc { id, cidrs });
         }
         let Some(raw_vpc) = raw.vpc.take() else {
             return Err(ScenarioError(vec![
@@ -438,6 +472,13 @@ impl Scenario {
             ]));
         };
         let mut bad = Vec::new();
+        if let Some(id) = raw_vpc.id.as_deref().filter(|id| !is_ec2_id("vpc", id)) {
+            bad.push(format!("vpc.id = {id:?}: not a VPC id (vpc- and 8 or 17 hex digits)"));
+        }
+        let region = raw.region.clone().unwrap_or_else(|| "us-east-1".into());
+        if !is_zone_name(&region) {
+            bad.push(format!("region = {region:?}: not a region name (e.g. us-east-1)"));
+        }
         let horizon_hours = raw.horizon_hours.unwrap_or(24.0);
         if !(horizon_hours > 0.0 && horizon_hours <= 24.0 * 7.0) {
             bad.push(format!("horizon_hours = {horizon_hours}: must be above 0 and at most 168"));
@@ -469,6 +510,20 @@ impl Scenario {
         let mut subnets: Vec<SubnetSpec> = Vec::new();
         for (i, s) in raw.subnets.iter().enumerate() {
             let at = format!("subnets[{i}]");
+            if let Some(id) = s.id.as_deref().filter(|id| !is_ec2_id("subnet", id)) {
+                bad.push(format!("{at}.id = {id:?}: not a subnet id (subnet- and 8 or 17 hex digits)"));
+            }
+            if let Some(o) =
+                s.id.as_deref().and_then(|id| subnets.iter().find(|o: &&SubnetSpec| o.id.as_deref() == Some(id)))
+            {
+                bad.push(format!("{at}.id = {:?}: also subnet {}'s", o.id.as_deref().unwrap_or_default(), o.name));
+            }
+            if !is_zone_name(&s.az) {
+                bad.push(format!("{at}.az = {:?}: not an availability zone name (e.g. us-east-1a)", s.az));
+            }
+            if let Some(n) = s.name.as_deref().filter(|n| n.len() > 255 || n.chars().any(char::is_control)) {
+                bad.push(format!("{at}.name = {n:?}: at most 255 characters, none of them control characters"));
+            }
             let cidr = match s.cidr.parse::<Ipv4Net>() {
                 Ok(n) if n.trunc() != n => {
                     bad.push(format!("{at}.cidr = {:?}: host bits set", s.cidr));
@@ -541,6 +596,7 @@ impl Scenario {
                 }
             }
             subnets.push(SubnetSpec {
+                id: s.id.clone(),
                 name: s.name.clone().unwrap_or_else(|| cidr.to_string()),
                 az: s.az.clone(),
                 cidr,
@@ -676,6 +732,32 @@ impl Scenario {
                 bad.push(format!("{name} = {v}: must be 0 or more"));
             }
         }
+        let destinations = match &t.destinations {
+            Some(list) => {
+                let mut out: Vec<Ipv4Net> = Vec::new();
+                for (i, d) in list.iter().enumerate() {
+                    match d.parse::<Ipv4Net>() {
+                        Ok(n) if n.trunc() != n => bad.push(format!(
+                            "traffic.destinations[{i}] = {d:?}: host bits set (did you mean {}?)",
+                            n.trunc()
+                        )),
+                        Ok(n) if vpc_cidrs.iter().any(|v: &Ipv4Net| v.contains(&n)) => bad.push(format!(
+                            "traffic.destinations[{i}] = {d:?}: inside the VPC, which its local route reaches"
+                        )),
+                        Ok(n) if out.contains(&n) => {
+                            bad.push(format!("traffic.destinations[{i}] = {d:?}: given twice"))
+                        }
+                        Ok(n) => out.push(n),
+                        Err(_) => bad.push(format!("traffic.destinations[{i}] = {d:?}: not an IPv4 CIDR")),
+                    }
+                }
+                if list.is_empty() {
+                    bad.push("traffic.destinations = []: at least one network, or leave it out".into());
+                }
+                out
+            }
+            None => default_destinations(&vpc_cidrs),
+        };
         if !bad.is_empty() {
             return Err(ScenarioError(bad));
         }
@@ -700,7 +782,8 @@ impl Scenario {
         Ok(Scenario {
             import_notes,
             name: raw.name.unwrap_or_else(|| "scenario".into()),
-            region: raw.region.unwrap_or_else(|| "us-east-1".into()),
+            region,
+            vpc_id: raw_vpc.id.clone(),
             seed: raw.seed.unwrap_or(1),
             horizon_hours,
             vpc_cidrs,
@@ -730,6 +813,7 @@ impl Scenario {
                 connections_per_destination: t.connections_per_destination.unwrap_or(1000),
                 nat_price_per_hour: t.nat_price_per_hour.unwrap_or(0.045),
                 nat_price_per_gb: t.nat_price_per_gb.unwrap_or(0.045),
+                destinations,
             },
             headroom_nodes: raw.targets.headroom_nodes.unwrap_or(0),
             judge,

@@ -2,6 +2,9 @@
 //! (subnets, existing usage, reservations, extra CIDRs), its node settings, and what it would
 //! take to apply.
 
+use crate::artifacts::{
+    aws_node_env, custom_networking_script, max_pods_files, private_nat_script, reservations_script,
+};
 use crate::cluster::{ClusterSpec, GroupRun};
 use crate::frag::{FragInput, analyse};
 use crate::scenario::{Pattern, Scenario, secondary_cidr_refusal};
@@ -235,33 +238,6 @@ fn spec(
     }
 }
 
-fn env_script(vars: &[(&str, String)]) -> String {
-    let mut s = String::from(
-        "#!/bin/sh\n# Apply to the VPC CNI's DaemonSet; nodes pick it up as aws-node restarts.\nset -e\nkubectl -n kube-system set env daemonset/aws-node \\\n",
-    );
-    for (i, (k, v)) in vars.iter().enumerate() {
-        s.push_str(&format!("  {k}={v}{}\n", if i + 1 < vars.len() { " \\" } else { "" }));
-    }
-    s
-}
-
-fn max_pods_files(sc: &Scenario, pd: bool, cn: bool) -> (String, String) {
-    let mut txt = String::from("# instance type -> kubelet maxPods (EKS max-pods calculator)\n");
-    let mut karp = String::from(
-        "# Karpenter EC2NodeClass: set kubelet maxPods to match the CNI mode (one class per instance type family).\n",
-    );
-    for g in &sc.node_groups {
-        let mp =
-            max_pods(g.instance_type, &MaxPodsOptions { prefix_delegation: pd, custom_networking: cn, max_eni: None });
-        txt.push_str(&format!("{} {}\n", g.instance_type.name, mp.max_pods));
-        karp.push_str(&format!(
-            "---\napiVersion: karpenter.k8s.aws/v1\nkind: EC2NodeClass\nmetadata:\n  name: {}\nspec:\n  kubelet:\n    maxPods: {}\n",
-            g.name, mp.max_pods
-        ));
-    }
-    (txt, karp)
-}
-
 /// A free /16 inside 100.64.0.0/10 that does not overlap the VPC.
 fn cgnat_block(sc: &Scenario, skip: usize) -> Option<Ipv4Net> {
     (64u8..128)
@@ -339,7 +315,7 @@ pub fn variants(sc: &Scenario) -> Vec<Variant> {
         let mut config = BTreeMap::new();
         config.insert(
             "apply.sh".into(),
-            env_script(&[("WARM_IP_TARGET", warm.to_string()), ("MINIMUM_IP_TARGET", need.to_string())]),
+            aws_node_env(&[("WARM_IP_TARGET", warm.to_string()), ("MINIMUM_IP_TARGET", need.to_string())]),
         );
         out.push(Variant {
             id: format!("warm-ip-{warm}-min-{need}"),
@@ -375,14 +351,13 @@ pub fn variants(sc: &Scenario) -> Vec<Variant> {
         let mut config = BTreeMap::new();
         config.insert(
             "apply.sh".into(),
-            env_script(&[("ENABLE_PREFIX_DELEGATION", "true".into()), ("WARM_PREFIX_TARGET", "1".into())]),
+            aws_node_env(&[("ENABLE_PREFIX_DELEGATION", "true".into()), ("WARM_PREFIX_TARGET", "1".into())]),
         );
         let (txt, karp) = max_pods_files(sc, true, false);
         config.insert("kubelet-max-pods.txt".into(), txt);
         config.insert("karpenter-ec2nodeclass.yaml".into(), karp);
         if reserve {
-            let mut cmds =
-                String::from("#!/bin/sh\n# Keep whole /28 blocks for prefixes (subnet CIDR reservations).\nset -e\n");
+            let mut plan = Vec::new();
             let nodes_per_subnet = (sc.peak_nodes() as usize).div_ceil(l.subnets.len().max(1)) as u32;
             let prefixes_per_node = need.div_ceil(16) + 1;
             // Primary addresses per node: its own ENI's and each extra ENI's, at the most.
@@ -417,11 +392,10 @@ pub fn variants(sc: &Scenario) -> Vec<Variant> {
                     }
                 };
                 if let Some(a) = advice {
-                    for (cidr, cmd) in a.cidrs.iter().zip(&a.commands) {
+                    for cidr in &a.cidrs {
                         let _ = l.vpc.add_reservation(id, Reservation { cidr: *cidr, kind: ReservationKind::Prefix });
-                        cmds.push_str(cmd);
-                        cmds.push('\n');
                     }
+                    plan.push((i, a.cidrs.clone()));
                     if want < input.want_prefixes.unwrap_or(1) {
                         caveats.push(format!(
                             "subnet {}: room for only {want} reserved prefixes of {} wanted",
@@ -433,7 +407,7 @@ pub fn variants(sc: &Scenario) -> Vec<Variant> {
                     caveats.push(format!("subnet {}: no aligned range left to reserve", sc.subnets[i].name));
                 }
             }
-            config.insert("reservations.sh".into(), cmds);
+            config.insert("reservations.sh".into(), reservations_script(sc, &plan));
         }
         out.push(Variant {
             id: if reserve { "prefix-delegation+reservations".into() } else { "prefix-delegation".into() },
@@ -484,29 +458,16 @@ pub fn variants(sc: &Scenario) -> Vec<Variant> {
         }
         let mut l = layout(sc, &cn_blocks, false);
         let mut pod_subnets = BTreeMap::new();
-        let mut cmds = String::from("#!/bin/sh\nset -e\n");
-        for b in &cn_blocks {
-            cmds.push_str(&format!("aws ec2 associate-vpc-cidr-block --vpc-id VPC_ID --cidr-block {b}\n"));
-        }
-        let mut eniconfigs = String::new();
-        for (az, net) in cn_subnets {
-            if let Ok(id) = l.vpc.add_subnet(&az, net) {
-                cmds.push_str(&format!(
-                    "aws ec2 create-subnet --vpc-id VPC_ID --availability-zone {az} --cidr-block {net} \
-                     --tag-specifications 'ResourceType=subnet,Tags=[{{Key=Name,Value=pods-{az}}}]'\n"
-                ));
-                eniconfigs.push_str(&format!(
-                    "---\napiVersion: crd.k8s.amazonaws.com/v1alpha1\nkind: ENIConfig\nmetadata:\n  name: {az}\nspec:\n  subnet: POD_SUBNET_ID_{az}\n  securityGroups: []\n"
-                ));
-                pod_subnets.insert(az, id);
+        for (az, net) in &cn_subnets {
+            if let Ok(id) = l.vpc.add_subnet(az, *net) {
+                pod_subnets.insert(az.clone(), id);
             }
         }
         let mut config = BTreeMap::new();
-        config.insert("subnets.sh".into(), cmds);
-        config.insert("eniconfig.yaml".into(), eniconfigs);
+        config.insert("subnets.sh".into(), custom_networking_script(sc, &cn_blocks, &cn_subnets));
         config.insert(
             "apply.sh".into(),
-            env_script(&[
+            aws_node_env(&[
                 ("AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG", "true".into()),
                 ("ENI_CONFIG_LABEL_DEF", "topology.kubernetes.io/zone".into()),
             ]),
@@ -576,15 +537,12 @@ pub fn variants(sc: &Scenario) -> Vec<Variant> {
     if !blocks.is_empty() {
         let mut l = layout(sc, &blocks, false);
         let mut node_subnets = Vec::new();
-        let mut cmds = String::from("#!/bin/sh\nset -e\n");
+        let mut node_nets = Vec::new();
         for b in &blocks {
-            cmds.push_str(&format!("aws ec2 associate-vpc-cidr-block --vpc-id VPC_ID --cidr-block {b}\n"));
             for (az, net) in split(*b, &azs) {
                 if let Ok(id) = l.vpc.add_subnet(&az, net) {
-                    cmds.push_str(&format!(
-                        "aws ec2 create-subnet --vpc-id VPC_ID --availability-zone {az} --cidr-block {net}\n"
-                    ));
-                    node_subnets.push((az, id));
+                    node_subnets.push((az.clone(), id));
+                    node_nets.push((az, net));
                 }
             }
         }
@@ -603,29 +561,6 @@ pub fn variants(sc: &Scenario) -> Vec<Variant> {
         let hours = 730.0;
         let monthly = f64::from(gws) * sc.traffic.nat_price_per_hour * hours
             + sc.traffic.egress_gb_per_hour * hours * sc.traffic.nat_price_per_gb;
-        for az in &azs {
-            // The API takes 1 to 7 secondary addresses, or none at all.
-            let secondary = if per_gw > 1 {
-                format!(" --secondary-private-ip-address-count {}", per_gw - 1)
-            } else {
-                String::new()
-            };
-            for _ in 0..gws_per_az {
-                cmds.push_str(&format!(
-                    "aws ec2 create-nat-gateway --connectivity-type private --subnet-id ROUTABLE_SUBNET_{az}{secondary}\n"
-                ));
-            }
-        }
-        cmds.push_str(
-            "# in each AZ's non-routable route table: send the routable networks outside the VPC \
-             (ROUTABLE_DESTINATION_CIDR) to that AZ's NAT gateway\n",
-        );
-        for az in &azs {
-            cmds.push_str(&format!(
-                "aws ec2 create-route --route-table-id NONROUTABLE_RT_{az} \
-                 --destination-cidr-block ROUTABLE_DESTINATION_CIDR --nat-gateway-id NAT_ID_{az}\n"
-            ));
-        }
         let mut caveats = vec![
             "the whole data plane moves to new non-routable subnets: a new cluster or a full node migration"
                 .to_string(),
@@ -648,8 +583,15 @@ pub fn variants(sc: &Scenario) -> Vec<Variant> {
                 "{conns} connections to one destination need more than 5 NAT gateways per AZ × 8 addresses × 55,000: ErrorPortAllocation unless the quotas are raised"
             ));
         }
+        let nat = NatPlan {
+            gateways: gws,
+            gateways_per_az: gws_per_az,
+            addresses_per_gateway: per_gw,
+            over_limit,
+            monthly_usd: (monthly * 100.0).round() / 100.0,
+        };
         let mut config = BTreeMap::new();
-        config.insert("nat.sh".into(), cmds);
+        config.insert("nat.sh".into(), private_nat_script(sc, &blocks, &node_nets, &nat));
         let sp = spec(sc, &node_subnets, base_settings(sc), vec![]);
         let cluster_subnets = node_subnets.iter().map(|(_, s)| s.clone()).collect();
         out.push(Variant {
@@ -663,13 +605,7 @@ pub fn variants(sc: &Scenario) -> Vec<Variant> {
             spec: sp,
             vpc: l.vpc,
             cluster_subnets,
-            nat: Some(NatPlan {
-                gateways: gws,
-                gateways_per_az: gws_per_az,
-                addresses_per_gateway: per_gw,
-                over_limit,
-                monthly_usd: (monthly * 100.0).round() / 100.0,
-            }),
+            nat: Some(nat),
             caveats,
             config,
         });

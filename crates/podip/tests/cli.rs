@@ -131,13 +131,13 @@ fn frag_json_contract_and_exports() {
     let subnets = dir.join("subnets.json");
     std::fs::write(
         &subnets,
-        r#"{"Subnets":[{"SubnetId":"subnet-1","VpcId":"vpc-1","AvailabilityZone":"us-east-1a","CidrBlock":"10.0.0.0/24"}]}"#,
+        r#"{"Subnets":[{"SubnetId":"subnet-0a1b2c3d","VpcId":"vpc-0a1b2c3d","AvailabilityZone":"us-east-1a","CidrBlock":"10.0.0.0/24"}]}"#,
     )
     .unwrap();
     let enis = dir.join("enis.json");
     std::fs::write(
         &enis,
-        r#"{"NetworkInterfaces":[{"NetworkInterfaceId":"eni-1","SubnetId":"subnet-1",
+        r#"{"NetworkInterfaces":[{"NetworkInterfaceId":"eni-1","SubnetId":"subnet-0a1b2c3d",
             "PrivateIpAddresses":[{"PrivateIpAddress":"10.0.0.17","Primary":true}],
             "Ipv4Prefixes":[{"Ipv4Prefix":"10.0.0.32/28"}]}]}"#,
     )
@@ -145,7 +145,7 @@ fn frag_json_contract_and_exports() {
     let v = json(&[
         "frag",
         "--subnet-id",
-        "subnet-1",
+        "subnet-0a1b2c3d",
         "--subnets",
         subnets.to_str().unwrap(),
         "--network-interfaces",
@@ -155,14 +155,14 @@ fn frag_json_contract_and_exports() {
         "--json",
     ]);
     assert_eq!((v["free_ips"].as_u64(), v["free_prefixes"].as_u64()), (Some(251 - 17), Some(12)));
-    assert!(v["advice"]["commands"][0].as_str().unwrap().contains("--subnet-id subnet-1"));
+    assert!(v["advice"]["commands"][0].as_str().unwrap().contains("--subnet-id subnet-0a1b2c3d"));
     assert_eq!(v["advice"]["cidrs"].as_array().unwrap().len(), 1, "{v}");
     std::fs::write(&enis, r#"{"NetworkInterfaces":[{"NetworkInterfaceId":"eni-1","SubnetId":7}]}"#).unwrap();
     fails_with(
         &[
             "frag",
             "--subnet-id",
-            "subnet-1",
+            "subnet-0a1b2c3d",
             "--subnets",
             subnets.to_str().unwrap(),
             "--network-interfaces",
@@ -213,18 +213,18 @@ fn plan_json_schema_and_import() {
     )
     .unwrap();
     let vpcs = dir.join("vpcs.json");
-    std::fs::write(&vpcs, r#"{"Vpcs":[{"VpcId":"vpc-1","CidrBlock":"10.9.0.0/16"}]}"#).unwrap();
+    std::fs::write(&vpcs, r#"{"Vpcs":[{"VpcId":"vpc-0a1b2c3d","CidrBlock":"10.9.0.0/16"}]}"#).unwrap();
     let subnets = dir.join("subnets.json");
     std::fs::write(
         &subnets,
-        r#"{"Subnets":[{"SubnetId":"subnet-1","VpcId":"vpc-1","AvailabilityZone":"us-east-1a","CidrBlock":"10.9.0.0/24",
+        r#"{"Subnets":[{"SubnetId":"subnet-0a1b2c3d","VpcId":"vpc-0a1b2c3d","AvailabilityZone":"us-east-1a","CidrBlock":"10.9.0.0/24",
             "Tags":[{"Key":"Name","Value":"eks-a"}]}]}"#,
     )
     .unwrap();
     let enis = dir.join("enis.json");
     std::fs::write(
         &enis,
-        r#"{"NetworkInterfaces":[{"NetworkInterfaceId":"eni-1","SubnetId":"subnet-1",
+        r#"{"NetworkInterfaces":[{"NetworkInterfaceId":"eni-1","SubnetId":"subnet-0a1b2c3d",
             "PrivateIpAddresses":[{"PrivateIpAddress":"10.9.0.20","Primary":true}]}]}"#,
     )
     .unwrap();
@@ -243,11 +243,12 @@ fn plan_json_schema_and_import() {
     ]);
     assert_eq!(v["routable_space"].as_u64(), Some(251));
     let today = &v["variants"][0];
-    assert_eq!(today["subnet_maps"][0]["name"], "subnet-1 (eks-a)");
+    assert_eq!(today["subnet_maps"][0]["name"], "eks-a");
+    assert_eq!(today["subnet_maps"][0]["id"], "subnet-0a1b2c3d");
     fails_with(&["plan", s, "--quiet"], 2, &["vpc: missing"]);
     std::fs::write(
         &subnets,
-        r#"{"Subnets":[{"SubnetId":"subnet-1","VpcId":"vpc-1","AvailabilityZone":"a","CidrBlock":"nope"}]}"#,
+        r#"{"Subnets":[{"SubnetId":"subnet-0a1b2c3d","VpcId":"vpc-0a1b2c3d","AvailabilityZone":"a","CidrBlock":"nope"}]}"#,
     )
     .unwrap();
     fails_with(&["plan", s, "--quiet", "--subnets", subnets.to_str().unwrap()], 2, &["Subnets[0].CidrBlock"]);
@@ -274,18 +275,23 @@ fn a_reader_that_goes_away_ends_the_output_quietly() {
 }
 
 #[test]
-fn the_emitted_nat_script_asks_ec2_only_for_what_it_takes() {
+fn the_emitted_nat_script_routes_the_networks_around_the_vpc_per_az() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/small-cluster.toml");
     let dir = std::env::temp_dir().join(format!("podip-emit-nat-{}", std::process::id()));
     let out = podip(&["plan", example, "--quiet", "--emit", dir.to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let nat = std::fs::read_to_string(dir.join("private-nat-gateway/nat.sh")).unwrap();
-    // The API takes 1 to 7 secondary addresses: a count of 0 is refused.
+    // The API takes 1 to 7 secondary addresses: a count of 0 is never sent.
     assert!(!nat.contains("--secondary-private-ip-address-count 0"), "{nat}");
-    // One route per AZ, to that AZ's gateway, not a hard-coded 10.0.0.0/8.
-    assert!(!nat.contains("10.0.0.0/8"), "{nat}");
-    for az in ["us-east-1a", "us-east-1b"] {
-        assert!(nat.contains(&format!("--nat-gateway-id NAT_ID_{az}")), "{nat}");
+    // The VPC is 10.20.0.0/16: the networks around it are 10.0.0.0/8, an operator's setting.
+    assert!(nat.contains("DESTINATIONS=\"${DESTINATIONS:-10.0.0.0/8}\""), "{nat}");
+    // No placeholder in an id field: the VPC is asked for, the subnets found by their blocks.
+    assert!(nat.contains("VPC_ID=\"${VPC_ID:?"), "{nat}");
+    assert!(nat.contains("$(subnet_id 10.20.0.0/22)") && nat.contains("$(subnet_id 10.20.4.0/22)"), "{nat}");
+    // Each AZ's gateway in that AZ's subnet, and its own route table.
+    for (az, cidr) in [("us-east-1a", "10_20_0_0_22"), ("us-east-1b", "10_20_4_0_22")] {
+        assert!(nat.contains(&format!("nat_gateway \"$SUBNET_{cidr}\" podip-nat-{az}-0")), "{nat}");
+        assert!(nat.contains(&format!("route_table podip-nonroutable-{az}-0")), "{nat}");
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }

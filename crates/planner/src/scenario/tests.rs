@@ -116,3 +116,51 @@ fn secondary_cidr_rules() {
     let public: Ipv4Net = "100.64.0.0/16".parse().unwrap();
     assert!(secondary_cidr_refusal(&public, &"10.0.0.0/16".parse().unwrap()).is_some());
 }
+
+#[test]
+fn ids_and_names_that_go_into_scripts_are_checked() {
+    let ok = GOOD
+        .replace("[vpc]\n", "[vpc]\nid = \"vpc-0a1b2c3d4e5f60718\"\n")
+        .replace("[[subnets]]\n", "[[subnets]]\nid = \"subnet-0a1b2c3d\"\nname = \"eks private-a\"\n");
+    let s = Scenario::parse(&ok).unwrap();
+    assert_eq!(s.vpc_id.as_deref(), Some("vpc-0a1b2c3d4e5f60718"));
+    assert_eq!(s.subnets[0].id.as_deref(), Some("subnet-0a1b2c3d"));
+    let bad = GOOD
+        .replace("[vpc]\n", "[vpc]\nid = \"vpc-1; rm -rf /\"\n")
+        .replace("[[subnets]]\n", "[[subnets]]\nid = \"eks private-a\"\nname = \"a\\nb\"\n")
+        .replace("az = \"us-east-1a\"", "az = \"us-east-1a $(x)\"")
+        .replace("name = \"t\"", "name = \"t\"\nregion = \"US East\"");
+    let e = Scenario::parse(&bad).unwrap_err().0.join("\n");
+    for needle in [
+        "vpc.id = \"vpc-1; rm -rf /\": not a VPC id",
+        "subnets[0].id = \"eks private-a\": not a subnet id",
+        "subnets[0].name = \"a\\nb\": at most 255 characters, none of them control characters",
+        "subnets[0].az = \"us-east-1a $(x)\": not an availability zone name",
+        "region = \"US East\": not a region name",
+    ] {
+        assert!(e.contains(needle), "{needle:?} not in:\n{e}");
+    }
+}
+
+#[test]
+fn nat_destinations_default_to_the_private_blocks_around_the_vpc() {
+    let s = Scenario::parse(GOOD).unwrap();
+    assert_eq!(s.traffic.destinations, vec!["10.0.0.0/8".parse::<Ipv4Net>().unwrap()]);
+    let s = Scenario::parse(&GOOD.replace("10.0.", "172.20.")).unwrap();
+    assert_eq!(s.traffic.destinations, vec!["172.16.0.0/12".parse::<Ipv4Net>().unwrap()]);
+    let given = format!("{GOOD}[traffic]\ndestinations = [\"192.168.0.0/16\", \"10.200.0.0/16\"]\n");
+    let s = Scenario::parse(&given).unwrap();
+    assert_eq!(s.traffic.destinations.len(), 2);
+    let bad = format!(
+        "{GOOD}[traffic]\ndestinations = [\"10.0.4.0/24\", \"10.9.0.1/16\", \"x\", \"10.8.0.0/16\", \"10.8.0.0/16\"]\n"
+    );
+    let e = Scenario::parse(&bad).unwrap_err().0.join("\n");
+    for needle in [
+        "traffic.destinations[0] = \"10.0.4.0/24\": inside the VPC",
+        "traffic.destinations[1] = \"10.9.0.1/16\": host bits set (did you mean 10.9.0.0/16?)",
+        "traffic.destinations[2] = \"x\": not an IPv4 CIDR",
+        "traffic.destinations[4] = \"10.8.0.0/16\": given twice",
+    ] {
+        assert!(e.contains(needle), "{needle:?} not in:\n{e}");
+    }
+}
