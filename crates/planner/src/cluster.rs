@@ -94,8 +94,14 @@ pub struct ClusterOutcome {
     pub samples: Vec<Sample>,
     /// Pods that got an address.
     pub started: u64,
-    /// Pods that could not start (no address within 15 minutes, or no room under max pods).
+    /// Pods that could not start: no address within 15 minutes.
     pub failed: u64,
+    /// Pods kubelet would not admit: their node was at its max pods (host-network pods
+    /// included).
+    pub unschedulable: u64,
+    /// Pods the workload asked for: every pod of every node that launched or failed to, every
+    /// replacement and every rollout pod.
+    pub asked: u64,
     /// Pods that had to wait, and how long (seconds).
     pub waits: Vec<f64>,
     /// Nodes that could not launch (no address for the node).
@@ -387,7 +393,7 @@ impl<'a> Cluster<'a> {
             }
             Err(_) => {
                 let _ = self.vpc.take_elapsed();
-                self.out.nodes_failed += 1;
+                self.node_failed();
                 self.launched[g as usize] += 1;
                 return true;
             }
@@ -401,7 +407,7 @@ impl<'a> Cluster<'a> {
         let info = primary.into_info(0);
         let seed = self.spec.seed.wrapping_add(self.nodes.len() as u64);
         let Ok(engine) = Engine::new(cfg, &[info], seed, up) else {
-            self.out.nodes_failed += 1;
+            self.node_failed();
             return true;
         };
         let n = self.nodes.len() as u32;
@@ -431,7 +437,14 @@ impl<'a> Cluster<'a> {
         true
     }
 
+    /// A node that could not launch: its pods were asked for and never placed.
+    fn node_failed(&mut self) {
+        self.out.nodes_failed += 1;
+        self.out.asked += u64::from(self.spec.pods_per_node + self.spec.daemonset_pods);
+    }
+
     fn new_pod(&mut self, node: u32, kind: PodKind, at: Time) -> u32 {
+        self.out.asked += 1;
         let id = self.pods.len() as u32;
         self.pods.push(SimPod { node, arrived: at, running: false, gone: false, kind });
         self.push(at, Ev::Arrive(id));
@@ -449,7 +462,7 @@ impl<'a> Cluster<'a> {
             return;
         }
         if node.pods >= node.max_pods {
-            self.out.failed += 1;
+            self.out.unschedulable += 1;
             self.pods[p as usize].gone = true;
             return;
         }

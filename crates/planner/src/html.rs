@@ -115,10 +115,9 @@ pub fn render(r: &PlanReport) -> String {
     for v in &r.variants {
         let pick = if v.id == r.recommendation.variant { " class=\"pick\"" } else { "" };
         let calls: u64 = v.ec2_calls.values().sum();
-        let throttled: u64 = v.ec2_throttled.values().sum();
         let _ = write!(
             rows,
-            "<tr{pick}><td><b>{}</b><br><small>{}</small></td><td>{} ({:.1}%)</td><td>{}</td><td>{:.0}</td><td>{}</td><td>{} / {}</td><td>{:.1} / {:.1}</td><td>{} ({})</td><td>{}</td><td>{}</td><td>${:.0}</td><td>{}</td></tr>",
+            "<tr{pick}><td><b>{}</b><br><small>{}</small></td><td>{} ({:.1}%)</td><td>{}</td><td>{:.0}</td><td>{}</td><td>{} / {}</td><td>{} / {}</td><td>{}</td><td>{}: {:.1} / {:.1}</td><td>{} ({:.1}%)</td><td>{}</td><td>{}</td><td>${:.0}</td><td>{}</td></tr>",
             esc(&v.id),
             esc(&v.title),
             v.routable_peak,
@@ -126,12 +125,16 @@ pub fn render(r: &PlanReport) -> String {
             v.nonroutable_peak,
             v.idle_avg,
             v.headroom_nodes,
+            v.pods_started,
+            v.pods_asked,
             v.pods_failed,
+            v.pods_unschedulable,
+            v.nodes_failed,
             v.pods_waited,
             v.wait_p50_s,
             v.wait_p99_s,
             calls,
-            throttled,
+            v.throttled_share * 100.0,
             v.max_pods.iter().map(|(t, n)| format!("{t}: {n}")).collect::<Vec<_>>().join(", "),
             v.nau_peak,
             v.monthly_cost_usd,
@@ -169,7 +172,7 @@ figure{{margin:8px 0}}figcaption{{font-size:12px;color:#444}}
 <h1>podip plan: {name}</h1>
 <p>Seed {seed}, {hours} simulated hours, up to {nodes} nodes; {space} usable addresses in the routable subnets; headroom asked: {target} nodes.</p>
 <p id="recommendation"><b>Recommendation: {rec}</b> — {reason}</p>
-<table id="variants"><thead><tr><th>variant</th><th>routable IPv4 at peak</th><th>non-routable</th><th>idle (avg)</th><th>headroom (nodes)</th><th>pods failed / waited</th><th>wait p50 / p99 (s)</th><th>EC2 calls (throttled)</th><th>max pods</th><th>NAU</th><th>cost/month</th><th>disruption</th></tr></thead>
+<table id="variants"><thead><tr><th>variant</th><th>routable IPv4 at peak</th><th>non-routable</th><th>idle (avg)</th><th>headroom (nodes)</th><th>pods started / asked</th><th>no address / unschedulable</th><th>nodes failed</th><th>waited: p50 / p99 (s)</th><th>EC2 calls (throttled)</th><th>max pods</th><th>NAU</th><th>cost/month</th><th>disruption</th></tr></thead>
 <tbody>{rows}</tbody></table>
 <h2>Routable IPv4 over time</h2>
 {chart}

@@ -15,4 +15,5 @@ pub mod plan;
 pub mod pool;
 pub mod scenario;
 pub mod script;
+pub mod search;
 pub mod strategy;

@@ -4,7 +4,8 @@
 use crate::cluster::{Cluster, ClusterOutcome, Sample};
 use crate::frag::block_map;
 use crate::scenario::Scenario;
-use crate::strategy::{Disruption, NatPlan, Strategy, Variant, variants};
+use crate::search::{SearchResult, smallest_qualifying};
+use crate::strategy::{Disruption, NatPlan, Strategy, Variant, variants, warm_pool_variant};
 use ipam::addr::SubnetId;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -63,10 +64,14 @@ pub struct VariantReport {
     pub meets_headroom: bool,
     /// What keeps it from being recommended, each with its numbers (empty: it qualifies).
     pub shortfalls: Vec<String>,
+    /// Pods the workload asked for (those of nodes that failed to launch included).
+    pub pods_asked: u64,
     /// Pods that got an address.
     pub pods_started: u64,
-    /// Pods that could not start.
+    /// Pods that never got an address (15 minutes without one).
     pub pods_failed: u64,
+    /// Pods kubelet would not admit: their node was at its max pods.
+    pub pods_unschedulable: u64,
     /// Pods that waited for an address.
     pub pods_waited: u64,
     /// Median wait of those, seconds.
@@ -79,6 +84,8 @@ pub struct VariantReport {
     pub ec2_calls: BTreeMap<String, u64>,
     /// Throttled calls per action.
     pub ec2_throttled: BTreeMap<String, u64>,
+    /// The share of its EC2 calls that were throttled.
+    pub throttled_share: f64,
     /// Kubelet max pods per instance type.
     pub max_pods: BTreeMap<String, u32>,
     /// Network Address Usage units at peak.
@@ -93,6 +100,9 @@ pub struct VariantReport {
     pub series: Vec<Sample>,
     /// The cluster's subnets at the end.
     pub subnet_maps: Vec<SubnetMap>,
+    /// For a searched variant: the `WARM_IP_TARGET` values tried, each with its shortfalls.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub search: Option<SearchResult>,
     /// What to apply (file name -> contents).
     #[serde(skip)]
     pub config: BTreeMap<String, String>,
@@ -252,12 +262,18 @@ fn measure(
         headroom_pods: headroom * per_node_pods,
         meets_headroom: headroom >= u64::from(sc.headroom_nodes),
         shortfalls: Vec::new(),
+        pods_asked: out.asked,
         pods_started: out.started,
         pods_failed: out.failed,
+        pods_unschedulable: out.unschedulable,
         pods_waited: waits.len() as u64,
         wait_p50_s: percentile(&waits, 0.5),
         wait_p99_s: percentile(&waits, 0.99),
         nodes_failed: out.nodes_failed,
+        throttled_share: {
+            let (c, t): (u64, u64) = (ec2_calls.values().sum(), ec2_throttled.values().sum());
+            if c == 0 { 0.0 } else { (t as f64 / c as f64 * 10000.0).round() / 10000.0 }
+        },
         ec2_calls,
         ec2_throttled,
         max_pods: out.max_pods.clone(),
@@ -267,43 +283,89 @@ fn measure(
         caveats,
         series: out.samples,
         subnet_maps,
+        search: None,
         config: v.config.clone(),
     }
 }
 
-/// Runs every variant of `sc` on up to `threads` threads; `progress(done, total)` is called as
-/// simulated time advances (in thousandths of each variant).
+/// One variant simulated and measured.
+fn simulate(sc: &Scenario, v: &Variant, routable_space: u64, progress: &mut dyn FnMut(f64)) -> VariantReport {
+    let baseline: BTreeMap<SubnetId, u32> = v.vpc.subnets().iter().map(|s| (s.id.clone(), s.used_count())).collect();
+    let cluster = Cluster::new(&v.spec, v.vpc.clone());
+    let (out, vpc) = cluster.run(progress);
+    measure(sc, v, out, &vpc, &baseline, routable_space)
+}
+
+/// The most the warm-target search tries: 64, or the most addresses a node can hold.
+fn warm_search_max(sc: &Scenario) -> u32 {
+    let most = sc
+        .node_groups
+        .iter()
+        .map(|g| g.instance_type.max_enis * g.instance_type.ipv4_per_eni.saturating_sub(1))
+        .max()
+        .unwrap_or(1);
+    most.clamp(1, 64)
+}
+
+/// Probes a warm-target search takes at most (doubling, then bisecting), for the progress bar.
+fn search_probes(max: u32) -> u64 {
+    let doublings = u64::from(32 - max.leading_zeros());
+    doublings * 2
+}
+
+/// Runs every variant of `sc` on up to `threads` threads, the warm-target search among them;
+/// `progress(done, total)` is called as simulated time advances (in thousandths of each run).
 pub fn run_plan(sc: &Scenario, threads: usize, progress: &(dyn Fn(u64, u64) + Sync)) -> PlanReport {
     let vs = variants(sc);
     let routable_space: u64 = sc.subnets.iter().map(|s| (1u64 << (32 - u32::from(s.cidr.prefix_len()))) - 5).sum();
-    let total = vs.len() as u64 * 1000;
-    let done: Vec<AtomicUsize> = vs.iter().map(|_| AtomicUsize::new(0)).collect();
+    let max_warm = warm_search_max(sc);
+    // Job 0 is the search (it runs longest, so it starts first); job i + 1 is variant i.
+    let weights: Vec<u64> = std::iter::once(search_probes(max_warm)).chain(vs.iter().map(|_| 1)).collect();
+    let total: u64 = weights.iter().sum::<u64>() * 1000;
+    let done: Vec<AtomicUsize> = weights.iter().map(|_| AtomicUsize::new(0)).collect();
+    let report_progress = |job: usize, thousandths: usize| {
+        done[job].store(thousandths, Ordering::Relaxed);
+        progress(done.iter().map(|d| d.load(Ordering::Relaxed) as u64).sum::<u64>().min(total), total);
+    };
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<Option<VariantReport>>> = Mutex::new(vs.iter().map(|_| None).collect());
+    let searched: Mutex<Option<(VariantReport, SearchResult)>> = Mutex::new(None);
     std::thread::scope(|scope| {
         for _ in 0..threads.max(1) {
             scope.spawn(|| {
                 loop {
-                    let i = next.fetch_add(1, Ordering::SeqCst);
-                    let Some(v) = vs.get(i) else { break };
-                    let baseline: BTreeMap<SubnetId, u32> =
-                        v.vpc.subnets().iter().map(|s| (s.id.clone(), s.used_count())).collect();
-                    let cluster = Cluster::new(&v.spec, v.vpc.clone());
-                    let mut report = |f: f64| {
-                        done[i].store((f * 1000.0) as usize, Ordering::Relaxed);
-                        progress(done.iter().map(|d| d.load(Ordering::Relaxed) as u64).sum(), total);
-                    };
-                    let (out, vpc) = cluster.run(&mut report);
-                    let r = measure(sc, v, out, &vpc, &baseline, routable_space);
+                    let job = next.fetch_add(1, Ordering::SeqCst);
+                    if job == 0 {
+                        let mut probes = 0usize;
+                        let found = smallest_qualifying(max_warm, |w| {
+                            let v = warm_pool_variant(sc, w);
+                            let mut p = |f: f64| report_progress(0, probes * 1000 + (f * 1000.0) as usize);
+                            let mut r = simulate(sc, &v, routable_space, &mut p);
+                            // The same max pods as today's: no pod is unschedulable for the change.
+                            r.shortfalls = shortfalls(sc, &r, r.pods_unschedulable);
+                            probes += 1;
+                            r
+                        });
+                        report_progress(0, weights[0] as usize * 1000);
+                        *searched.lock().expect("plan worker panicked") = Some(found);
+                        continue;
+                    }
+                    let Some(v) = vs.get(job - 1) else { break };
+                    let r = simulate(sc, v, routable_space, &mut |f| report_progress(job, (f * 1000.0) as usize));
                     // A poisoned lock means another worker panicked; the panic propagates anyway.
-                    results.lock().expect("plan worker panicked")[i] = Some(r);
+                    results.lock().expect("plan worker panicked")[job - 1] = Some(r);
                 }
             });
         }
     });
     let mut reports: Vec<VariantReport> =
         results.into_inner().expect("plan worker panicked").into_iter().flatten().collect();
-    keep_best_tuning(&mut reports);
+    if let Some((tuned, how)) = searched.into_inner().expect("plan worker panicked") {
+        let at = reports.iter().position(|r| r.id == "vpc-cni-today").map_or(0, |p| p + 1);
+        let today = reports.iter().find(|r| r.id == "vpc-cni-today");
+        let tuned = describe_search(sc, tuned, &how, max_warm, today);
+        reports.insert(at, tuned);
+    }
     let recommendation = recommend(sc, &mut reports);
     PlanReport {
         schema: SCHEMA,
@@ -319,25 +381,36 @@ pub fn run_plan(sc: &Scenario, threads: usize, progress: &(dyn Fn(u64, u64) + Sy
     }
 }
 
-/// Of the tuned warm-pool candidates, keeps the one that starts pods as well as today with the
-/// fewest idle addresses.
-fn keep_best_tuning(reports: &mut Vec<VariantReport>) {
-    let today = reports.iter().find(|r| r.id == "vpc-cni-today").cloned();
-    let tuned: Vec<usize> = (0..reports.len()).filter(|i| reports[*i].id.starts_with("warm-ip-")).collect();
-    if tuned.len() < 2 {
-        return;
-    }
-    let key = |r: &VariantReport| {
-        let worse =
-            today.as_ref().is_some_and(|t| r.pods_failed > t.pods_failed || r.wait_p99_s > t.wait_p99_s.max(1.0) * 2.0);
-        (r.pods_failed, worse, r.idle_avg as u64, r.pods_waited)
-    };
-    let best = *tuned.iter().min_by_key(|i| key(&reports[**i])).expect("two or more");
-    let others: Vec<String> = tuned.iter().filter(|i| **i != best).map(|i| reports[*i].title.clone()).collect();
-    let mut keep = reports[best].clone();
-    keep.caveats.push(format!("chosen: {}; also tried: {}", reports[best].title, others.join("; ")));
-    // The EC2 calls, compared with today's: from the numbers, never a fixed guess.
-    if let Some(t) = &today {
+/// The searched warm pool's caveats: what was tried and why this one, and its EC2 calls against
+/// today's, from the numbers.
+fn describe_search(
+    sc: &Scenario,
+    mut keep: VariantReport,
+    how: &SearchResult,
+    max: u32,
+    today: Option<&VariantReport>,
+) -> VariantReport {
+    let need = sc.workload.pods_per_node + sc.workload.daemonset_pods;
+    let tried: Vec<String> = how
+        .tried
+        .iter()
+        .map(|(w, short)| if short.is_empty() { format!("{w} qualifies") } else { format!("{w} falls short") })
+        .collect();
+    keep.search = Some(how.clone());
+    keep.caveats.push(if how.qualifies {
+        format!(
+            "searched WARM_IP_TARGET 1 to {max} with MINIMUM_IP_TARGET={need}: {} is the smallest that qualifies (tried {})",
+            how.chosen,
+            tried.join(", ")
+        )
+    } else {
+        format!(
+            "searched WARM_IP_TARGET 1 to {max} with MINIMUM_IP_TARGET={need}: none qualifies; {} comes closest (tried {})",
+            how.chosen,
+            tried.join(", ")
+        )
+    });
+    if let Some(t) = today {
         let (mine, theirs): (u64, u64) = (keep.ec2_calls.values().sum(), t.ec2_calls.values().sum());
         keep.caveats.push(match mine.cmp(&theirs) {
             std::cmp::Ordering::Greater => format!(
@@ -348,23 +421,14 @@ fn keep_best_tuning(reports: &mut Vec<VariantReport>) {
             std::cmp::Ordering::Equal => format!("{mine} EC2 calls, as many as today's settings"),
         });
     }
-    keep.id = "warm-pool-tuned".into();
-    reports.retain(|r| !r.id.starts_with("warm-ip-"));
-    let at = reports.iter().position(|r| r.id == "vpc-cni-today").map_or(0, |p| p + 1);
-    reports.insert(at, keep);
-}
-
-/// The share of a variant's EC2 calls that were throttled.
-fn throttled_share(r: &VariantReport) -> f64 {
-    let calls: u64 = r.ec2_calls.values().sum();
-    let throttled: u64 = r.ec2_throttled.values().sum();
-    if calls == 0 { 0.0 } else { throttled as f64 / calls as f64 }
+    keep
 }
 
 /// What keeps `r` from qualifying, each with its numbers: a failed node launch, a pod that never
 /// got an address, pod starts waiting too long, throttling beyond the account's share, the NAU
 /// quota, the headroom asked for at the peak.
-pub fn shortfalls(sc: &Scenario, r: &VariantReport) -> Vec<String> {
+/// `today_unschedulable`: pods kubelet refuses today; more than that is the change's doing.
+pub fn shortfalls(sc: &Scenario, r: &VariantReport, today_unschedulable: u64) -> Vec<String> {
     let j = &sc.judge;
     let mut out = Vec::new();
     if r.nodes_failed > 0 {
@@ -373,10 +437,17 @@ pub fn shortfalls(sc: &Scenario, r: &VariantReport) -> Vec<String> {
     if r.pods_failed > 0 {
         out.push(format!("{} pods never got an address", r.pods_failed));
     }
+    if r.pods_unschedulable > today_unschedulable {
+        out.push(format!(
+            "{} pods unschedulable at max pods {} (today: {today_unschedulable}): more nodes needed",
+            r.pods_unschedulable,
+            r.max_pods.values().min().copied().unwrap_or(0)
+        ));
+    }
     if r.pods_started > 0 && r.wait_p99_s > j.max_wait_p99_s {
         out.push(format!("pod-start wait p99 {:.1} s (bound {:.0} s)", r.wait_p99_s, j.max_wait_p99_s));
     }
-    let share = throttled_share(r);
+    let share = r.throttled_share;
     if share > j.max_throttled_share {
         out.push(format!(
             "{:.1}% of its EC2 calls throttled (at most {:.1}%: the account's buckets are shared)",
@@ -394,8 +465,9 @@ pub fn shortfalls(sc: &Scenario, r: &VariantReport) -> Vec<String> {
 }
 
 fn recommend(sc: &Scenario, reports: &mut [VariantReport]) -> Recommendation {
+    let today = reports.iter().find(|r| r.id == "vpc-cni-today").map_or(0, |r| r.pods_unschedulable);
     for r in reports.iter_mut() {
-        r.shortfalls = shortfalls(sc, r);
+        r.shortfalls = shortfalls(sc, r, today);
     }
     let ok = reports.iter().filter(|r| r.shortfalls.is_empty());
     if let Some(best) = ok.min_by_key(|r| (r.disruption, r.routable_peak)) {
@@ -406,7 +478,7 @@ fn recommend(sc: &Scenario, reports: &mut [VariantReport]) -> Recommendation {
                 best.disruption.describe(),
                 best.wait_p99_s,
                 sc.judge.max_wait_p99_s,
-                throttled_share(best) * 100.0,
+                best.throttled_share * 100.0,
                 best.headroom_nodes,
                 sc.headroom_nodes
             ),

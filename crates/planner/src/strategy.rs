@@ -47,6 +47,8 @@ pub enum Disruption {
     Setting,
     /// A setting, and nodes replaced (new max pods).
     NodeReplacement,
+    /// A setting, subnet CIDR reservations on the existing subnets, and nodes replaced.
+    Reservations,
     /// New subnets or CIDRs, and nodes replaced.
     NewSubnets,
     /// A new cluster.
@@ -60,8 +62,23 @@ impl Disruption {
             Disruption::None => "none (today's settings)",
             Disruption::Setting => "an aws-node setting",
             Disruption::NodeReplacement => "an aws-node setting and node replacement",
+            Disruption::Reservations => {
+                "an aws-node setting, CIDR reservations on the existing subnets, and node replacement"
+            }
             Disruption::NewSubnets => "new subnets or VPC CIDRs, and node replacement",
             Disruption::NewCluster => "a new cluster",
+        }
+    }
+
+    /// A few words, for the table.
+    pub fn short(self) -> &'static str {
+        match self {
+            Disruption::None => "none",
+            Disruption::Setting => "setting",
+            Disruption::NodeReplacement => "setting, new nodes",
+            Disruption::Reservations => "setting, reservations, new nodes",
+            Disruption::NewSubnets => "new subnets, new nodes",
+            Disruption::NewCluster => "new cluster",
         }
     }
 }
@@ -288,7 +305,33 @@ fn split(block: Ipv4Net, azs: &[String]) -> Vec<(String, Ipv4Net)> {
         .unwrap_or_default()
 }
 
-/// Every variant of every strategy for `sc`.
+/// The warm-pool variant with `WARM_IP_TARGET=warm` and `MINIMUM_IP_TARGET` at a node's pods
+/// (one probe of the warm-target search).
+pub fn warm_pool_variant(sc: &Scenario, warm: u32) -> Variant {
+    let need = sc.workload.pods_per_node + sc.workload.daemonset_pods;
+    let l = layout(sc, &[], false);
+    let s = NodeSettings { warm_ip: warm, minimum_ip: need, warm_eni: 0, ..base_settings(sc) };
+    let mut config = BTreeMap::new();
+    config.insert(
+        "apply.sh".into(),
+        aws_node_env(&[("WARM_IP_TARGET", warm.to_string()), ("MINIMUM_IP_TARGET", need.to_string())]),
+    );
+    let routable: Vec<SubnetId> = l.subnets.iter().map(|(_, s)| s.clone()).collect();
+    Variant {
+        id: "warm-pool-tuned".into(),
+        strategy: Strategy::WarmPool,
+        title: format!("WARM_IP_TARGET={warm}, MINIMUM_IP_TARGET={need}"),
+        disruption: Disruption::Setting,
+        spec: spec(sc, &l.subnets, s, routable.clone()),
+        cluster_subnets: routable,
+        vpc: l.vpc,
+        nat: None,
+        caveats: Vec::new(),
+        config,
+    }
+}
+
+/// Every variant of every strategy for `sc` but the searched warm pool ([`warm_pool_variant`]).
 pub fn variants(sc: &Scenario) -> Vec<Variant> {
     let mut out = Vec::new();
     let need = sc.workload.pods_per_node + sc.workload.daemonset_pods;
@@ -309,27 +352,6 @@ pub fn variants(sc: &Scenario) -> Vec<Variant> {
         caveats: vec![],
         config: BTreeMap::new(),
     });
-    for warm in [1u32, 2, 4] {
-        let l = layout(sc, &[], false);
-        let s = NodeSettings { warm_ip: warm, minimum_ip: need, warm_eni: 0, ..base_settings(sc) };
-        let mut config = BTreeMap::new();
-        config.insert(
-            "apply.sh".into(),
-            aws_node_env(&[("WARM_IP_TARGET", warm.to_string()), ("MINIMUM_IP_TARGET", need.to_string())]),
-        );
-        out.push(Variant {
-            id: format!("warm-ip-{warm}-min-{need}"),
-            strategy: Strategy::WarmPool,
-            title: format!("WARM_IP_TARGET={warm}, MINIMUM_IP_TARGET={need}"),
-            disruption: Disruption::Setting,
-            spec: spec(sc, &l.subnets, s, routable_of(&l)),
-            cluster_subnets: routable_of(&l),
-            vpc: l.vpc,
-            nat: None,
-            caveats: Vec::new(),
-            config,
-        });
-    }
 
     // 2. Prefix delegation, without and with reservations.
     let nitro = sc.node_groups.iter().all(|g| g.instance_type.supports_prefix_delegation());
@@ -417,7 +439,7 @@ pub fn variants(sc: &Scenario) -> Vec<Variant> {
             } else {
                 "prefix delegation (/28 per call) on the subnets as they are".into()
             },
-            disruption: if reserve { Disruption::NewSubnets } else { Disruption::NodeReplacement },
+            disruption: if reserve { Disruption::Reservations } else { Disruption::NodeReplacement },
             spec: spec(sc, &l.subnets, s, routable_of(&l)),
             cluster_subnets: routable_of(&l),
             vpc: l.vpc,

@@ -140,9 +140,12 @@ fn a_variant_that_waits_throttles_or_overruns_nau_falls_short_by_its_numbers() {
     let mut v = variant(&r, &rec).clone();
     assert!(v.shortfalls.is_empty(), "the recommended variant qualifies: {:?}", v.shortfalls);
     v.wait_p99_s = 557.0;
-    v.ec2_throttled = v.ec2_calls.iter().map(|(k, n)| (k.clone(), n * 81 / 100)).collect();
+    v.throttled_share = 0.81;
     v.nau_peak = 70_000;
-    let s = planner::plan::shortfalls(&sc, &v).join("; ");
+    v.pods_unschedulable = 40;
+    let s = planner::plan::shortfalls(&sc, &v, 0).join("; ");
+    assert!(s.contains("40 pods unschedulable at max pods 58 (today: 0): more nodes needed"), "{s}");
+    assert!(!planner::plan::shortfalls(&sc, &v, 40).join("; ").contains("unschedulable"));
     assert!(s.contains("wait p99 557.0 s (bound 30 s)"), "{s}");
     assert!(s.contains("% of its EC2 calls throttled (at most 5.0%"), "{s}");
     assert!(s.contains("Network Address Usage 70000 over the VPC's quota of 64000"), "{s}");
@@ -246,4 +249,52 @@ pods_per_node = 10
     assert!(size >= 186_000 && !caveats.iter().any(|c| c.contains("non-routable addresses;")), "{size} {caveats:?}");
     let (_, caveats) = nat_space(20_000);
     assert!(caveats.iter().any(|c| c.contains("non-routable addresses;")), "{caveats:?}");
+}
+
+/// #8's second problem: the warm targets are searched, not three fixed candidates, and the
+/// report names what it chose and why.
+#[test]
+fn the_warm_target_search_keeps_the_smallest_target_that_qualifies() {
+    let r = plan(&example());
+    let tuned = variant(&r, "warm-pool-tuned");
+    let s = tuned.search.as_ref().expect("the searched variant says what it tried");
+    assert!(s.qualifies, "{s:?}");
+    assert!(tuned.shortfalls.is_empty(), "{:?}", tuned.shortfalls);
+    assert!(tuned.title.starts_with(&format!("WARM_IP_TARGET={}, ", s.chosen)), "{}", tuned.title);
+    for (w, short) in &s.tried {
+        if *w < s.chosen {
+            assert!(!short.is_empty(), "{w} qualifies and is smaller than {}", s.chosen);
+        }
+    }
+    assert!(s.tried.len() >= 2, "{s:?}");
+    assert!(tuned.caveats.iter().any(|c| c.contains(&format!("{} is the smallest that qualifies", s.chosen))));
+    let apply = &tuned.config["apply.sh"];
+    assert!(apply.contains(&format!("WARM_IP_TARGET={}", s.chosen)), "{apply}");
+}
+
+/// #8's fourth problem: pods kubelet would refuse (the node at its max pods, host-network pods
+/// counted) are unschedulable, not "waiting for an address"; every pod is accounted for.
+#[test]
+fn pods_over_max_pods_are_unschedulable_and_every_pod_is_accounted_for() {
+    // m5.large: max pods 29, 20 under custom networking; 25 pods and 2 host-network pods fit
+    // 29 but not 20.
+    let text = tight(0, "").replace("pods_per_node = 10", "pods_per_node = 25");
+    let r = plan(&text);
+    for v in &r.variants {
+        assert!(
+            v.pods_started + v.pods_failed + v.pods_unschedulable <= v.pods_asked,
+            "{}: {} + {} + {} of {}",
+            v.id,
+            v.pods_started,
+            v.pods_failed,
+            v.pods_unschedulable,
+            v.pods_asked
+        );
+    }
+    let today = variant(&r, "vpc-cni-today");
+    assert_eq!(today.pods_unschedulable, 0);
+    let cn = variant(&r, "custom-networking");
+    assert!(cn.pods_unschedulable >= 4 * 7, "{cn:?}");
+    assert_eq!(cn.pods_failed, 0, "refused by kubelet is not a pod without an address");
+    assert!(cn.shortfalls.iter().any(|s| s.contains("pods unschedulable at max pods 20")), "{:?}", cn.shortfalls);
 }

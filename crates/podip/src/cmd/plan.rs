@@ -158,14 +158,16 @@ fn print(r: &PlanReport, wide: bool) {
     for n in &r.import_notes {
         outln!("import: {n}");
     }
-    const HEADER: [&str; 12] = [
+    const HEADER: [&str; 14] = [
         "variant",
         "routable IPv4 peak",
         "non-routable",
         "idle avg",
         "headroom nodes",
-        "pods failed/waited",
-        "wait p50/p99 s",
+        "pods started/asked",
+        "no address/ unschedulable",
+        "waited (p50/p99 s)",
+        "nodes failed",
         "EC2 calls (throttled)",
         "max pods",
         "NAU",
@@ -177,7 +179,6 @@ fn print(r: &PlanReport, wide: bool) {
         .iter()
         .map(|v| {
             let calls: u64 = v.ec2_calls.values().sum();
-            let throttled: u64 = v.ec2_throttled.values().sum();
             let mark = if v.id == r.recommendation.variant { " *" } else { "" };
             vec![
                 format!("{}{mark}", v.id),
@@ -185,14 +186,20 @@ fn print(r: &PlanReport, wide: bool) {
                 v.nonroutable_peak.to_string(),
                 format!("{:.0}", v.idle_avg),
                 v.headroom_nodes.to_string(),
-                format!("{}/{}", v.pods_failed, v.pods_waited),
-                // No pod started: no wait to show.
-                if v.pods_started == 0 { "-".into() } else { format!("{:.1}/{:.1}", v.wait_p50_s, v.wait_p99_s) },
-                format!("{calls} ({throttled})"),
+                format!("{}/{}", v.pods_started, v.pods_asked),
+                format!("{}/{}", v.pods_failed, v.pods_unschedulable),
+                // No pod waited: no wait to show.
+                if v.pods_waited == 0 {
+                    "0".into()
+                } else {
+                    format!("{} ({:.1}/{:.1})", v.pods_waited, v.wait_p50_s, v.wait_p99_s)
+                },
+                v.nodes_failed.to_string(),
+                format!("{calls} ({:.1}%)", v.throttled_share * 100.0),
                 max_pods_cell(&v.max_pods),
                 v.nau_peak.to_string(),
                 format!("{:.0}", v.monthly_cost_usd),
-                v.disruption_text.clone(),
+                v.disruption.short().to_string(),
             ]
         })
         .collect();
@@ -201,7 +208,7 @@ fn print(r: &PlanReport, wide: bool) {
     let groups: Vec<Vec<usize>> = if wide {
         vec![(0..HEADER.len()).collect()]
     } else {
-        vec![vec![0, 1, 2, 3, 4, 9, 10], vec![0, 5, 6, 7, 8, 11]]
+        vec![vec![0, 1, 2, 3, 4, 10, 11, 12], vec![0, 5, 6, 7, 8, 9, 13]]
     };
     for cols in groups {
         let header: Vec<&str> = cols.iter().map(|c| HEADER[*c]).collect();
@@ -215,10 +222,15 @@ fn print(r: &PlanReport, wide: bool) {
         for row in &rows {
             t.add_row(cols.iter().map(|c| row[*c].clone()).collect::<Vec<_>>());
         }
-        // Variant names stay whole.
-        let longest = rows.iter().map(|r| r[0].chars().count()).max().unwrap_or(8) as u16;
-        if let Some(c) = t.column_mut(0) {
-            c.set_constraint(comfy_table::ColumnConstraint::LowerBoundary(comfy_table::Width::Fixed(longest + 2)));
+        // Values stay whole (the headers and the disruption wrap at their spaces).
+        for (k, col) in cols.iter().enumerate() {
+            if *col == HEADER.len() - 1 {
+                continue;
+            }
+            let longest = rows.iter().map(|r| r[*col].chars().count()).max().unwrap_or(1) as u16;
+            if let Some(c) = t.column_mut(k) {
+                c.set_constraint(comfy_table::ColumnConstraint::LowerBoundary(comfy_table::Width::Fixed(longest + 2)));
+            }
         }
         outln!("{t}");
     }
