@@ -62,6 +62,30 @@ pub fn reservations_script(sc: &Scenario, plan: &[(usize, Vec<Ipv4Net>)]) -> Str
     s.render()
 }
 
+/// New routable subnets for subnet discovery: the secondary block when one is needed, one subnet
+/// per AZ, each tagged `kubernetes.io/role/cni=1`.
+pub fn discovery_subnets_script(sc: &Scenario, blocks: &[Ipv4Net], subnets: &[(String, Ipv4Net)]) -> String {
+    let mut s = Script::new(
+        sc,
+        "New routable subnets tagged kubernetes.io/role/cni=1: the VPC CNI's subnet discovery puts new ENIs there.",
+    );
+    s.vpc(sc);
+    s.helper(Helper::Subnet);
+    if !blocks.is_empty() {
+        s.helper(Helper::VpcCidr);
+    }
+    for b in blocks {
+        s.line(format!("vpc_cidr {b}"));
+    }
+    for (az, net) in subnets {
+        let v = var_name("NEW_SUBNET", az);
+        s.line(format!("{v}=$(subnet {az} {net} podip-pods-{az})"));
+        s.line(format!("ec2 create-tags --resources \"${v}\" --tags Key=kubernetes.io/role/cni,Value=1"));
+    }
+    s.note("aws-node 1.18 or later with ENABLE_SUBNET_DISCOVERY=true (the default) uses them for new ENIs.");
+    s.render()
+}
+
 /// Custom networking: the CG-NAT blocks, one pod subnet per AZ, and the ENIConfigs naming them.
 pub fn custom_networking_script(sc: &Scenario, blocks: &[Ipv4Net], subnets: &[(String, Ipv4Net)]) -> String {
     let mut s = Script::new(

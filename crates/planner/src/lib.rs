@@ -13,6 +13,7 @@ pub mod import;
 pub mod node;
 pub mod plan;
 pub mod pool;
+pub mod room;
 pub mod scenario;
 pub mod script;
 pub mod search;

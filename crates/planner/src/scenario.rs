@@ -317,11 +317,14 @@ fn imported_subnets(x: &AwsExports) -> Vec<RawSubnet> {
         .filter(|s| vpc.is_none_or(|v| v.vpc_id == s.vpc_id))
         .map(|sub| {
             let u = usage.get(&sub.subnet_id);
-            let mut used: Vec<String> =
-                u.map(|u| u.addresses.iter().map(ToString::to_string).collect()).unwrap_or_default();
+            let mut used: Vec<Ipv4Addr> = u.map(|u| u.addresses.clone()).unwrap_or_default();
             for p in u.map(|u| u.prefixes.clone()).unwrap_or_default() {
-                used.extend((0..16).map(|i| ipam::addr::nth(&p, i).to_string()));
+                used.extend((0..16).map(|i| ipam::addr::nth(&p, i)));
             }
+            // EC2 never hands out its own five; an export that shows one (as moto's can) adds
+            // nothing the subnet does not already keep.
+            used.retain(|ip| !aws_reserved(&sub.cidr_block, *ip));
+            let used: Vec<String> = used.iter().map(ToString::to_string).collect();
             let name = sub.tags.iter().find(|t| t.key == "Name").map_or(sub.subnet_id.clone(), |t| t.value.clone());
             let reservations = u
                 .map(|u| {

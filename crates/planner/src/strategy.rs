@@ -3,10 +3,12 @@
 //! take to apply.
 
 use crate::artifacts::{
-    aws_node_env, custom_networking_script, max_pods_files, private_nat_script, reservations_script,
+    aws_node_env, custom_networking_script, discovery_subnets_script, max_pods_files, private_nat_script,
+    reservations_script,
 };
 use crate::cluster::{ClusterSpec, GroupRun};
 use crate::frag::{FragInput, analyse};
+use crate::room::{place, prefix_for, routable_secondary};
 use crate::scenario::{Pattern, Scenario, secondary_cidr_refusal};
 use cloud::sim::subnet::{Reservation, ReservationKind};
 use cloud::sim::{SimParams, SimVpc};
@@ -35,6 +37,9 @@ pub enum Strategy {
     PrivateNat,
     /// IPv6 pods, one IPv4 per node.
     Ipv6,
+    /// More routable room: new subnets in the VPC that pods' ENIs reach through subnet
+    /// discovery.
+    NewSubnets,
 }
 
 /// How disruptive a change is, least first.
@@ -45,6 +50,8 @@ pub enum Disruption {
     None,
     /// An aws-node setting.
     Setting,
+    /// New subnets tagged for the VPC CNI's subnet discovery: nothing running changes.
+    DiscoverySubnets,
     /// A setting, and nodes replaced (new max pods).
     NodeReplacement,
     /// A setting, subnet CIDR reservations on the existing subnets, and nodes replaced.
@@ -61,6 +68,7 @@ impl Disruption {
         match self {
             Disruption::None => "none (today's settings)",
             Disruption::Setting => "an aws-node setting",
+            Disruption::DiscoverySubnets => "new subnets tagged for subnet discovery, nothing replaced",
             Disruption::NodeReplacement => "an aws-node setting and node replacement",
             Disruption::Reservations => {
                 "an aws-node setting, CIDR reservations on the existing subnets, and node replacement"
@@ -75,6 +83,7 @@ impl Disruption {
         match self {
             Disruption::None => "none",
             Disruption::Setting => "setting",
+            Disruption::DiscoverySubnets => "new subnets",
             Disruption::NodeReplacement => "setting, new nodes",
             Disruption::Reservations => "setting, reservations, new nodes",
             Disruption::NewSubnets => "new subnets, new nodes",
@@ -331,6 +340,105 @@ pub fn warm_pool_variant(sc: &Scenario, warm: u32) -> Variant {
     }
 }
 
+/// New routable subnets, one per AZ, tagged `kubernetes.io/role/cni=1`: with today's settings,
+/// the VPC CNI's subnet discovery (on by default since 1.18) puts new ENIs, and the pods on
+/// them, wherever there is the most room. Sized for every node (headroom included) at its max
+/// pods; placed in the VPC's free space, or in a routable secondary /16 when that is full.
+/// `None` when there is no room at all.
+fn discovery_subnets_variant(sc: &Scenario) -> Option<Variant> {
+    let azs = sc.azs();
+    let headroom_per_az = sc.headroom_nodes.div_ceil(azs.len().max(1) as u32);
+    let wants: Vec<(String, u8)> = azs
+        .iter()
+        .map(|az| {
+            let per_node_and_nodes: u64 = sc
+                .node_groups
+                .iter()
+                .filter(|g| g.azs.contains(az))
+                .map(|g| {
+                    let mp = max_pods(g.instance_type, &MaxPodsOptions::default()).max_pods;
+                    u64::from(g.max.div_ceil(g.azs.len().max(1) as u32) + headroom_per_az)
+                        * u64::from(mp + g.instance_type.max_enis)
+                })
+                .sum();
+            (az.clone(), prefix_for(per_node_and_nodes))
+        })
+        .collect();
+    let existing: Vec<Ipv4Net> = sc.subnets.iter().map(|s| s.cidr).collect();
+    let mut blocks = sc.vpc_cidrs.clone();
+    let mut placed = place(&blocks, &existing, &wants);
+    let mut extra = Vec::new();
+    let short = |p: &[(String, Option<Ipv4Net>)]| {
+        p.iter().zip(&wants).any(|((_, got), (_, want))| got.is_none_or(|g| g.prefix_len() > *want))
+    };
+    if short(&placed)
+        && sc.vpc_cidrs.len() < 5
+        && let Some(b) = routable_secondary(&sc.vpc_cidrs)
+    {
+        blocks.push(b);
+        let with = place(&blocks, &existing, &wants);
+        let held = |p: &[(String, Option<Ipv4Net>)]| {
+            p.iter().filter_map(|(_, b)| *b).map(|b| 1u64 << (32 - b.prefix_len())).sum::<u64>()
+        };
+        if held(&with) > held(&placed) {
+            placed = with;
+            extra.push(b);
+        }
+    }
+    if placed.iter().all(|(_, b)| b.is_none()) {
+        return None;
+    }
+    let mut l = layout(sc, &extra, false);
+    let mut caveats = vec![
+        "pods on new ENIs draw from the new subnets through the VPC CNI's subnet discovery (1.18 and later, \
+         ENABLE_SUBNET_DISCOVERY=true by default); pods on the primary ENI stay in the node subnets"
+            .to_string(),
+        "ENIs in the new subnets take the node's primary ENI security groups".into(),
+    ];
+    for b in &extra {
+        caveats
+            .push(format!("adds {b} to the VPC: it must not overlap your other networks (peered VPCs, on-premises)"));
+    }
+    let mut new_subnets = Vec::new();
+    for ((az, got), (_, want)) in placed.iter().zip(&wants) {
+        match got {
+            Some(b) => {
+                if b.prefix_len() > *want {
+                    caveats.push(format!(
+                        "{az}: room for a /{} ({b}), not the /{want} every node at its max pods could fill",
+                        b.prefix_len()
+                    ));
+                }
+                if let Ok(id) = l.vpc.add_subnet(az, *b) {
+                    let _ = l.vpc.tag_subnet(&id, cloud::TAG_SUBNET_CNI, "1");
+                    new_subnets.push((az.clone(), *b, id));
+                }
+            }
+            None => caveats.push(format!("{az}: no room for a new subnet")),
+        }
+    }
+    let mut config = BTreeMap::new();
+    let nets: Vec<(String, Ipv4Net)> = new_subnets.iter().map(|(a, b, _)| (a.clone(), *b)).collect();
+    config.insert("new-subnets.sh".into(), discovery_subnets_script(sc, &extra, &nets));
+    let mut routable: Vec<SubnetId> = l.subnets.iter().map(|(_, s)| s.clone()).collect();
+    routable.extend(new_subnets.iter().map(|(_, _, id)| id.clone()));
+    Some(Variant {
+        id: "new-subnets".into(),
+        strategy: Strategy::NewSubnets,
+        title: format!(
+            "new routable subnets {} tagged for subnet discovery, today's settings",
+            nets.iter().map(|(_, b)| b.to_string()).collect::<Vec<_>>().join(", ")
+        ),
+        disruption: Disruption::DiscoverySubnets,
+        spec: spec(sc, &l.subnets, base_settings(sc), routable.clone()),
+        cluster_subnets: routable,
+        vpc: l.vpc,
+        nat: None,
+        caveats,
+        config,
+    })
+}
+
 /// Every variant of every strategy for `sc` but the searched warm pool ([`warm_pool_variant`]).
 pub fn variants(sc: &Scenario) -> Vec<Variant> {
     let mut out = Vec::new();
@@ -352,6 +460,10 @@ pub fn variants(sc: &Scenario) -> Vec<Variant> {
         caveats: vec![],
         config: BTreeMap::new(),
     });
+
+    if let Some(v) = discovery_subnets_variant(sc) {
+        out.push(v);
+    }
 
     // 2. Prefix delegation, without and with reservations.
     let nitro = sc.node_groups.iter().all(|g| g.instance_type.supports_prefix_delegation());

@@ -298,3 +298,26 @@ fn pods_over_max_pods_are_unschedulable_and_every_pod_is_accounted_for() {
     assert_eq!(cn.pods_failed, 0, "refused by kubelet is not a pod without an address");
     assert!(cn.shortfalls.iter().any(|s| s.contains("pods unschedulable at max pods 20")), "{:?}", cn.shortfalls);
 }
+
+/// #8's seventh problem: a VPC whose CIDR is mostly unallocated gets new subnets as a way out
+/// (sized to the need, inside the VPC, overlapping nothing), labelled as the change it is.
+#[test]
+fn a_vpc_with_room_gets_new_subnets_for_subnet_discovery() {
+    // A nearly full /23 in a /16 that holds nothing else.
+    let r = plan(&format!("{}[targets]\nheadroom_nodes = 8\n", tight(440, "")));
+    let today = variant(&r, "vpc-cni-today");
+    let new = variant(&r, "new-subnets");
+    assert_eq!(new.disruption, planner::strategy::Disruption::DiscoverySubnets);
+    assert!(new.disruption < planner::strategy::Disruption::NodeReplacement);
+    assert!(new.headroom_nodes > today.headroom_nodes, "{} vs {}", new.headroom_nodes, today.headroom_nodes);
+    assert!(new.headroom_nodes >= 8, "{}", new.headroom_nodes);
+    assert_eq!(new.pods_failed, 0);
+    let script = &new.config["new-subnets.sh"];
+    assert!(script.contains("Key=kubernetes.io/role/cni,Value=1"), "{script}");
+    let vpc: ipnet::Ipv4Net = "10.1.0.0/16".parse().unwrap();
+    let node: ipnet::Ipv4Net = "10.1.0.0/23".parse().unwrap();
+    for line in script.lines().filter(|l| l.contains("=$(subnet ")) {
+        let cidr: ipnet::Ipv4Net = line.split_whitespace().nth(2).unwrap().parse().unwrap();
+        assert!(vpc.contains(&cidr) && !cidr.contains(&node) && !node.contains(&cidr), "{line}");
+    }
+}

@@ -181,9 +181,16 @@ fn plan_json_schema_and_import() {
     let v = json(&["plan", example, "--quiet", "--json"]);
     assert_eq!(v["schema"], "podip.plan/1");
     let ids: Vec<&str> = v["variants"].as_array().unwrap().iter().map(|x| x["id"].as_str().unwrap()).collect();
-    for want in
-        ["vpc-cni-today", "warm-pool-tuned", "prefix-delegation", "custom-networking", "private-nat-gateway", "ipv6"]
-    {
+    for want in [
+        "vpc-cni-today",
+        "warm-pool-tuned",
+        "new-subnets",
+        "prefix-delegation",
+        "prefix-delegation+reservations",
+        "custom-networking",
+        "private-nat-gateway",
+        "ipv6",
+    ] {
         assert!(ids.contains(&want), "{want} missing from {ids:?}");
     }
     for k in [
@@ -191,6 +198,9 @@ fn plan_json_schema_and_import() {
         "routable_share",
         "headroom_nodes",
         "pods_failed",
+        "pods_asked",
+        "pods_unschedulable",
+        "throttled_share",
         "wait_p99_s",
         "ec2_calls",
         "max_pods",

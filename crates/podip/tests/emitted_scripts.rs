@@ -213,6 +213,8 @@ fn run(m: &Moto, script: &Path, cwd: &Path, env: &[(&str, &str)]) {
 struct State {
     cidrs: BTreeSet<String>,
     subnets: BTreeMap<String, (String, String)>,
+    /// Subnets tagged `kubernetes.io/role/cni=1` (subnet discovery).
+    cni_tagged: BTreeSet<String>,
     reservations: BTreeSet<(String, String)>,
     nat: BTreeMap<String, (String, String, String)>,
     /// Route table -> (its subnets, destination -> NAT gateway).
@@ -234,6 +236,19 @@ fn state(m: &Moto, region: &str, vpc: &str) -> State {
         .unwrap()
         .iter()
         .map(|x| (str_of(&x["SubnetId"]), (str_of(&x["CidrBlock"]), str_of(&x["AvailabilityZone"]))))
+        .collect();
+    let cni_tagged = v["subnets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|x| {
+            x["Tags"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|t| t["Key"] == "kubernetes.io/role/cni" && t["Value"] == "1")
+        })
+        .map(|x| str_of(&x["SubnetId"]))
         .collect();
     let reservations = v["reservations"]
         .as_object()
@@ -278,7 +293,7 @@ fn state(m: &Moto, region: &str, vpc: &str) -> State {
             (str_of(&rt["RouteTableId"]), (subs, routes))
         })
         .collect();
-    State { cidrs, subnets, reservations, nat, tables }
+    State { cidrs, subnets, cni_tagged, reservations, nat, tables }
 }
 
 fn contains(outer: &str, inner: &str) -> bool {
@@ -563,6 +578,22 @@ fn judge(
             }
             let subnets_per_az = new_subnets.len() / azs.len();
             assert_eq!(after.nat.len(), azs.len() * per_az.min(subnets_per_az), "{at}: gateways {:?}", after.nat);
+        }
+        "new-subnets.sh" => {
+            let azs = sc.azs();
+            assert_eq!(new_subnets.len(), azs.len(), "{at}: one new subnet per AZ: {new_subnets:?}");
+            let mut seen = BTreeSet::new();
+            for (id, (cidr, az)) in &new_subnets {
+                assert!(after.cni_tagged.contains(*id), "{at}: {cidr} not tagged kubernetes.io/role/cni=1");
+                assert!(!contains("100.64.0.0/10", cidr), "{at}: {cidr} is not routable");
+                assert!(after.cidrs.iter().any(|c| contains(c, cidr)), "{at}: {cidr} outside the VPC's blocks");
+                for s in &sc.subnets {
+                    let s = s.cidr.to_string();
+                    assert!(!contains(&s, cidr) && !contains(cidr, &s), "{at}: {cidr} overlaps {s}");
+                }
+                seen.insert(az.clone());
+            }
+            assert_eq!(seen.len(), azs.len(), "{at}: {seen:?}");
         }
         other => panic!("{at}: no check for {other}"),
     }

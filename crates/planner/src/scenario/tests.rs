@@ -164,3 +164,24 @@ fn nat_destinations_default_to_the_private_blocks_around_the_vpc() {
         assert!(e.contains(needle), "{needle:?} not in:\n{e}");
     }
 }
+
+#[test]
+fn an_export_showing_an_aws_reserved_address_imports_without_it() {
+    let mut x = AwsExports::default();
+    x.add_subnets(
+        "s.json",
+        r#"{"Subnets":[{"SubnetId":"subnet-0a1b2c3d","VpcId":"vpc-0a1b2c3d","AvailabilityZone":"us-east-1a","CidrBlock":"10.9.0.0/24"}]}"#,
+    )
+    .unwrap();
+    x.add_network_interfaces(
+        "e.json",
+        r#"{"NetworkInterfaces":[{"NetworkInterfaceId":"eni-1","SubnetId":"subnet-0a1b2c3d",
+            "PrivateIpAddresses":[{"PrivateIpAddress":"10.9.0.2","Primary":true},{"PrivateIpAddress":"10.9.0.20"}]}]}"#,
+    )
+    .unwrap();
+    let text = "[[node_groups]]\ninstance_type = \"m5.large\"\nnodes = 1\n[workload]\npods_per_node = 5\n";
+    let s = Scenario::parse_with(text, Some(&x)).unwrap();
+    assert_eq!(s.subnets[0].used_addresses, vec!["10.9.0.20".parse::<Ipv4Addr>().unwrap()]);
+    assert_eq!(s.vpc_id.as_deref(), Some("vpc-0a1b2c3d"));
+    assert_eq!(s.subnets[0].id.as_deref(), Some("subnet-0a1b2c3d"));
+}
