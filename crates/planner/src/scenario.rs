@@ -407,6 +407,8 @@ pub fn secondary_cidr_refusal(primary: &Ipv4Net, secondary: &Ipv4Net) -> Option<
 pub const MAX_NODES: u32 = 20_000;
 /// See [`MAX_NODES`].
 pub const MAX_PODS: u32 = 1_000_000;
+/// The most pod starts a run may hold (every node's pods, each replacement, every rollout pod).
+pub const MAX_POD_STARTS: u64 = 20_000_000;
 
 /// Whether `id` is an EC2 resource id of this kind (`subnet-` and 8 or 17 lowercase hex
 /// digits): it is written into shell scripts, so nothing else may pass.
@@ -712,6 +714,22 @@ impl Scenario {
         }
         if raw.node_groups.is_empty() {
             bad.push("node_groups: at least one node group".into());
+        }
+        // Bounds on the whole run, so nothing allocates without bound: the nodes of all groups,
+        // and every pod start (each a record the simulation keeps).
+        let all_nodes: u64 = node_groups.iter().map(|g| u64::from(g.max)).sum();
+        if all_nodes > u64::from(MAX_NODES) {
+            bad.push(format!("node_groups: {all_nodes} nodes at most in all; at most {MAX_NODES}"));
+        }
+        let per_node = u64::from(pods_per_node) + u64::from(w.daemonset_pods);
+        let rollout_pods: u64 = w.rollouts.iter().map(|r| u64::from(r.pods)).sum();
+        let starts = (all_nodes * per_node) as f64 * (1.0 + w.churn_per_hour.max(0.0) * horizon_hours.max(0.0))
+            + rollout_pods as f64;
+        if starts > MAX_POD_STARTS as f64 {
+            bad.push(format!(
+                "workload: about {:.0} pod starts ({all_nodes} nodes × {per_node} pods, churn {}/h over {horizon_hours} h, {rollout_pods} rollout pods); at most {MAX_POD_STARTS}: lower the churn, the horizon or the nodes",
+                starts, w.churn_per_hour
+            ));
         }
         let c = &raw.cni;
         // As aws-node's validateEnvVars: with prefix delegation, some warm target must ask for

@@ -185,3 +185,25 @@ fn an_export_showing_an_aws_reserved_address_imports_without_it() {
     assert_eq!(s.vpc_id.as_deref(), Some("vpc-0a1b2c3d"));
     assert_eq!(s.subnets[0].id.as_deref(), Some("subnet-0a1b2c3d"));
 }
+
+#[test]
+fn a_run_that_would_grow_without_bound_is_refused_by_its_totals() {
+    let many_groups: String =
+        (0..3).map(|_| "[[node_groups]]\ninstance_type = \"m5.large\"\nnodes = 9000\n").collect::<Vec<_>>().join("");
+    let text = GOOD.replace("[[node_groups]]\ninstance_type = \"m5.large\"\nnodes = 3\n", &many_groups);
+    let e = Scenario::parse(&text).unwrap_err().0.join("\n");
+    assert!(e.contains("node_groups: 27000 nodes at most in all; at most 20000"), "{e}");
+    let churn = GOOD
+        .replace("nodes = 3", "nodes = 5000")
+        .replace("pods_per_node = 10", "pods_per_node = 20\nchurn_per_hour = 60")
+        .replace("horizon_hours = 2", "horizon_hours = 168");
+    let e = Scenario::parse(&churn).unwrap_err().0.join("\n");
+    assert!(
+        e.contains("pod starts (5000 nodes × 20 pods, churn 60/h over 168 h, 0 rollout pods); at most 20000000"),
+        "{e}"
+    );
+    let rollouts: String =
+        (0..25).map(|_| "[[workload.rollouts]]\nat_hour = 1\npods = 1000000\n").collect::<Vec<_>>().join("");
+    let e = Scenario::parse(&format!("{GOOD}{rollouts}")).unwrap_err().0.join("\n");
+    assert!(e.contains("25000000 rollout pods"), "{e}");
+}
