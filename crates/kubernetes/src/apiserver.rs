@@ -4,6 +4,11 @@
 //! bookmarks-free streams of `ADDED`/`MODIFIED`/`DELETED`, create (409 when taken), merge patch,
 //! replace (409 on a stale version), delete, and 403 on demand. It records every request as RBAC
 //! sees it (verb, API group, resource), so a test can hold a ClusterRole to what code calls.
+//!
+//! For kubectl it also serves discovery (`/api`, `/apis` and each group version, for the
+//! resources in [`RESOURCES`]) and strategic merge patches in the one form kubectl's `set env`
+//! sends: lists of objects with a `name` merged by name (containers, env), `$setElementOrder`
+//! directives ignored, `$patch: delete` honoured.
 
 use futures::StreamExt;
 use http_body_util::combinators::BoxBody;
@@ -95,13 +100,89 @@ fn target(path: &str) -> Option<Target> {
     Some(Target { resource, group, version, namespace, name })
 }
 
+/// What discovery lists: (group, version, resource, kind, namespaced).
+pub const RESOURCES: [(&str, &str, &str, &str, bool); 6] = [
+    ("", "v1", "nodes", "Node", false),
+    ("", "v1", "pods", "Pod", true),
+    ("", "v1", "events", "Event", true),
+    ("events.k8s.io", "v1", "events", "Event", true),
+    ("apps", "v1", "daemonsets", "DaemonSet", true),
+    ("crd.k8s.amazonaws.com", "v1alpha1", "eniconfigs", "ENIConfig", false),
+];
+
 fn kind_of(resource: &str) -> &'static str {
-    match resource {
-        "nodes" => "Node",
-        "eniconfigs" => "ENIConfig",
-        "events" => "Event",
-        "pods" => "Pod",
-        _ => "Object",
+    RESOURCES.iter().find(|r| r.2 == resource).map_or("Object", |r| r.3)
+}
+
+/// Discovery documents: `/api`, `/apis`, `/api/v1`, `/apis/GROUP/VERSION`.
+fn discovery(path: &str) -> Option<Value> {
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let resources = |g: &str, v: &str| -> Option<Value> {
+        let list: Vec<Value> = RESOURCES
+            .iter()
+            .filter(|r| r.0 == g && r.1 == v)
+            .map(|r| {
+                json!({"name": r.2, "singularName": "", "namespaced": r.4, "kind": r.3,
+                       "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"]})
+            })
+            .collect();
+        let gv = if g.is_empty() { v.to_string() } else { format!("{g}/{v}") };
+        (!list.is_empty())
+            .then(|| json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": list}))
+    };
+    match parts.as_slice() {
+        ["api"] => Some(json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []})),
+        ["apis"] => {
+            let mut groups: Vec<(&str, &str)> =
+                RESOURCES.iter().filter(|r| !r.0.is_empty()).map(|r| (r.0, r.1)).collect();
+            groups.dedup();
+            let groups: Vec<Value> = groups
+                .iter()
+                .map(|(g, v)| {
+                    let gv = json!({"groupVersion": format!("{g}/{v}"), "version": v});
+                    json!({"name": g, "versions": [gv.clone()], "preferredVersion": gv})
+                })
+                .collect();
+            Some(json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}))
+        }
+        ["api", v] => resources("", v),
+        ["apis", g, v] => resources(g, v),
+        _ => None,
+    }
+}
+
+/// A strategic merge patch as kubectl's `set env` sends it: objects merged key by key, lists
+/// of named objects merged by name, any other list replaced.
+fn strategic_merge(target: &mut Value, patch: &Value) {
+    let named = |v: &Value| v.as_array().is_some_and(|a| a.iter().all(|e| e.get("name").is_some_and(Value::is_string)));
+    match (target, patch) {
+        (Value::Object(t), Value::Object(p)) => {
+            for (k, v) in p {
+                if k.starts_with("$setElementOrder/") || k == "$retainKeys" {
+                    continue;
+                }
+                if v.is_null() {
+                    t.remove(k);
+                } else {
+                    strategic_merge(t.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        (t @ Value::Array(_), p) if named(t) && named(p) => {
+            let (Some(items), Some(changes)) = (t.as_array_mut(), p.as_array()) else { return };
+            for c in changes {
+                let pos = items.iter().position(|i| i["name"] == c["name"]);
+                match (pos, c.get("$patch").and_then(Value::as_str)) {
+                    (Some(i), Some("delete")) => {
+                        items.remove(i);
+                    }
+                    (None, Some("delete")) => {}
+                    (Some(i), _) => strategic_merge(&mut items[i], c),
+                    (None, _) => items.push(c.clone()),
+                }
+            }
+        }
+        (t, p) => *t = p.clone(),
     }
 }
 
@@ -293,6 +374,16 @@ impl Drop for ApiServer {
 }
 
 async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    if req.method() == Method::GET
+        && let Some(doc) = discovery(req.uri().path())
+    {
+        return Ok(reply(200, &doc));
+    }
+    let strategic = req
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/strategic-merge-patch+json"));
     let Some(t) = target(req.uri().path()) else {
         return Ok(reply(404, &status(404, "NotFound", "no such path")));
     };
@@ -388,7 +479,9 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
             if stale {
                 return Ok(reply(409, &status(409, "Conflict", "the object has been modified")));
             }
-            if verb == "patch" {
+            if verb == "patch" && strategic {
+                strategic_merge(&mut obj, &patch);
+            } else if verb == "patch" {
                 merge(&mut obj, &patch);
             } else {
                 obj = patch;
@@ -481,4 +574,36 @@ where
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     tokio::spawn(f(tx));
     futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|v| (v, rx)) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_set_env_patch_merges_containers_and_env_by_name() {
+        let mut ds = json!({"spec": {"template": {"spec": {"containers": [
+            {"name": "aws-node", "image": "cni:1", "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]},
+            {"name": "sidecar", "image": "s:1"}
+        ]}}}});
+        let patch = json!({"spec": {"template": {"spec": {
+            "$setElementOrder/containers": [{"name": "aws-node"}, {"name": "sidecar"}],
+            "containers": [{"name": "aws-node", "env": [{"name": "B", "value": "3"}, {"name": "C", "value": "4"}, {"name": "A", "$patch": "delete"}]}]
+        }}}});
+        strategic_merge(&mut ds, &patch);
+        let c = &ds["spec"]["template"]["spec"]["containers"];
+        assert_eq!(c[0]["image"], "cni:1");
+        assert_eq!(c[0]["env"], json!([{"name": "B", "value": "3"}, {"name": "C", "value": "4"}]));
+        assert_eq!(c[1], json!({"name": "sidecar", "image": "s:1"}));
+    }
+
+    #[test]
+    fn discovery_names_the_served_resources() {
+        let apps = discovery("/apis/apps/v1").unwrap();
+        assert_eq!(apps["resources"][0]["name"], "daemonsets");
+        assert_eq!(apps["resources"][0]["namespaced"], true);
+        let groups = discovery("/apis").unwrap();
+        assert!(groups["groups"].as_array().unwrap().iter().any(|g| g["name"] == "crd.k8s.amazonaws.com"));
+        assert!(discovery("/apis/apps/v2").is_none());
+    }
 }

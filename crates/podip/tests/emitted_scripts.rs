@@ -9,8 +9,9 @@
 //! one imported from the AWS CLI's own exports of a VPC with other workloads' and a node
 //! agent's ENIs. Skipped without moto and the CLI unless REQUIRE_PRIVILEGED=1 (CI).
 //!
-//! The aws-node scripts (`apply.sh`, `kubectl set env`) are checked with `sh -n` only: no
-//! Kubernetes API server can run here.
+//! The aws-node scripts (`apply.sh`, `kubectl set env`) run with the real kubectl against the
+//! in-process API server (`kubernetes::apiserver`) holding an aws-node DaemonSet, and the
+//! DaemonSet is read back.
 
 use planner::scenario::Scenario;
 use serde_json::Value;
@@ -710,4 +711,95 @@ fn every_emitted_script_runs_with_the_aws_cli_against_moto() {
             }
         }
     });
+}
+
+/// kubectl on PATH; required when REQUIRE_PRIVILEGED=1 (scripts/test installs it).
+fn kubectl() -> Option<PathBuf> {
+    let found = std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .map(|d| Path::new(d).join("kubectl"))
+        .find(|p| p.is_file());
+    let required = std::env::var("REQUIRE_PRIVILEGED").is_ok_and(|v| v == "1");
+    assert!(found.is_some() || !required, "REQUIRE_PRIVILEGED=1 but no kubectl on PATH (scripts/test installs it)");
+    if found.is_none() {
+        eprintln!("skipping: no kubectl on PATH");
+    }
+    found
+}
+
+/// The aws-node DaemonSet as the VPC CNI's manifest has it (the parts `set env` touches).
+fn aws_node() -> Value {
+    serde_json::json!({
+        "apiVersion": "apps/v1", "kind": "DaemonSet",
+        "metadata": {"name": "aws-node", "namespace": "kube-system"},
+        "spec": {"selector": {"matchLabels": {"k8s-app": "aws-node"}}, "template": {
+            "metadata": {"labels": {"k8s-app": "aws-node"}},
+            "spec": {"containers": [
+                {"name": "aws-node", "image": "amazon-k8s-cni:v1.19.0",
+                 "env": [{"name": "AWS_VPC_K8S_CNI_LOGLEVEL", "value": "DEBUG"}, {"name": "WARM_ENI_TARGET", "value": "1"}]},
+                {"name": "aws-eks-nodeagent", "image": "aws-network-policy-agent:v1.1.0"}
+            ]}
+        }}
+    })
+}
+
+#[test]
+fn every_kubectl_script_sets_aws_nodes_environment_through_an_api_server() {
+    let Some(kubectl) = kubectl() else { return };
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/small-cluster.toml");
+    let dir = TempDir::new();
+    plan(Path::new(example), &dir.path().join("emit"), &[]);
+    let mut ran = 0;
+    for (variant, files) in scripts(&dir.path().join("emit")) {
+        for f in files.iter().filter(|f| f.ends_with("apply.sh")) {
+            let body = std::fs::read_to_string(f).unwrap();
+            // The settings the script sets: its `  NAME=value` lines.
+            let want: Vec<(String, String)> = body
+                .lines()
+                .filter_map(|l| l.trim().trim_end_matches('\\').trim().split_once('='))
+                .filter(|(k, _)| k.chars().all(|c| c.is_ascii_uppercase() || c == '_' || c.is_ascii_digit()))
+                .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()))
+                .collect();
+            assert!(!want.is_empty(), "{variant}: sets nothing: {body}");
+            let api = kubernetes::apiserver::ApiServer::start().unwrap();
+            api.apply("daemonsets", aws_node());
+            let home = TempDir::new();
+            let config = home.path().join("kubeconfig");
+            std::fs::write(&config, api.kubeconfig()).unwrap();
+            let bin = kubectl.parent().unwrap().display().to_string();
+            let out = Command::new("sh")
+                .arg(f)
+                .env_clear()
+                .env("PATH", format!("{bin}:/usr/bin:/bin"))
+                .env("HOME", home.path())
+                .env("KUBECONFIG", &config)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{variant}/apply.sh: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let ds = api.objects("daemonsets").pop().unwrap();
+            let containers = ds["spec"]["template"]["spec"]["containers"].as_array().unwrap();
+            assert_eq!(containers.len(), 2, "{variant}: {ds}");
+            assert_eq!(containers[0]["image"], "amazon-k8s-cni:v1.19.0");
+            let env: BTreeMap<String, String> = containers[0]["env"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| (e["name"].as_str().unwrap().into(), e["value"].as_str().unwrap_or_default().into()))
+                .collect();
+            for (k, v) in &want {
+                assert_eq!(env.get(k), Some(v), "{variant}: {k} in {env:?}");
+            }
+            assert_eq!(env["AWS_VPC_K8S_CNI_LOGLEVEL"], "DEBUG", "{variant}: the other settings stay");
+            let verbs: BTreeSet<String> = api.accesses().into_iter().map(|a| a.verb).collect();
+            assert!(verbs.contains("patch"), "{variant}: kubectl never patched: {verbs:?}");
+            ran += 1;
+        }
+    }
+    assert!(ran >= 3, "only {ran} aws-node scripts");
 }
