@@ -377,7 +377,12 @@ impl<'a> Cluster<'a> {
         let cfg = match NodeConfig::resolve(group.instance_type, subnet.clone(), &settings) {
             Ok(c) => NodeConfig { az: Some(az.clone()), ..c },
             Err(e) => {
-                self.out.errors.push(e.to_string());
+                // Settings aws-node would refuse: the node never comes up.
+                if !self.out.errors.contains(&e.to_string()) {
+                    self.out.errors.push(e.to_string());
+                }
+                self.launched[g as usize] += 1;
+                self.node_failed();
                 return true;
             }
         };

@@ -321,3 +321,20 @@ fn a_vpc_with_room_gets_new_subnets_for_subnet_discovery() {
         assert!(vpc.contains(&cidr) && !cidr.contains(&node) && !node.contains(&cidr), "{line}");
     }
 }
+
+/// #8's third problem: settings aws-node refuses launch no node; that is a failed node launch
+/// with its pods asked for, never a variant that "starts every pod" of none.
+#[test]
+fn settings_aws_node_refuses_fail_every_node_launch_and_count_their_pods() {
+    let sc = Scenario::parse(&example()).unwrap();
+    let mut v = planner::strategy::variants(&sc).remove(0);
+    v.spec.settings.prefix_delegation = true;
+    v.spec.settings.warm_prefix = Some(0);
+    v.spec.settings.warm_ip = 0;
+    v.spec.settings.minimum_ip = 0;
+    let (out, _) = planner::cluster::Cluster::new(&v.spec, v.vpc.clone()).run(&mut |_| {});
+    assert!(out.nodes_failed >= 12, "{}", out.nodes_failed);
+    assert_eq!(out.started, 0);
+    assert!(out.asked >= 12 * 22, "{}", out.asked);
+    assert_eq!(out.errors.len(), 1, "said once: {:?}", out.errors);
+}
