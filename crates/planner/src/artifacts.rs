@@ -54,7 +54,8 @@ pub fn reservations_script(sc: &Scenario, plan: &[(usize, Vec<Ipv4Net>)]) -> Str
             continue;
         }
         let id = s.existing_subnet(sc, sub);
-        s.note(&format!("{} ({}): {} blocks", sub.name, sub.cidr, cidrs.len()));
+        let blocks: u64 = cidrs.iter().map(|c| 1u64 << 28u8.saturating_sub(c.prefix_len())).sum();
+        s.note(&format!("{} ({}): {blocks} /28 blocks in {} ranges", sub.name, sub.cidr, cidrs.len()));
         for c in cidrs {
             s.line(format!("reserve {id} {c}"));
         }
@@ -145,6 +146,12 @@ pub fn private_nat_script(
          space-separated: the scenario's traffic.destinations, or the RFC 1918 blocks around the VPC",
         &dest.join(" "),
     );
+    let egress = s.setting(
+        "EGRESS_NAT_GATEWAY",
+        "a NAT gateway (nat-...) for the nodes' other traffic (0.0.0.0/0: the EKS API, ECR, S3, unless VPC \
+         endpoints serve them), e.g. the public one the node subnets use today; empty: no default route",
+        "",
+    );
     for h in [
         Helper::VpcCidr,
         Helper::Subnet,
@@ -186,6 +193,7 @@ pub fn private_nat_script(
             s.line(format!("{nat_var}=$(nat_gateway {routable} podip-nat-{az}-{g} {})", nat.addresses_per_gateway));
             s.line(format!("{rt_var}=$(route_table podip-nonroutable-{az}-{g})"));
             s.line(format!("for d in {dest}; do nat_route \"${rt_var}\" \"$d\" \"${nat_var}\"; done"));
+            s.line(format!("if [ -n \"{egress}\" ]; then nat_route \"${rt_var}\" 0.0.0.0/0 \"{egress}\"; fi"));
             for v in subs.iter().skip(g).step_by(gws) {
                 s.line(format!("use_route_table \"${rt_var}\" \"${v}\""));
             }

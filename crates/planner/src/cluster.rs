@@ -94,7 +94,8 @@ pub struct ClusterOutcome {
     pub samples: Vec<Sample>,
     /// Pods that got an address.
     pub started: u64,
-    /// Pods that could not start: no address within 15 minutes.
+    /// Pods that never got an address: 15 minutes without one, or gone (their rollout over)
+    /// while still waiting.
     pub failed: u64,
     /// Pods kubelet would not admit: their node was at its max pods (host-network pods
     /// included).
@@ -523,6 +524,10 @@ impl<'a> Cluster<'a> {
             return;
         }
         self.nodes[n as usize].pods -= 1;
+        if !was_running {
+            // It waited for an address until its rollout or its life was over: it never got one.
+            self.out.failed += 1;
+        }
         if was_running {
             let effects = self.engine_event(n, Event::PodDel(Self::key(p)));
             self.effects = effects;

@@ -283,6 +283,9 @@ pub fn parse_reservation(v: &str) -> Result<Reservation, String> {
     let (c, k) =
         v.split_once(':').ok_or_else(|| format!("--reservation {v}: expected CIDR:prefix or CIDR:explicit"))?;
     let cidr: Ipv4Net = c.parse().map_err(|_| format!("--reservation {v}: {c:?} is not an IPv4 CIDR"))?;
+    if cidr.trunc() != cidr {
+        return Err(format!("--reservation {v}: host bits set (did you mean {}?)", cidr.trunc()));
+    }
     let kind = match k {
         "prefix" => ReservationKind::Prefix,
         "explicit" => ReservationKind::Explicit,

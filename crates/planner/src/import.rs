@@ -168,6 +168,21 @@ pub struct NetworkInterface {
     /// Its tags.
     #[serde(default)]
     pub tag_set: Vec<Tag>,
+    /// Its attachment, when attached.
+    #[serde(default)]
+    pub attachment: Option<Attachment>,
+}
+
+/// An ENI's attachment.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Attachment {
+    /// The instance, when attached to one.
+    #[serde(default)]
+    pub instance_id: Option<String>,
+    /// 0 for the instance's primary ENI.
+    #[serde(default)]
+    pub device_index: Option<u32>,
 }
 
 impl NetworkInterface {
@@ -285,10 +300,39 @@ impl AwsExports {
         Ok(())
     }
 
+    /// The instances a node agent made ENIs for: the cluster's nodes.
+    fn nodes(&self) -> std::collections::BTreeSet<String> {
+        let mut out = std::collections::BTreeSet::new();
+        for e in self.enis.iter().filter(|e| e.made_for_a_node()) {
+            if let Some(t) = e.tag_set.iter().find(|t| t.key == cloud::TAG_INSTANCE_ID) {
+                out.insert(t.value.clone());
+            }
+            if let Some(i) = e.attachment.as_ref().and_then(|a| a.instance_id.clone()) {
+                out.insert(i);
+            }
+            if let Some(i) = e.description.as_deref().and_then(|d| d.strip_prefix("aws-K8S-")) {
+                out.insert(i.to_string());
+            }
+        }
+        out
+    }
+
+    /// Whether `e` is one of the cluster's nodes' ENIs: made by a node agent, or the primary
+    /// ENI of an instance one was made for (EC2 made it with the instance; aws-node put pod
+    /// addresses on it).
+    fn of_a_node(e: &NetworkInterface, nodes: &std::collections::BTreeSet<String>) -> bool {
+        let primary_of_node = e
+            .attachment
+            .as_ref()
+            .is_some_and(|a| a.device_index == Some(0) && a.instance_id.as_ref().is_some_and(|i| nodes.contains(i)));
+        e.made_for_a_node() || primary_of_node
+    }
+
     /// Usage per subnet id.
     pub fn usage(&self) -> BTreeMap<String, SubnetUsage> {
         let mut out: BTreeMap<String, SubnetUsage> = BTreeMap::new();
-        for e in self.enis.iter().filter(|e| !e.made_for_a_node()) {
+        let nodes = self.nodes();
+        for e in self.enis.iter().filter(|e| !Self::of_a_node(e, &nodes)) {
             let u = out.entry(e.subnet_id.clone()).or_default();
             u.addresses.extend(e.private_ip_addresses.iter().map(|p| p.private_ip_address));
             u.prefixes.extend(e.ipv4_prefixes.iter().map(|p| p.ipv4_prefix));
@@ -307,7 +351,8 @@ impl AwsExports {
     /// What the import left out as the cluster's own: ENIs a node agent made, and the addresses
     /// (prefixes counted as 16) they hold.
     pub fn nodes_own(&self) -> (usize, usize) {
-        let own: Vec<&NetworkInterface> = self.enis.iter().filter(|e| e.made_for_a_node()).collect();
+        let nodes = self.nodes();
+        let own: Vec<&NetworkInterface> = self.enis.iter().filter(|e| Self::of_a_node(e, &nodes)).collect();
         let addrs = own.iter().map(|e| e.private_ip_addresses.len() + 16 * e.ipv4_prefixes.len()).sum();
         (own.len(), addrs)
     }

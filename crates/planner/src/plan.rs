@@ -68,7 +68,7 @@ pub struct VariantReport {
     pub pods_asked: u64,
     /// Pods that got an address.
     pub pods_started: u64,
-    /// Pods that never got an address (15 minutes without one).
+    /// Pods that never got an address (15 minutes without one, or gone while still waiting).
     pub pods_failed: u64,
     /// Pods kubelet would not admit: their node was at its max pods.
     pub pods_unschedulable: u64,
@@ -128,7 +128,7 @@ pub struct PlanReport {
     pub seed: u64,
     /// Simulated hours.
     pub horizon_hours: f64,
-    /// Most nodes the cluster reaches.
+    /// Most nodes the node groups may have (the sum of their `max`).
     pub peak_nodes: u32,
     /// Usable addresses in the scenario's (routable) subnets.
     pub routable_space: u64,
@@ -454,6 +454,17 @@ pub fn shortfalls(sc: &Scenario, r: &VariantReport, today_unschedulable: u64) ->
             share * 100.0,
             j.max_throttled_share * 100.0
         ));
+    }
+    if let Some(nat) = &r.nat {
+        if nat.over_limit {
+            out.push(format!(
+                "{} connections to one destination need more than 5 NAT gateways per AZ × 8 addresses × 55,000",
+                sc.traffic.connections_per_destination
+            ));
+        }
+        for s in &nat.room_short {
+            out.push(s.clone());
+        }
     }
     if r.nau_peak > j.nau_quota {
         out.push(format!("Network Address Usage {} over the VPC's quota of {}", r.nau_peak, j.nau_quota));

@@ -40,8 +40,9 @@ pub fn place(vpc: &[Ipv4Net], existing: &[Ipv4Net], wants: &[(String, u8)]) -> V
 }
 
 /// A /16 the VPC could add as a routable secondary block: in the same RFC 1918 range as its
-/// primary, overlapping none of its blocks, allowed by the association rules.
-pub fn routable_secondary(vpc: &[Ipv4Net]) -> Option<Ipv4Net> {
+/// primary, overlapping none of its blocks nor `avoid` (networks known elsewhere), allowed by
+/// the association rules.
+pub fn routable_secondary(vpc: &[Ipv4Net], avoid: &[Ipv4Net]) -> Option<Ipv4Net> {
     let primary = vpc.first()?;
     let range: Ipv4Net = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]
         .iter()
@@ -54,7 +55,10 @@ pub fn routable_secondary(vpc: &[Ipv4Net]) -> Option<Ipv4Net> {
     (0..size >> 16)
         .map(|k| base + ((start - base + (k << 16)) % size))
         .filter_map(|a| Ipv4Net::new(Ipv4Addr::from(a), 16).ok())
-        .find(|c| !vpc.iter().any(|v| v.contains(c) || c.contains(v)) && secondary_cidr_refusal(primary, c).is_none())
+        .find(|c| {
+            !vpc.iter().chain(avoid).any(|v| v.contains(c) || c.contains(v))
+                && secondary_cidr_refusal(primary, c).is_none()
+        })
 }
 
 #[cfg(test)]
@@ -96,8 +100,13 @@ mod tests {
     fn a_full_vpc_gets_a_routable_secondary_block_of_its_own_range() {
         let vpc = [net("10.0.0.0/16"), net("10.1.0.0/16")];
         assert_eq!(free_block(&vpc[..1], &[net("10.0.0.0/16")], 24), None);
-        assert_eq!(routable_secondary(&vpc), Some(net("10.2.0.0/16")));
-        assert_eq!(routable_secondary(&[net("192.168.0.0/16")]), None);
-        assert_eq!(routable_secondary(&[net("172.31.0.0/16")]), Some(net("172.16.0.0/16")));
+        assert_eq!(routable_secondary(&vpc, &[]), Some(net("10.2.0.0/16")));
+        assert_eq!(
+            routable_secondary(&vpc, &[net("10.2.0.0/15")]),
+            Some(net("10.4.0.0/16")),
+            "a known network is skipped"
+        );
+        assert_eq!(routable_secondary(&[net("192.168.0.0/16")], &[]), None);
+        assert_eq!(routable_secondary(&[net("172.31.0.0/16")], &[]), Some(net("172.16.0.0/16")));
     }
 }

@@ -265,8 +265,11 @@ pub struct Traffic {
     pub nat_price_per_gb: f64,
     /// The networks outside the VPC that pods reach (peered VPCs, on-premises), routed through
     /// the private NAT gateways (`destinations`; by default the RFC 1918 blocks that hold the
-    /// VPC's CIDRs, or all three when none does).
+    /// VPC's CIDRs, or all three when none does, never one of the VPC's own blocks).
     pub destinations: Vec<Ipv4Net>,
+    /// Whether the scenario named the destinations (then they are known networks: no new
+    /// block may take their space).
+    pub destinations_given: bool,
 }
 
 /// A validated scenario.
@@ -309,12 +312,11 @@ pub struct ScenarioError(pub Vec<String>);
 
 /// The exported subnets (of the first exported VPC, when there is one) with their ENI addresses
 /// and prefixes as exact existing usage.
-fn imported_subnets(x: &AwsExports) -> Vec<RawSubnet> {
-    let vpc = x.vpcs.first();
+fn imported_subnets(x: &AwsExports, vpc_id: &str) -> Vec<RawSubnet> {
     let usage = x.usage();
     x.subnets
         .iter()
-        .filter(|s| vpc.is_none_or(|v| v.vpc_id == s.vpc_id))
+        .filter(|s| s.vpc_id == vpc_id)
         .map(|sub| {
             let u = usage.get(&sub.subnet_id);
             let mut used: Vec<Ipv4Addr> = u.map(|u| u.addresses.clone()).unwrap_or_default();
@@ -356,9 +358,13 @@ fn imported_subnets(x: &AwsExports) -> Vec<RawSubnet> {
 
 /// The RFC 1918 blocks that hold the VPC's CIDRs (the private networks around it), or all
 /// three when none does.
+/// A block that is one of the VPC's own is never a destination: its local route reaches it.
 fn default_destinations(vpc: &[Ipv4Net]) -> Vec<Ipv4Net> {
-    let all: Vec<Ipv4Net> =
-        ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"].iter().filter_map(|r| r.parse().ok()).collect();
+    let all: Vec<Ipv4Net> = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]
+        .iter()
+        .filter_map(|r| r.parse().ok())
+        .filter(|r: &Ipv4Net| !vpc.iter().any(|v| v.contains(r)))
+        .collect();
     let around: Vec<Ipv4Net> = all.iter().copied().filter(|r| vpc.iter().any(|v| r.contains(v))).collect();
     if around.is_empty() { all } else { around }
 }
@@ -456,19 +462,37 @@ impl Scenario {
                     "vpc/subnets: given both in the scenario and by AWS exports; keep one".into(),
                 ]));
             }
-            raw.subnets = imported_subnets(x);
+            // One VPC: the one the exported subnets are in, which the VPC export must hold.
+            let mut ids: Vec<&str> = x.subnets.iter().map(|s| s.vpc_id.as_str()).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            let id = match ids.as_slice() {
+                [one] => (*one).to_string(),
+                [] => return Err(ScenarioError(vec!["--subnets: the export holds no subnet".into()])),
+                many => {
+                    return Err(ScenarioError(vec![format!(
+                        "--subnets: subnets of {} VPCs ({}): export one VPC's (aws ec2 describe-subnets --filters Name=vpc-id,Values=VPC_ID)",
+                        many.len(),
+                        many.join(", ")
+                    )]));
+                }
+            };
+            let Some(vpc) = x.vpcs.iter().find(|v| v.vpc_id == id) else {
+                return Err(ScenarioError(vec![if x.vpcs.is_empty() {
+                    format!("--vpcs: needed for the VPC's CIDR blocks (aws ec2 describe-vpcs --vpc-ids {id})")
+                } else {
+                    format!("--vpcs: the subnets' VPC {id} is not in the export (aws ec2 describe-vpcs --vpc-ids {id})")
+                }]));
+            };
+            raw.subnets = imported_subnets(x, &id);
             let (enis, addrs) = x.nodes_own();
             if enis > 0 {
                 import_notes.push(format!(
-                    "left out {enis} ENIs that a node agent made ({addrs} addresses, by their tags or description): the plan simulates the cluster's nodes itself"
+                    "left out {enis} ENIs of the cluster's nodes ({addrs} addresses: those a node agent made, by their tags or description, and the primary ENIs of their instances): the plan simulates the cluster's nodes itself"
                 ));
             }
-            let cidrs = x.vpcs.first().map(|v| v.cidrs()).unwrap_or_default();
-            let mut cidrs: Vec<String> = cidrs.iter().map(ToString::to_string).collect();
-            if cidrs.is_empty() {
-                cidrs = raw.subnets.iter().take(1).map(|s| s.cidr.clone()).collect();
-            }
-            let id = x.vpcs.first().map(|v| v.vpc_id.clone()).or_else(|| x.subnets.first().map(|s| s.vpc_id.clone()));
+            let cidrs: Vec<String> = vpc.cidrs().iter().map(ToString::to_string).collect();
+            let id = Some(id);
             raw.vpc = Some(RawVpc { id, cidrs });
         }
         let Some(raw_vpc) = raw.vpc.take() else {
@@ -483,6 +507,9 @@ impl Scenario {
         let region = raw.region.clone().unwrap_or_else(|| "us-east-1".into());
         if !is_zone_name(&region) {
             bad.push(format!("region = {region:?}: not a region name (e.g. us-east-1)"));
+        }
+        if let Some(n) = raw.name.as_deref().filter(|n| n.len() > 255 || n.chars().any(char::is_control)) {
+            bad.push(format!("name = {n:?}: at most 255 characters, none of them control characters"));
         }
         let horizon_hours = raw.horizon_hours.unwrap_or(24.0);
         if !(horizon_hours > 0.0 && horizon_hours <= 24.0 * 7.0) {
@@ -525,6 +552,8 @@ impl Scenario {
             }
             if !is_zone_name(&s.az) {
                 bad.push(format!("{at}.az = {:?}: not an availability zone name (e.g. us-east-1a)", s.az));
+            } else if !s.az.starts_with(region.as_str()) {
+                bad.push(format!("{at}.az = {:?}: not in region {region:?}", s.az));
             }
             if let Some(n) = s.name.as_deref().filter(|n| n.len() > 255 || n.chars().any(char::is_control)) {
                 bad.push(format!("{at}.name = {n:?}: at most 255 characters, none of them control characters"));
@@ -834,6 +863,7 @@ impl Scenario {
                 connections_per_destination: t.connections_per_destination.unwrap_or(1000),
                 nat_price_per_hour: t.nat_price_per_hour.unwrap_or(0.045),
                 nat_price_per_gb: t.nat_price_per_gb.unwrap_or(0.045),
+                destinations_given: t.destinations.is_some(),
                 destinations,
             },
             headroom_nodes: raw.targets.headroom_nodes.unwrap_or(0),

@@ -147,16 +147,17 @@ use_route_table() {
 "#
             }
             Helper::NatRoute => {
-                r#"# Sends $2 from route table $1 to NAT gateway $3.
+                r#"# Sends $2 from route table $1 to NAT gateway $3 (never over the VPC's own local route).
 nat_route() {
   via=$(ec2 describe-route-tables --route-table-ids "$1" \
-    --query "RouteTables[0].Routes[?DestinationCidrBlock=='$2'] | [0].NatGatewayId")
-  if [ "$via" = "$3" ]; then return 0; fi
-  if ec2 describe-route-tables --route-table-ids "$1" \
-      --query "RouteTables[0].Routes[?DestinationCidrBlock=='$2'] | [0].DestinationCidrBlock" | grep -q /; then
-    ec2 replace-route --route-table-id "$1" --destination-cidr-block "$2" --nat-gateway-id "$3" >/dev/null
-  else
+    --query "RouteTables[0].Routes[?DestinationCidrBlock=='$2'] | [0].[NatGatewayId,GatewayId]")
+  set -- "$1" "$2" "$3" $via
+  if [ "${5:-}" = local ]; then echo "$2 is the VPC's own block (its local route reaches it)" >&2; return 1; fi
+  if [ "${4:-}" = "$3" ]; then return 0; fi
+  if [ "${4:-None}" = None ] && [ "${5:-None}" = None ]; then
     ec2 create-route --route-table-id "$1" --destination-cidr-block "$2" --nat-gateway-id "$3" >/dev/null
+  else
+    ec2 replace-route --route-table-id "$1" --destination-cidr-block "$2" --nat-gateway-id "$3" >/dev/null
   fi
 }
 "#

@@ -105,6 +105,8 @@ pub struct NatPlan {
     /// Whether the connection need exceeds what the gateways an AZ may have (5 by default) can
     /// carry.
     pub over_limit: bool,
+    /// AZs whose routable subnets lack the free addresses the gateways take.
+    pub room_short: Vec<String>,
     /// Monthly cost, USD.
     pub monthly_usd: f64,
 }
@@ -305,6 +307,21 @@ fn nonroutable_space(
     (blocks, per_az, short)
 }
 
+/// Splits `block` into `per_az` subnets per AZ (the largest power of two that fits), AZs in turn.
+fn split_per_az(block: Ipv4Net, azs: &[String], per_az: u32) -> Vec<(String, Ipv4Net)> {
+    let n = (azs.len().max(1) as u32 * per_az.max(1)).next_power_of_two();
+    let bits = n.trailing_zeros() as u8;
+    block
+        .subnets(block.prefix_len() + bits)
+        .map(|it| {
+            it.take((azs.len() as u32 * per_az.max(1)) as usize)
+                .enumerate()
+                .map(|(i, net)| (azs[i % azs.len()].clone(), net))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Splits `block` into one subnet per AZ (the largest power of two that fits).
 fn split(block: Ipv4Net, azs: &[String]) -> Vec<(String, Ipv4Net)> {
     let bits = (azs.len().max(1) as u32).next_power_of_two().trailing_zeros() as u8;
@@ -364,8 +381,15 @@ fn discovery_subnets_variant(sc: &Scenario) -> Option<Variant> {
             (az.clone(), prefix_for(per_node_and_nodes))
         })
         .collect();
-    let existing: Vec<Ipv4Net> = sc.subnets.iter().map(|s| s.cidr).collect();
-    let mut blocks = sc.vpc_cidrs.clone();
+    // Not in the VPC's non-routable blocks (CG-NAT, 198.19/16), nor in networks the scenario
+    // names as reached elsewhere.
+    let non_routable: Vec<Ipv4Net> = ["100.64.0.0/10", "198.19.0.0/16"].iter().filter_map(|c| c.parse().ok()).collect();
+    let mut existing: Vec<Ipv4Net> = sc.subnets.iter().map(|s| s.cidr).collect();
+    if sc.traffic.destinations_given {
+        existing.extend(sc.traffic.destinations.iter().copied());
+    }
+    let mut blocks: Vec<Ipv4Net> =
+        sc.vpc_cidrs.iter().copied().filter(|b| !non_routable.iter().any(|n| n.contains(b))).collect();
     let mut placed = place(&blocks, &existing, &wants);
     let mut extra = Vec::new();
     let short = |p: &[(String, Option<Ipv4Net>)]| {
@@ -373,7 +397,7 @@ fn discovery_subnets_variant(sc: &Scenario) -> Option<Variant> {
     };
     if short(&placed)
         && sc.vpc_cidrs.len() < 5
-        && let Some(b) = routable_secondary(&sc.vpc_cidrs)
+        && let Some(b) = routable_secondary(&sc.vpc_cidrs, &existing)
     {
         blocks.push(b);
         let with = place(&blocks, &existing, &wants);
@@ -669,17 +693,6 @@ pub fn variants(sc: &Scenario) -> Vec<Variant> {
         )
     });
     if !blocks.is_empty() {
-        let mut l = layout(sc, &blocks, false);
-        let mut node_subnets = Vec::new();
-        let mut node_nets = Vec::new();
-        for b in &blocks {
-            for (az, net) in split(*b, &azs) {
-                if let Ok(id) = l.vpc.add_subnet(&az, net) {
-                    node_subnets.push((az.clone(), id));
-                    node_nets.push((az, net));
-                }
-            }
-        }
         // The connections split over the AZs, each AZ's over its gateways: a gateway takes up to
         // 8 addresses (the primary and 7 secondary, the default quota) of 55,000 connections per
         // destination each; an AZ takes up to 5 gateways (the default quota).
@@ -692,6 +705,35 @@ pub fn variants(sc: &Scenario) -> Vec<Variant> {
         let over_limit = gws_per_az > 5;
         let gws_per_az = gws_per_az.min(5);
         let gws = az_count * gws_per_az;
+        let mut l = layout(sc, &blocks, false);
+        // Each gateway serves its own route table, so each AZ has a node subnet per gateway in
+        // every block.
+        let mut node_subnets = Vec::new();
+        let mut node_nets = Vec::new();
+        for b in &blocks {
+            for (az, net) in split_per_az(*b, &azs, gws_per_az) {
+                if let Ok(id) = l.vpc.add_subnet(&az, net) {
+                    node_subnets.push((az.clone(), id));
+                    node_nets.push((az, net));
+                }
+            }
+        }
+        // The gateways take their addresses from each AZ's routable subnets.
+        let mut room_short = Vec::new();
+        for az in &azs {
+            let free: u64 = l
+                .subnets
+                .iter()
+                .filter(|(a, _)| a == az)
+                .filter_map(|(_, id)| l.vpc.subnet(id))
+                .map(|s| u64::from(s.free_ips()))
+                .sum();
+            let need = u64::from(gws_per_az * per_gw);
+            if free < need {
+                room_short
+                    .push(format!("{az} needs {need} for its NAT gateways, its routable subnets have {free} free"));
+            }
+        }
         let hours = 730.0;
         let monthly = f64::from(gws) * sc.traffic.nat_price_per_hour * hours
             + sc.traffic.egress_gb_per_hour * hours * sc.traffic.nat_price_per_gb;
@@ -708,19 +750,23 @@ pub fn variants(sc: &Scenario) -> Vec<Variant> {
             caveats.push(short);
         }
         if gws_per_az > 1 {
-            caveats.push(format!(
-                "{gws_per_az} NAT gateways per AZ: split each AZ's non-routable subnets over {gws_per_az} route tables, one per gateway"
-            ));
+            caveats.push(format!("{gws_per_az} NAT gateways per AZ, each with its own route table and node subnets"));
         }
         if over_limit {
             caveats.push(format!(
                 "{conns} connections to one destination need more than 5 NAT gateways per AZ × 8 addresses × 55,000: ErrorPortAllocation unless the quotas are raised"
             ));
         }
+        caveats.push(
+            "the node subnets' route tables carry only the destinations: set EGRESS_NAT_GATEWAY in nat.sh for a default \
+             route, or serve the EKS API, ECR, S3 and STS through VPC endpoints"
+                .into(),
+        );
         let nat = NatPlan {
             gateways: gws,
             gateways_per_az: gws_per_az,
             addresses_per_gateway: per_gw,
+            room_short,
             over_limit,
             monthly_usd: (monthly * 100.0).round() / 100.0,
         };

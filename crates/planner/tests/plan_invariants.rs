@@ -24,7 +24,7 @@ horizon_hours = 2
 [vpc]
 cidrs = ["10.1.0.0/16"]
 [[subnets]]
-az = "az-a"
+az = "us-east-1a"
 cidr = "10.1.0.0/23"
 used = {used}
 pattern = "striped"
@@ -203,13 +203,13 @@ horizon_hours = 1
 [vpc]
 cidrs = ["10.0.0.0/16"]
 [[subnets]]
-az = "az-a"
+az = "us-east-1a"
 cidr = "10.0.0.0/18"
 [[subnets]]
-az = "az-b"
+az = "us-east-1b"
 cidr = "10.0.64.0/18"
 [[subnets]]
-az = "az-c"
+az = "us-east-1c"
 cidr = "10.0.128.0/18"
 [[node_groups]]
 instance_type = "m5.xlarge"
@@ -337,4 +337,41 @@ fn settings_aws_node_refuses_fail_every_node_launch_and_count_their_pods() {
     assert_eq!(out.started, 0);
     assert!(out.asked >= 12 * 22, "{}", out.asked);
     assert_eq!(out.errors.len(), 1, "said once: {:?}", out.errors);
+}
+
+/// A private NAT plan whose gateways cannot carry the connections, or whose addresses do not fit
+/// the routable subnets, is not recommended; its gateways per AZ each get node subnets.
+#[test]
+fn a_nat_plan_that_cannot_work_falls_short() {
+    let text = tight(0, "").replace("used = 0", "used = 490") + "[traffic]\nconnections_per_destination = 1000000000\n";
+    let r = plan(&text);
+    let nat = variant(&r, "private-nat-gateway");
+    let s = nat.shortfalls.join("; ");
+    assert!(s.contains("1000000000 connections to one destination need more than 5 NAT gateways"), "{s}");
+    assert!(s.contains("us-east-1a needs 40 for its NAT gateways, its routable subnets have"), "{s}");
+    assert_ne!(r.recommendation.variant, "private-nat-gateway");
+    let script = &nat.config["nat.sh"];
+    let gateways = script.lines().filter(|l| l.contains("=$(nat_gateway ")).count();
+    assert_eq!(gateways as u32, nat.nat.as_ref().unwrap().gateways, "{script}");
+}
+
+/// New subnets never go into the VPC's non-routable blocks, nor into networks the scenario names
+/// as reached elsewhere.
+#[test]
+fn new_subnets_avoid_non_routable_blocks_and_known_networks() {
+    let text = tight(0, "").replace("cidrs = [\"10.1.0.0/16\"]", "cidrs = [\"10.1.0.0/23\", \"100.64.0.0/16\"]")
+        + "[traffic]\ndestinations = [\"10.2.0.0/16\"]\n";
+    let r = plan(&text);
+    let new = variant(&r, "new-subnets");
+    let script = &new.config["new-subnets.sh"];
+    let cgnat: ipnet::Ipv4Net = "100.64.0.0/10".parse().unwrap();
+    let known: ipnet::Ipv4Net = "10.2.0.0/16".parse().unwrap();
+    let mut made = 0;
+    for line in script.lines().filter(|l| l.contains("=$(subnet ")) {
+        let cidr: ipnet::Ipv4Net = line.split_whitespace().nth(2).unwrap().parse().unwrap();
+        assert!(!cgnat.contains(&cidr) && !known.contains(&cidr) && !cidr.contains(&known), "{line}");
+        made += 1;
+    }
+    assert!(made > 0, "{script}");
+    assert!(script.contains("vpc_cidr 10.3.0.0/16"), "a routable secondary block past the known network: {script}");
 }

@@ -172,6 +172,11 @@ fn frag_json_contract_and_exports() {
         &["NetworkInterfaces[0].SubnetId"],
     );
     fails_with(&["frag", "--subnet", "10.0.0.0/24", "--reservation", "10.0.0.0/26:sometimes"], 2, &["sometimes"]);
+    fails_with(
+        &["frag", "--subnet", "10.0.0.0/24", "--reservation", "10.0.0.66/26:prefix"],
+        2,
+        &["--reservation 10.0.0.66/26:prefix: host bits set (did you mean 10.0.0.64/26?)"],
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

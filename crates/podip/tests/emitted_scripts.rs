@@ -5,9 +5,10 @@
 //! scenario runs each script twice, as an operator re-running after a failure would.
 //!
 //! Scenarios: the small example; three AZs in a 172.16 VPC with enough connections for two NAT
-//! gateways per AZ and room for reservations; ids and destinations given in the scenario; and
-//! one imported from the AWS CLI's own exports of a VPC with other workloads' and a node
-//! agent's ENIs. Skipped without moto and the CLI unless REQUIRE_PRIVILEGED=1 (CI).
+//! gateways per AZ, destinations given and room for reservations; the same in a 192.168.0.0/16
+//! VPC, whose own block is never a destination; and one imported from the AWS CLI's own exports
+//! of a VPC with other workloads' and a node agent's ENIs. Skipped without moto and the CLI
+//! unless REQUIRE_PRIVILEGED=1 (CI).
 //!
 //! The aws-node scripts (`apply.sh`, `kubectl set env`) run with the real kubectl against the
 //! in-process API server (`kubernetes::apiserver`) holding an aws-node DaemonSet, and the
@@ -435,7 +436,7 @@ fn check(case: &Case, venv: &Path) {
                 let r = plan(&cwd.path().join("scenario.toml"), &d, &a);
                 let notes = r["import_notes"].as_array().unwrap();
                 assert!(
-                    notes.iter().any(|n| n.as_str().unwrap().contains("left out 1 ENIs")),
+                    notes.iter().any(|n| n.as_str().unwrap().contains("left out 1 ENIs of the cluster")),
                     "{}: the node agent's ENI is not recognised: {notes:?}",
                     case.name
                 );
@@ -577,8 +578,21 @@ fn judge(
                 }
                 assert_eq!(routes.len(), case.destinations.len(), "{at}: routes {routes:?}");
             }
-            let subnets_per_az = new_subnets.len() / azs.len();
-            assert_eq!(after.nat.len(), azs.len() * per_az.min(subnets_per_az), "{at}: gateways {:?}", after.nat);
+            // Every gateway the plan counts (and prices) is made, each with node subnets of its own.
+            assert_eq!(
+                after.nat.len() as u64,
+                nat_plan["gateways"].as_u64().unwrap(),
+                "{at}: gateways {:?}",
+                after.nat
+            );
+            assert_eq!(after.nat.len(), azs.len() * per_az, "{at}");
+            let served: BTreeSet<&String> = after
+                .tables
+                .values()
+                .filter(|(subs, _)| subs.iter().any(|s| new_subnets.contains_key(s)))
+                .flat_map(|(_, routes)| routes.values())
+                .collect();
+            assert_eq!(served.len(), after.nat.len(), "{at}: a gateway that no node subnet routes through");
         }
         "new-subnets.sh" => {
             let azs = sc.azs();
@@ -676,18 +690,21 @@ fn every_emitted_script_runs_with_the_aws_cli_against_moto() {
         },
         Case {
             name: "three-az",
-            toml: THREE_AZ.into(),
+            toml: format!("{THREE_AZ}destinations = [\"192.168.0.0/16\", \"10.100.0.0/16\"]\n"),
             import: false,
-            destinations: vec!["172.16.0.0/12"],
+            destinations: vec!["192.168.0.0/16", "10.100.0.0/16"],
             twice: false,
             used: vec![],
         },
         Case {
-            name: "destinations",
-            toml: format!("{THREE_AZ}destinations = [\"192.168.0.0/16\", \"10.100.0.0/16\"]\n")
-                .replace("three-az", "destinations"),
+            name: "vpc-192-168",
+            toml: THREE_AZ
+                .replace("three-az", "vpc-192-168")
+                .replace("172.16.0.0/16", "192.168.0.0/16")
+                .replace("172.16.", "192.168."),
             import: false,
-            destinations: vec!["192.168.0.0/16", "10.100.0.0/16"],
+            // Never the VPC's own block, which its local route reaches.
+            destinations: vec!["10.0.0.0/8", "172.16.0.0/12"],
             twice: false,
             used: vec![],
         },

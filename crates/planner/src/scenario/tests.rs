@@ -180,7 +180,21 @@ fn an_export_showing_an_aws_reserved_address_imports_without_it() {
     )
     .unwrap();
     let text = "[[node_groups]]\ninstance_type = \"m5.large\"\nnodes = 1\n[workload]\npods_per_node = 5\n";
+    let e = Scenario::parse_with(text, Some(&x)).unwrap_err().0.join("\n");
+    assert!(
+        e.contains("--vpcs: needed for the VPC's CIDR blocks (aws ec2 describe-vpcs --vpc-ids vpc-0a1b2c3d)"),
+        "{e}"
+    );
+    x.add_vpcs("v.json", r#"{"Vpcs":[{"VpcId":"vpc-0f0f0f0f","CidrBlock":"172.31.0.0/16"}]}"#).unwrap();
+    let e = Scenario::parse_with(text, Some(&x)).unwrap_err().0.join("\n");
+    assert!(e.contains("--vpcs: the subnets' VPC vpc-0a1b2c3d is not in the export"), "{e}");
+    x.add_vpcs("v.json", r#"{"Vpcs":[{"VpcId":"vpc-0a1b2c3d","CidrBlock":"10.9.0.0/16"}]}"#).unwrap();
     let s = Scenario::parse_with(text, Some(&x)).unwrap();
+    assert_eq!(
+        s.vpc_cidrs,
+        vec!["10.9.0.0/16".parse::<Ipv4Net>().unwrap()],
+        "the subnets' VPC, not the first exported"
+    );
     assert_eq!(s.subnets[0].used_addresses, vec!["10.9.0.20".parse::<Ipv4Addr>().unwrap()]);
     assert_eq!(s.vpc_id.as_deref(), Some("vpc-0a1b2c3d"));
     assert_eq!(s.subnets[0].id.as_deref(), Some("subnet-0a1b2c3d"));
@@ -206,4 +220,57 @@ fn a_run_that_would_grow_without_bound_is_refused_by_its_totals() {
         (0..25).map(|_| "[[workload.rollouts]]\nat_hour = 1\npods = 1000000\n").collect::<Vec<_>>().join("");
     let e = Scenario::parse(&format!("{GOOD}{rollouts}")).unwrap_err().0.join("\n");
     assert!(e.contains("25000000 rollout pods"), "{e}");
+}
+
+#[test]
+fn a_vpc_block_is_never_a_default_destination() {
+    let s = Scenario::parse(&GOOD.replace("10.0.0.0/16", "192.168.0.0/16").replace("10.0.", "192.168.")).unwrap();
+    let want: Vec<Ipv4Net> = ["10.0.0.0/8", "172.16.0.0/12"].iter().map(|c| c.parse().unwrap()).collect();
+    assert_eq!(s.traffic.destinations, want);
+    assert!(!s.traffic.destinations_given);
+}
+
+#[test]
+fn an_import_of_several_vpcs_subnets_is_refused_and_nodes_primary_enis_are_left_out() {
+    let mut x = AwsExports::default();
+    x.add_vpcs("v.json", r#"{"Vpcs":[{"VpcId":"vpc-0a1b2c3d","CidrBlock":"10.9.0.0/16"}]}"#).unwrap();
+    x.add_subnets(
+        "s.json",
+        r#"{"Subnets":[{"SubnetId":"subnet-0a1b2c3d","VpcId":"vpc-0a1b2c3d","AvailabilityZone":"us-east-1a","CidrBlock":"10.9.0.0/24"},
+                       {"SubnetId":"subnet-0e0e0e0e","VpcId":"vpc-0b0b0b0b","AvailabilityZone":"us-east-1a","CidrBlock":"10.8.0.0/24"}]}"#,
+    )
+    .unwrap();
+    let text = "[[node_groups]]\ninstance_type = \"m5.large\"\nnodes = 1\n[workload]\npods_per_node = 5\n";
+    let e = Scenario::parse_with(text, Some(&x)).unwrap_err().0.join("\n");
+    assert!(e.contains("--subnets: subnets of 2 VPCs (vpc-0a1b2c3d, vpc-0b0b0b0b)"), "{e}");
+    x.subnets.pop();
+    // A node: its primary ENI (EC2's, with aws-node's pod addresses on it) and an ENI aws-node
+    // made; and another workload's ENI.
+    x.add_network_interfaces(
+        "e.json",
+        r#"{"NetworkInterfaces":[
+            {"NetworkInterfaceId":"eni-1","SubnetId":"subnet-0a1b2c3d","Attachment":{"InstanceId":"i-0123456789abcdef0","DeviceIndex":0},
+             "PrivateIpAddresses":[{"PrivateIpAddress":"10.9.0.10","Primary":true},{"PrivateIpAddress":"10.9.0.11"}]},
+            {"NetworkInterfaceId":"eni-2","SubnetId":"subnet-0a1b2c3d","Attachment":{"InstanceId":"i-0123456789abcdef0","DeviceIndex":1},
+             "Description":"aws-K8S-i-0123456789abcdef0",
+             "PrivateIpAddresses":[{"PrivateIpAddress":"10.9.0.12","Primary":true}]},
+            {"NetworkInterfaceId":"eni-3","SubnetId":"subnet-0a1b2c3d","Attachment":{"InstanceId":"i-0fedcba987654321f","DeviceIndex":0},
+             "PrivateIpAddresses":[{"PrivateIpAddress":"10.9.0.20","Primary":true}]}]}"#,
+    )
+    .unwrap();
+    let s = Scenario::parse_with(text, Some(&x)).unwrap();
+    assert_eq!(s.subnets[0].used_addresses, vec!["10.9.0.20".parse::<Ipv4Addr>().unwrap()]);
+    assert!(
+        s.import_notes[0].starts_with("left out 2 ENIs of the cluster's nodes (3 addresses"),
+        "{:?}",
+        s.import_notes
+    );
+}
+
+#[test]
+fn an_az_outside_the_region_and_a_name_with_control_characters_are_refused() {
+    let bad = GOOD.replace("name = \"t\"", "name = \"t\\u001b[2J\"\nregion = \"eu-west-1\"");
+    let e = Scenario::parse(&bad).unwrap_err().0.join("\n");
+    assert!(e.contains("subnets[0].az = \"us-east-1a\": not in region \"eu-west-1\""), "{e}");
+    assert!(e.contains("name = \"t\\u{1b}[2J\": at most 255 characters, none of them control characters"), "{e}");
 }

@@ -147,7 +147,7 @@ fn max_pods_cell(m: &std::collections::BTreeMap<String, u32>) -> String {
 
 fn print(r: &PlanReport, wide: bool) {
     outln!(
-        "{}: {} simulated hours, up to {} nodes, {} usable routable addresses, headroom asked: {} nodes (seed {})",
+        "{}: {} simulated hours, node groups of at most {} nodes, {} usable routable addresses, headroom asked: {} nodes (seed {})",
         r.scenario,
         r.horizon_hours,
         r.peak_nodes,

@@ -1,0 +1,198 @@
+//! podip's adaptive warm pool: what a node's pods ask of its pool (the recent pod-start rate and
+//! the pods known to be coming) and how long a refill takes (learned from the node's own calls),
+//! turned into the warm target that covers a refill at a chosen miss rate.
+//!
+//! Pod starts in a refill are taken as Poisson with mean `rate × refill`; the warm target is the
+//! smallest count whose probability of being exceeded is under the miss rate. The pool grows to
+//! the pods it holds plus that target at once, and shrinks only below the largest such size of
+//! the last few minutes (hysteresis), so pods that leave and come back, or the next burst, find
+//! their addresses still there instead of costing a release and an assign each.
+
+use crate::Time;
+use std::collections::VecDeque;
+use std::time::Duration;
+
+/// How far back pod starts count.
+pub const RATE_WINDOW: Duration = Duration::from_secs(120);
+/// How long a larger target keeps the pool from shrinking.
+pub const SHRINK_HOLD: Duration = Duration::from_secs(900);
+/// Starts remembered at most (a node starts at most a few hundred pods in the window).
+const MAX_STARTS: usize = 4096;
+/// A refill before any was measured: EC2's typical assign (`aws-and-peers.md`, latencies).
+const DEFAULT_ASSIGN: Duration = Duration::from_millis(400);
+/// An ENI create and attach before any was measured (about 6 s at EC2).
+const DEFAULT_ATTACH: Duration = Duration::from_secs(6);
+
+/// What a refill is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refill {
+    /// Addresses or a prefix assigned to an ENI the node has.
+    Assign,
+    /// A new ENI created and attached.
+    Attach,
+}
+
+/// The demand a node's pool sees, and the warm target it asks for.
+#[derive(Clone, Debug)]
+pub struct Demand {
+    /// Target chance that a refill's worth of pod starts exceeds the warm pool.
+    pub miss_rate: f64,
+    starts: VecDeque<Time>,
+    assign: Option<Duration>,
+    attach: Option<Duration>,
+    /// Recent pool sizes asked for, for the shrink hold: (when, size), decreasing sizes only.
+    recent: VecDeque<(Time, u32)>,
+}
+
+impl Demand {
+    /// A demand tracker aiming at `miss_rate` (e.g. 0.01), clamped to 1e-6..=0.5.
+    pub fn new(miss_rate: f64) -> Demand {
+        let miss_rate = if miss_rate.is_finite() { miss_rate.clamp(1e-6, 0.5) } else { 0.01 };
+        Demand { miss_rate, starts: VecDeque::new(), assign: None, attach: None, recent: VecDeque::new() }
+    }
+
+    /// A pod asked for an address.
+    pub fn pod_started(&mut self, now: Time) {
+        self.forget(now);
+        if self.starts.len() == MAX_STARTS {
+            self.starts.pop_front();
+        }
+        self.starts.push_back(now);
+    }
+
+    /// A refill call took `took` (an exponentially weighted mean, a quarter weight per call).
+    pub fn refill_took(&mut self, kind: Refill, took: Duration) {
+        let slot = match kind {
+            Refill::Assign => &mut self.assign,
+            Refill::Attach => &mut self.attach,
+        };
+        *slot = Some(match *slot {
+            None => took,
+            Some(m) => (m * 3 + took) / 4,
+        });
+    }
+
+    /// How long a refill takes now: an assign, or an attach when the next one needs an ENI.
+    pub fn refill_time(&self, needs_eni: bool) -> Duration {
+        let assign = self.assign.unwrap_or(DEFAULT_ASSIGN);
+        if needs_eni { assign + self.attach.unwrap_or(DEFAULT_ATTACH) } else { assign }
+    }
+
+    /// Pod starts per second: those of the window over the time since the first of them (at
+    /// least 10 s), so a burst counts at its own pace, not spread over the whole window.
+    pub fn rate(&self, now: Time) -> f64 {
+        let recent: Vec<&Time> = self.starts.iter().filter(|t| now.since(**t) < RATE_WINDOW).collect();
+        let Some(first) = recent.first() else { return 0.0 };
+        let span = now.since(**first).clamp(Duration::from_secs(10), RATE_WINDOW);
+        recent.len() as f64 / span.as_secs_f64()
+    }
+
+    fn forget(&mut self, now: Time) {
+        while self.starts.front().is_some_and(|t| now.since(*t) >= RATE_WINDOW) {
+            self.starts.pop_front();
+        }
+        while self.recent.front().is_some_and(|(t, _)| now.since(*t) >= SHRINK_HOLD) {
+            self.recent.pop_front();
+        }
+    }
+
+    /// The warm addresses a refill needs: the pods coming (`coming`, known to be scheduled and
+    /// not yet started) and a refill's worth of starts at the miss rate, at least 1.
+    pub fn warm_target(&mut self, now: Time, coming: u32, needs_eni: bool) -> u32 {
+        self.forget(now);
+        let mean = self.rate(now) * self.refill_time(needs_eni).as_secs_f64();
+        poisson_quantile(mean, 1.0 - self.miss_rate).saturating_add(coming).max(1)
+    }
+
+    /// Records the pool size wanted now and returns the one to keep: the largest wanted over
+    /// the hold window.
+    pub fn hold(&mut self, now: Time, size: u32) -> u32 {
+        self.forget(now);
+        while self.recent.back().is_some_and(|(_, b)| *b <= size) {
+            self.recent.pop_back();
+        }
+        self.recent.push_back((now, size));
+        self.recent.front().map_or(size, |(_, b)| *b)
+    }
+
+    /// When the targets may next change with no new event: the oldest remembered start or target
+    /// leaving its window.
+    pub fn next_change(&self) -> Option<Time> {
+        let a = self.starts.front().map(|t| *t + RATE_WINDOW);
+        let b = self.recent.front().map(|(t, _)| *t + SHRINK_HOLD);
+        match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// The smallest `k` with P(X ≤ k) ≥ `p` for X ~ Poisson(`mean`). Means above 500 are taken as
+/// 500: no node holds more pods than that in one refill (kubelet's max pods is at most 737, and
+/// the pool is capped by it anyway), and the terms would underflow.
+pub fn poisson_quantile(mean: f64, p: f64) -> u32 {
+    if mean.is_nan() || mean <= 0.0 {
+        return 0;
+    }
+    let mean = mean.min(500.0);
+    let mut term = (-mean).exp();
+    let mut sum = term;
+    let mut k = 0u32;
+    while sum < p && k < 10_000 {
+        k += 1;
+        term *= mean / f64::from(k);
+        sum += term;
+    }
+    k
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_poisson_quantile_is_exact_where_it_can_be_checked() {
+        assert_eq!(poisson_quantile(0.0, 0.99), 0);
+        // Poisson(1): P(X<=3) = 0.981, P(X<=4) = 0.996.
+        assert_eq!(poisson_quantile(1.0, 0.99), 4);
+        assert_eq!(poisson_quantile(1.0, 0.98), 3);
+        // Poisson(10): P(X<=17) = 0.986, P(X<=18) = 0.9928.
+        assert_eq!(poisson_quantile(10.0, 0.99), 18);
+        let big = poisson_quantile(1000.0, 0.99);
+        assert!((550..=555).contains(&big), "taken as 500: {big}");
+    }
+
+    #[test]
+    fn the_target_follows_the_start_rate_and_the_pool_holds_before_shrinking() {
+        let mut d = Demand::new(0.01);
+        let t0 = Time::from_millis(0);
+        assert_eq!(d.warm_target(t0, 0, false), 1, "no demand: one warm address");
+        // 2 starts a second for a minute, refills of 6.4 s (an ENI): mean 12.8 per refill.
+        for i in 0..120u64 {
+            d.pod_started(Time::from_millis(i * 500));
+        }
+        let busy = Time::from_millis(60_000);
+        let t = d.warm_target(busy, 0, true);
+        assert!((18..=24).contains(&t), "{t}");
+        assert_eq!(d.warm_target(busy, 5, true), t + 5, "pods known to be coming add up");
+        assert_eq!(d.hold(busy, 120 + t), 120 + t);
+        // Demand and pods gone: the target drops at once, the pool size is held.
+        let later = busy + RATE_WINDOW + Duration::from_secs(1);
+        assert_eq!(d.warm_target(later, 0, true), 1);
+        assert_eq!(d.hold(later, 11), 120 + t);
+        let much_later = busy + SHRINK_HOLD + Duration::from_secs(1);
+        assert_eq!(d.hold(much_later, 11), 11);
+    }
+
+    #[test]
+    fn refill_times_are_learned_from_the_nodes_calls() {
+        let mut d = Demand::new(0.01);
+        assert_eq!(d.refill_time(false), DEFAULT_ASSIGN);
+        for _ in 0..20 {
+            d.refill_took(Refill::Assign, Duration::from_millis(100));
+            d.refill_took(Refill::Attach, Duration::from_secs(2));
+        }
+        assert!(d.refill_time(false) < Duration::from_millis(110));
+        assert!(d.refill_time(true) < Duration::from_millis(2200));
+    }
+}
