@@ -345,22 +345,25 @@ impl Daemon {
         }
         let mut applied = Vec::new();
         if !new.is_empty() || !gone.is_empty() {
-            match datapath::node::apply_enis(&new, &gone, &self.cfg.primary_if, netns) {
-                Ok(()) => {
-                    links.retain(|(d, _, _)| !gone.contains(d));
-                    for l in &new {
-                        let id = enis.iter().find(|e| e.1 == l.device_index).map(|e| e.0.clone()).unwrap_or_default();
-                        links.push((l.device_index, id.clone(), l.nic.is_some()));
-                        applied.push(id);
-                    }
-                }
+            let result = datapath::node::apply_enis(&new, &gone, &self.cfg.primary_if, netns);
+            match &result {
+                Ok(()) => links.retain(|(d, _, _)| !gone.contains(d)),
                 Err(e) => eprintln!("podipd: {e}"),
+            }
+            // An ENI is set up when its table leads out, whatever else the batch said (the
+            // simulated VPC's stand-in link may be a type this kernel lacks).
+            for l in &new {
+                if result.is_ok() || datapath::node::table_has_routes(l.device_index + 1, netns) {
+                    let id = enis.iter().find(|e| e.1 == l.device_index).map(|e| e.0.clone()).unwrap_or_default();
+                    links.push((l.device_index, id.clone(), l.nic.is_some()));
+                    applied.push(id);
+                }
             }
         }
         drop(links);
-        if self.node_meta.real_nics {
-            // Pods get an ENI's addresses only once its interface is set up: before, they would
-            // have no route.
+        {
+            // Pods get an ENI's addresses only once its interface and route table are set up:
+            // before, they would have no route (on a real node and on the simulated one alike).
             let mut g = self.lock();
             for id in &applied {
                 g.engine.hold_eni(id, false);
@@ -377,10 +380,10 @@ impl Daemon {
         }
     }
 
-    /// Holds back the addresses of every secondary ENI whose interface is not set up yet (a real
-    /// node only), under the pool lock, before any pod could be given one.
+    /// Holds back the addresses of every secondary ENI whose interface and route table are not
+    /// set up yet, under the pool lock, before any pod could be given one.
     fn hold_unprogrammed(&self, g: &mut Inner) {
-        if !self.cfg.program_node || !self.node_meta.real_nics {
+        if !self.cfg.program_node {
             return;
         }
         let links = self.links.lock().expect("links lock").clone();

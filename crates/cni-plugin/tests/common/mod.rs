@@ -215,7 +215,7 @@ impl Node {
                 return v;
             }
             assert_eq!(v["code"], 11, "only try-again is expected while the pool fills: {v}");
-            assert!(t0.elapsed() < Duration::from_secs(30), "no address: {v}");
+            assert!(t0.elapsed() < Duration::from_secs(30), "no address: {v}\n{}", self.log());
             std::thread::sleep(Duration::from_millis(200));
         }
     }
