@@ -54,6 +54,24 @@ pub struct NodeSettings {
     /// The node's periodic work against EC2 (off by default: the planner's VPC CNI reconciles
     /// against the free instance metadata, not EC2).
     pub housekeeping: Housekeeping,
+    /// Which warm-pool policy decides.
+    pub pool_policy: PoolPolicyChoice,
+}
+
+/// Which warm-pool policy a node runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PoolPolicyChoice {
+    /// The VPC CNI's fixed warm targets.
+    #[default]
+    VpcCni,
+    /// podip's: the warm pool follows the node's demand ([`crate::demand`]), aiming at this
+    /// many pod starts in a million finding no warm address. `MINIMUM_IP_TARGET`, when set, is a
+    /// floor and `WARM_IP_TARGET` a ceiling.
+    Adaptive {
+        /// Target misses per million pod starts.
+        misses_per_million: u32,
+    },
 }
 
 /// The node's periodic work against EC2, beside the pool cycle.
@@ -96,6 +114,7 @@ impl Default for NodeSettings {
             subnet_discovery: true,
             manage_enis_non_schedulable: false,
             housekeeping: Housekeeping::default(),
+            pool_policy: PoolPolicyChoice::VpcCni,
         }
     }
 }
@@ -151,6 +170,8 @@ pub struct NodeConfig {
     pub manage_enis_non_schedulable: bool,
     /// Periodic reconcile and leak sweep.
     pub housekeeping: Housekeeping,
+    /// Which warm-pool policy decides.
+    pub pool_policy: PoolPolicyChoice,
     /// Notes for the user (e.g. prefix delegation fell back).
     pub notes: Vec<String>,
 }
@@ -235,6 +256,7 @@ impl NodeConfig {
             subnet_discovery: s.subnet_discovery && !cn,
             manage_enis_non_schedulable: s.manage_enis_non_schedulable,
             housekeeping: s.housekeeping,
+            pool_policy: s.pool_policy,
             notes,
         })
     }

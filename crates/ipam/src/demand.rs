@@ -15,7 +15,9 @@ use std::time::Duration;
 /// How far back pod starts count.
 pub const RATE_WINDOW: Duration = Duration::from_secs(120);
 /// How long a larger target keeps the pool from shrinking.
-pub const SHRINK_HOLD: Duration = Duration::from_secs(900);
+pub const SHRINK_HOLD: Duration = Duration::from_secs(3600);
+/// How long an emptied ENI is kept after the pool last grew (see the engine's adaptive policy).
+pub const ENI_HOLD: Duration = Duration::from_secs(3600);
 /// Starts remembered at most (a node starts at most a few hundred pods in the window).
 const MAX_STARTS: usize = 4096;
 /// A refill before any was measured: EC2's typical assign (`aws-and-peers.md`, latencies).
@@ -115,11 +117,11 @@ impl Demand {
         self.recent.front().map_or(size, |(_, b)| *b)
     }
 
-    /// When the targets may next change with no new event: the oldest remembered start or target
-    /// leaving its window.
-    pub fn next_change(&self) -> Option<Time> {
-        let a = self.starts.front().map(|t| *t + RATE_WINDOW);
-        let b = self.recent.front().map(|(t, _)| *t + SHRINK_HOLD);
+    /// When the targets may next change with no new event, after `now`: the next remembered start
+    /// or pool size to leave its window.
+    pub fn next_change(&self, now: Time) -> Option<Time> {
+        let a = self.starts.iter().map(|t| *t + RATE_WINDOW).find(|t| *t > now);
+        let b = self.recent.iter().map(|(t, _)| *t + SHRINK_HOLD).find(|t| *t > now);
         match (a, b) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),

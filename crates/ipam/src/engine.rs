@@ -21,8 +21,9 @@
 
 use crate::addr::{EniId, PodKey};
 use crate::call::{Call, CallError, CallOutput, Capacity, ErrorKind, OpId};
-use crate::config::NodeConfig;
+use crate::config::{NodeConfig, PoolPolicyChoice};
 use crate::datastore::{CidrMode, Datastore, DatastoreError, EniInfo, Stats};
+use crate::demand::{Demand, Refill};
 use crate::policy::{DECREASE_INTERVAL, EniView, INSUFFICIENT_CIDR_BACKOFF, PoolPolicy, VpcCni, first_deletable};
 use crate::rng::SeededRng;
 use crate::time::Time;
@@ -199,6 +200,30 @@ pub struct Engine {
     reconcile_due: bool,
     last_reconcile: Time,
     next_sweep: Time,
+    /// The adaptive policy's view of demand (`None` under the VPC CNI's policy).
+    adaptive: Option<Adaptive>,
+}
+
+/// A refused pod that has not asked again for this long is no longer counted as waiting.
+const WAITING_FORGOTTEN: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// What the adaptive policy keeps beside [`Demand`]: pods waiting for an address, pods the
+/// cluster says are coming, and when refill calls were made.
+#[derive(Debug)]
+struct Adaptive {
+    demand: Demand,
+    /// Pods refused for want of an address, when they last asked (kubelet retries within
+    /// seconds; one that stopped asking was given up).
+    waiting: BTreeMap<PodKey, Time>,
+    coming: u32,
+    issued: BTreeMap<OpId, Time>,
+    /// When the ENI being created was asked for (an attach refill runs from there).
+    creating_since: Option<Time>,
+    now: Time,
+    /// When the engine started (before a hold window has passed it knows no demand).
+    started: Time,
+    /// When the pool last grew (an assign or an attach that worked).
+    last_growth: Option<Time>,
 }
 
 impl Engine {
@@ -212,6 +237,7 @@ impl Engine {
             ds.add_eni(e, e.device_index == 0, now)?;
         }
         let policy = VpcCni { cfg: cfg.policy_config() };
+        let cfg_policy = cfg.pool_policy;
         let mut rng = SeededRng::new(seed ^ 0x9e37_79b9_7f4a_7c15);
         // The pool fills first; the nodes of a cluster do not all sweep at once.
         let next_sweep = now + std::time::Duration::from_secs(60 + rng.below(240));
@@ -242,7 +268,69 @@ impl Engine {
             reconcile_due: false,
             last_reconcile: now,
             next_sweep,
+            adaptive: match cfg_policy {
+                PoolPolicyChoice::VpcCni => None,
+                PoolPolicyChoice::Adaptive { misses_per_million } => Some(Adaptive {
+                    demand: Demand::new(f64::from(misses_per_million) / 1e6),
+                    waiting: BTreeMap::new(),
+                    coming: 0,
+                    issued: BTreeMap::new(),
+                    creating_since: None,
+                    now,
+                    started: now,
+                    last_growth: None,
+                }),
+            },
         })
+    }
+
+    /// Pods the cluster has scheduled to this node and not yet started (the adaptive policy
+    /// makes room for them ahead; ignored under the VPC CNI's policy).
+    pub fn set_coming(&mut self, pods: u32) {
+        if let Some(a) = &mut self.adaptive {
+            a.coming = pods;
+        }
+    }
+
+    /// The adaptive policy's warm targets for `now`, from the demand seen: the pool grows to
+    /// the pods it holds plus what a refill needs at the miss rate (and the pods waiting or
+    /// coming), and shrinks only below the largest such size of the hold window. Until the node
+    /// has run that long it knows no demand, and holds at least one ENI's addresses, as the VPC
+    /// CNI's default does. `MINIMUM_IP_TARGET` stays a floor, `WARM_IP_TARGET` (when set) a
+    /// ceiling on the warm addresses.
+    fn adapt(&mut self, now: Time) {
+        let needs_eni = !self.ds.enis().iter().any(|e| self.grows_on(e, now));
+        let stats = self.ds.stats(now);
+        // Held and cooling addresses are not available (podip counts cooling ones as in use):
+        // the pool size wanted is both, plus the warm ones.
+        let busy = u32::try_from(stats.assigned + stats.cooling).unwrap_or(u32::MAX);
+        // What the VPC CNI's defaults hold warm: one ENI's addresses, or one prefix.
+        let prior = if self.policy.cfg.prefix_delegation {
+            crate::maxpods::IPS_PER_PREFIX
+        } else {
+            u32::try_from(self.policy.cfg.max_ips_per_eni()).unwrap_or(u32::MAX)
+        };
+        let max_pods = self.cfg.limits.max_pods;
+        let Some(a) = &mut self.adaptive else { return };
+        a.waiting.retain(|_, asked| now.since(*asked) < WAITING_FORGOTTEN);
+        let coming = u32::try_from(a.waiting.len()).unwrap_or(u32::MAX).saturating_add(a.coming);
+        let grow = a.demand.warm_target(now, coming, needs_eni);
+        let mut warm = a.demand.hold(now, busy.saturating_add(grow)).saturating_sub(busy).max(grow);
+        if now.since(a.started) < crate::demand::SHRINK_HOLD {
+            warm = warm.max(prior);
+        }
+        let user = self.cfg.targets;
+        if user.warm_ip > 0 {
+            warm = warm.min(user.warm_ip);
+        }
+        // Never more than kubelet's max pods can use.
+        warm = warm.min(max_pods.saturating_sub(busy));
+        self.policy.cfg.targets = crate::policy::WarmTargets {
+            warm_eni: 0,
+            warm_ip: warm.max(1),
+            minimum_ip: user.minimum_ip,
+            warm_prefix: 0,
+        };
     }
 
     /// Attached ENIs podip must leave alone (trunk, EFA, `no_manage`), with their device
@@ -343,19 +431,34 @@ impl Engine {
 
     /// Handles one event, appending effects to `out` (no allocation on the pod path).
     pub fn handle_into(&mut self, now: Time, event: Event, out: &mut Vec<Effect>) {
+        if let Some(a) = &mut self.adaptive {
+            a.now = now;
+        }
         match event {
             Event::Tick => self.tick(now, out),
             Event::PodAdd(key) => match self.ds.assign(&key, now) {
                 Ok(p) => {
                     self.counters.assigned += 1;
+                    if let Some(a) = &mut self.adaptive {
+                        a.demand.pod_started(now);
+                        if !a.waiting.is_empty() {
+                            a.waiting.remove(&key);
+                        }
+                    }
                     out.push(Effect::PodAssigned { key, addr: p.addr, eni: p.eni, device_index: p.device_index });
                 }
                 Err(_) => {
                     self.counters.rejected += 1;
+                    if let Some(a) = &mut self.adaptive {
+                        a.waiting.insert(key.clone(), now);
+                    }
                     out.push(Effect::PodRejected { key, reason: Reject::PoolExhausted });
                 }
             },
             Event::PodDel(key) => {
+                if let Some(a) = self.adaptive.as_mut().filter(|a| !a.waiting.is_empty()) {
+                    a.waiting.remove(&key);
+                }
                 let addr = self.ds.unassign(&key, now);
                 self.counters.released += u64::from(addr.is_some());
                 out.push(Effect::PodReleased { key, addr });
@@ -368,12 +471,22 @@ impl Engine {
     fn issue(&mut self, call: Call, pending: Pending, out: &mut Vec<Effect>) {
         let op = OpId(self.next_op);
         self.next_op += 1;
+        if let Some(a) = &mut self.adaptive {
+            match pending {
+                Pending::Assign { .. } => {
+                    a.issued.insert(op, a.now);
+                }
+                Pending::CreateEni { .. } => a.creating_since = Some(a.now),
+                _ => {}
+            }
+        }
         self.pending.insert(op, pending);
         out.push(Effect::Call { op, call });
     }
 
     fn tick(&mut self, now: Time, out: &mut Vec<Effect>) {
         self.expire_learned(now);
+        self.adapt(now);
         self.exhausted.retain(|_, until| now < *until);
         if !self.pending.is_empty() || self.gated(&Gate::Cloud, now) {
             return;
@@ -574,6 +687,13 @@ impl Engine {
     /// The ENI the policy would free now (`RemoveUnusedENIFromStore`), skipping ENIs with a
     /// call in flight.
     fn deletable_eni(&self, now: Time) -> Option<EniId> {
+        // The adaptive policy keeps an emptied ENI (it then holds only its primary address) while
+        // the pool has grown within the hold: the next burst then needs assigns, not an attach.
+        if let Some(a) = &self.adaptive
+            && a.last_growth.is_some_and(|t| now.since(t) < crate::demand::ENI_HOLD)
+        {
+            return None;
+        }
         let busy: Vec<&EniId> = self
             .pending
             .values()
@@ -611,7 +731,14 @@ impl Engine {
             self.housekeeping_due_at(now),
         ];
         let backoffs = self.gates.values().filter_map(|r| later(r.until));
-        ages.chain(gates.into_iter().flatten()).chain(backoffs).min()
+        // The adaptive targets change as starts leave the rate window and targets the hold.
+        let demand = self.adaptive.as_ref().and_then(|a| a.demand.next_change(now));
+        let eni_hold =
+            self.adaptive.as_ref().and_then(|a| a.last_growth).and_then(|t| later(t + crate::demand::ENI_HOLD));
+        let forget =
+            self.adaptive.as_ref().and_then(|a| a.waiting.values().min()).and_then(|t| later(*t + WAITING_FORGOTTEN));
+        let demand = demand.into_iter().chain(eni_hold).chain(forget);
+        ages.chain(gates.into_iter().flatten()).chain(backoffs).chain(demand).min()
     }
 
     /// Whether the pool is at its target at `now`: nothing in flight, and a pool-check cycle
@@ -652,6 +779,25 @@ impl Engine {
 
     fn call_done(&mut self, now: Time, op: OpId, result: Result<CallOutput, CallError>, out: &mut Vec<Effect>) {
         let Some(pending) = self.pending.remove(&op) else { return };
+        if let Some(a) = &mut self.adaptive {
+            // Refills that worked teach how long the next one takes.
+            let since = a.issued.remove(&op);
+            match (&pending, result.is_ok()) {
+                (Pending::Assign { .. }, true) => {
+                    if let Some(t) = since {
+                        a.demand.refill_took(Refill::Assign, now.since(t));
+                    }
+                    a.last_growth = Some(now);
+                }
+                (Pending::Attach { .. }, true) => {
+                    if let Some(t) = a.creating_since.take() {
+                        a.demand.refill_took(Refill::Attach, now.since(t));
+                    }
+                    a.last_growth = Some(now);
+                }
+                _ => {}
+            }
+        }
         if result.is_ok() {
             // The cloud answers: the node-wide back-off starts over.
             self.gates.remove(&Gate::Cloud);

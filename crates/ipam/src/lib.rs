@@ -18,6 +18,7 @@ pub mod call;
 pub mod catalog;
 pub mod config;
 pub mod datastore;
+pub mod demand;
 pub mod engine;
 pub mod maxpods;
 pub mod policy;
