@@ -27,6 +27,8 @@ fn remote(node: &Node, primary: &str) -> Remote {
     let name = format!("{}-r", node.name);
     let _ = Command::new("ip").args(["netns", "del", &name]).output();
     sh(&["ip", "netns", "add", &name]);
+    // The node's stand-in primary interface gives way to one that reaches the remote.
+    sh(&["ip", "-n", &node.name, "link", "del", "vpc0"]);
     sh(&["ip", "-n", &node.name, "link", "add", "vpc0", "type", "veth", "peer", "name", "eth0", "netns", &name]);
     sh(&["ip", "-n", &node.name, "addr", "add", &format!("{primary}/32"), "dev", "vpc0"]);
     sh(&["ip", "-n", &node.name, "link", "set", "vpc0", "up"]);

@@ -79,6 +79,11 @@ impl Node {
         let _ = Command::new("ip").args(["netns", "del", &name]).output();
         sh(&["ip", "netns", "add", &name]);
         sh(&["ip", "-n", &name, "link", "set", "lo", "up"]);
+        // The node's primary interface, as a real node has one: secondary ENIs' tables lead out
+        // through it (a test that needs it to go somewhere replaces it).
+        sh(&["ip", "-n", &name, "link", "add", "vpc0", "type", "veth", "peer", "name", "vpc0-end"]);
+        sh(&["ip", "-n", &name, "link", "set", "vpc0", "up"]);
+        sh(&["ip", "-n", &name, "link", "set", "vpc0-end", "up"]);
         sh(&["ip", "netns", "exec", &name, "sysctl", "-qw", "net.ipv4.ip_forward=1"]);
         sh(&["ip", "netns", "exec", &name, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
         let dir = std::env::temp_dir().join(format!("podip-cni-{tag}-{id}"));
