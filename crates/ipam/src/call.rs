@@ -98,6 +98,11 @@ pub enum Call {
 }
 
 impl Call {
+    /// Whether the call changes something at EC2 (and draws on a mutating API bucket).
+    pub fn mutating(&self) -> bool {
+        !matches!(self, Call::Describe | Call::ListUnattached)
+    }
+
     /// A short name for reports.
     pub fn name(&self) -> &'static str {
         match self {

@@ -56,6 +56,32 @@ pub struct NodeSettings {
     pub housekeeping: Housekeeping,
     /// Which warm-pool policy decides.
     pub pool_policy: PoolPolicyChoice,
+    /// The node's share of the account's mutating EC2 calls (none: unbounded, as the VPC CNI).
+    pub call_budget: Option<CallBudget>,
+}
+
+/// A node's client-side token bucket for mutating EC2 calls: its share of a budget for the
+/// whole cluster, so that a rollout stays under the account's API buckets (which every other
+/// workload in the account and region shares).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CallBudget {
+    /// Tokens added per hour (fine enough for a thousand nodes' shares of a few calls a second).
+    pub per_hour: u32,
+    /// Tokens the bucket holds at most (at least 1).
+    pub burst: u32,
+}
+
+impl CallBudget {
+    /// A node's share of `cluster_per_second` calls per second and `cluster_burst`, spread over
+    /// `nodes` nodes (at least one call per node an hour, and a burst of at least 1).
+    pub fn share(cluster_per_second: f64, cluster_burst: u32, nodes: u32) -> CallBudget {
+        let nodes = nodes.max(1);
+        let per_hour = (cluster_per_second.max(0.0) * 3600.0 / f64::from(nodes)).floor();
+        CallBudget {
+            per_hour: (per_hour.min(f64::from(u32::MAX)) as u32).max(1),
+            burst: (cluster_burst / nodes).max(1),
+        }
+    }
 }
 
 /// Which warm-pool policy a node runs.
@@ -115,6 +141,7 @@ impl Default for NodeSettings {
             manage_enis_non_schedulable: false,
             housekeeping: Housekeeping::default(),
             pool_policy: PoolPolicyChoice::VpcCni,
+            call_budget: None,
         }
     }
 }
@@ -172,6 +199,8 @@ pub struct NodeConfig {
     pub housekeeping: Housekeeping,
     /// Which warm-pool policy decides.
     pub pool_policy: PoolPolicyChoice,
+    /// The node's share of the account's mutating EC2 calls.
+    pub call_budget: Option<CallBudget>,
     /// Notes for the user (e.g. prefix delegation fell back).
     pub notes: Vec<String>,
 }
@@ -257,6 +286,7 @@ impl NodeConfig {
             manage_enis_non_schedulable: s.manage_enis_non_schedulable,
             housekeeping: s.housekeeping,
             pool_policy: s.pool_policy,
+            call_budget: s.call_budget.map(|b| CallBudget { burst: b.burst.max(1), ..b }),
             notes,
         })
     }
@@ -321,5 +351,14 @@ mod tests {
         let pd_only = NodeSettings { prefix_delegation: true, warm_prefix: Some(0), ..NodeSettings::default() };
         let err = NodeConfig::resolve(t("m5.large"), "subnet-1".into(), &pd_only).unwrap_err();
         assert!(err.to_string().contains("WARM_PREFIX_TARGET=0"), "{err}");
+    }
+
+    #[test]
+    fn a_cluster_budget_is_shared_over_its_nodes() {
+        // Half of a 5/s mutating bucket over 1,000 nodes: 9 calls an hour each; the burst is at
+        // least one.
+        assert_eq!(CallBudget::share(2.5, 50, 1000), CallBudget { per_hour: 9, burst: 1 });
+        assert_eq!(CallBudget::share(2.5, 50, 10), CallBudget { per_hour: 900, burst: 5 });
+        assert_eq!(CallBudget::share(f64::NAN, 0, 0), CallBudget { per_hour: 1, burst: 1 });
     }
 }

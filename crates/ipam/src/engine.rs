@@ -152,6 +152,8 @@ pub struct EngineCounters {
     pub cleanup_failures: u64,
     /// Unattached ENIs of this node the leak sweep handed over for deletion.
     pub leaked: u64,
+    /// Pool-check cycles skipped for want of a call in the node's budget.
+    pub budget_waits: u64,
 }
 
 /// One node's engine.
@@ -202,6 +204,34 @@ pub struct Engine {
     next_sweep: Time,
     /// The adaptive policy's view of demand (`None` under the VPC CNI's policy).
     adaptive: Option<Adaptive>,
+    /// The client-side bucket for mutating calls, when the node has a budget.
+    budget: Option<Bucket>,
+}
+
+/// A token bucket in thousandths of a call (it may go below zero: a cycle that issues several
+/// calls pays for all of them, and the next waits).
+#[derive(Debug)]
+struct Bucket {
+    per_hour: u32,
+    burst: u32,
+    milli: i64,
+    at: Time,
+}
+
+impl Bucket {
+    fn refill(&mut self, now: Time) {
+        let ms = i64::try_from(now.since(self.at).as_millis()).unwrap_or(i64::MAX);
+        let gained = ms.saturating_mul(i64::from(self.per_hour)) / 3600;
+        self.milli = self.milli.saturating_add(gained).min(i64::from(self.burst) * 1000);
+        self.at = now;
+    }
+
+    /// When the bucket holds a whole token again (now if it does).
+    fn ready_at(&self) -> Time {
+        let missing = u64::try_from(1000 - self.milli).unwrap_or(0);
+        let per_hour = u64::from(self.per_hour.max(1));
+        self.at + std::time::Duration::from_millis((missing * 3600).div_ceil(per_hour))
+    }
 }
 
 /// A refused pod that has not asked again for this long is no longer counted as waiting.
@@ -238,6 +268,7 @@ impl Engine {
         }
         let policy = VpcCni { cfg: cfg.policy_config() };
         let cfg_policy = cfg.pool_policy;
+        let cfg_budget = cfg.call_budget;
         let mut rng = SeededRng::new(seed ^ 0x9e37_79b9_7f4a_7c15);
         // The pool fills first; the nodes of a cluster do not all sweep at once.
         let next_sweep = now + std::time::Duration::from_secs(60 + rng.below(240));
@@ -268,6 +299,12 @@ impl Engine {
             reconcile_due: false,
             last_reconcile: now,
             next_sweep,
+            budget: cfg_budget.map(|b| Bucket {
+                per_hour: b.per_hour,
+                burst: b.burst,
+                milli: i64::from(b.burst) * 1000,
+                at: now,
+            }),
             adaptive: match cfg_policy {
                 PoolPolicyChoice::VpcCni => None,
                 PoolPolicyChoice::Adaptive { misses_per_million } => Some(Adaptive {
@@ -471,6 +508,9 @@ impl Engine {
     fn issue(&mut self, call: Call, pending: Pending, out: &mut Vec<Effect>) {
         let op = OpId(self.next_op);
         self.next_op += 1;
+        if let Some(b) = self.budget.as_mut().filter(|_| call.mutating()) {
+            b.milli -= 1000;
+        }
         if let Some(a) = &mut self.adaptive {
             match pending {
                 Pending::Assign { .. } => {
@@ -497,6 +537,14 @@ impl Engine {
             && self.housekeeping(now, self.wants_growth(now), out)
         {
             return;
+        }
+        // Out of budget: no mutating call until the bucket holds a token again.
+        if let Some(b) = &mut self.budget {
+            b.refill(now);
+            if b.milli < 1000 {
+                self.counters.budget_waits += 1;
+                return;
+            }
         }
         if self.cfg.mode == CidrMode::Ipv6 {
             if !self.gated(&Gate::Grow, now) {
@@ -737,7 +785,8 @@ impl Engine {
             self.adaptive.as_ref().and_then(|a| a.last_growth).and_then(|t| later(t + crate::demand::ENI_HOLD));
         let forget =
             self.adaptive.as_ref().and_then(|a| a.waiting.values().min()).and_then(|t| later(*t + WAITING_FORGOTTEN));
-        let demand = demand.into_iter().chain(eni_hold).chain(forget);
+        let token = self.budget.as_ref().filter(|b| b.milli < 1000).and_then(|b| later(b.ready_at()));
+        let demand = demand.into_iter().chain(eni_hold).chain(forget).chain(token);
         ages.chain(gates.into_iter().flatten()).chain(backoffs).chain(demand).min()
     }
 
