@@ -78,10 +78,18 @@ pub fn discovery_subnets_script(sc: &Scenario, blocks: &[Ipv4Net], subnets: &[(S
     for b in blocks {
         s.line(format!("vpc_cidr {b}"));
     }
+    s.helper(Helper::SameRoutes);
+    s.helper(Helper::UseRouteTable);
     for (az, net) in subnets {
         let v = var_name("NEW_SUBNET", az);
         s.line(format!("{v}=$(subnet {az} {net} podip-pods-{az})"));
         s.line(format!("ec2 create-tags --resources \"${v}\" --tags Key=kubernetes.io/role/cni,Value=1"));
+        // Pods on its ENIs leave through its route table: the node subnet's, so they reach
+        // what the nodes reach.
+        if let Some(node) = sc.subnets.iter().find(|x| x.az == *az) {
+            let node = s.existing_subnet(sc, node);
+            s.line(format!("same_routes \"${v}\" {node}"));
+        }
     }
     s.note("aws-node 1.18 or later with ENABLE_SUBNET_DISCOVERY=true (the default) uses them for new ENIs.");
     s.render()
@@ -132,6 +140,7 @@ pub fn private_nat_script(
     sc: &Scenario,
     blocks: &[Ipv4Net],
     node_subnets: &[(String, Ipv4Net)],
+    gateway_subnets: &[(String, usize)],
     nat: &NatPlan,
 ) -> String {
     let mut s = Script::new(
@@ -172,7 +181,7 @@ pub fn private_nat_script(
         per_az.entry(az.as_str()).or_default().push(v);
     }
     for (az, subs) in &per_az {
-        let Some(routable) = sc.subnets.iter().find(|x| x.az == *az) else {
+        let Some(routable) = gateway_subnets.iter().find(|(a, _)| a == az).and_then(|(_, i)| sc.subnets.get(*i)) else {
             s.note(&format!("{az}: no routable subnet to hold a NAT gateway"));
             continue;
         };

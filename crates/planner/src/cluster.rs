@@ -100,6 +100,8 @@ pub struct ClusterOutcome {
     /// Pods kubelet would not admit: their node was at its max pods (host-network pods
     /// included).
     pub unschedulable: u64,
+    /// Pods still waiting for an address (for less than 15 minutes) when the run ended.
+    pub waiting_at_end: u64,
     /// Pods the workload asked for: every pod of every node that launched or failed to, every
     /// replacement and every rollout pod.
     pub asked: u64,
@@ -609,11 +611,20 @@ impl<'a> Cluster<'a> {
         for n in 0..self.nodes.len() {
             let pending: Vec<u32> = self.nodes[n].pending.drain(..).collect();
             for p in pending {
-                if !self.pods[p as usize].gone && self.now.since(self.pods[p as usize].arrived) >= START_TIMEOUT {
-                    self.out.failed += 1;
+                if self.pods[p as usize].gone {
+                    continue;
                 }
+                if self.now.since(self.pods[p as usize].arrived) >= START_TIMEOUT {
+                    self.out.failed += 1;
+                } else {
+                    self.out.waiting_at_end += 1;
+                }
+                self.pods[p as usize].gone = true;
             }
         }
+        // Pods of nodes not yet ready when the run ended wait too.
+        self.out.waiting_at_end +=
+            self.pods.iter().filter(|p| !p.gone && !p.running && self.nodes[p.node as usize].alive).count() as u64;
         self.out.calls = self.vpc.action_stats().clone();
         let last = self.out.samples.last().copied().unwrap_or_default();
         self.out.nodes_end = last.nodes;

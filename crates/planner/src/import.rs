@@ -348,8 +348,20 @@ impl AwsExports {
 }
 
 impl AwsExports {
-    /// What the import left out as the cluster's own: ENIs a node agent made, and the addresses
-    /// (prefixes counted as 16) they hold.
+    /// The clusters the left-out ENIs are tagged for (`cluster.k8s.amazonaws.com/name`).
+    pub fn clusters(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .enis
+            .iter()
+            .flat_map(|e| e.tag_set.iter().filter(|t| t.key == cloud::TAG_CLUSTER).map(|t| t.value.clone()))
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// What the import left out as the cluster's own: ENIs a node agent made and their nodes'
+    /// primary ENIs, and the addresses (prefixes counted as 16) they hold.
     pub fn nodes_own(&self) -> (usize, usize) {
         let nodes = self.nodes();
         let own: Vec<&NetworkInterface> = self.enis.iter().filter(|e| Self::of_a_node(e, &nodes)).collect();

@@ -96,6 +96,10 @@ pub struct VariantReport {
     pub nat: Option<NatPlan>,
     /// Caveats.
     pub caveats: Vec<String>,
+    /// Quotas or limits the variant as planned runs into.
+    pub limits: Vec<String>,
+    /// Pods still waiting for an address when the run ended.
+    pub pods_waiting_at_end: u64,
     /// Time series every 5 minutes.
     pub series: Vec<Sample>,
     /// The cluster's subnets at the end.
@@ -281,6 +285,8 @@ fn measure(
         monthly_cost_usd: v.nat.as_ref().map_or(0.0, |n| n.monthly_usd),
         nat: v.nat.clone(),
         caveats,
+        limits: v.limits.clone(),
+        pods_waiting_at_end: out.waiting_at_end,
         series: out.samples,
         subnet_maps,
         search: None,
@@ -399,13 +405,13 @@ fn describe_search(
     keep.search = Some(how.clone());
     keep.caveats.push(if how.qualifies {
         format!(
-            "searched WARM_IP_TARGET 1 to {max} with MINIMUM_IP_TARGET={need}: {} is the smallest that qualifies (tried {})",
+            "searched WARM_IP_TARGET (doubling from 1 up to {max}, then bisecting) with MINIMUM_IP_TARGET={need}: {} qualifies with the fewest idle addresses (tried {})",
             how.chosen,
             tried.join(", ")
         )
     } else {
         format!(
-            "searched WARM_IP_TARGET 1 to {max} with MINIMUM_IP_TARGET={need}: none qualifies; {} comes closest (tried {})",
+            "searched WARM_IP_TARGET (doubling from 1 up to {max}, then bisecting) with MINIMUM_IP_TARGET={need}: none qualifies; {} comes closest (tried {})",
             how.chosen,
             tried.join(", ")
         )
@@ -437,6 +443,10 @@ pub fn shortfalls(sc: &Scenario, r: &VariantReport, today_unschedulable: u64) ->
     if r.pods_failed > 0 {
         out.push(format!("{} pods never got an address", r.pods_failed));
     }
+    if r.pods_waiting_at_end > 0 {
+        out.push(format!("{} pods still waiting for an address when the run ended", r.pods_waiting_at_end));
+    }
+    out.extend(r.limits.iter().cloned());
     if r.pods_unschedulable > today_unschedulable {
         out.push(format!(
             "{} pods unschedulable at max pods {} (today: {today_unschedulable}): more nodes needed",

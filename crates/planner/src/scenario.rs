@@ -414,7 +414,7 @@ pub const MAX_NODES: u32 = 20_000;
 /// See [`MAX_NODES`].
 pub const MAX_PODS: u32 = 1_000_000;
 /// The most pod starts a run may hold (every node's pods, each replacement, every rollout pod).
-pub const MAX_POD_STARTS: u64 = 20_000_000;
+pub const MAX_POD_STARTS: u64 = 5_000_000;
 
 /// Whether `id` is an EC2 resource id of this kind (`subnet-` and 8 or 17 lowercase hex
 /// digits): it is written into shell scripts, so nothing else may pass.
@@ -487,8 +487,18 @@ impl Scenario {
             raw.subnets = imported_subnets(x, &id);
             let (enis, addrs) = x.nodes_own();
             if enis > 0 {
+                let clusters = x.clusters();
+                let of = if clusters.len() > 1 {
+                    format!(
+                        " (tagged for {} clusters: {}; every one's is left out, so another cluster's nodes here are not counted)",
+                        clusters.len(),
+                        clusters.join(", ")
+                    )
+                } else {
+                    String::new()
+                };
                 import_notes.push(format!(
-                    "left out {enis} ENIs of the cluster's nodes ({addrs} addresses: those a node agent made, by their tags or description, and the primary ENIs of their instances): the plan simulates the cluster's nodes itself"
+                    "left out {enis} ENIs of the cluster's nodes ({addrs} addresses: those a node agent made, by their tags or description, and the primary ENIs of their instances){of}: the plan simulates the cluster's nodes itself"
                 ));
             }
             let cidrs: Vec<String> = vpc.cidrs().iter().map(ToString::to_string).collect();
@@ -748,7 +758,7 @@ impl Scenario {
         // and every pod start (each a record the simulation keeps).
         let all_nodes: u64 = node_groups.iter().map(|g| u64::from(g.max)).sum();
         if all_nodes > u64::from(MAX_NODES) {
-            bad.push(format!("node_groups: {all_nodes} nodes at most in all; at most {MAX_NODES}"));
+            bad.push(format!("node_groups: their max adds up to {all_nodes} nodes; at most {MAX_NODES} in all"));
         }
         let per_node = u64::from(pods_per_node) + u64::from(w.daemonset_pods);
         let rollout_pods: u64 = w.rollouts.iter().map(|r| u64::from(r.pods)).sum();

@@ -28,6 +28,8 @@ pub enum Helper {
     NatRoute,
     /// `eniconfig NAME SUBNET`: one ENIConfig document, with `$POD_SECURITY_GROUPS`.
     EniConfig,
+    /// `same_routes NEW OLD`: subnet NEW gets subnet OLD's route table.
+    SameRoutes,
 }
 
 impl Helper {
@@ -159,6 +161,17 @@ nat_route() {
   else
     ec2 replace-route --route-table-id "$1" --destination-cidr-block "$2" --nat-gateway-id "$3" >/dev/null
   fi
+}
+"#
+            }
+            Helper::SameRoutes => {
+                r#"# Gives subnet $1 the route table of subnet $2 (when $2 has one of its own; otherwise both
+# use the VPC's main route table already).
+same_routes() {
+  rt=$(ec2 describe-route-tables --filters "Name=association.subnet-id,Values=$2" --query 'RouteTables[0].RouteTableId')
+  case $rt in
+    rtb-*) use_route_table "$rt" "$1" ;;
+  esac
 }
 "#
             }

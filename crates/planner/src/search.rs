@@ -113,6 +113,8 @@ mod tests {
             monthly_cost_usd: 0.0,
             nat: None,
             caveats: Vec::new(),
+            limits: Vec::new(),
+            pods_waiting_at_end: 0,
             series: Vec::new(),
             subnet_maps: Vec::new(),
             search: None,

@@ -131,6 +131,8 @@ pub struct Variant {
     pub nat: Option<NatPlan>,
     /// Caveats.
     pub caveats: Vec<String>,
+    /// Quotas or limits the variant as planned runs into (each keeps it from being recommended).
+    pub limits: Vec<String>,
     /// What to apply: file name -> contents.
     pub config: BTreeMap<String, String>,
 }
@@ -266,11 +268,24 @@ fn spec(
     }
 }
 
-/// A free /16 inside 100.64.0.0/10 that does not overlap the VPC.
+/// The quota a variant adding `more` CIDR blocks to the VPC runs into (5 blocks by default).
+fn block_quota(sc: &Scenario, more: usize) -> Vec<String> {
+    let total = sc.vpc_cidrs.len() + more;
+    if total > 5 {
+        vec![format!(
+            "the VPC would have {total} CIDR blocks ({} now, {more} added); the default quota is 5: raise it first",
+            sc.vpc_cidrs.len()
+        )]
+    } else {
+        Vec::new()
+    }
+}
+
+/// A free /16 inside 100.64.0.0/10 that overlaps neither the VPC nor a destination its pods reach.
 fn cgnat_block(sc: &Scenario, skip: usize) -> Option<Ipv4Net> {
     (64u8..128)
         .map(|b| Ipv4Net::new(Ipv4Addr::new(100, b, 0, 0), 16).expect("/16"))
-        .filter(|c| !sc.vpc_cidrs.iter().any(|v| v.contains(c) || c.contains(v)))
+        .filter(|c| !sc.vpc_cidrs.iter().chain(&sc.traffic.destinations).any(|v| v.contains(c) || c.contains(v)))
         .nth(skip)
 }
 
@@ -353,6 +368,7 @@ pub fn warm_pool_variant(sc: &Scenario, warm: u32) -> Variant {
         vpc: l.vpc,
         nat: None,
         caveats: Vec::new(),
+        limits: Vec::new(),
         config,
     }
 }
@@ -459,6 +475,7 @@ fn discovery_subnets_variant(sc: &Scenario) -> Option<Variant> {
         vpc: l.vpc,
         nat: None,
         caveats,
+        limits: Vec::new(),
         config,
     })
 }
@@ -482,6 +499,7 @@ pub fn variants(sc: &Scenario) -> Vec<Variant> {
         vpc: l.vpc,
         nat: None,
         caveats: vec![],
+        limits: Vec::new(),
         config: BTreeMap::new(),
     });
 
@@ -581,6 +599,7 @@ pub fn variants(sc: &Scenario) -> Vec<Variant> {
             vpc: l.vpc,
             nat: None,
             caveats,
+            limits: Vec::new(),
             config,
         });
     }
@@ -607,9 +626,6 @@ pub fn variants(sc: &Scenario) -> Vec<Variant> {
         ];
         if let Some(why) = sc.vpc_cidrs.first().and_then(|p| secondary_cidr_refusal(p, &block)) {
             caveats.push(why);
-        }
-        if sc.vpc_cidrs.len() >= 5 {
-            caveats.push("the VPC already has 5 CIDR blocks: raise the quota before adding one".into());
         }
         if let Some(short) = cn_short {
             caveats.push(short);
@@ -662,6 +678,7 @@ pub fn variants(sc: &Scenario) -> Vec<Variant> {
             cluster_subnets,
             nat: None,
             caveats,
+            limits: block_quota(sc, cn_blocks.len()),
             config,
         });
     }
@@ -718,20 +735,33 @@ pub fn variants(sc: &Scenario) -> Vec<Variant> {
                 }
             }
         }
-        // The gateways take their addresses from each AZ's routable subnets.
+        // A gateway takes all its addresses from one subnet: each AZ's gateways go in its
+        // routable subnet with the most free addresses, which must hold them.
         let mut room_short = Vec::new();
+        let mut gateway_subnets: Vec<(String, usize)> = Vec::new();
         for az in &azs {
-            let free: u64 = l
+            let best = sc
                 .subnets
                 .iter()
-                .filter(|(a, _)| a == az)
-                .filter_map(|(_, id)| l.vpc.subnet(id))
-                .map(|s| u64::from(s.free_ips()))
-                .sum();
+                .enumerate()
+                .filter(|(_, x)| x.az == *az)
+                .filter_map(|(i, _)| {
+                    let id = &l.subnets.get(i)?.1;
+                    Some((i, u64::from(l.vpc.subnet(id)?.free_ips())))
+                })
+                .max_by_key(|(i, free)| (*free, std::cmp::Reverse(*i)));
             let need = u64::from(gws_per_az * per_gw);
-            if free < need {
-                room_short
-                    .push(format!("{az} needs {need} for its NAT gateways, its routable subnets have {free} free"));
+            match best {
+                Some((i, free)) => {
+                    if free < need {
+                        room_short.push(format!(
+                            "{az} needs {need} addresses for its NAT gateways; its routable subnet with the most room, {}, has {free} free",
+                            sc.subnets[i].name
+                        ));
+                    }
+                    gateway_subnets.push((az.clone(), i));
+                }
+                None => room_short.push(format!("{az} has no routable subnet for its NAT gateways")),
             }
         }
         let hours = 730.0;
@@ -771,7 +801,7 @@ pub fn variants(sc: &Scenario) -> Vec<Variant> {
             monthly_usd: (monthly * 100.0).round() / 100.0,
         };
         let mut config = BTreeMap::new();
-        config.insert("nat.sh".into(), private_nat_script(sc, &blocks, &node_nets, &nat));
+        config.insert("nat.sh".into(), private_nat_script(sc, &blocks, &node_nets, &gateway_subnets, &nat));
         let sp = spec(sc, &node_subnets, base_settings(sc), vec![]);
         let cluster_subnets = node_subnets.iter().map(|(_, s)| s.clone()).collect();
         out.push(Variant {
@@ -787,6 +817,7 @@ pub fn variants(sc: &Scenario) -> Vec<Variant> {
             cluster_subnets,
             nat: Some(nat),
             caveats,
+            limits: block_quota(sc, blocks.len()),
             config,
         });
     }
@@ -817,6 +848,7 @@ pub fn variants(sc: &Scenario) -> Vec<Variant> {
         vpc: l.vpc,
         nat: None,
         caveats,
+        limits: Vec::new(),
         config,
     });
     out

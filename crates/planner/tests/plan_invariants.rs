@@ -267,7 +267,9 @@ fn the_warm_target_search_keeps_the_smallest_target_that_qualifies() {
         }
     }
     assert!(s.tried.len() >= 2, "{s:?}");
-    assert!(tuned.caveats.iter().any(|c| c.contains(&format!("{} is the smallest that qualifies", s.chosen))));
+    assert!(
+        tuned.caveats.iter().any(|c| c.contains(&format!("{} qualifies with the fewest idle addresses", s.chosen)))
+    );
     let apply = &tuned.config["apply.sh"];
     assert!(apply.contains(&format!("WARM_IP_TARGET={}", s.chosen)), "{apply}");
 }
@@ -348,7 +350,10 @@ fn a_nat_plan_that_cannot_work_falls_short() {
     let nat = variant(&r, "private-nat-gateway");
     let s = nat.shortfalls.join("; ");
     assert!(s.contains("1000000000 connections to one destination need more than 5 NAT gateways"), "{s}");
-    assert!(s.contains("us-east-1a needs 40 for its NAT gateways, its routable subnets have"), "{s}");
+    assert!(
+        s.contains("us-east-1a needs 40 addresses for its NAT gateways; its routable subnet with the most room"),
+        "{s}"
+    );
     assert_ne!(r.recommendation.variant, "private-nat-gateway");
     let script = &nat.config["nat.sh"];
     let gateways = script.lines().filter(|l| l.contains("=$(nat_gateway ")).count();
@@ -374,4 +379,63 @@ fn new_subnets_avoid_non_routable_blocks_and_known_networks() {
     }
     assert!(made > 0, "{script}");
     assert!(script.contains("vpc_cidr 10.3.0.0/16"), "a routable secondary block past the known network: {script}");
+}
+
+/// Pods still waiting for an address when the run ends are counted, and keep a variant from
+/// being recommended as starting every pod.
+#[test]
+fn pods_still_waiting_at_the_end_are_counted_and_fall_short() {
+    let text = tight(0, "").replace("horizon_hours = 2", "horizon_hours = 0.0001");
+    let r = plan(&text);
+    for v in &r.variants {
+        assert!(
+            v.pods_started + v.pods_failed + v.pods_unschedulable + v.pods_waiting_at_end <= v.pods_asked,
+            "{}",
+            v.id
+        );
+    }
+    let today = variant(&r, "vpc-cni-today");
+    assert!(today.pods_waiting_at_end > 0, "{today:?}");
+    assert!(today.shortfalls.iter().any(|s| s.contains("still waiting for an address when the run ended")));
+    assert!(r.recommendation.variant.is_empty() || variant(&r, &r.recommendation.variant).pods_waiting_at_end == 0);
+}
+
+/// A variant that would take the VPC past its five CIDR blocks, or put CG-NAT space over a
+/// network its pods reach, is not planned as if it could.
+#[test]
+fn cidr_block_quota_and_reached_networks_bound_the_non_routable_variants() {
+    let five = r#"
+seed = 5
+horizon_hours = 1
+[vpc]
+cidrs = ["10.20.0.0/24", "10.21.0.0/24", "10.22.0.0/24", "10.23.0.0/24", "10.24.0.0/24"]
+[[subnets]]
+az = "us-east-1a"
+cidr = "10.20.0.0/24"
+[[node_groups]]
+instance_type = "m5.large"
+nodes = 2
+[workload]
+pods_per_node = 10
+"#;
+    let r = plan(five);
+    for id in ["custom-networking", "private-nat-gateway"] {
+        let v = variant(&r, id);
+        assert!(
+            v.shortfalls.iter().any(|s| s.contains("CIDR blocks") && s.contains("default quota is 5")),
+            "{id}: {:?}",
+            v.shortfalls
+        );
+        assert_ne!(r.recommendation.variant, id);
+    }
+    let reached = tight(0, "") + "[traffic]\ndestinations = [\"100.64.0.0/16\", \"100.65.0.0/16\"]\n";
+    let r = plan(&reached);
+    let cgnat_taken: ipnet::Ipv4Net = "100.64.0.0/15".parse().unwrap();
+    for id in ["custom-networking", "private-nat-gateway"] {
+        let script = variant(&r, id).config.values().cloned().collect::<Vec<_>>().join("\n");
+        for line in script.lines().filter(|l| l.starts_with("vpc_cidr ")) {
+            let block: ipnet::Ipv4Net = line[9..].trim().parse().unwrap();
+            assert!(!cgnat_taken.contains(&block), "{id}: {line}");
+        }
+    }
 }

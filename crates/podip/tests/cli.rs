@@ -328,3 +328,36 @@ fn the_plan_table_fits_120_columns_unless_asked_wide() {
     assert!(widest(&out(&[])) <= 120, "{}", out(&[]));
     assert!(widest(&out(&["--wide"])) > 120);
 }
+
+#[test]
+fn emit_replaces_its_own_output_and_refuses_other_directories() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/small-cluster.toml");
+    let dir = std::env::temp_dir().join(format!("podip-emit-again-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let d = dir.to_str().unwrap();
+    assert!(podip(&["plan", example, "--quiet", "--emit", d]).status.success());
+    // A stale variant from an earlier plan goes; files of the user's are never touched.
+    std::fs::create_dir_all(dir.join("old-variant")).unwrap();
+    std::fs::write(dir.join("old-variant/nat.sh"), "stale").unwrap();
+    let mark = std::fs::read_to_string(dir.join(".podip-emit")).unwrap();
+    std::fs::write(dir.join(".podip-emit"), mark + "old-variant\n").unwrap();
+    assert!(podip(&["plan", example, "--quiet", "--emit", d]).status.success());
+    assert!(!dir.join("old-variant").exists());
+    assert!(dir.join("private-nat-gateway/nat.sh").exists());
+    let other = std::env::temp_dir().join(format!("podip-emit-other-{}", std::process::id()));
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join("mine.txt"), "mine").unwrap();
+    fails_with(
+        &["plan", example, "--quiet", "--emit", other.to_str().unwrap()],
+        2,
+        &["not empty, and not written by podip plan --emit"],
+    );
+    assert!(other.join("mine.txt").exists());
+    fails_with(
+        &["plan", example, "--quiet", "--emit", other.join("mine.txt").to_str().unwrap()],
+        2,
+        &["not a directory"],
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::remove_dir_all(&other).unwrap();
+}

@@ -206,20 +206,20 @@ fn a_run_that_would_grow_without_bound_is_refused_by_its_totals() {
         (0..3).map(|_| "[[node_groups]]\ninstance_type = \"m5.large\"\nnodes = 9000\n").collect::<Vec<_>>().join("");
     let text = GOOD.replace("[[node_groups]]\ninstance_type = \"m5.large\"\nnodes = 3\n", &many_groups);
     let e = Scenario::parse(&text).unwrap_err().0.join("\n");
-    assert!(e.contains("node_groups: 27000 nodes at most in all; at most 20000"), "{e}");
+    assert!(e.contains("node_groups: their max adds up to 27000 nodes; at most 20000 in all"), "{e}");
     let churn = GOOD
         .replace("nodes = 3", "nodes = 5000")
         .replace("pods_per_node = 10", "pods_per_node = 20\nchurn_per_hour = 60")
         .replace("horizon_hours = 2", "horizon_hours = 168");
     let e = Scenario::parse(&churn).unwrap_err().0.join("\n");
     assert!(
-        e.contains("pod starts (5000 nodes × 20 pods, churn 60/h over 168 h, 0 rollout pods); at most 20000000"),
+        e.contains("pod starts (5000 nodes × 20 pods, churn 60/h over 168 h, 0 rollout pods); at most 5000000"),
         "{e}"
     );
     let rollouts: String =
-        (0..25).map(|_| "[[workload.rollouts]]\nat_hour = 1\npods = 1000000\n").collect::<Vec<_>>().join("");
+        (0..6).map(|_| "[[workload.rollouts]]\nat_hour = 1\npods = 1000000\n").collect::<Vec<_>>().join("");
     let e = Scenario::parse(&format!("{GOOD}{rollouts}")).unwrap_err().0.join("\n");
-    assert!(e.contains("25000000 rollout pods"), "{e}");
+    assert!(e.contains("6000000 rollout pods"), "{e}");
 }
 
 #[test]
@@ -273,4 +273,27 @@ fn an_az_outside_the_region_and_a_name_with_control_characters_are_refused() {
     let e = Scenario::parse(&bad).unwrap_err().0.join("\n");
     assert!(e.contains("subnets[0].az = \"us-east-1a\": not in region \"eu-west-1\""), "{e}");
     assert!(e.contains("name = \"t\\u{1b}[2J\": at most 255 characters, none of them control characters"), "{e}");
+}
+
+#[test]
+fn an_import_says_when_several_clusters_nodes_were_left_out() {
+    let mut x = AwsExports::default();
+    x.add_vpcs("v.json", r#"{"Vpcs":[{"VpcId":"vpc-0a1b2c3d","CidrBlock":"10.9.0.0/16"}]}"#).unwrap();
+    x.add_subnets(
+        "s.json",
+        r#"{"Subnets":[{"SubnetId":"subnet-0a1b2c3d","VpcId":"vpc-0a1b2c3d","AvailabilityZone":"us-east-1a","CidrBlock":"10.9.0.0/24"}]}"#,
+    )
+    .unwrap();
+    x.add_network_interfaces(
+        "e.json",
+        r#"{"NetworkInterfaces":[
+            {"NetworkInterfaceId":"eni-1","SubnetId":"subnet-0a1b2c3d","TagSet":[{"Key":"cluster.k8s.amazonaws.com/name","Value":"blue"}],
+             "PrivateIpAddresses":[{"PrivateIpAddress":"10.9.0.10","Primary":true}]},
+            {"NetworkInterfaceId":"eni-2","SubnetId":"subnet-0a1b2c3d","TagSet":[{"Key":"cluster.k8s.amazonaws.com/name","Value":"green"}],
+             "PrivateIpAddresses":[{"PrivateIpAddress":"10.9.0.11","Primary":true}]}]}"#,
+    )
+    .unwrap();
+    let text = "[[node_groups]]\ninstance_type = \"m5.large\"\nnodes = 1\n[workload]\npods_per_node = 5\n";
+    let s = Scenario::parse_with(text, Some(&x)).unwrap();
+    assert!(s.import_notes[0].contains("tagged for 2 clusters: blue, green"), "{:?}", s.import_notes);
 }

@@ -89,6 +89,13 @@ pub fn run(a: &Args) -> Result<(), Failure> {
             .progress_chars("=> "),
     );
     bar.set_message(sc.name.clone());
+    // Checked before the run: a bad --emit directory is known at once.
+    if let Some(dir) = &a.emit {
+        if dir.exists() && !dir.is_dir() {
+            return Err(Failure::input(format!("--emit {}: not a directory", dir.display())));
+        }
+        clear_emitted(dir)?;
+    }
     let report = run_plan(&sc, threads, &|done, total| {
         bar.set_length(total);
         bar.set_position(done);
@@ -108,7 +115,34 @@ pub fn run(a: &Args) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Marks a directory `--emit` wrote, listing the variant directories in it.
+const EMIT_MARK: &str = ".podip-emit";
+
+/// Clears what an earlier `--emit` wrote into `dir` (the variant directories its mark lists), so
+/// no stale script is left beside the new ones; a directory with other contents is refused.
+fn clear_emitted(dir: &Path) -> Result<(), Failure> {
+    let Ok(mut entries) = std::fs::read_dir(dir) else { return Ok(()) };
+    let mark = dir.join(EMIT_MARK);
+    let Ok(listed) = std::fs::read_to_string(&mark) else {
+        return if entries.next().is_none() {
+            Ok(())
+        } else {
+            Err(Failure::input(format!(
+                "--emit {}: not empty, and not written by podip plan --emit; give a new or empty directory",
+                dir.display()
+            )))
+        };
+    };
+    for name in listed.lines().filter(|l| !l.is_empty() && !l.contains('/') && *l != "." && *l != "..") {
+        let _ = std::fs::remove_dir_all(dir.join(name));
+    }
+    std::fs::remove_file(&mark).map_err(|e| Failure::Other(anyhow::anyhow!("{}: {e}", mark.display())))
+}
+
 fn emit(dir: &Path, r: &PlanReport) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let ids: Vec<&str> = r.variants.iter().map(|v| v.id.as_str()).collect();
+    std::fs::write(dir.join(EMIT_MARK), ids.join("\n") + "\n")?;
     for v in &r.variants {
         let d = dir.join(&v.id);
         std::fs::create_dir_all(&d)?;
@@ -187,7 +221,7 @@ fn print(r: &PlanReport, wide: bool) {
                 format!("{:.0}", v.idle_avg),
                 v.headroom_nodes.to_string(),
                 format!("{}/{}", v.pods_started, v.pods_asked),
-                format!("{}/{}", v.pods_failed, v.pods_unschedulable),
+                format!("{}/{}", v.pods_failed + v.pods_waiting_at_end, v.pods_unschedulable),
                 // No pod waited: no wait to show.
                 if v.pods_waited == 0 {
                     "0".into()
