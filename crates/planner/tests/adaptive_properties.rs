@@ -17,21 +17,6 @@ use proptest::prelude::*;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-#[derive(Clone, Debug)]
-enum Op {
-    Add(u32),
-    Del(u32),
-    Wait(u64),
-}
-
-fn op() -> impl Strategy<Value = Op> {
-    prop_oneof![
-        4 => (0u32..60).prop_map(Op::Add),
-        3 => (0u32..60).prop_map(Op::Del),
-        1 => (0u64..600).prop_map(Op::Wait),
-    ]
-}
-
 proptest! {
     #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
 
@@ -43,7 +28,7 @@ proptest! {
         miss in prop::sample::select(vec![100u32, 10_000, 100_000]),
         cooldown in 0u64..40,
         seed in 0u64..10_000,
-        ops in prop::collection::vec(op(), 1..80),
+        ops in prop::collection::vec(common::op(60, 600), 1..80),
     ) {
         let settings = NodeSettings {
             warm_eni: 0,
@@ -63,27 +48,7 @@ proptest! {
         let fresh_total = w.node.engine().stats(w.node.now()).total;
         let mut live: BTreeSet<u32> = BTreeSet::new();
         for op in ops {
-            match op {
-                Op::Add(i) => {
-                    if live.contains(&i) || live.len() as u32 >= w.max_pods {
-                        continue;
-                    }
-                    if w.node.add_pod(&mut w.vpc, &PodKey::new(format!("p{i}")), Duration::from_secs(30)).unwrap().is_some() {
-                        live.insert(i);
-                    }
-                }
-                Op::Del(i) => {
-                    let released = w.node.del_pod(&PodKey::new(format!("p{i}")));
-                    prop_assert_eq!(released.is_some(), live.remove(&i));
-                }
-                Op::Wait(secs) => {
-                    let until = w.node.now() + Duration::from_secs(secs);
-                    while w.node.step(&mut w.vpc, until).unwrap() {
-                        check(&w)?;
-                    }
-                }
-            }
-            check(&w)?;
+            common::apply(&mut w, op, &mut live)?;
             let s = w.node.engine().stats(w.node.now());
             // Never grown past what kubelet's max pods can use (a block may round it up).
             let block = if pd { 16 } else { 1 };

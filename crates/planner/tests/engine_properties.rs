@@ -13,21 +13,6 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 #[derive(Clone, Debug)]
-enum Op {
-    Add(u32),
-    Del(u32),
-    Wait(u64),
-}
-
-fn op() -> impl Strategy<Value = Op> {
-    prop_oneof![
-        4 => (0u32..40).prop_map(Op::Add),
-        3 => (0u32..40).prop_map(Op::Del),
-        1 => (0u64..120).prop_map(Op::Wait),
-    ]
-}
-
-#[derive(Clone, Debug)]
 struct Setup {
     instance_type: &'static str,
     settings: NodeSettings,
@@ -65,34 +50,14 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     #[test]
-    fn engine_keeps_its_invariants_and_settles_back(s in setup(), seed in 0u64..10_000, ops in prop::collection::vec(op(), 1..60)) {
+    fn engine_keeps_its_invariants_and_settles_back(s in setup(), seed in 0u64..10_000, ops in prop::collection::vec(common::op(40, 120), 1..60)) {
         let params = SimParams { seed, ..SimParams::default() };
         let Some(mut w) = common::world(s.instance_type, &s.settings, s.custom, params) else { return Ok(()) };
         w.node.settle(&mut w.vpc).unwrap();
         let fresh_total = w.node.engine().stats(w.node.now()).total;
         let mut live: BTreeSet<u32> = BTreeSet::new();
         for op in ops {
-            match op {
-                Op::Add(i) => {
-                    if live.contains(&i) || live.len() as u32 >= w.max_pods {
-                        continue;
-                    }
-                    if w.node.add_pod(&mut w.vpc, &PodKey::new(format!("p{i}")), Duration::from_secs(30)).unwrap().is_some() {
-                        live.insert(i);
-                    }
-                }
-                Op::Del(i) => {
-                    let released = w.node.del_pod(&PodKey::new(format!("p{i}")));
-                    prop_assert_eq!(released.is_some(), live.remove(&i));
-                }
-                Op::Wait(secs) => {
-                    let until = w.node.now() + Duration::from_secs(secs);
-                    while w.node.step(&mut w.vpc, until).unwrap() {
-                        check(&w)?;
-                    }
-                }
-            }
-            check(&w)?;
+            common::apply(&mut w, op, &mut live)?;
         }
         prop_assert_eq!(w.node.engine().datastore().pod_count(), live.len());
         for i in std::mem::take(&mut live) {

@@ -92,3 +92,50 @@ pub fn check_node(vpc: &SimVpc, node: &NodeSim, max_enis: u32, per_eni: u32) -> 
     }
     Ok(())
 }
+
+/// One step of a random pod sequence.
+#[derive(Clone, Debug)]
+pub enum Op {
+    /// A pod of this number asks for an address (skipped if it has one, or the node is full).
+    Add(u32),
+    /// That pod goes.
+    Del(u32),
+    /// Time passes, in seconds.
+    Wait(u64),
+}
+
+/// Random steps over `pods` pod numbers and waits of up to `max_wait` seconds.
+pub fn op(pods: u32, max_wait: u64) -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0..pods).prop_map(Op::Add),
+        3 => (0..pods).prop_map(Op::Del),
+        1 => (0..max_wait).prop_map(Op::Wait),
+    ]
+}
+
+/// Carries out `op` on the node (pods patient for 30 s), keeping `live` (the pods holding an
+/// address) and checking every invariant at every step.
+pub fn apply(w: &mut World, op: Op, live: &mut BTreeSet<u32>) -> Result<(), TestCaseError> {
+    match op {
+        Op::Add(i) => {
+            if live.contains(&i) || live.len() as u32 >= w.max_pods {
+                return Ok(());
+            }
+            let key = ipam::addr::PodKey::new(format!("p{i}"));
+            if w.node.add_pod(&mut w.vpc, &key, std::time::Duration::from_secs(30)).unwrap().is_some() {
+                live.insert(i);
+            }
+        }
+        Op::Del(i) => {
+            let released = w.node.del_pod(&ipam::addr::PodKey::new(format!("p{i}")));
+            prop_assert_eq!(released.is_some(), live.remove(&i));
+        }
+        Op::Wait(secs) => {
+            let until = w.node.now() + std::time::Duration::from_secs(secs);
+            while w.node.step(&mut w.vpc, until).unwrap() {
+                check(w)?;
+            }
+        }
+    }
+    check(w)
+}
