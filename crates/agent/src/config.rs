@@ -42,6 +42,14 @@ pub struct DaemonConfig {
     pub prefix_delegation: bool,
     /// `MAX_ENI`.
     pub max_eni: Option<u32>,
+    /// `PODIP_POOL_POLICY` (`adaptive`, the default, or `vpc-cni`) and, for the adaptive one,
+    /// `PODIP_POD_START_MISSES_PER_MILLION`.
+    pub pool_policy: ipam::config::PoolPolicyChoice,
+    /// `PODIP_PREFIX_FALLBACK`: secondary addresses when EC2 has no free /28.
+    pub prefix_fallback: bool,
+    /// `PODIP_CLUSTER_EC2_CALLS_PER_SECOND` over `PODIP_CLUSTER_NODES`: this node's share of the
+    /// cluster's mutating EC2 calls (none: unbounded).
+    pub call_budget: Option<ipam::config::CallBudget>,
     /// `IP_COOLDOWN_PERIOD`.
     pub cooldown: Duration,
     /// `AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG`.
@@ -111,7 +119,7 @@ pub struct DaemonConfig {
 pub struct ConfigError(pub Vec<String>);
 
 /// The environment names read, with their defaults.
-pub const VARIABLES: [(&str, &str); 37] = [
+pub const VARIABLES: [(&str, &str); 42] = [
     ("WARM_ENI_TARGET", "1"),
     ("WARM_IP_TARGET", "0"),
     ("MINIMUM_IP_TARGET", "0"),
@@ -149,10 +157,15 @@ pub const VARIABLES: [(&str, &str); 37] = [
     ("DISABLE_LEAKED_ENI_CLEANUP", "false"),
     ("PODIP_RECONCILE_SECONDS", "60"),
     ("PODIP_METADATA_SECONDS", "30"),
+    ("PODIP_POOL_POLICY", "adaptive"),
+    ("PODIP_POD_START_MISSES_PER_MILLION", "10000"),
+    ("PODIP_PREFIX_FALLBACK", "true"),
+    ("PODIP_CLUSTER_EC2_CALLS_PER_SECOND", ""),
+    ("PODIP_CLUSTER_NODES", ""),
 ];
 
 /// Bounds of the numeric settings: (name, lowest, highest).
-pub const BOUNDS: [(&str, u32, u32); 11] = [
+pub const BOUNDS: [(&str, u32, u32); 13] = [
     ("WARM_ENI_TARGET", 0, 100),
     ("WARM_IP_TARGET", 0, 10_000),
     ("MINIMUM_IP_TARGET", 0, 10_000),
@@ -164,6 +177,8 @@ pub const BOUNDS: [(&str, u32, u32); 11] = [
     ("PODIP_WIRING_GRACE", 1, 3_600),
     ("PODIP_RECONCILE_SECONDS", 10, 3_600),
     ("PODIP_METADATA_SECONDS", 1, 3_600),
+    ("PODIP_POD_START_MISSES_PER_MILLION", 1, 500_000),
+    ("PODIP_CLUSTER_NODES", 1, 100_000),
 ];
 
 fn boolean_of(v: &str, name: &str, bad: &mut Vec<String>) -> bool {
@@ -311,7 +326,8 @@ impl DaemonConfig {
         if ipv6 && custom_networking {
             bad.push("AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG=true: not supported with ENABLE_IPv6=true".into());
         }
-        if prefix_delegation && warm_ip == 0 && minimum_ip == 0 && warm_prefix == Some(0) {
+        let fixed_targets = get("PODIP_POOL_POLICY") == "vpc-cni";
+        if fixed_targets && prefix_delegation && warm_ip == 0 && minimum_ip == 0 && warm_prefix == Some(0) {
             bad.push("WARM_PREFIX_TARGET=\"0\": with prefix delegation, it or WARM_IP_TARGET/MINIMUM_IP_TARGET must be above 0".into());
         }
         let mut exclude_snat = Vec::new();
@@ -417,6 +433,43 @@ impl DaemonConfig {
         let no_leak_sweep = boolean_of(&get("DISABLE_LEAKED_ENI_CLEANUP"), "DISABLE_LEAKED_ENI_CLEANUP", &mut bad);
         let reconcile_every = Duration::from_secs(u64::from(uint("PODIP_RECONCILE_SECONDS", &mut bad).unwrap_or(60)));
         let metadata_every = Duration::from_secs(u64::from(uint("PODIP_METADATA_SECONDS", &mut bad).unwrap_or(30)));
+        let misses = uint("PODIP_POD_START_MISSES_PER_MILLION", &mut bad);
+        let pool_policy = match get("PODIP_POOL_POLICY").as_str() {
+            "adaptive" | "" => ipam::config::PoolPolicyChoice::Adaptive {
+                misses_per_million: misses.unwrap_or(ipam::config::DEFAULT_MISSES_PER_MILLION),
+            },
+            "vpc-cni" => ipam::config::PoolPolicyChoice::VpcCni,
+            other => {
+                bad.push(format!("PODIP_POOL_POLICY={other:?}: adaptive or vpc-cni"));
+                ipam::config::PoolPolicyChoice::VpcCni
+            }
+        };
+        let prefix_fallback = boolean_of(&get("PODIP_PREFIX_FALLBACK"), "PODIP_PREFIX_FALLBACK", &mut bad);
+        let cluster_nodes = uint("PODIP_CLUSTER_NODES", &mut bad);
+        let rate = get("PODIP_CLUSTER_EC2_CALLS_PER_SECOND");
+        let call_budget = match (rate.trim(), cluster_nodes) {
+            ("", None) => None,
+            ("", Some(_)) => {
+                bad.push("PODIP_CLUSTER_NODES: set only with PODIP_CLUSTER_EC2_CALLS_PER_SECOND".into());
+                None
+            }
+            (r, nodes) => match r.parse::<f64>() {
+                Ok(v) if v.is_finite() && (0.01..=1000.0).contains(&v) => match nodes {
+                    // The burst: a node's share of the smallest mutating bucket (50, `aws-and-peers.md`).
+                    Some(n) => Some(ipam::config::CallBudget::share(v, 50, n)),
+                    None => {
+                        bad.push(format!(
+                            "PODIP_CLUSTER_EC2_CALLS_PER_SECOND={r:?}: needs PODIP_CLUSTER_NODES, the nodes that share it"
+                        ));
+                        None
+                    }
+                },
+                _ => {
+                    bad.push(format!("PODIP_CLUSTER_EC2_CALLS_PER_SECOND={r:?}: calls a second, 0.01 to 1000"));
+                    None
+                }
+            },
+        };
         let primary_if = get("PODIP_PRIMARY_IF");
         if let Some(p) = Some(&primary_if).filter(|i| !i.is_empty()).and_then(|i| crate::limits::interface_problem(i)) {
             bad.push(format!("PODIP_PRIMARY_IF={primary_if:?}: {p}"));
@@ -447,6 +500,9 @@ impl DaemonConfig {
             warm_prefix,
             prefix_delegation,
             max_eni,
+            pool_policy,
+            prefix_fallback,
+            call_budget,
             cooldown,
             custom_networking,
             snat: if external { Snat::External } else { Snat::Internal },

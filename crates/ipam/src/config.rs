@@ -58,6 +58,10 @@ pub struct NodeSettings {
     pub pool_policy: PoolPolicyChoice,
     /// The node's share of the account's mutating EC2 calls (none: unbounded, as the VPC CNI).
     pub call_budget: Option<CallBudget>,
+    /// With prefix delegation, when EC2 has no free /28 (`InsufficientCidrBlocks`), go on with
+    /// secondary addresses on the same ENIs and back to prefixes once they can be had (podip's);
+    /// off, growth waits out the 120 s back-off as the VPC CNI's does.
+    pub prefix_fallback: bool,
 }
 
 /// A node's client-side token bucket for mutating EC2 calls: its share of a budget for the
@@ -83,6 +87,10 @@ impl CallBudget {
         }
     }
 }
+
+/// The adaptive policy's target when none is given: one pod start in a hundred may find no
+/// warm address and wait for a refill (an assign, a fraction of a second; an ENI, seconds).
+pub const DEFAULT_MISSES_PER_MILLION: u32 = 10_000;
 
 /// Which warm-pool policy a node runs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -142,6 +150,7 @@ impl Default for NodeSettings {
             housekeeping: Housekeeping::default(),
             pool_policy: PoolPolicyChoice::VpcCni,
             call_budget: None,
+            prefix_fallback: false,
         }
     }
 }
@@ -201,6 +210,8 @@ pub struct NodeConfig {
     pub pool_policy: PoolPolicyChoice,
     /// The node's share of the account's mutating EC2 calls.
     pub call_budget: Option<CallBudget>,
+    /// Secondary addresses when no /28 is free (see [`NodeSettings::prefix_fallback`]).
+    pub prefix_fallback: bool,
     /// Notes for the user (e.g. prefix delegation fell back).
     pub notes: Vec<String>,
 }
@@ -225,7 +236,9 @@ impl NodeConfig {
             pd = false;
         }
         let warm_prefix = s.warm_prefix.unwrap_or(u32::from(pd));
-        if pd && s.warm_ip == 0 && s.minimum_ip == 0 && warm_prefix == 0 {
+        // The adaptive policy sets its own warm targets: none is needed.
+        let fixed = s.pool_policy == PoolPolicyChoice::VpcCni;
+        if fixed && pd && s.warm_ip == 0 && s.minimum_ip == 0 && warm_prefix == 0 {
             push(
                 "WARM_PREFIX_TARGET",
                 "0".into(),
@@ -287,6 +300,7 @@ impl NodeConfig {
             housekeeping: s.housekeeping,
             pool_policy: s.pool_policy,
             call_budget: s.call_budget.map(|b| CallBudget { burst: b.burst.max(1), ..b }),
+            prefix_fallback: s.prefix_fallback,
             notes,
         })
     }

@@ -255,6 +255,9 @@ pub struct Datastore {
     /// without a host to rebuild from).
     v6_floor: u64,
     order: Vec<usize>,
+    /// In prefix mode, single addresses count too (podip's fallback when EC2 has no free /28);
+    /// the VPC CNI leaves them to the pods that hold them.
+    mixed: bool,
 }
 
 /// Where a pod's address lives.
@@ -283,6 +286,7 @@ impl Datastore {
             v6_next: 1,
             v6_floor: 1,
             order: Vec::new(),
+            mixed: false,
         }
     }
 
@@ -492,7 +496,35 @@ impl Datastore {
     }
 
     fn counts(&self, c: &Cidr) -> bool {
-        !c.releasing && c.mode() == self.mode
+        !c.releasing && (c.mode() == self.mode || (self.mixed && self.mode == CidrMode::Prefix && !c.is_prefix))
+    }
+
+    /// In prefix mode, whether single secondary addresses also serve pods (the fallback when
+    /// EC2 has no free /28 in the subnet). Prefixes are still picked first.
+    pub fn set_prefix_fallback(&mut self, on: bool) {
+        self.mixed = on;
+    }
+
+    /// Fallback addresses (single addresses in prefix mode) that hold no pod and are not cooling
+    /// or releasing: what goes back to EC2 once prefixes can be had again.
+    pub fn idle_fallback_addresses(&self, now: Time) -> Vec<(EniId, Vec<Ipv4Net>)> {
+        if self.mode != CidrMode::Prefix || !self.mixed {
+            return Vec::new();
+        }
+        self.enis
+            .iter()
+            .filter(|e| self.usable_eni(e))
+            .map(|e| {
+                let nets = e
+                    .cidrs
+                    .iter()
+                    .filter(|c| !c.is_prefix && !c.releasing && c.assigned == 0 && c.cooling(now) == 0)
+                    .map(|c| c.net)
+                    .collect::<Vec<_>>();
+                (e.id.clone(), nets)
+            })
+            .filter(|(_, n)| !n.is_empty())
+            .collect()
     }
 
     /// Pool totals at `now`.
@@ -594,7 +626,7 @@ impl Datastore {
         if self.mode == CidrMode::Secondary {
             return self.pick_dense_secondary(now);
         }
-        let mut best: Option<((u32, u32), usize, usize)> = None;
+        let mut best: Option<((u32, u32, u32), usize, usize)> = None;
         for (ei, e) in self.enis.iter().enumerate() {
             if !self.assignable(e) {
                 continue;
@@ -603,7 +635,9 @@ impl Datastore {
                 if !self.counts(c) || c.assigned == c.size() {
                     continue;
                 }
-                let score = (c.assigned, e.assigned);
+                // Prefixes before fallback addresses (so those empty out and go back), then the
+                // fullest block, then the fullest ENI.
+                let score = (u32::from(c.is_prefix), c.assigned, e.assigned);
                 if best.as_ref().is_some_and(|(b, _, _)| *b >= score) {
                     continue;
                 }

@@ -3,10 +3,10 @@
 //! turned into the warm target that covers a refill at a chosen miss rate.
 //!
 //! Pod starts in a refill are taken as Poisson with mean `rate × refill`; the warm target is the
-//! smallest count whose probability of being exceeded is under the miss rate. The pool grows to
-//! the pods it holds plus that target at once, and shrinks only below the largest such size of
-//! the last few minutes (hysteresis), so pods that leave and come back, or the next burst, find
-//! their addresses still there instead of costing a release and an assign each.
+//! smallest count whose probability of being exceeded is under the miss rate. The pool holds the
+//! most addresses the node's pods held over the last hour (hysteresis) plus that target, so
+//! pods that leave and come back, or the next burst of the same size, find their addresses still
+//! there instead of costing a release and an assign each.
 
 use crate::Time;
 use std::collections::VecDeque;
@@ -14,10 +14,18 @@ use std::time::Duration;
 
 /// How far back pod starts count.
 pub const RATE_WINDOW: Duration = Duration::from_secs(120);
-/// How long a larger target keeps the pool from shrinking.
+/// The shortest span a rate is measured over: a burst (a new node's pods, a rollout's share)
+/// counts as spread over at least this long, so one burst does not make the pool expect another
+/// right away.
+pub const RATE_MIN_SPAN: Duration = Duration::from_secs(60);
+/// How long the most addresses the pods held keeps the pool from shrinking.
 pub const SHRINK_HOLD: Duration = Duration::from_secs(3600);
-/// How long an emptied ENI is kept after the pool last grew (see the engine's adaptive policy).
-pub const ENI_HOLD: Duration = Duration::from_secs(3600);
+/// The fewest addresses over its target a pool hands back at once (fewer are not worth a call).
+pub const SHRINK_MIN: u32 = 3;
+/// How long an emptied ENI is kept after the pool last grew (see the engine's adaptive policy):
+/// it holds one address (its primary), while freeing it costs two calls and needing it again
+/// three more and an attach's wait.
+pub const ENI_HOLD: Duration = Duration::from_secs(6 * 3600);
 /// Starts remembered at most (a node starts at most a few hundred pods in the window).
 const MAX_STARTS: usize = 4096;
 /// A refill before any was measured: EC2's typical assign (`aws-and-peers.md`, latencies).
@@ -42,15 +50,23 @@ pub struct Demand {
     starts: VecDeque<Time>,
     assign: Option<Duration>,
     attach: Option<Duration>,
-    /// Recent pool sizes asked for, for the shrink hold: (when, size), decreasing sizes only.
+    /// Recent addresses held, for the shrink hold: (when, count), decreasing counts only.
     recent: VecDeque<(Time, u32)>,
+    seen_starts: bool,
 }
 
 impl Demand {
     /// A demand tracker aiming at `miss_rate` (e.g. 0.01), clamped to 1e-6..=0.5.
     pub fn new(miss_rate: f64) -> Demand {
         let miss_rate = if miss_rate.is_finite() { miss_rate.clamp(1e-6, 0.5) } else { 0.01 };
-        Demand { miss_rate, starts: VecDeque::new(), assign: None, attach: None, recent: VecDeque::new() }
+        Demand {
+            miss_rate,
+            starts: VecDeque::new(),
+            assign: None,
+            attach: None,
+            recent: VecDeque::new(),
+            seen_starts: false,
+        }
     }
 
     /// A pod asked for an address.
@@ -60,6 +76,7 @@ impl Demand {
             self.starts.pop_front();
         }
         self.starts.push_back(now);
+        self.seen_starts = true;
     }
 
     /// A refill call took `took` (an exponentially weighted mean, a quarter weight per call).
@@ -81,11 +98,12 @@ impl Demand {
     }
 
     /// Pod starts per second: those of the window over the time since the first of them (at
-    /// least 10 s), so a burst counts at its own pace, not spread over the whole window.
+    /// least [`RATE_MIN_SPAN`]), so a sustained burst counts at its own pace, not spread over the
+    /// whole window.
     pub fn rate(&self, now: Time) -> f64 {
         let recent: Vec<&Time> = self.starts.iter().filter(|t| now.since(**t) < RATE_WINDOW).collect();
         let Some(first) = recent.first() else { return 0.0 };
-        let span = now.since(**first).clamp(Duration::from_secs(10), RATE_WINDOW);
+        let span = now.since(**first).clamp(RATE_MIN_SPAN, RATE_WINDOW);
         recent.len() as f64 / span.as_secs_f64()
     }
 
@@ -106,8 +124,13 @@ impl Demand {
         poisson_quantile(mean, 1.0 - self.miss_rate).saturating_add(coming).max(1)
     }
 
-    /// Records the pool size wanted now and returns the one to keep: the largest wanted over
-    /// the hold window.
+    /// Whether any pod has started since the tracker began (before that it knows no demand).
+    pub fn has_seen_starts(&self) -> bool {
+        self.seen_starts
+    }
+
+    /// Records the addresses the pods hold now and returns the most they held over the hold
+    /// window.
     pub fn hold(&mut self, now: Time, size: u32) -> u32 {
         self.forget(now);
         while self.recent.back().is_some_and(|(_, b)| *b <= size) {

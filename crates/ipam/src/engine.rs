@@ -114,7 +114,7 @@ pub enum Effect {
 
 #[derive(Clone, Debug)]
 enum Pending {
-    CreateEni { device_index: u32 },
+    CreateEni { device_index: u32, prefix: bool },
     Attach { info: EniInfo },
     Protect { eni: EniId },
     Assign { eni: EniId, count: u32, prefix: bool },
@@ -154,6 +154,8 @@ pub struct EngineCounters {
     pub leaked: u64,
     /// Pool-check cycles skipped for want of a call in the node's budget.
     pub budget_waits: u64,
+    /// Times EC2 had no free /28 and growth went on with secondary addresses.
+    pub prefix_fallbacks: u64,
 }
 
 /// One node's engine.
@@ -166,6 +168,10 @@ pub struct Engine {
     next_op: u64,
     last_decrease: Option<Time>,
     last_insufficient: Option<Time>,
+    /// Prefix fallback: EC2 had no free /28 at this instant; until the back-off has passed,
+    /// growth takes secondary addresses, and until a prefix call works again, the fallback
+    /// addresses stay.
+    no_prefix_since: Option<Time>,
     schedulable: bool,
     /// Under custom networking, no new ENI until the cluster names the node's ENIConfig.
     hold_new_enis: bool,
@@ -250,8 +256,6 @@ struct Adaptive {
     /// When the ENI being created was asked for (an attach refill runs from there).
     creating_since: Option<Time>,
     now: Time,
-    /// When the engine started (before a hold window has passed it knows no demand).
-    started: Time,
     /// When the pool last grew (an assign or an attach that worked).
     last_growth: Option<Time>,
 }
@@ -263,6 +267,7 @@ impl Engine {
     /// The ENIs overlap or carry misaligned prefixes.
     pub fn new(cfg: NodeConfig, enis: &[EniInfo], seed: u64, now: Time) -> Result<Engine, DatastoreError> {
         let mut ds = Datastore::new(cfg.mode, cfg.cooldown, cfg.packing, seed);
+        ds.set_prefix_fallback(cfg.prefix_fallback && cfg.mode == CidrMode::Prefix);
         for e in enis {
             ds.add_eni(e, e.device_index == 0, now)?;
         }
@@ -280,6 +285,7 @@ impl Engine {
             next_op: 0,
             last_decrease: None,
             last_insufficient: None,
+            no_prefix_since: None,
             schedulable: true,
             hold_new_enis: false,
             counters: EngineCounters::default(),
@@ -314,7 +320,6 @@ impl Engine {
                     issued: BTreeMap::new(),
                     creating_since: None,
                     now,
-                    started: now,
                     last_growth: None,
                 }),
             },
@@ -329,19 +334,17 @@ impl Engine {
         }
     }
 
-    /// The adaptive policy's warm targets for `now`, from the demand seen: the pool grows to
-    /// the pods it holds plus what a refill needs at the miss rate (and the pods waiting or
-    /// coming), and shrinks only below the largest such size of the hold window. Until the node
-    /// has run that long it knows no demand, and holds at least one ENI's addresses, as the VPC
-    /// CNI's default does. `MINIMUM_IP_TARGET` stays a floor, `WARM_IP_TARGET` (when set) a
-    /// ceiling on the warm addresses.
+    /// The adaptive policy's warm targets for `now`, from the demand seen: the pool holds the
+    /// most addresses its pods held (cooling ones included) over the hold window, plus what a
+    /// refill needs at the miss rate (and the pods waiting or coming). Until a pod has started
+    /// it knows no demand, and holds at least one ENI's addresses (one prefix), as the VPC CNI's
+    /// default does. `MINIMUM_IP_TARGET` stays a floor, `WARM_IP_TARGET` (when set) a ceiling on
+    /// the warm addresses.
     fn adapt(&mut self, now: Time) {
         let needs_eni = !self.ds.enis().iter().any(|e| self.grows_on(e, now));
         let stats = self.ds.stats(now);
-        // Held and cooling addresses are not available (podip counts cooling ones as in use):
-        // the pool size wanted is both, plus the warm ones.
+        // Held and cooling addresses are not available (podip counts cooling ones as in use).
         let busy = u32::try_from(stats.assigned + stats.cooling).unwrap_or(u32::MAX);
-        // What the VPC CNI's defaults hold warm: one ENI's addresses, or one prefix.
         let prior = if self.policy.cfg.prefix_delegation {
             crate::maxpods::IPS_PER_PREFIX
         } else {
@@ -352,8 +355,9 @@ impl Engine {
         a.waiting.retain(|_, asked| now.since(*asked) < WAITING_FORGOTTEN);
         let coming = u32::try_from(a.waiting.len()).unwrap_or(u32::MAX).saturating_add(a.coming);
         let grow = a.demand.warm_target(now, coming, needs_eni);
-        let mut warm = a.demand.hold(now, busy.saturating_add(grow)).saturating_sub(busy).max(grow);
-        if now.since(a.started) < crate::demand::SHRINK_HOLD {
+        let held = a.demand.hold(now, busy);
+        let mut warm = held.saturating_sub(busy).saturating_add(grow);
+        if !a.demand.has_seen_starts() {
             warm = warm.max(prior);
         }
         let user = self.cfg.targets;
@@ -361,13 +365,20 @@ impl Engine {
             warm = warm.min(user.warm_ip);
         }
         // Never more than kubelet's max pods can use.
-        warm = warm.min(max_pods.saturating_sub(busy));
-        self.policy.cfg.targets = crate::policy::WarmTargets {
-            warm_eni: 0,
-            warm_ip: warm.max(1),
-            minimum_ip: user.minimum_ip,
-            warm_prefix: 0,
-        };
+        let warm = warm.min(max_pods.saturating_sub(busy)).max(1);
+        // A few addresses over the target stay: returning them costs a call, and the next
+        // pod replacement (whose old address cools down) would want them back.
+        let total = u32::try_from(stats.total).unwrap_or(u32::MAX);
+        let excess = total.saturating_sub(busy).saturating_sub(warm);
+        let minimum_ip = if excess < crate::demand::SHRINK_MIN { user.minimum_ip.max(total) } else { user.minimum_ip };
+        self.policy.cfg.targets = crate::policy::WarmTargets { warm_eni: 0, warm_ip: warm, minimum_ip, warm_prefix: 0 };
+    }
+
+    /// Whether a pod refused for want of an address should make the driver run a pool-check
+    /// cycle at once rather than at the next tick: under the adaptive policy, a miss starts a
+    /// refill right away; the VPC CNI waits for its next 5 s cycle.
+    pub fn ticks_on_miss(&self) -> bool {
+        self.adaptive.is_some()
     }
 
     /// Attached ENIs podip must leave alone (trunk, EFA, `no_manage`), with their device
@@ -593,6 +604,9 @@ impl Engine {
         if self.policy.should_remove_extra_enis(&stats, freeable) {
             self.try_free_eni(now, out);
         }
+        if self.pending.is_empty() {
+            self.return_fallback_addresses(now, out);
+        }
     }
 
     fn ensure_ipv6_prefix(&mut self, out: &mut Vec<Effect>) {
@@ -654,11 +668,11 @@ impl Engine {
         if !self.may_manage_enis() || self.in_backoff(now) || self.gated(&Gate::Grow, now) {
             return;
         }
-        let prefix = self.cfg.mode == CidrMode::Prefix;
+        let prefix = self.cfg.mode == CidrMode::Prefix && !self.falling_back(now);
         let per_eni = self.cfg.limits.blocks_per_eni;
         let target = self.ds.enis().iter().find(|e| self.grows_on(e, now));
         if let Some(eni) = target {
-            let want = self.policy.blocks_to_assign(stats);
+            let want = self.fallback_size(self.policy.blocks_to_assign(stats), now);
             let count = u64::from(per_eni - eni.block_count()).min(want) as u32;
             if count == 0 {
                 return;
@@ -666,8 +680,43 @@ impl Engine {
             let eni = eni.id.clone();
             self.assign(eni, count, prefix, out);
         } else if self.has_room_for_eni() && !self.gated(&Gate::Create, now) {
-            self.create_eni(stats, out);
+            self.create_eni(now, stats, out);
         }
+    }
+
+    /// Whether growth takes secondary addresses in place of prefixes at `now` (EC2 just had no
+    /// free /28 and podip's fallback is on).
+    fn falling_back(&self, now: Time) -> bool {
+        self.cfg.prefix_fallback
+            && self.cfg.mode == CidrMode::Prefix
+            && self.no_prefix_since.is_some_and(|t| now.since(t) < INSUFFICIENT_CIDR_BACKOFF)
+    }
+
+    /// Blocks to ask for: as many addresses as the prefixes would have held while falling back.
+    fn fallback_size(&self, blocks: u64, now: Time) -> u64 {
+        if self.falling_back(now) { blocks * u64::from(crate::maxpods::IPS_PER_PREFIX) } else { blocks }
+    }
+
+    /// EC2 had no free /28 for a prefix call: with the fallback on, growth goes on at once with
+    /// secondary addresses (true); otherwise the caller starts the usual back-off.
+    fn fall_back(&mut self, now: Time, prefix: bool, out: &mut Vec<Effect>) -> bool {
+        if !(prefix && self.cfg.prefix_fallback && self.cfg.mode == CidrMode::Prefix) {
+            return false;
+        }
+        self.no_prefix_since = Some(now);
+        self.counters.prefix_fallbacks += 1;
+        let stats = self.ds.stats(now);
+        self.increase(now, &stats, out);
+        true
+    }
+
+    /// Back on prefixes: fallback addresses holding no pod go back to EC2 when the pool is not
+    /// low without them.
+    fn return_fallback_addresses(&mut self, now: Time, out: &mut Vec<Effect>) {
+        let Some((eni, nets)) = self.fallback_returnable(now) else { return };
+        self.ds.set_blocks_releasing(&eni, &nets, true).expect("blocks listed by the datastore");
+        let ips = nets.iter().map(|n| n.addr()).collect();
+        self.issue(Call::UnassignIps { eni: eni.clone(), ips }, Pending::Unassign { eni, nets }, out);
     }
 
     fn assign(&mut self, eni: EniId, count: u32, prefix: bool, out: &mut Vec<Effect>) {
@@ -679,9 +728,10 @@ impl Engine {
         self.issue(call, Pending::Assign { eni, count, prefix }, out);
     }
 
-    fn create_eni(&mut self, stats: &Stats, out: &mut Vec<Effect>) {
-        let blocks = self.policy.blocks_for_new_eni(stats) as u32;
-        let prefix = self.cfg.mode == CidrMode::Prefix;
+    fn create_eni(&mut self, now: Time, stats: &Stats, out: &mut Vec<Effect>) {
+        let per_eni = u64::from(self.cfg.limits.blocks_per_eni);
+        let blocks = self.fallback_size(self.policy.blocks_for_new_eni(stats), now).min(per_eni) as u32;
+        let prefix = self.cfg.mode == CidrMode::Prefix && !self.falling_back(now);
         let (subnet, security_groups) = match &self.cfg.pod_eni {
             Some(t) => (t.subnet.clone(), t.security_groups.clone()),
             None => (self.cfg.node_subnet.clone(), Vec::new()),
@@ -699,7 +749,7 @@ impl Engine {
             secondary_ips: if prefix { 0 } else { blocks },
             prefixes: if prefix { blocks } else { 0 },
         };
-        self.issue(call, Pending::CreateEni { device_index }, out);
+        self.issue(call, Pending::CreateEni { device_index, prefix }, out);
     }
 
     fn decrease(&mut self, now: Time, stats: &Stats, out: &mut Vec<Effect>) {
@@ -709,7 +759,14 @@ impl Engine {
         }
         let groups = self.ds.releasable_blocks(over, self.cfg.corrected, now);
         let prefix = self.cfg.mode == CidrMode::Prefix;
-        for (eni, nets) in groups {
+        for (eni, mut nets) in groups {
+            if prefix {
+                // Fallback addresses go back on their own rule (`return_fallback_addresses`).
+                nets.retain(|n| n.prefix_len() < 32);
+                if nets.is_empty() {
+                    continue;
+                }
+            }
             // The ENI and blocks come from the datastore itself, so marking them cannot fail.
             self.ds.set_blocks_releasing(&eni, &nets, true).expect("blocks listed by the datastore");
             let call = if prefix {
@@ -775,6 +832,7 @@ impl Engine {
         let gates = [
             self.last_decrease.and_then(|t| later(t + DECREASE_INTERVAL + std::time::Duration::from_millis(1))),
             self.last_insufficient.and_then(|t| later(t + INSUFFICIENT_CIDR_BACKOFF)),
+            self.no_prefix_since.and_then(|t| later(t + INSUFFICIENT_CIDR_BACKOFF)),
             self.ds.next_cool(now),
             self.housekeeping_due_at(now),
         ];
@@ -822,8 +880,34 @@ impl Engine {
         if self.policy.is_high(&s) && over > 0 && !self.ds.releasable_blocks(over, self.cfg.corrected, now).is_empty() {
             return false;
         }
+        if self.fallback_returnable(now).is_some() {
+            return false;
+        }
         let freeable = self.ds.enis().iter().any(|e| !e.primary && !e.pinned && !e.releasing && e.assigned() == 0);
         !(self.policy.should_remove_extra_enis(&s, freeable) && self.deletable_eni(now).is_some())
+    }
+
+    /// Fallback addresses to hand back to EC2 now, on one ENI: once a prefix call has worked
+    /// again, every idle one the pool can do without; before that, only those over the warm
+    /// target (the pool shrinks as it would on secondary addresses).
+    fn fallback_returnable(&self, now: Time) -> Option<(EniId, Vec<Ipv4Net>)> {
+        if !self.cfg.prefix_fallback || self.falling_back(now) || self.gated(&Gate::Release, now) {
+            return None;
+        }
+        let (eni, mut nets) = self.ds.idle_fallback_addresses(now).into_iter().next()?;
+        let s = self.ds.stats(now);
+        let t = self.policy.cfg.targets;
+        if self.no_prefix_since.is_some() {
+            if !t.warm_ip_enabled() {
+                return None;
+            }
+            let avail = self.policy.available(&s);
+            let over = avail.saturating_sub(u64::from(t.warm_ip)).min(s.total.saturating_sub(u64::from(t.minimum_ip)));
+            nets.truncate(usize::try_from(over).unwrap_or(usize::MAX));
+        }
+        let mut without = s;
+        without.total = without.total.saturating_sub(nets.len() as u64);
+        (!nets.is_empty() && !self.policy.is_low(&without)).then_some((eni, nets))
     }
 
     fn call_done(&mut self, now: Time, op: OpId, result: Result<CallOutput, CallError>, out: &mut Vec<Effect>) {
@@ -863,15 +947,20 @@ impl Engine {
             }
         }
         let outcome = match (pending, result) {
-            (Pending::CreateEni { device_index }, Ok(CallOutput::Eni(mut info))) => {
+            (Pending::CreateEni { device_index, prefix }, Ok(CallOutput::Eni(mut info))) => {
                 self.succeed(&Gate::Create);
+                if prefix && !info.prefixes.is_empty() {
+                    self.no_prefix_since = None;
+                }
                 info.device_index = device_index;
                 let eni = info.id.clone();
                 self.issue(Call::AttachEni { eni, device_index }, Pending::Attach { info }, out);
                 Ok(())
             }
-            (Pending::CreateEni { .. }, Err(e)) => {
-                self.create_failed(now, &e);
+            (Pending::CreateEni { prefix, .. }, Err(e)) => {
+                if !(e.is_insufficient_addresses() && self.fall_back(now, prefix, out)) {
+                    self.create_failed(now, &e);
+                }
                 Ok(())
             }
             (Pending::Attach { info }, Ok(_)) => {
@@ -898,6 +987,8 @@ impl Engine {
             }
             (Pending::Assign { eni, .. }, Ok(CallOutput::Prefixes(nets))) => {
                 self.succeed(&Gate::Eni(eni.clone()));
+                // Prefixes can be had again: fallback addresses may go back.
+                self.no_prefix_since = None;
                 self.ds.add_blocks(&eni, &nets, true)
             }
             (Pending::Assign { eni, count, prefix }, Err(e)) => {
@@ -1020,6 +1111,10 @@ impl Engine {
             return;
         }
         if e.is_insufficient_addresses() {
+            // No /28 free, but maybe single addresses: podip's fallback goes on with those.
+            if self.fall_back(now, prefix, out) {
+                return;
+            }
             if self.cfg.subnet_discovery {
                 // This ENI's subnet ran out: go on with the other ENIs, else a new ENI, which
                 // discovery puts in the subnet with the most room.

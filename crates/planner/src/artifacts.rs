@@ -11,9 +11,20 @@ use ipnet::Ipv4Net;
 
 /// `kubectl set env` on the aws-node DaemonSet.
 pub fn aws_node_env(vars: &[(&str, String)]) -> String {
-    let mut s = String::from(
-        "#!/bin/sh\n# Apply to the VPC CNI's DaemonSet; nodes pick it up as aws-node restarts.\nset -eu\nkubectl -n kube-system set env daemonset/aws-node \\\n",
-    );
+    set_env("aws-node", "Apply to the VPC CNI's DaemonSet; nodes pick it up as aws-node restarts.", vars)
+}
+
+/// `kubectl set env` on podipd's DaemonSet (`deploy/daemonset.yaml`).
+pub fn podipd_env(vars: &[(&str, String)]) -> String {
+    set_env(
+        "podip",
+        "Apply to podipd's DaemonSet once it is installed (docs/install.md: moving a node group from\n# aws-node, without draining); nodes pick it up as podipd restarts.",
+        vars,
+    )
+}
+
+fn set_env(daemonset: &str, comment: &str, vars: &[(&str, String)]) -> String {
+    let mut s = format!("#!/bin/sh\n# {comment}\nset -eu\nkubectl -n kube-system set env daemonset/{daemonset} \\\n");
     for (i, (k, v)) in vars.iter().enumerate() {
         s.push_str(&format!("  {k}={}{}\n", quote(v), if i + 1 < vars.len() { " \\" } else { "" }));
     }

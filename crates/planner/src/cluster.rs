@@ -140,6 +140,8 @@ struct SimNode {
     tick_gen: u64,
     tick_at: Option<Time>,
     phase: u64,
+    /// When a refused pod last made the node tick off its grid (at most once a second).
+    miss_tick: Option<Time>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -337,6 +339,25 @@ impl<'a> Cluster<'a> {
         self.reschedule(n);
     }
 
+    /// A pod was refused: an engine that refills at once on a miss ticks now, off its grid (at
+    /// most once a second, and only with no call in flight).
+    fn tick_on_miss(&mut self, n: u32) {
+        let now = self.now;
+        let node = &mut self.nodes[n as usize];
+        if !node.engine.ticks_on_miss()
+            || node.engine.in_flight() > 0
+            || node.miss_tick.is_some_and(|t| now.since(t) < Duration::from_secs(1))
+            || node.tick_at == Some(now)
+        {
+            return;
+        }
+        node.miss_tick = Some(now);
+        node.tick_gen += 1;
+        node.tick_at = Some(now);
+        let generation = node.tick_gen;
+        self.push(now, Ev::Tick(n, generation));
+    }
+
     fn reschedule(&mut self, n: u32) {
         let now = self.now;
         let node = &self.nodes[n as usize];
@@ -428,6 +449,7 @@ impl<'a> Cluster<'a> {
             max_pods,
             tick_gen: 0,
             tick_at: None,
+            miss_tick: None,
             phase: up.as_millis() % POOL_CHECK_INTERVAL.as_millis() as u64,
         });
         self.node_group.push(g);
@@ -510,6 +532,23 @@ impl<'a> Cluster<'a> {
                 self.pods[p as usize].gone = true;
                 self.out.failed += 1;
             } else {
+                if self.nodes[n as usize].engine.ticks_on_miss() {
+                    // Each waiting pod's sandbox asks again on its own (kubelet retries each), so
+                    // the engine sees every pod waiting, not only the first.
+                    let behind: Vec<u32> = self.nodes[n as usize]
+                        .pending
+                        .iter()
+                        .skip(1)
+                        .copied()
+                        .filter(|q| !self.pods[*q as usize].gone)
+                        .collect();
+                    for q in behind {
+                        let effects = self.engine_event(n, Event::PodAdd(Self::key(q)));
+                        debug_assert!(!effects.iter().any(|e| matches!(e, Effect::PodAssigned { .. })));
+                        self.effects = effects;
+                    }
+                    self.tick_on_miss(n);
+                }
                 break;
             }
         }

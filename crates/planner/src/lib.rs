@@ -12,6 +12,7 @@ pub mod html;
 pub mod import;
 pub mod node;
 pub mod plan;
+pub mod podipd;
 pub mod pool;
 pub mod room;
 pub mod scenario;

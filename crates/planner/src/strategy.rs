@@ -52,8 +52,13 @@ pub enum Disruption {
     Setting,
     /// New subnets tagged for the VPC CNI's subnet discovery: nothing running changes.
     DiscoverySubnets,
+    /// aws-node replaced by podipd on every node, node by node without draining (it imports
+    /// aws-node's checkpoint; docs/install.md).
+    NodeAgent,
     /// A setting, and nodes replaced (new max pods).
     NodeReplacement,
+    /// aws-node replaced by podipd, and nodes replaced (new max pods).
+    NodeAgentAndNodes,
     /// A setting, subnet CIDR reservations on the existing subnets, and nodes replaced.
     Reservations,
     /// New subnets or CIDRs, and nodes replaced.
@@ -69,7 +74,9 @@ impl Disruption {
             Disruption::None => "none (today's settings)",
             Disruption::Setting => "an aws-node setting",
             Disruption::DiscoverySubnets => "new subnets tagged for subnet discovery, nothing replaced",
+            Disruption::NodeAgent => "aws-node replaced by podipd, node by node, without draining",
             Disruption::NodeReplacement => "an aws-node setting and node replacement",
+            Disruption::NodeAgentAndNodes => "aws-node replaced by podipd, and node replacement",
             Disruption::Reservations => {
                 "an aws-node setting, CIDR reservations on the existing subnets, and node replacement"
             }
@@ -84,7 +91,9 @@ impl Disruption {
             Disruption::None => "none",
             Disruption::Setting => "setting",
             Disruption::DiscoverySubnets => "new subnets",
+            Disruption::NodeAgent => "podipd",
             Disruption::NodeReplacement => "setting, new nodes",
+            Disruption::NodeAgentAndNodes => "podipd, new nodes",
             Disruption::Reservations => "setting, reservations, new nodes",
             Disruption::NewSubnets => "new subnets, new nodes",
             Disruption::NewCluster => "new cluster",
@@ -142,10 +151,10 @@ pub fn at_hour(h: f64) -> Time {
     Time::from_millis((h * 3_600_000.0) as u64)
 }
 
-struct Layout {
-    vpc: SimVpc,
+pub(crate) struct Layout {
+    pub(crate) vpc: SimVpc,
     /// Scenario subnets in order, with their ids.
-    subnets: Vec<(String, SubnetId)>,
+    pub(crate) subnets: Vec<(String, SubnetId)>,
 }
 
 fn place_usage(vpc: &mut SimVpc, id: &SubnetId, cidr: Ipv4Net, n: u32, pattern: Pattern) {
@@ -182,7 +191,7 @@ fn place_usage(vpc: &mut SimVpc, id: &SubnetId, cidr: Ipv4Net, n: u32, pattern: 
     }
 }
 
-fn layout(sc: &Scenario, extra: &[Ipv4Net], ipv6: bool) -> Layout {
+pub(crate) fn layout(sc: &Scenario, extra: &[Ipv4Net], ipv6: bool) -> Layout {
     let mut vpc = SimVpc::new(SimParams { seed: sc.seed, ..SimParams::default() });
     for c in sc.vpc_cidrs.iter().chain(extra) {
         // Validated by the scenario and by the strategy that adds `extra`.
@@ -208,7 +217,7 @@ fn layout(sc: &Scenario, extra: &[Ipv4Net], ipv6: bool) -> Layout {
     Layout { vpc, subnets }
 }
 
-fn base_settings(sc: &Scenario) -> NodeSettings {
+pub(crate) fn base_settings(sc: &Scenario) -> NodeSettings {
     NodeSettings {
         warm_eni: sc.cni.warm_eni,
         warm_ip: sc.cni.warm_ip,
@@ -223,7 +232,7 @@ fn base_settings(sc: &Scenario) -> NodeSettings {
     }
 }
 
-fn spec(
+pub(crate) fn spec(
     sc: &Scenario,
     node_subnets: &[(String, SubnetId)],
     settings: NodeSettings,
@@ -506,6 +515,7 @@ pub fn variants(sc: &Scenario) -> Vec<Variant> {
     if let Some(v) = discovery_subnets_variant(sc) {
         out.push(v);
     }
+    out.extend(crate::podipd::variants(sc));
 
     // 2. Prefix delegation, without and with reservations.
     let nitro = sc.node_groups.iter().all(|g| g.instance_type.supports_prefix_delegation());

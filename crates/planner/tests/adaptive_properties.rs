@@ -3,7 +3,7 @@
 //! add/delete sequences; checked after every step against the VPC's ground truth (no address
 //! held twice, none handed out while cooling, every pod address on its ENI in EC2), never more
 //! addresses than max pods allow, and, once demand stops, a pool that settles back to a steady
-//! size no larger than a fresh node's.
+//! size no larger than a fresh node's (give or take the few addresses not worth a call).
 
 mod common;
 
@@ -12,7 +12,7 @@ use common::check;
 use ipam::addr::PodKey;
 use ipam::config::{NodeSettings, PoolPolicyChoice};
 use ipam::datastore::Packing;
-use ipam::demand::{ENI_HOLD, SHRINK_HOLD};
+use ipam::demand::{ENI_HOLD, SHRINK_HOLD, SHRINK_MIN};
 use proptest::prelude::*;
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -70,6 +70,13 @@ proptest! {
         let s = w.node.engine().stats(now);
         prop_assert_eq!(s.assigned, 0);
         prop_assert_eq!(s.cooling, 0);
-        prop_assert!(s.total <= fresh_total.max(u64::from(min)), "{} left, a fresh node holds {}", s.total, fresh_total);
+        // A pool fewer than SHRINK_MIN addresses over its target keeps them (not worth a call).
+        let slack = if pd { 0 } else { u64::from(SHRINK_MIN) - 1 };
+        prop_assert!(
+            s.total <= fresh_total.max(u64::from(min)) + slack,
+            "{} left, a fresh node holds {}",
+            s.total,
+            fresh_total
+        );
     }
 }

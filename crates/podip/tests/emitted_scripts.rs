@@ -10,9 +10,9 @@
 //! of a VPC with other workloads' and a node agent's ENIs. Skipped without moto and the CLI
 //! unless REQUIRE_PRIVILEGED=1 (CI).
 //!
-//! The aws-node scripts (`apply.sh`, `kubectl set env`) run with the real kubectl against the
-//! in-process API server (`kubernetes::apiserver`) holding an aws-node DaemonSet, and the
-//! DaemonSet is read back.
+//! The kubectl scripts (aws-node's `apply.sh`, podipd's `podip-settings.sh`) run with the real
+//! kubectl against the in-process API server (`kubernetes::apiserver`) holding the DaemonSet
+//! they change, and the DaemonSet is read back.
 
 use planner::scenario::Scenario;
 use serde_json::Value;
@@ -775,6 +775,21 @@ fn aws_node() -> Value {
     })
 }
 
+/// podipd's DaemonSet as `deploy/daemonset.yaml` has it (the parts `set env` touches).
+fn podip_daemonset() -> Value {
+    serde_json::json!({
+        "apiVersion": "apps/v1", "kind": "DaemonSet",
+        "metadata": {"name": "podip", "namespace": "kube-system"},
+        "spec": {"selector": {"matchLabels": {"app.kubernetes.io/name": "podip"}}, "template": {
+            "metadata": {"labels": {"app.kubernetes.io/name": "podip"}},
+            "spec": {"containers": [
+                {"name": "podipd", "image": "podip:0.1.0",
+                 "env": [{"name": "AWS_VPC_K8S_CNI_LOGLEVEL", "value": "DEBUG"}, {"name": "WARM_ENI_TARGET", "value": "1"}]}
+            ]}
+        }}
+    })
+}
+
 #[test]
 fn every_kubectl_script_sets_aws_nodes_environment_through_an_api_server() {
     let Some(kubectl) = kubectl() else { return };
@@ -783,7 +798,8 @@ fn every_kubectl_script_sets_aws_nodes_environment_through_an_api_server() {
     plan(Path::new(example), &dir.path().join("emit"), &[]);
     let mut ran = 0;
     for (variant, files) in scripts(&dir.path().join("emit")) {
-        for f in files.iter().filter(|f| f.ends_with("apply.sh")) {
+        for f in files.iter().filter(|f| f.ends_with("apply.sh") || f.ends_with("podip-settings.sh")) {
+            let podipd = f.ends_with("podip-settings.sh");
             let body = std::fs::read_to_string(f).unwrap();
             // The settings the script sets: its `  NAME=value` lines.
             let want: Vec<(String, String)> = body
@@ -794,7 +810,7 @@ fn every_kubectl_script_sets_aws_nodes_environment_through_an_api_server() {
                 .collect();
             assert!(!want.is_empty(), "{variant}: sets nothing: {body}");
             let api = kubernetes::apiserver::ApiServer::start().unwrap();
-            api.apply("daemonsets", aws_node());
+            api.apply("daemonsets", if podipd { podip_daemonset() } else { aws_node() });
             let home = TempDir::new();
             let config = home.path().join("kubeconfig");
             std::fs::write(&config, api.kubeconfig()).unwrap();
@@ -809,14 +825,21 @@ fn every_kubectl_script_sets_aws_nodes_environment_through_an_api_server() {
                 .unwrap();
             assert!(
                 out.status.success(),
-                "{variant}/apply.sh: {}{}",
+                "{}: {}{}",
+                f.display(),
                 String::from_utf8_lossy(&out.stdout),
                 String::from_utf8_lossy(&out.stderr)
             );
             let ds = api.objects("daemonsets").pop().unwrap();
             let containers = ds["spec"]["template"]["spec"]["containers"].as_array().unwrap();
-            assert_eq!(containers.len(), 2, "{variant}: {ds}");
-            assert_eq!(containers[0]["image"], "amazon-k8s-cni:v1.19.0");
+            if podipd {
+                assert_eq!(ds["metadata"]["name"], "podip", "{variant}: {ds}");
+                assert_eq!(containers.len(), 1, "{variant}: {ds}");
+                assert_eq!(containers[0]["image"], "podip:0.1.0");
+            } else {
+                assert_eq!(containers.len(), 2, "{variant}: {ds}");
+                assert_eq!(containers[0]["image"], "amazon-k8s-cni:v1.19.0");
+            }
             let env: BTreeMap<String, String> = containers[0]["env"]
                 .as_array()
                 .unwrap()
@@ -832,5 +855,6 @@ fn every_kubectl_script_sets_aws_nodes_environment_through_an_api_server() {
             ran += 1;
         }
     }
-    assert!(ran >= 3, "only {ran} aws-node scripts");
+    // aws-node's: the tuned warm pool and the two prefix variants; podipd's: its two variants.
+    assert!(ran >= 5, "only {ran} kubectl scripts");
 }

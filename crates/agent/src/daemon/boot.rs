@@ -45,6 +45,9 @@ fn settings(cfg: &DaemonConfig) -> NodeSettings {
         cooldown: cfg.cooldown,
         subnet_discovery: cfg.subnet_discovery,
         manage_enis_non_schedulable: cfg.manage_enis_non_schedulable,
+        pool_policy: cfg.pool_policy,
+        prefix_fallback: cfg.prefix_fallback,
+        call_budget: cfg.call_budget,
         housekeeping: ipam::config::Housekeeping {
             reconcile_every: Some(cfg.reconcile_every),
             leak_sweep_every: (!cfg.no_leak_sweep).then_some(std::time::Duration::from_secs(300)),
@@ -400,6 +403,7 @@ impl Daemon {
             },
             _lock: (lock, node_lock, instance_lock),
             startup_notes: notes,
+            miss: (Mutex::new(false), std::sync::Condvar::new()),
         });
         d.program_enis();
         Ok((d, rx, ec2))

@@ -166,6 +166,9 @@ pub struct Daemon {
     _lock: (crate::lock::StateLock, Option<crate::lock::NodeLock>, crate::lock::NodeLock),
     /// What start-up reported (restored, recovered, dropped).
     pub startup_notes: Vec<String>,
+    /// Set when a pod found no address and the policy refills at once: the pool-check loop
+    /// runs its cycle now instead of at the end of its sleep.
+    miss: (Mutex<bool>, std::sync::Condvar),
 }
 
 impl Daemon {
@@ -506,7 +509,23 @@ impl Daemon {
                 effects
             };
             self.forward(effects);
-            std::thread::sleep(POOL_CHECK_INTERVAL);
+            // Sleep until the next cycle, or until a pod finds no address.
+            let missed = self.miss.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let (mut missed, _) = self
+                .miss
+                .1
+                .wait_timeout_while(missed, POOL_CHECK_INTERVAL, |m| !*m)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            *missed = false;
+        }
+    }
+
+    /// A pod found no free address: under a policy that refills at once, the pool-check loop
+    /// wakes now.
+    fn missed(&self, ticks_on_miss: bool) {
+        if ticks_on_miss {
+            *self.miss.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = true;
+            self.miss.1.notify_one();
         }
     }
 
@@ -680,6 +699,7 @@ impl Daemon {
             let existing = g.engine.datastore().pod(&key).is_some();
             let effects = g.engine.handle(now, Event::PodAdd(key.clone()));
             let Some(Effect::PodAssigned { addr, .. }) = effects.into_iter().next() else {
+                self.missed(g.engine.ticks_on_miss());
                 return Err((ErrorKind::PoolExhausted, "no free address; the pool is refilling".into()));
             };
             if !existing && let (Some(ns), Some(n)) = (&a.pod_namespace, &a.pod_name) {

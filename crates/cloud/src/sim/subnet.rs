@@ -221,6 +221,18 @@ impl Subnet {
         }
     }
 
+    /// Frees an address something outside podip held (its workload went away). False if podip's
+    /// side (an ENI) holds it, or nothing does.
+    pub fn vacate(&mut self, ip: Ipv4Addr) -> bool {
+        match self.offset(ip) {
+            Some(o) if self.foreign.remove(&o) => {
+                self.mark(o, false);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Adds a reservation; it may cover addresses already in use (EC2 unassigns nothing).
     ///
     /// # Errors

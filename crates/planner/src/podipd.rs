@@ -1,0 +1,81 @@
+//! The variants that replace aws-node with podipd: podip's adaptive warm pool on secondary
+//! addresses (strategy 1) and with prefixes (strategy 2), judged by the same rules as every
+//! other variant.
+
+use crate::artifacts::{max_pods_files, podipd_env};
+use crate::scenario::Scenario;
+use crate::strategy::{Disruption, Strategy, Variant, base_settings, layout, spec};
+use ipam::addr::SubnetId;
+use ipam::config::{DEFAULT_MISSES_PER_MILLION, NodeSettings, PoolPolicyChoice};
+use std::collections::BTreeMap;
+
+/// podipd's settings for a variant, as its DaemonSet takes them.
+fn settings_env(prefixes: bool) -> Vec<(&'static str, String)> {
+    let mut env = vec![
+        ("PODIP_POOL_POLICY", "adaptive".to_string()),
+        ("PODIP_POD_START_MISSES_PER_MILLION", DEFAULT_MISSES_PER_MILLION.to_string()),
+        ("WARM_IP_TARGET", "0".into()),
+        ("MINIMUM_IP_TARGET", "0".into()),
+    ];
+    if prefixes {
+        env.push(("ENABLE_PREFIX_DELEGATION", "true".into()));
+    }
+    env
+}
+
+/// podipd on every node with its adaptive pool, without and with prefix delegation.
+pub fn variants(sc: &Scenario) -> Vec<Variant> {
+    let nitro = sc.node_groups.iter().all(|g| g.instance_type.supports_prefix_delegation());
+    let mut out = Vec::new();
+    for prefixes in [false, true] {
+        let l = layout(sc, &[], false);
+        let s = NodeSettings {
+            prefix_delegation: prefixes,
+            warm_prefix: None,
+            warm_ip: 0,
+            minimum_ip: 0,
+            // podip's own address handling: a cooling address is never handed out, and dense
+            // packing hands whole prefixes and ENIs back first.
+            corrected: true,
+            packing: None,
+            pool_policy: PoolPolicyChoice::Adaptive { misses_per_million: DEFAULT_MISSES_PER_MILLION },
+            prefix_fallback: true,
+            ..base_settings(sc)
+        };
+        let mut config = BTreeMap::new();
+        config.insert("podip-settings.sh".into(), podipd_env(&settings_env(prefixes)));
+        let mut caveats = vec![
+            "podipd takes over from aws-node node by node: it imports aws-node's checkpoint, so running pods keep their addresses (docs/install.md)".to_string(),
+        ];
+        if prefixes {
+            let (txt, karp) = max_pods_files(sc, true, false);
+            config.insert("kubelet-max-pods.txt".into(), txt);
+            config.insert("karpenter-ec2nodeclass.yaml".into(), karp);
+            caveats.push("existing nodes must be replaced: kubelet max pods changes".into());
+            if !nitro {
+                caveats.push(
+                    "some instance types are not Nitro: prefix delegation falls back to secondary IPs on them".into(),
+                );
+            }
+        }
+        let routable: Vec<SubnetId> = l.subnets.iter().map(|(_, s)| s.clone()).collect();
+        out.push(Variant {
+            id: if prefixes { "podip+prefixes".into() } else { "podip".into() },
+            strategy: if prefixes { Strategy::PrefixDelegation } else { Strategy::WarmPool },
+            title: if prefixes {
+                "podipd's adaptive warm pool with prefix delegation (secondary addresses when no /28 is free)".into()
+            } else {
+                "podipd's adaptive warm pool: it follows each node's pod starts, no targets to guess".into()
+            },
+            disruption: if prefixes { Disruption::NodeAgentAndNodes } else { Disruption::NodeAgent },
+            spec: spec(sc, &l.subnets, s, routable.clone()),
+            cluster_subnets: routable,
+            vpc: l.vpc,
+            nat: None,
+            caveats,
+            limits: Vec::new(),
+            config,
+        });
+    }
+    out
+}
