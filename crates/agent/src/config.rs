@@ -42,7 +42,7 @@ pub struct DaemonConfig {
     pub prefix_delegation: bool,
     /// `MAX_ENI`.
     pub max_eni: Option<u32>,
-    /// `PODIP_POOL_POLICY` (`vpc-cni`, the default, or `adaptive`) and, for the adaptive one,
+    /// `PODIP_POOL_POLICY` (`adaptive`, the default, or `vpc-cni`) and, for the adaptive one,
     /// `PODIP_POD_START_MISSES_PER_MILLION`.
     pub pool_policy: ipam::config::PoolPolicyChoice,
     /// `PODIP_PREFIX_FALLBACK`: secondary addresses when EC2 has no free /28.
@@ -157,7 +157,7 @@ pub const VARIABLES: [(&str, &str); 42] = [
     ("DISABLE_LEAKED_ENI_CLEANUP", "false"),
     ("PODIP_RECONCILE_SECONDS", "60"),
     ("PODIP_METADATA_SECONDS", "30"),
-    ("PODIP_POOL_POLICY", "vpc-cni"),
+    ("PODIP_POOL_POLICY", "adaptive"),
     ("PODIP_POD_START_MISSES_PER_MILLION", "10000"),
     ("PODIP_PREFIX_FALLBACK", "true"),
     ("PODIP_CLUSTER_EC2_CALLS_PER_SECOND", ""),
@@ -326,7 +326,7 @@ impl DaemonConfig {
         if ipv6 && custom_networking {
             bad.push("AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG=true: not supported with ENABLE_IPv6=true".into());
         }
-        let fixed_targets = get("PODIP_POOL_POLICY") != "adaptive";
+        let fixed_targets = get("PODIP_POOL_POLICY") == "vpc-cni";
         if fixed_targets && prefix_delegation && warm_ip == 0 && minimum_ip == 0 && warm_prefix == Some(0) {
             bad.push("WARM_PREFIX_TARGET=\"0\": with prefix delegation, it or WARM_IP_TARGET/MINIMUM_IP_TARGET must be above 0".into());
         }
@@ -435,10 +435,10 @@ impl DaemonConfig {
         let metadata_every = Duration::from_secs(u64::from(uint("PODIP_METADATA_SECONDS", &mut bad).unwrap_or(30)));
         let misses = uint("PODIP_POD_START_MISSES_PER_MILLION", &mut bad);
         let pool_policy = match get("PODIP_POOL_POLICY").as_str() {
-            "adaptive" => ipam::config::PoolPolicyChoice::Adaptive {
+            "adaptive" | "" => ipam::config::PoolPolicyChoice::Adaptive {
                 misses_per_million: misses.unwrap_or(ipam::config::DEFAULT_MISSES_PER_MILLION),
             },
-            "vpc-cni" | "" => ipam::config::PoolPolicyChoice::VpcCni,
+            "vpc-cni" => ipam::config::PoolPolicyChoice::VpcCni,
             other => {
                 bad.push(format!("PODIP_POOL_POLICY={other:?}: adaptive or vpc-cni"));
                 ipam::config::PoolPolicyChoice::VpcCni

@@ -4,7 +4,7 @@
 //!
 //! Pod starts in a refill are taken as Poisson with mean `rate × refill`; the warm target is the
 //! smallest count whose probability of being exceeded is under the miss rate. The pool holds the
-//! most addresses the node's pods held over the last hour (hysteresis) plus that target, so
+//! most addresses the node's pods held over the last six hours (hysteresis) plus that target, so
 //! pods that leave and come back, or the next burst of the same size, find their addresses still
 //! there instead of costing a release and an assign each.
 
@@ -18,8 +18,10 @@ pub const RATE_WINDOW: Duration = Duration::from_secs(120);
 /// counts as spread over at least this long, so one burst does not make the pool expect another
 /// right away.
 pub const RATE_MIN_SPAN: Duration = Duration::from_secs(60);
-/// How long the most addresses the pods held keeps the pool from shrinking.
-pub const SHRINK_HOLD: Duration = Duration::from_secs(3600);
+/// How long the most addresses the pods held keeps the pool from shrinking: a working day's
+/// rollouts and scale-ups come back within it, and returning their addresses in between would
+/// cost a release now, and an assign (a pod waiting, every node calling EC2 at once) at the next.
+pub const SHRINK_HOLD: Duration = Duration::from_secs(6 * 3600);
 /// The fewest addresses over its target a pool hands back at once (fewer are not worth a call).
 pub const SHRINK_MIN: u32 = 3;
 /// How long an emptied ENI is kept after the pool last grew (see the engine's adaptive policy):

@@ -97,6 +97,32 @@ fn sigkill_at_random_moments_loses_nothing_and_doubles_nothing() {
     assert_eq!(truth, mine, "every address EC2 gave the node is known to the daemon");
 }
 
+/// podipd's default pool policy (adaptive): no warm targets, a burst of pods that all start
+/// (each refused one wakes the pool-check loop at once), and a pool that ends near what its pods
+/// hold, not a spare ENI's worth over it.
+#[test]
+fn the_adaptive_default_starts_a_burst_of_pods_and_holds_no_spare_eni() {
+    // c5.4xlarge: 8 ENIs x 29 secondary addresses.
+    let mut w = World::of_type("adaptive", "c5.4xlarge", cloud::sim::SimParams { seed: 3, ..Default::default() });
+    w.start(&[("PODIP_POOL_POLICY", ""), ("WARM_ENI_TARGET", "")]);
+    let sock = w.sock();
+    let threads: Vec<_> = (0..20)
+        .map(|i| {
+            let sock = sock.clone();
+            std::thread::spawn(move || add(&sock, &format!("p{i}")))
+        })
+        .collect();
+    let addrs: Vec<String> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let distinct: HashSet<&String> = addrs.iter().collect();
+    assert_eq!(distinct.len(), 20, "{addrs:?}");
+    // The VPC CNI's default keeps a whole ENI's 29 spare; the adaptive pool the burst's margin.
+    std::thread::sleep(std::time::Duration::from_secs(6));
+    let st = introspect(&sock);
+    let (total, assigned) = (st["total"].as_u64().unwrap(), st["assigned"].as_u64().unwrap());
+    assert_eq!(assigned, 20, "{st}");
+    assert!(total - assigned < 12, "{} spare addresses: {st}", total - assigned);
+}
+
 #[test]
 fn sixty_four_concurrent_adds_get_sixty_four_addresses() {
     // c5.4xlarge: 8 ENIs x 30 addresses, max pods 234.

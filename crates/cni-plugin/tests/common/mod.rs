@@ -109,6 +109,8 @@ impl Node {
             ("PODIP_METRICS_ADDRESS", "127.0.0.1:1".to_string()),
             ("PODIP_NODE_NETNS", format!("/var/run/netns/{name}")),
             ("PODIP_PRIMARY_IF", "vpc0".to_string()),
+            // These tests drive the data path with aws-node's fixed targets (a spare ENI).
+            ("PODIP_POOL_POLICY", "vpc-cni".to_string()),
         ];
         // The test's own settings win over the node's.
         let mut all: Vec<(String, String)> = vars.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();

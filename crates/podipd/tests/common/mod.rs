@@ -115,6 +115,8 @@ impl World {
             .env("PODIP_CHECKPOINT", self.dir.join("state/ipam.json"))
             .env("IP_COOLDOWN_PERIOD", "1")
             .env("PODIP_PROGRAM_NODE", "false")
+            // These tests drive the daemon's mechanics with aws-node's fixed targets.
+            .env("PODIP_POOL_POLICY", "vpc-cni")
             .env("WARM_ENI_TARGET", "2")
             .env("PODIP_METRICS_ADDRESS", self.metrics_addr())
             .stdout(Stdio::null())
