@@ -276,16 +276,28 @@ fn release(conf: &NetConf, a: Attach) -> Result<(), CniError> {
     } else {
         false
     };
-    let mut links: Vec<String> = ours.then(|| veth.clone()).into_iter().collect();
-    links.extend(via.filter(|v| *v != veth));
     let addrs: Vec<std::net::IpAddr> = addr.into_iter().collect();
+    // The pod's own veth, for an IPv4 pod whose namespace is still there (the runtime deletes it
+    // right after DEL), only goes down: its routes go with it at once, and the link goes with the
+    // namespace, as the VPC CNI leaves it. Deleting it here would wait out an RCU grace period.
+    let netns_alive = a.netns.as_deref().is_some_and(|n| std::path::Path::new(n).exists());
+    let retire = ours && netns_alive && addr.is_some_and(|ip| ip.is_ipv4());
+    let mut links: Vec<String> = (ours && !retire).then(|| veth.clone()).into_iter().collect();
+    links.extend(via.filter(|v| *v != veth));
     let mut errors = Vec::new();
+    if retire
+        && let Some(ns) = a.netns.as_deref()
+        && let Err(es) = datapath::apply::retire(&veth, ns, &a.ifname, &addrs)
+    {
+        errors.extend(es.into_iter().map(|e| e.to_string()));
+    }
     for l in &links {
         if let Err(es) = datapath::apply::teardown(Some(l), &addrs) {
             errors.extend(es.into_iter().map(|e| e.to_string()));
         }
     }
     if links.is_empty()
+        && !retire
         && let Err(es) = datapath::apply::teardown(None, &addrs)
     {
         errors.extend(es.into_iter().map(|e| e.to_string()));

@@ -95,8 +95,13 @@ fn leaks(node: &Node, held: &BTreeSet<String>) -> (usize, usize, usize) {
         .filter(|l| l.contains(" dev eni"))
         .filter(|l| !held.contains(l.split_whitespace().next().unwrap_or("")))
         .count();
+    // A veth DEL took down (no route over it; it goes with its pod's namespace) carries nothing.
     let links = sh(&["ip", "-n", &node.name, "-o", "link", "show"]);
-    let veths = links.lines().filter(|l| l.split(": ").nth(1).is_some_and(|n| n.starts_with("eni"))).count();
+    let veths = links
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1).and_then(|n| n.split('@').next()))
+        .filter(|n| n.starts_with("eni") && !common::veth_released(&node.name, n))
+        .count();
     (rules, routes, veths.saturating_sub(held.len()))
 }
 

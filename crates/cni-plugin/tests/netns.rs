@@ -40,12 +40,29 @@ fn pods_get_addresses_reach_each_other_and_del_leaves_nothing() {
         v
     };
     assert_eq!(node.cni(&with("CHECK"), &node.conf("1.1.0")).0, 0);
-    // DEL removes the veth, the route and the rules; again, and without a netns, it still succeeds.
+    // DEL takes the veth down (its route goes with it) and removes the rules: nothing on the
+    // node carries the address; the pod can no longer send. The link itself goes with the pod's
+    // namespace, which the runtime deletes next.
     assert_eq!(node.cni(&with("DEL"), &node.conf("1.0.0")).0, 0);
-    let links = sh(&["ip", "-n", &node.name, "link", "show"]);
-    assert!(!links.contains(&host_veth), "{links}");
+    let link = sh(&["ip", "-n", &node.name, "-o", "link", "show", "dev", &host_veth]);
+    assert!(link.contains("state DOWN") && !link.contains(",UP"), "{link}");
     assert!(!sh(&["ip", "-n", &node.name, "rule", "show"]).contains(&a1));
     assert!(!sh(&["ip", "-n", &node.name, "route", "show"]).contains(&a1));
+    assert!(!sh(&["ip", "-n", &node.name, "-6", "route", "show"]).contains(&host_veth));
+    let gone = std::process::Command::new("ip")
+        .args(["netns", "exec", &p1, "ping", "-c", "1", "-W", "1", &a2])
+        .output()
+        .unwrap();
+    assert!(!gone.status.success(), "the pod still reaches the node after DEL");
+    // Again: still success.
+    assert_eq!(node.cni(&with("DEL"), &node.conf("1.0.0")).0, 0);
+    // The runtime deletes the namespace: the veth goes with it, and DEL still succeeds.
+    sh(&["ip", "netns", "del", &p1]);
+    let t0 = std::time::Instant::now();
+    while sh(&["ip", "-n", &node.name, "-o", "link", "show"]).contains(&host_veth) {
+        assert!(t0.elapsed() < std::time::Duration::from_secs(5), "the veth outlived its namespace");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     assert_eq!(node.cni(&with("DEL"), &node.conf("1.0.0")).0, 0);
     let no_netns = [("CNI_COMMAND", "DEL"), ("CNI_CONTAINERID", "ctr1"), ("CNI_NETNS", ""), ("CNI_IFNAME", "eth0")];
     assert_eq!(node.cni(&no_netns, &node.conf("1.0.0")).0, 0);
@@ -163,4 +180,40 @@ fn status_stays_ready_on_a_full_or_cooling_pool_while_add_says_11() {
     node.kill_daemon();
     let (code, v) = status(&node);
     assert_eq!((code, v["code"].as_u64()), (1, Some(50)), "{v}");
+}
+
+/// DEL leaves its veth pair to the pod namespace's teardown. A namespace the runtime keeps can
+/// take an ADD again (DEL freed its interface name), and the daemon's sweep removes the old host
+/// end, which no attachment holds.
+#[test]
+fn a_namespace_kept_after_del_takes_an_add_again_and_the_old_veth_is_swept() {
+    if !privileged() {
+        return;
+    }
+    let mut node = Node::with("k", &[("PODIP_WIRING_GRACE", "3")]);
+    let p = node.pod(1);
+    let netns = format!("/var/run/netns/{p}");
+    let r1 = node.add("k1", &p);
+    let v1 = r1["interfaces"][0]["name"].as_str().unwrap().to_string();
+    let del =
+        [("CNI_COMMAND", "DEL"), ("CNI_CONTAINERID", "k1"), ("CNI_NETNS", netns.as_str()), ("CNI_IFNAME", "eth0")];
+    assert_eq!(node.cni(&del, &node.conf("1.0.0")).0, 0);
+    assert!(common::veth_released(&node.name, &v1));
+    let inside = sh(&["ip", "-n", &p, "-o", "link", "show"]);
+    assert!(!inside.contains(" eth0"), "DEL freed the pod's interface name: {inside}");
+    // The same namespace, a new container: it gets eth0 and an address.
+    let r2 = node.add("k2", &p);
+    let a2 = common::addr_of(&r2);
+    let v2 = r2["interfaces"][0]["name"].as_str().unwrap().to_string();
+    assert!(sh(&["ip", "-n", &p, "-o", "addr", "show", "dev", "eth0"]).contains(&format!("{a2}/32")));
+    assert!(sh(&["ip", "-n", &node.name, "route", "show"]).contains(&format!("{a2} dev {v2}")));
+    if v1 != v2 {
+        // The sweep (every second here) removes the old host end; the live one stays.
+        let t0 = std::time::Instant::now();
+        while sh(&["ip", "-n", &node.name, "-o", "link", "show"]).contains(&format!(" {v1}@")) {
+            assert!(t0.elapsed() < std::time::Duration::from_secs(20), "the retired veth {v1} was never swept");
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+    assert!(!common::veth_released(&node.name, &v2), "the live pod's veth went");
 }

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{Node, addr_of, env_of, held, host_state, introspect, privileged, request, sh, wait_for};
+use common::{Node, addr_of, env_of, held, host_state, introspect, privileged, request, sh, veth_released, wait_for};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -172,7 +172,7 @@ fn a_del_while_podipd_is_down_changes_nothing_and_the_retry_leaves_nothing() {
     assert_eq!(node.cni(&env_of("DEL", "c1", &netns), &node.conf("1.0.0")).0, 0);
     assert!(held(&node.socket).is_empty());
     assert!(rules_of(&node, &a).is_empty());
-    assert!(!sh(&["ip", "-n", &node.name, "link", "show"]).contains(&veth(&r)));
+    assert!(veth_released(&node.name, &veth(&r)));
 }
 
 #[test]
@@ -382,7 +382,7 @@ fn hostile_namespaces_and_prefixes_are_refused_before_any_address_is_taken() {
     // prefix wins): ADD with the default, DEL with "abc".
     let r = node.add("h2", &p);
     assert_eq!(node.cni(&env_of("DEL", "h2", &pod_netns), &conf("abc")).0, 0);
-    assert!(!sh(&["ip", "-n", &node.name, "link", "show"]).contains(&veth(&r)));
+    assert!(veth_released(&node.name, &veth(&r)));
     assert!(rules_of(&node, &addr_of(&r)).is_empty());
     let st = introspect(&node.socket);
     assert_eq!(st["assigned"], 0, "{st}");
@@ -503,8 +503,9 @@ fn a_del_without_the_pods_identity_still_removes_its_veth_before_releasing() {
     };
     // The runtime's DEL without CNI_ARGS.
     assert_eq!(node.cni(&env_of("DEL", "a1", &n1), &node.conf("1.0.0")).0, 0);
-    assert!(!sh(&["ip", "-n", &node.name, "link", "show"]).contains(&veth(&r)), "the veth stayed");
-    assert_eq!(sh(&["ip", "-n", &p1, "-o", "link", "show"]).lines().count(), 1, "the pod kept its eth0");
+    assert!(veth_released(&node.name, &veth(&r)), "the veth stayed");
+    let pod_links = sh(&["ip", "-n", &p1, "-o", "link", "show"]);
+    assert!(!pod_links.contains(" eth0"), "the pod kept its eth0: {pod_links}");
     assert!(rules_of(&node, &addr_of(&r)).is_empty());
     assert!(held(&node.socket).is_empty());
 }
@@ -545,7 +546,7 @@ fn del_finds_the_pods_veth_whatever_covers_or_renamed_it() {
     let notes = node.log()[before..].to_string();
     assert!(!notes.lines().any(|l| l.contains("c2") && l.contains("not wired")), "{notes}");
     assert_eq!(node.cni(&env_of("DEL", "c2", &n2), &node.conf("1.0.0")).0, 0);
-    assert!(!sh(&["ip", "-n", &node.name, "link", "show"]).contains(&veth(&r2)), "the old-prefix veth stayed");
+    assert!(veth_released(&node.name, &veth(&r2)), "the old-prefix veth stayed");
     assert!(held(&node.socket).is_empty());
 }
 
@@ -586,6 +587,6 @@ fn a_recovered_pod_is_torn_down_only_by_its_own_sandbox_and_gc_needs_its_list() 
     assert_eq!(held(&node.socket).len(), 1);
     // Its own sandbox's DEL (its namespace holds the address) tears it down.
     assert_eq!(node.cni(&env("DEL", "live"), &node.conf("1.0.0")).0, 0);
-    assert!(!sh(&["ip", "-n", &node.name, "link", "show"]).contains(&veth(&live)));
+    assert!(veth_released(&node.name, &veth(&live)));
     assert!(held(&node.socket).is_empty());
 }

@@ -124,6 +124,33 @@ pub fn teardown(host_veth: Option<&str>, addrs: &[IpAddr]) -> Result<(), Vec<App
     if errors.is_empty() { Ok(()) } else { Err(errors) }
 }
 
+/// DEL's fast teardown of an IPv4 pod whose namespace at `netns` still exists: its host veth
+/// goes down (every route over it goes with it), its pod end goes down and gives up `ifname`,
+/// and every podip rule of `addrs` is removed. The pair is left to the pod namespace's teardown,
+/// which the runtime does right after DEL (deleting a veth waits for an RCU grace period, about
+/// 20 ms); the daemon's sweep removes the host end if the namespace outlives the attachment.
+///
+/// # Errors
+/// Every step that failed for another reason than "already gone".
+pub fn retire(host_veth: &str, netns: &str, ifname: &str, addrs: &[IpAddr]) -> Result<(), Vec<ApplyError>> {
+    let mut errors = Vec::new();
+    match crate::host::retire_link(host_veth) {
+        Ok(Some(peer)) => {
+            if let Err(e) = crate::host::retire_pod_end(netns, peer, ifname) {
+                errors.push(e);
+            }
+        }
+        Ok(None) => {}
+        Err(e) => errors.push(e),
+    }
+    for a in addrs {
+        if let Err(e) = crate::host::remove_pod_rules(None, *a) {
+            errors.push(e);
+        }
+    }
+    if errors.is_empty() { Ok(()) } else { Err(errors) }
+}
+
 /// Checks the pod's data path against the kernel: the interface with its address and default
 /// route inside the pod, the host veth, the host route and the to-pod rule.
 ///

@@ -11,7 +11,7 @@ use crate::apply::ApplyError;
 use crate::netlink::Nl;
 use crate::plan::{MAIN_TABLE, RULE_FROM_POD, RULE_TO_POD};
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL};
-use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage};
+use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage};
 use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
@@ -323,6 +323,84 @@ pub fn link_exists(name: &str) -> Result<bool, ApplyError> {
         Err(e) if e.detail.contains("No such") || e.detail.contains("no such") => Ok(false),
         Err(e) => Err(e),
     }
+}
+
+/// Takes the link `name` down in the caller's namespace: the kernel drops every route over it at
+/// once (IPv4 and IPv6), and its veth peer loses its carrier, so nothing on the host carries a
+/// pod's address any more. Deleting the link would wait for an RCU grace period (about 20 ms);
+/// DEL leaves that to the pod namespace's own teardown. Returns its peer's interface index (in
+/// the peer's namespace) when it has one; `Ok(None)` too when the link was already gone.
+///
+/// # Errors
+/// The kernel refused for another reason than "not found".
+pub fn retire_link(name: &str) -> Result<Option<u32>, ApplyError> {
+    let mut nl = Nl::open()?;
+    let mut q = LinkMessage::default();
+    q.attributes.push(LinkAttribute::IfName(name.to_string()));
+    let found = match nl.call(&format!("find {name}"), RouteNetlinkMessage::GetLink(q), 0) {
+        Ok(r) => r.into_iter().find_map(|m| match m {
+            RouteNetlinkMessage::NewLink(l) => Some(l),
+            _ => None,
+        }),
+        Err(e) if e.detail.contains("No such") || e.detail.contains("no such") => None,
+        Err(e) => return Err(e),
+    };
+    let Some(link) = found else { return Ok(None) };
+    let peer = link.attributes.iter().find_map(|a| match a {
+        LinkAttribute::Link(i) => Some(*i),
+        _ => None,
+    });
+    let mut m = LinkMessage::default();
+    m.header.index = link.header.index;
+    m.header.flags = LinkFlags::empty();
+    m.header.change_mask = LinkFlags::Up;
+    match nl.call(&format!("take link {name} down"), RouteNetlinkMessage::SetLink(m), 0) {
+        Ok(_) => Ok(peer),
+        Err(e) if e.detail.contains("No such") => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The pod end of a retired veth, interface `index` in the pod's namespace at `netns`: when it
+/// is still named `ifname`, it goes down and is renamed `pdel<index>`, so the runtime may ADD
+/// `ifname` again in the same namespace. Any other interface there is left alone. The pair
+/// goes with the namespace. False when nothing was changed.
+///
+/// # Errors
+/// The namespace cannot be entered, or the kernel refused for another reason than "not found".
+pub fn retire_pod_end(netns: &str, index: u32, ifname: &str) -> Result<bool, ApplyError> {
+    let mut nl = Nl::open_in(Some(netns))?;
+    let mut q = LinkMessage::default();
+    q.header.index = index;
+    let found = match nl.call(&format!("find interface {index} in {netns}"), RouteNetlinkMessage::GetLink(q), 0) {
+        Ok(r) => r.into_iter().find_map(|m| match m {
+            RouteNetlinkMessage::NewLink(l) => Some(l),
+            _ => None,
+        }),
+        Err(e) if e.detail.contains("No such") || e.detail.contains("no such") => None,
+        Err(e) => return Err(e),
+    };
+    let named =
+        found.is_some_and(|l| l.attributes.iter().any(|a| matches!(a, LinkAttribute::IfName(n) if n == ifname)));
+    if !named {
+        return Ok(false);
+    }
+    // Down first: the kernel renames only an interface that is down.
+    let mut down = LinkMessage::default();
+    down.header.index = index;
+    down.header.flags = LinkFlags::empty();
+    down.header.change_mask = LinkFlags::Up;
+    let mut rename = LinkMessage::default();
+    rename.header.index = index;
+    rename.attributes.push(LinkAttribute::IfName(format!("pdel{index}")));
+    for (what, m) in [("take down", down), ("rename", rename)] {
+        match nl.call(&format!("{what} {ifname} in {netns}"), RouteNetlinkMessage::SetLink(m), 0) {
+            Ok(_) => {}
+            Err(e) if e.detail.contains("No such") => return Ok(false),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
 }
 
 /// Removes the link `name` in the namespace at `netns` (a veth takes its peer with it); false

@@ -73,17 +73,25 @@ pub struct CallBudget {
     pub per_hour: u32,
     /// Tokens the bucket holds at most (at least 1).
     pub burst: u32,
+    /// Paced: the cluster's burst cannot give every node a whole call, so a node calls only in
+    /// its own slot (every `burst` calls' worth of its rate, at a phase of its own) and an unused
+    /// slot is lost. Nodes that all need a call at once (a rollout) then call one after another
+    /// instead of all in the same second.
+    #[serde(default)]
+    pub paced: bool,
 }
 
 impl CallBudget {
     /// A node's share of `cluster_per_second` calls per second and `cluster_burst`, spread over
-    /// `nodes` nodes (at least one call per node an hour, and a burst of at least 1).
+    /// `nodes` nodes (at least one call per node an hour, and a burst of at least 1); paced when
+    /// the cluster's burst is smaller than the nodes.
     pub fn share(cluster_per_second: f64, cluster_burst: u32, nodes: u32) -> CallBudget {
         let nodes = nodes.max(1);
         let per_hour = (cluster_per_second.max(0.0) * 3600.0 / f64::from(nodes)).floor();
         CallBudget {
             per_hour: (per_hour.min(f64::from(u32::MAX)) as u32).max(1),
             burst: (cluster_burst / nodes).max(1),
+            paced: cluster_burst < nodes,
         }
     }
 }
@@ -371,8 +379,8 @@ mod tests {
     fn a_cluster_budget_is_shared_over_its_nodes() {
         // Half of a 5/s mutating bucket over 1,000 nodes: 9 calls an hour each; the burst is at
         // least one.
-        assert_eq!(CallBudget::share(2.5, 50, 1000), CallBudget { per_hour: 9, burst: 1 });
-        assert_eq!(CallBudget::share(2.5, 50, 10), CallBudget { per_hour: 900, burst: 5 });
-        assert_eq!(CallBudget::share(f64::NAN, 0, 0), CallBudget { per_hour: 1, burst: 1 });
+        assert_eq!(CallBudget::share(2.5, 50, 1000), CallBudget { per_hour: 9, burst: 1, paced: true });
+        assert_eq!(CallBudget::share(2.5, 50, 10), CallBudget { per_hour: 900, burst: 5, paced: false });
+        assert_eq!(CallBudget::share(f64::NAN, 0, 0), CallBudget { per_hour: 1, burst: 1, paced: true });
     }
 }

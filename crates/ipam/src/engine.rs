@@ -215,28 +215,98 @@ pub struct Engine {
 }
 
 /// A token bucket in thousandths of a call (it may go below zero: a cycle that issues several
-/// calls pays for all of them, and the next waits).
+/// calls pays for all of them, and the next waits). Paced, it is credited a whole burst at the
+/// start of each of the node's slots, may be spent only in the slot's first moments, and what a
+/// slot leaves unspent is lost (a debt is kept).
 #[derive(Debug)]
 struct Bucket {
     per_hour: u32,
     burst: u32,
     milli: i64,
     at: Time,
+    pace: Option<Pace>,
+}
+
+/// The node's slots: every `period` from `phase`, each open for `window`.
+#[derive(Debug)]
+struct Pace {
+    period_ms: u64,
+    phase_ms: u64,
+    window_ms: u64,
+    /// The last slot credited.
+    slot: Option<u64>,
+}
+
+impl Pace {
+    /// The latest slot started at or before `now`.
+    fn slot_of(&self, now: Time) -> Option<u64> {
+        now.as_millis().checked_sub(self.phase_ms).map(|d| d / self.period_ms)
+    }
+
+    fn start(&self, slot: u64) -> Time {
+        Time::from_millis(self.phase_ms + slot * self.period_ms)
+    }
+
+    fn open(&self, now: Time) -> bool {
+        self.slot_of(now).is_some_and(|k| now.since(self.start(k)).as_millis() < u128::from(self.window_ms))
+    }
 }
 
 impl Bucket {
+    fn new(b: crate::config::CallBudget, now: Time, rng: &mut SeededRng) -> Bucket {
+        let pace = b.paced.then(|| {
+            let period_ms = (3_600_000 * u64::from(b.burst)).div_ceil(u64::from(b.per_hour.max(1))).max(1);
+            Pace {
+                period_ms,
+                phase_ms: now.as_millis() + rng.below(period_ms),
+                window_ms: period_ms.min(2 * crate::policy::POOL_CHECK_INTERVAL.as_millis() as u64),
+                slot: None,
+            }
+        });
+        let milli = if pace.is_some() { 0 } else { i64::from(b.burst) * 1000 };
+        Bucket { per_hour: b.per_hour, burst: b.burst, milli, at: now, pace }
+    }
+
     fn refill(&mut self, now: Time) {
+        let full = i64::from(self.burst) * 1000;
+        if let Some(p) = &mut self.pace {
+            if let Some(k) = p.slot_of(now).filter(|k| p.slot != Some(*k)) {
+                let new = p.slot.map_or(1, |last| k.saturating_sub(last));
+                // A past slot's unspent calls are lost; a debt is paid off slot by slot.
+                let credit = i64::try_from(new).unwrap_or(i64::MAX).saturating_mul(full);
+                self.milli = self.milli.min(0).saturating_add(credit).min(full);
+                p.slot = Some(k);
+            }
+            self.at = now;
+            return;
+        }
         let ms = i64::try_from(now.since(self.at).as_millis()).unwrap_or(i64::MAX);
         let gained = ms.saturating_mul(i64::from(self.per_hour)) / 3600;
-        self.milli = self.milli.saturating_add(gained).min(i64::from(self.burst) * 1000);
+        self.milli = self.milli.saturating_add(gained).min(full);
         self.at = now;
     }
 
-    /// When the bucket holds a whole token again (now if it does).
-    fn ready_at(&self) -> Time {
-        let missing = u64::try_from(1000 - self.milli).unwrap_or(0);
-        let per_hour = u64::from(self.per_hour.max(1));
-        self.at + std::time::Duration::from_millis((missing * 3600).div_ceil(per_hour))
+    /// Whether a call may be made at `now` (after a refill).
+    fn may_call(&self, now: Time) -> bool {
+        self.milli >= 1000 && self.pace.as_ref().is_none_or(|p| p.open(now))
+    }
+
+    /// When a call may next be made (now if it may).
+    fn ready_at(&self, now: Time) -> Time {
+        if self.may_call(now) {
+            return now;
+        }
+        let Some(p) = &self.pace else {
+            let missing = u64::try_from(1000 - self.milli).unwrap_or(0);
+            let per_hour = u64::from(self.per_hour.max(1));
+            return self.at + std::time::Duration::from_millis((missing * 3600).div_ceil(per_hour));
+        };
+        // Slots needed to pay a debt and reach one call, counted from the next slot.
+        let full = i64::from(self.burst.max(1)) * 1000;
+        let owed = 1000 - self.milli.min(0);
+        let slots = u64::try_from((owed + full - 1) / full).unwrap_or(1).max(1);
+        let next = p.slot_of(now).map_or(0, |k| k + 1);
+        p.start(next + slots - 1)
     }
 }
 
@@ -277,6 +347,7 @@ impl Engine {
         let mut rng = SeededRng::new(seed ^ 0x9e37_79b9_7f4a_7c15);
         // The pool fills first; the nodes of a cluster do not all sweep at once.
         let next_sweep = now + std::time::Duration::from_secs(60 + rng.below(240));
+        let budget = cfg_budget.map(|b| Bucket::new(b, now, &mut rng));
         Ok(Engine {
             cfg,
             policy,
@@ -305,12 +376,7 @@ impl Engine {
             reconcile_due: false,
             last_reconcile: now,
             next_sweep,
-            budget: cfg_budget.map(|b| Bucket {
-                per_hour: b.per_hour,
-                burst: b.burst,
-                milli: i64::from(b.burst) * 1000,
-                at: now,
-            }),
+            budget,
             adaptive: match cfg_policy {
                 PoolPolicyChoice::VpcCni => None,
                 PoolPolicyChoice::Adaptive { misses_per_million } => Some(Adaptive {
@@ -519,7 +585,10 @@ impl Engine {
     fn issue(&mut self, call: Call, pending: Pending, out: &mut Vec<Effect>) {
         let op = OpId(self.next_op);
         self.next_op += 1;
-        if let Some(b) = self.budget.as_mut().filter(|_| call.mutating()) {
+        // A created ENI's attach and protect ride on the create's token: each goes to an account
+        // bucket of its own, at the create's pace.
+        let chained = matches!(call, Call::AttachEni { .. } | Call::ProtectEni { .. });
+        if let Some(b) = self.budget.as_mut().filter(|_| call.mutating() && !chained) {
             b.milli -= 1000;
         }
         if let Some(a) = &mut self.adaptive {
@@ -552,7 +621,7 @@ impl Engine {
         // Out of budget: no mutating call until the bucket holds a token again.
         if let Some(b) = &mut self.budget {
             b.refill(now);
-            if b.milli < 1000 {
+            if !b.may_call(now) {
                 self.counters.budget_waits += 1;
                 return;
             }
@@ -843,7 +912,7 @@ impl Engine {
             self.adaptive.as_ref().and_then(|a| a.last_growth).and_then(|t| later(t + crate::demand::ENI_HOLD));
         let forget =
             self.adaptive.as_ref().and_then(|a| a.waiting.values().min()).and_then(|t| later(*t + WAITING_FORGOTTEN));
-        let token = self.budget.as_ref().filter(|b| b.milli < 1000).and_then(|b| later(b.ready_at()));
+        let token = self.budget.as_ref().filter(|b| !b.may_call(now)).and_then(|b| later(b.ready_at(now)));
         let demand = demand.into_iter().chain(eni_hold).chain(forget).chain(token);
         ages.chain(gates.into_iter().flatten()).chain(backoffs).chain(demand).min()
     }

@@ -6,11 +6,15 @@ use crate::artifacts::{max_pods_files, podipd_env};
 use crate::scenario::Scenario;
 use crate::strategy::{Disruption, Strategy, Variant, base_settings, layout, spec};
 use ipam::addr::SubnetId;
-use ipam::config::{DEFAULT_MISSES_PER_MILLION, NodeSettings, PoolPolicyChoice};
+use ipam::config::{CallBudget, DEFAULT_MISSES_PER_MILLION, NodeSettings, PoolPolicyChoice};
 use std::collections::BTreeMap;
 
+/// The cluster's burst of mutating calls a budget allows at once: the smallest mutating bucket's
+/// capacity (50, `aws-and-peers.md` §3.1), as podipd takes it.
+pub const CLUSTER_BURST: u32 = 50;
+
 /// podipd's settings for a variant, as its DaemonSet takes them.
-fn settings_env(prefixes: bool) -> Vec<(&'static str, String)> {
+fn settings_env(sc: &Scenario, prefixes: bool) -> Vec<(&'static str, String)> {
     let mut env = vec![
         ("PODIP_POOL_POLICY", "adaptive".to_string()),
         ("PODIP_POD_START_MISSES_PER_MILLION", DEFAULT_MISSES_PER_MILLION.to_string()),
@@ -19,6 +23,10 @@ fn settings_env(prefixes: bool) -> Vec<(&'static str, String)> {
     ];
     if prefixes {
         env.push(("ENABLE_PREFIX_DELEGATION", "true".into()));
+    }
+    if let Some(rate) = sc.podip_calls_per_second {
+        env.push(("PODIP_CLUSTER_EC2_CALLS_PER_SECOND", rate.to_string()));
+        env.push(("PODIP_CLUSTER_NODES", sc.peak_nodes().to_string()));
     }
     env
 }
@@ -40,13 +48,20 @@ pub fn variants(sc: &Scenario) -> Vec<Variant> {
             packing: None,
             pool_policy: PoolPolicyChoice::Adaptive { misses_per_million: DEFAULT_MISSES_PER_MILLION },
             prefix_fallback: true,
+            call_budget: sc.podip_calls_per_second.map(|r| CallBudget::share(r, CLUSTER_BURST, sc.peak_nodes())),
             ..base_settings(sc)
         };
         let mut config = BTreeMap::new();
-        config.insert("podip-settings.sh".into(), podipd_env(&settings_env(prefixes)));
+        config.insert("podip-settings.sh".into(), podipd_env(&settings_env(sc, prefixes)));
         let mut caveats = vec![
             "podipd takes over from aws-node node by node: it imports aws-node's checkpoint, so running pods keep their addresses (docs/install.md)".to_string(),
         ];
+        if let Some(rate) = sc.podip_calls_per_second {
+            caveats.push(format!(
+                "the cluster keeps to {rate} mutating EC2 calls a second, shared over {} nodes",
+                sc.peak_nodes()
+            ));
+        }
         if prefixes {
             let (txt, karp) = max_pods_files(sc, true, false);
             config.insert("kubelet-max-pods.txt".into(), txt);

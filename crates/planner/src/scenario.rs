@@ -32,6 +32,14 @@ struct RawScenario {
     traffic: RawTraffic,
     #[serde(default)]
     targets: RawTargets,
+    #[serde(default)]
+    podip: RawPodip,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPodip {
+    ec2_calls_per_second: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -303,6 +311,9 @@ pub struct Scenario {
     pub import_notes: Vec<String>,
     /// What a recommended variant must meet.
     pub judge: Judge,
+    /// `[podip] ec2_calls_per_second`: the cluster's budget of mutating EC2 calls that the
+    /// podip variants keep to (`PODIP_CLUSTER_EC2_CALLS_PER_SECOND`); none: unbounded.
+    pub podip_calls_per_second: Option<f64>,
 }
 
 /// Every problem in a scenario file, at once.
@@ -836,6 +847,10 @@ impl Scenario {
         if !(1..=1_000_000).contains(&judge.nau_quota) {
             bad.push(format!("targets.nau_quota = {}: from 1 to 1000000", judge.nau_quota));
         }
+        let podip_calls_per_second = raw.podip.ec2_calls_per_second;
+        if let Some(v) = podip_calls_per_second.filter(|v| !(v.is_finite() && (0.01..=1000.0).contains(v))) {
+            bad.push(format!("podip.ec2_calls_per_second = {v}: calls a second, 0.01 to 1000"));
+        }
         if !bad.is_empty() {
             return Err(ScenarioError(bad));
         }
@@ -878,6 +893,7 @@ impl Scenario {
             },
             headroom_nodes: raw.targets.headroom_nodes.unwrap_or(0),
             judge,
+            podip_calls_per_second,
         })
     }
 

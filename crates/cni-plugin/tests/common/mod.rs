@@ -35,6 +35,24 @@ pub fn sh(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Whether the node's host veth `name` carries nothing any more: gone, or down with no route
+/// over it (DEL takes it down and leaves the link to the pod namespace's teardown).
+pub fn veth_released(node: &str, name: &str) -> bool {
+    let out = Command::new("ip").args(["-n", node, "-o", "link", "show", "dev", name]).output().unwrap();
+    if !out.status.success() {
+        return true;
+    }
+    let link = String::from_utf8_lossy(&out.stdout).into_owned();
+    let flags = link.split('<').nth(1).and_then(|f| f.split('>').next()).unwrap_or("");
+    let up = flags.split(',').any(|f| f == "UP");
+    // A link that vanishes meanwhile (its namespace went) carries nothing either.
+    let routes = |family: &str| {
+        let out = Command::new("ip").args(["-n", node, family, "route", "show", "dev", name]).output().unwrap();
+        if out.status.success() { String::from_utf8_lossy(&out.stdout).into_owned() } else { String::new() }
+    };
+    !up && routes("-4").trim().is_empty() && routes("-6").trim().is_empty()
+}
+
 pub struct Node {
     pub name: String,
     pub pods: Vec<String>,
