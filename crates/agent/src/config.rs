@@ -449,12 +449,18 @@ impl DaemonConfig {
         let rate = get("PODIP_CLUSTER_EC2_CALLS_PER_SECOND");
         let call_budget = match (rate.trim(), cluster_nodes) {
             ("", None) => None,
-            ("", Some(_)) => {
-                bad.push("PODIP_CLUSTER_NODES: set only with PODIP_CLUSTER_EC2_CALLS_PER_SECOND".into());
+            ("", Some(n)) => {
+                bad.push(format!("PODIP_CLUSTER_NODES=\"{n}\": set only with PODIP_CLUSTER_EC2_CALLS_PER_SECOND"));
                 None
             }
             (r, nodes) => match r.parse::<f64>() {
                 Ok(v) if v.is_finite() && (0.01..=1000.0).contains(&v) => match nodes {
+                    Some(n) if v * 3600.0 < f64::from(n) => {
+                        bad.push(format!(
+                            "PODIP_CLUSTER_EC2_CALLS_PER_SECOND={r:?} over PODIP_CLUSTER_NODES=\"{n}\": less than one call an hour per node"
+                        ));
+                        None
+                    }
                     // The burst: a node's share of the smallest mutating bucket (50, `aws-and-peers.md`).
                     Some(n) => Some(ipam::config::CallBudget::share(v, 50, n)),
                     None => {

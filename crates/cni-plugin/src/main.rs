@@ -280,7 +280,7 @@ fn release(conf: &NetConf, a: Attach) -> Result<(), CniError> {
     // The pod's own veth, for an IPv4 pod whose namespace is still there (the runtime deletes it
     // right after DEL), only goes down: its routes go with it at once, and the link goes with the
     // namespace, as the VPC CNI leaves it. Deleting it here would wait out an RCU grace period.
-    let netns_alive = a.netns.as_deref().is_some_and(|n| std::path::Path::new(n).exists());
+    let netns_alive = a.netns.as_deref().is_some_and(|n| datapath::netns::open_pod_netns(n).is_ok());
     let retire = ours && netns_alive && addr.is_some_and(|ip| ip.is_ipv4());
     let mut links: Vec<String> = (ours && !retire).then(|| veth.clone()).into_iter().collect();
     links.extend(via.filter(|v| *v != veth));

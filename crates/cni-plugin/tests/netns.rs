@@ -217,3 +217,37 @@ fn a_namespace_kept_after_del_takes_an_add_again_and_the_old_veth_is_swept() {
     }
     assert!(!common::veth_released(&node.name, &v2), "the live pod's veth went");
 }
+
+/// A DEL naming another pod's namespace, or the host's, never touches an interface there: only
+/// the pod end of this attachment's own veth is renamed, and otherwise the veth is deleted as
+/// without a namespace.
+#[test]
+fn a_del_naming_another_namespace_leaves_its_interfaces_alone() {
+    if !privileged() {
+        return;
+    }
+    let mut node = Node::new("w");
+    let (p1, p2, p3) = (node.pod(1), node.pod(2), node.pod(3));
+    let r1 = node.add("w1", &p1);
+    let r2 = node.add("w2", &p2);
+    let r3 = node.add("w3", &p3);
+    let v1 = r1["interfaces"][0]["name"].as_str().unwrap().to_string();
+    let v3 = r3["interfaces"][0]["name"].as_str().unwrap().to_string();
+    let a2 = common::addr_of(&r2);
+    let eth0_of = |p: &str| sh(&["ip", "-n", p, "-o", "link", "show", "dev", "eth0"]);
+    let before = eth0_of(&p2);
+    // w1's DEL with w2's namespace.
+    let other = format!("/var/run/netns/{p2}");
+    let del =
+        [("CNI_COMMAND", "DEL"), ("CNI_CONTAINERID", "w1"), ("CNI_NETNS", other.as_str()), ("CNI_IFNAME", "eth0")];
+    assert_eq!(node.cni(&del, &node.conf("1.0.0")).0, 0);
+    assert_eq!(eth0_of(&p2), before, "w2's eth0 was touched");
+    assert!(sh(&["ip", "-n", &p2, "-o", "addr", "show", "dev", "eth0"]).contains(&format!("{a2}/32")));
+    assert!(!sh(&["ip", "-n", &node.name, "-o", "link", "show"]).contains(&format!(" {v1}@")), "w1's veth stayed");
+    // w3's DEL with the host's namespace: refused as a pod's, so the veth is simply deleted.
+    let del =
+        [("CNI_COMMAND", "DEL"), ("CNI_CONTAINERID", "w3"), ("CNI_NETNS", "/proc/1/ns/net"), ("CNI_IFNAME", "eth0")];
+    assert_eq!(node.cni(&del, &node.conf("1.0.0")).0, 0);
+    assert!(!sh(&["ip", "-n", &node.name, "-o", "link", "show"]).contains(&format!(" {v3}@")), "w3's veth stayed");
+    assert!(sh(&["ip", "-o", "link", "show"]).lines().all(|l| !l.contains("pdel")), "a host interface renamed");
+}

@@ -135,11 +135,18 @@ pub fn teardown(host_veth: Option<&str>, addrs: &[IpAddr]) -> Result<(), Vec<App
 pub fn retire(host_veth: &str, netns: &str, ifname: &str, addrs: &[IpAddr]) -> Result<(), Vec<ApplyError>> {
     let mut errors = Vec::new();
     match crate::host::retire_link(host_veth) {
-        Ok(Some(peer)) => {
-            if let Err(e) = crate::host::retire_pod_end(netns, peer, ifname) {
-                errors.push(e);
+        // Its pod end, in this namespace, under this name: renamed, and the pair left to the
+        // namespace. Anything else (a DEL retried after the rename, a namespace that is not the
+        // pod end's): the veth is deleted now, as without a namespace.
+        Ok(Some((host, peer))) => match crate::host::retire_pod_end(netns, peer, host, ifname) {
+            Ok(true) => {}
+            Ok(false) => {
+                if let Err(e) = crate::host::remove_link(None, host_veth) {
+                    errors.push(e);
+                }
             }
-        }
+            Err(e) => errors.push(e),
+        },
         Ok(None) => {}
         Err(e) => errors.push(e),
     }

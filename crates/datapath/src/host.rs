@@ -325,27 +325,32 @@ pub fn link_exists(name: &str) -> Result<bool, ApplyError> {
     }
 }
 
+/// One link, looked up by the name or index `q` carries; `None` when there is no such link.
+fn get_link(nl: &mut Nl, what: &str, q: LinkMessage) -> Result<Option<LinkMessage>, ApplyError> {
+    match nl.call(what, RouteNetlinkMessage::GetLink(q), 0) {
+        Ok(r) => Ok(r.into_iter().find_map(|m| match m {
+            RouteNetlinkMessage::NewLink(l) => Some(l),
+            _ => None,
+        })),
+        Err(e) if e.detail.contains("No such") || e.detail.contains("no such") => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Takes the link `name` down in the caller's namespace: the kernel drops every route over it at
 /// once (IPv4 and IPv6), and its veth peer loses its carrier, so nothing on the host carries a
 /// pod's address any more. Deleting the link would wait for an RCU grace period (about 20 ms);
 /// DEL leaves that to the pod namespace's own teardown. Returns its peer's interface index (in
-/// the peer's namespace) when it has one; `Ok(None)` too when the link was already gone.
+/// the peer's namespace) with its own when it has one; `Ok(None)` too when the link was already
+/// gone.
 ///
 /// # Errors
 /// The kernel refused for another reason than "not found".
-pub fn retire_link(name: &str) -> Result<Option<u32>, ApplyError> {
+pub fn retire_link(name: &str) -> Result<Option<(u32, u32)>, ApplyError> {
     let mut nl = Nl::open()?;
     let mut q = LinkMessage::default();
     q.attributes.push(LinkAttribute::IfName(name.to_string()));
-    let found = match nl.call(&format!("find {name}"), RouteNetlinkMessage::GetLink(q), 0) {
-        Ok(r) => r.into_iter().find_map(|m| match m {
-            RouteNetlinkMessage::NewLink(l) => Some(l),
-            _ => None,
-        }),
-        Err(e) if e.detail.contains("No such") || e.detail.contains("no such") => None,
-        Err(e) => return Err(e),
-    };
-    let Some(link) = found else { return Ok(None) };
+    let Some(link) = get_link(&mut nl, &format!("find {name}"), q)? else { return Ok(None) };
     let peer = link.attributes.iter().find_map(|a| match a {
         LinkAttribute::Link(i) => Some(*i),
         _ => None,
@@ -355,34 +360,30 @@ pub fn retire_link(name: &str) -> Result<Option<u32>, ApplyError> {
     m.header.flags = LinkFlags::empty();
     m.header.change_mask = LinkFlags::Up;
     match nl.call(&format!("take link {name} down"), RouteNetlinkMessage::SetLink(m), 0) {
-        Ok(_) => Ok(peer),
+        Ok(_) => Ok(peer.map(|p| (link.header.index, p))),
         Err(e) if e.detail.contains("No such") => Ok(None),
         Err(e) => Err(e),
     }
 }
 
 /// The pod end of a retired veth, interface `index` in the pod's namespace at `netns`: when it
-/// is still named `ifname`, it goes down and is renamed `pdel<index>`, so the runtime may ADD
-/// `ifname` again in the same namespace. Any other interface there is left alone. The pair
-/// goes with the namespace. False when nothing was changed.
+/// is the peer of host interface `host` (its link says so) and still named `ifname`, it goes
+/// down and is renamed `pdel<index>`, so the runtime may ADD `ifname` again in the same
+/// namespace. Any other interface there (another namespace's, another veth's) is left alone.
+/// The pair goes with the namespace. False when nothing was changed.
 ///
 /// # Errors
 /// The namespace cannot be entered, or the kernel refused for another reason than "not found".
-pub fn retire_pod_end(netns: &str, index: u32, ifname: &str) -> Result<bool, ApplyError> {
+pub fn retire_pod_end(netns: &str, index: u32, host: u32, ifname: &str) -> Result<bool, ApplyError> {
     let mut nl = Nl::open_in(Some(netns))?;
     let mut q = LinkMessage::default();
     q.header.index = index;
-    let found = match nl.call(&format!("find interface {index} in {netns}"), RouteNetlinkMessage::GetLink(q), 0) {
-        Ok(r) => r.into_iter().find_map(|m| match m {
-            RouteNetlinkMessage::NewLink(l) => Some(l),
-            _ => None,
-        }),
-        Err(e) if e.detail.contains("No such") || e.detail.contains("no such") => None,
-        Err(e) => return Err(e),
-    };
-    let named =
-        found.is_some_and(|l| l.attributes.iter().any(|a| matches!(a, LinkAttribute::IfName(n) if n == ifname)));
-    if !named {
+    let found = get_link(&mut nl, &format!("find interface {index} in {netns}"), q)?;
+    let ours = found.is_some_and(|l| {
+        l.attributes.iter().any(|a| matches!(a, LinkAttribute::IfName(n) if n == ifname))
+            && l.attributes.iter().any(|a| matches!(a, LinkAttribute::Link(i) if *i == host))
+    });
+    if !ours {
         return Ok(false);
     }
     // Down first: the kernel renames only an interface that is down.

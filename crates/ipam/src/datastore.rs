@@ -901,7 +901,9 @@ impl Datastore {
                 break;
             }
             let mut nets = Vec::new();
-            for c in e.cidrs.iter().filter(|c| self.counts(c) && c.assigned == 0) {
+            // In prefix mode only prefixes: fallback addresses go back on their own rule.
+            let kind = |c: &&Cidr| self.mode != CidrMode::Prefix || c.is_prefix;
+            for c in e.cidrs.iter().filter(|c| self.counts(c) && c.assigned == 0).filter(kind) {
                 if left == 0 {
                     break;
                 }

@@ -172,6 +172,8 @@ pub struct Engine {
     /// growth takes secondary addresses, and until a prefix call works again, the fallback
     /// addresses stay.
     no_prefix_since: Option<Time>,
+    /// How long the present fallback lasts before prefixes are asked for again.
+    no_prefix_for: std::time::Duration,
     schedulable: bool,
     /// Under custom networking, no new ENI until the cluster names the node's ENIConfig.
     hold_new_enis: bool,
@@ -225,6 +227,8 @@ struct Bucket {
     milli: i64,
     at: Time,
     pace: Option<Pace>,
+    /// A paced node's one call at start, spendable outside its slots until its first slot.
+    boot_call: bool,
 }
 
 /// The node's slots: every `period` from `phase`, each open for `window`.
@@ -263,8 +267,11 @@ impl Bucket {
                 slot: None,
             }
         });
-        let milli = if pace.is_some() { 0 } else { i64::from(b.burst) * 1000 };
-        Bucket { per_hour: b.per_hour, burst: b.burst, milli, at: now, pace }
+        // A paced node starts with one call (nodes boot at the launch rate, not all at once);
+        // after that, its slots.
+        let milli = if pace.is_some() { 1000 } else { i64::from(b.burst) * 1000 };
+        let boot_call = pace.is_some();
+        Bucket { per_hour: b.per_hour, burst: b.burst, milli, at: now, pace, boot_call }
     }
 
     fn refill(&mut self, now: Time) {
@@ -276,6 +283,7 @@ impl Bucket {
                 let credit = i64::try_from(new).unwrap_or(i64::MAX).saturating_mul(full);
                 self.milli = self.milli.min(0).saturating_add(credit).min(full);
                 p.slot = Some(k);
+                self.boot_call = false;
             }
             self.at = now;
             return;
@@ -288,7 +296,13 @@ impl Bucket {
 
     /// Whether a call may be made at `now` (after a refill).
     fn may_call(&self, now: Time) -> bool {
-        self.milli >= 1000 && self.pace.as_ref().is_none_or(|p| p.open(now))
+        self.milli >= 1000 && (self.boot_call || self.pace.as_ref().is_none_or(|p| p.open(now)))
+    }
+
+    /// Pays for one call.
+    fn spend(&mut self) {
+        self.milli -= 1000;
+        self.boot_call = false;
     }
 
     /// When a call may next be made (now if it may).
@@ -309,6 +323,9 @@ impl Bucket {
         p.start(next + slots - 1)
     }
 }
+
+/// The longest a prefix fallback lasts before prefixes are asked for again.
+pub const NO_PREFIX_MAX: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// A refused pod that has not asked again for this long is no longer counted as waiting.
 const WAITING_FORGOTTEN: std::time::Duration = std::time::Duration::from_secs(60);
@@ -357,6 +374,7 @@ impl Engine {
             last_decrease: None,
             last_insufficient: None,
             no_prefix_since: None,
+            no_prefix_for: INSUFFICIENT_CIDR_BACKOFF,
             schedulable: true,
             hold_new_enis: false,
             counters: EngineCounters::default(),
@@ -589,7 +607,7 @@ impl Engine {
         // bucket of its own, at the create's pace.
         let chained = matches!(call, Call::AttachEni { .. } | Call::ProtectEni { .. });
         if let Some(b) = self.budget.as_mut().filter(|_| call.mutating() && !chained) {
-            b.milli -= 1000;
+            b.spend();
         }
         if let Some(a) = &mut self.adaptive {
             match pending {
@@ -741,7 +759,7 @@ impl Engine {
         let per_eni = self.cfg.limits.blocks_per_eni;
         let target = self.ds.enis().iter().find(|e| self.grows_on(e, now));
         if let Some(eni) = target {
-            let want = self.fallback_size(self.policy.blocks_to_assign(stats), now);
+            let want = self.fallback_size(self.policy.blocks_to_assign(stats), stats, now);
             let count = u64::from(per_eni - eni.block_count()).min(want) as u32;
             if count == 0 {
                 return;
@@ -753,17 +771,28 @@ impl Engine {
         }
     }
 
-    /// Whether growth takes secondary addresses in place of prefixes at `now` (EC2 just had no
-    /// free /28 and podip's fallback is on).
+    /// Whether growth takes secondary addresses in place of prefixes at `now` (EC2 had no free
+    /// /28 within the fallback window and podip's fallback is on).
     fn falling_back(&self, now: Time) -> bool {
         self.cfg.prefix_fallback
             && self.cfg.mode == CidrMode::Prefix
-            && self.no_prefix_since.is_some_and(|t| now.since(t) < INSUFFICIENT_CIDR_BACKOFF)
+            && self.no_prefix_since.is_some_and(|t| now.since(t) < self.no_prefix_for)
     }
 
-    /// Blocks to ask for: as many addresses as the prefixes would have held while falling back.
-    fn fallback_size(&self, blocks: u64, now: Time) -> u64 {
-        if self.falling_back(now) { blocks * u64::from(crate::maxpods::IPS_PER_PREFIX) } else { blocks }
+    /// Blocks to ask for while falling back: the addresses the warm targets are short of (the
+    /// prefixes' worth under fixed prefix targets), within max pods.
+    fn fallback_size(&self, blocks: u64, stats: &Stats, now: Time) -> u64 {
+        if !self.falling_back(now) {
+            return blocks;
+        }
+        let t = self.policy.cfg.targets;
+        let want = if t.warm_ip_enabled() {
+            let avail = self.policy.available(stats);
+            u64::from(t.warm_ip).saturating_sub(avail).max(u64::from(t.minimum_ip).saturating_sub(stats.total))
+        } else {
+            blocks * u64::from(crate::maxpods::IPS_PER_PREFIX)
+        };
+        want.min(u64::from(self.cfg.limits.max_pods).saturating_sub(stats.total)).max(1)
     }
 
     /// EC2 had no free /28 for a prefix call: with the fallback on, growth goes on at once with
@@ -772,8 +801,22 @@ impl Engine {
         if !(prefix && self.cfg.prefix_fallback && self.cfg.mode == CidrMode::Prefix) {
             return false;
         }
+        // Each refusal in a row doubles the window before prefixes are asked for again (120 s
+        // to an hour): a fragmented subnet stays fragmented for a while.
+        self.no_prefix_for = if self.no_prefix_since.is_some() {
+            (self.no_prefix_for * 2).min(NO_PREFIX_MAX)
+        } else {
+            INSUFFICIENT_CIDR_BACKOFF
+        };
         self.no_prefix_since = Some(now);
         self.counters.prefix_fallbacks += 1;
+        // The secondary-address call keeps to the budget like any other: the next slot takes it.
+        if let Some(b) = &mut self.budget {
+            b.refill(now);
+            if !b.may_call(now) {
+                return true;
+            }
+        }
         let stats = self.ds.stats(now);
         self.increase(now, &stats, out);
         true
@@ -799,7 +842,7 @@ impl Engine {
 
     fn create_eni(&mut self, now: Time, stats: &Stats, out: &mut Vec<Effect>) {
         let per_eni = u64::from(self.cfg.limits.blocks_per_eni);
-        let blocks = self.fallback_size(self.policy.blocks_for_new_eni(stats), now).min(per_eni) as u32;
+        let blocks = self.fallback_size(self.policy.blocks_for_new_eni(stats), stats, now).min(per_eni) as u32;
         let prefix = self.cfg.mode == CidrMode::Prefix && !self.falling_back(now);
         let (subnet, security_groups) = match &self.cfg.pod_eni {
             Some(t) => (t.subnet.clone(), t.security_groups.clone()),
@@ -828,14 +871,7 @@ impl Engine {
         }
         let groups = self.ds.releasable_blocks(over, self.cfg.corrected, now);
         let prefix = self.cfg.mode == CidrMode::Prefix;
-        for (eni, mut nets) in groups {
-            if prefix {
-                // Fallback addresses go back on their own rule (`return_fallback_addresses`).
-                nets.retain(|n| n.prefix_len() < 32);
-                if nets.is_empty() {
-                    continue;
-                }
-            }
+        for (eni, nets) in groups {
             // The ENI and blocks come from the datastore itself, so marking them cannot fail.
             self.ds.set_blocks_releasing(&eni, &nets, true).expect("blocks listed by the datastore");
             let call = if prefix {
@@ -901,7 +937,7 @@ impl Engine {
         let gates = [
             self.last_decrease.and_then(|t| later(t + DECREASE_INTERVAL + std::time::Duration::from_millis(1))),
             self.last_insufficient.and_then(|t| later(t + INSUFFICIENT_CIDR_BACKOFF)),
-            self.no_prefix_since.and_then(|t| later(t + INSUFFICIENT_CIDR_BACKOFF)),
+            self.no_prefix_since.and_then(|t| later(t + self.no_prefix_for)),
             self.ds.next_cool(now),
             self.housekeeping_due_at(now),
         ];

@@ -203,8 +203,9 @@ fn measure(
         }
         .max(used / nodes);
         let mut h = (free_at_peak / per_node).floor();
-        if v.spec.settings.prefix_delegation && !v.spec.settings.ipv6 {
-            // Prefixes need whole free /28s: the addresses beyond a node's primary come in 16s.
+        if v.spec.settings.prefix_delegation && !v.spec.settings.ipv6 && !v.spec.settings.prefix_fallback {
+            // Prefixes need whole free /28s: the addresses beyond a node's primary come in 16s
+            // (podip's fallback takes single addresses where no /28 is free).
             let blocks_per_node = ((per_node - 1.0).max(0.0) / 16.0).max(0.0);
             if blocks_per_node > 0.0 {
                 h = h.min((blocks_at_peak / blocks_per_node).floor());

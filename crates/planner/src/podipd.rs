@@ -21,9 +21,9 @@ fn settings_env(sc: &Scenario, prefixes: bool) -> Vec<(&'static str, String)> {
         ("WARM_IP_TARGET", "0".into()),
         ("MINIMUM_IP_TARGET", "0".into()),
     ];
-    if prefixes {
-        env.push(("ENABLE_PREFIX_DELEGATION", "true".into()));
-    }
+    env.push(("ENABLE_PREFIX_DELEGATION", prefixes.to_string()));
+    // The cooldown the plan ran with: today's.
+    env.push(("IP_COOLDOWN_PERIOD", sc.cni.cooldown_secs.to_string()));
     if let Some(rate) = sc.podip_calls_per_second {
         env.push(("PODIP_CLUSTER_EC2_CALLS_PER_SECOND", rate.to_string()));
         env.push(("PODIP_CLUSTER_NODES", sc.peak_nodes().to_string()));

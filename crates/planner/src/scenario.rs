@@ -848,8 +848,13 @@ impl Scenario {
             bad.push(format!("targets.nau_quota = {}: from 1 to 1000000", judge.nau_quota));
         }
         let podip_calls_per_second = raw.podip.ec2_calls_per_second;
+        let most_nodes: u64 = node_groups.iter().map(|g| u64::from(g.max)).sum();
         if let Some(v) = podip_calls_per_second.filter(|v| !(v.is_finite() && (0.01..=1000.0).contains(v))) {
             bad.push(format!("podip.ec2_calls_per_second = {v}: calls a second, 0.01 to 1000"));
+        } else if let Some(v) = podip_calls_per_second.filter(|v| v * 3600.0 < most_nodes as f64) {
+            bad.push(format!(
+                "podip.ec2_calls_per_second = {v}: less than one call an hour for each of the {most_nodes} nodes"
+            ));
         }
         if !bad.is_empty() {
             return Err(ScenarioError(bad));

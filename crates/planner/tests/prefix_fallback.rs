@@ -96,8 +96,9 @@ fn pods_keep_starting_on_secondary_addresses_and_prefixes_return_once_a_28_is_fr
     let (block, foreign) = (Ipv4Net::new(sub.addr(b * 16), 28).unwrap(), sub.addr(b * 16 + 5));
     assert!(vpc.subnet_mut(&subnet).unwrap().vacate(foreign));
     assert_eq!(vpc.subnet(&subnet).unwrap().free_prefixes(), 1);
-    // Past the fallback window, the next growth asks for a prefix again and gets it.
-    let later = n.now() + Duration::from_secs(150);
+    // Past the fallback window (it doubles with each refusal in a row, up to an hour), the next
+    // growth asks for a prefix again and gets it.
+    let later = n.now() + ipam::engine::NO_PREFIX_MAX + Duration::from_secs(10);
     while n.step(&mut vpc, later).unwrap() {}
     let mut i = 20;
     while held(&vpc, &n).0.is_empty() && i < 60 {

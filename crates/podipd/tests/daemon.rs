@@ -97,6 +97,19 @@ fn sigkill_at_random_moments_loses_nothing_and_doubles_nothing() {
     assert_eq!(truth, mine, "every address EC2 gave the node is known to the daemon");
 }
 
+/// `n` pods added at once, each retrying while the pool refills: every one gets its own address.
+fn adds_at_once(sock: &std::path::Path, n: usize) {
+    let threads: Vec<_> = (0..n)
+        .map(|i| {
+            let sock = sock.to_path_buf();
+            std::thread::spawn(move || add(&sock, &format!("p{i}")))
+        })
+        .collect();
+    let addrs: Vec<String> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let distinct: HashSet<&String> = addrs.iter().collect();
+    assert_eq!(distinct.len(), n, "{addrs:?}");
+}
+
 /// podipd's default pool policy (adaptive): no warm targets, a burst of pods that all start
 /// (each refused one wakes the pool-check loop at once), and a pool that ends near what its pods
 /// hold, not a spare ENI's worth over it.
@@ -106,15 +119,7 @@ fn the_adaptive_default_starts_a_burst_of_pods_and_holds_no_spare_eni() {
     let mut w = World::of_type("adaptive", "c5.4xlarge", cloud::sim::SimParams { seed: 3, ..Default::default() });
     w.start(&[("PODIP_POOL_POLICY", ""), ("WARM_ENI_TARGET", "")]);
     let sock = w.sock();
-    let threads: Vec<_> = (0..20)
-        .map(|i| {
-            let sock = sock.clone();
-            std::thread::spawn(move || add(&sock, &format!("p{i}")))
-        })
-        .collect();
-    let addrs: Vec<String> = threads.into_iter().map(|t| t.join().unwrap()).collect();
-    let distinct: HashSet<&String> = addrs.iter().collect();
-    assert_eq!(distinct.len(), 20, "{addrs:?}");
+    adds_at_once(&sock, 20);
     // The VPC CNI's default keeps a whole ENI's 29 spare; the adaptive pool the burst's margin.
     std::thread::sleep(std::time::Duration::from_secs(6));
     let st = introspect(&sock);
@@ -129,15 +134,7 @@ fn sixty_four_concurrent_adds_get_sixty_four_addresses() {
     let mut w = World::of_type("concurrent", "c5.4xlarge", cloud::sim::SimParams { seed: 3, ..Default::default() });
     w.start(&[("WARM_IP_TARGET", "64")]);
     let sock = w.sock();
-    let threads: Vec<_> = (0..64)
-        .map(|i| {
-            let sock = sock.clone();
-            std::thread::spawn(move || add(&sock, &format!("p{i}")))
-        })
-        .collect();
-    let addrs: Vec<String> = threads.into_iter().map(|t| t.join().unwrap()).collect();
-    let distinct: HashSet<&String> = addrs.iter().collect();
-    assert_eq!(distinct.len(), 64, "{addrs:?}");
+    adds_at_once(&sock, 64);
 }
 
 #[test]

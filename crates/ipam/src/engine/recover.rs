@@ -171,10 +171,13 @@ impl Engine {
             self.issue(Call::DetachEni { eni: eni.clone() }, Pending::Detach { eni }, out);
             return;
         }
-        let Some((eni, nets)) = self.unreleased.first_key_value().map(|(k, v)| (k.clone(), v.clone())) else {
+        let Some((eni, mut nets)) = self.unreleased.first_key_value().map(|(k, v)| (k.clone(), v.clone())) else {
             return;
         };
-        let call = if nets[0].prefix_len() == 32 {
+        // One call per kind: prefixes and single addresses (a fallback's) go back separately.
+        let single = nets[0].prefix_len() == 32;
+        nets.retain(|n| (n.prefix_len() == 32) == single);
+        let call = if single {
             Call::UnassignIps { eni: eni.clone(), ips: nets.iter().map(Ipv4Net::addr).collect() }
         } else {
             Call::UnassignPrefixes { eni: eni.clone(), prefixes: nets.clone() }

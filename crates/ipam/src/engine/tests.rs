@@ -964,3 +964,52 @@ fn a_held_enis_addresses_go_to_no_pod_until_it_is_let_go() {
     let r = e.handle(T0, Event::PodAdd(PodKey::new("p1")));
     assert!(matches!(r.as_slice(), [Effect::PodAssigned { .. }]), "{r:?}");
 }
+
+/// Prefix fallback: a prefix and fallback addresses whose releases on one ENI both time out are
+/// made again each with its own call (a /28 never in `UnassignIps`, a /32 never in
+/// `UnassignPrefixes`), and both go back once EC2 answers.
+#[test]
+fn releases_of_unknown_outcome_of_prefixes_and_fallback_addresses_are_made_again_apart() {
+    let s = NodeSettings {
+        prefix_delegation: true,
+        warm_prefix: Some(1),
+        prefix_fallback: true,
+        ..NodeSettings::default()
+    };
+    let mut eni = primary(&["10.0.2.5", "10.0.2.6", "10.0.2.7"]);
+    eni.prefixes = vec!["10.0.1.0/28".parse().unwrap(), "10.0.1.16/28".parse().unwrap()];
+    let mut e = Engine::new(cfg(s), &[eni.clone()], 1, T0).unwrap();
+    let timeout_until = T0 + std::time::Duration::from_secs(60);
+    let at = std::cell::Cell::new(T0);
+    let answer = |c: &Call| match c {
+        Call::UnassignIps { .. } | Call::UnassignPrefixes { .. } if at.get() < timeout_until => {
+            Err(err("RequestTimeout"))
+        }
+        Call::UnassignIps { .. } | Call::UnassignPrefixes { .. } => Ok(CallOutput::Done),
+        // The releases did not happen: EC2 still lists every block.
+        Call::Describe => ec2_shows(vec![eni.clone()]),
+        _ => Err(err("UnauthorizedOperation")),
+    };
+    let mut made = Vec::new();
+    // Twenty minutes: the release back-off has grown during the minute of timeouts.
+    for k in 0..240u64 {
+        at.set(T0 + std::time::Duration::from_secs(5 * k));
+        made.extend(drive(&mut e, at.get(), 5, &answer));
+    }
+    for c in &made {
+        match c {
+            Call::UnassignIps { ips, .. } => {
+                assert!(ips.iter().all(|ip| ip.octets()[2] == 2), "a /28 in UnassignIps: {c:?}")
+            }
+            Call::UnassignPrefixes { prefixes, .. } => {
+                assert!(prefixes.iter().all(|p| p.prefix_len() == 28), "a /32 in UnassignPrefixes: {c:?}")
+            }
+            _ => {}
+        }
+    }
+    assert!(made.iter().any(|c| matches!(c, Call::UnassignIps { .. })), "{made:?}");
+    assert!(made.iter().any(|c| matches!(c, Call::UnassignPrefixes { .. })), "{made:?}");
+    let left = &e.datastore().enis()[0];
+    assert!(left.secondary_ips().next().is_none(), "fallback addresses went back: {:?}", left.cidrs);
+    assert_eq!(left.prefixes().count(), 1, "one prefix kept warm: {:?}", left.cidrs);
+}
