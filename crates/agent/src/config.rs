@@ -158,7 +158,8 @@ pub const VARIABLES: [(&str, &str); 42] = [
     ("PODIP_RECONCILE_SECONDS", "60"),
     ("PODIP_METADATA_SECONDS", "30"),
     ("PODIP_POOL_POLICY", "adaptive"),
-    ("PODIP_POD_START_MISSES_PER_MILLION", "10000"),
+    // Empty: 10000 (ipam::config::DEFAULT_MISSES_PER_MILLION), under the adaptive policy only.
+    ("PODIP_POD_START_MISSES_PER_MILLION", ""),
     ("PODIP_PREFIX_FALLBACK", "true"),
     ("PODIP_CLUSTER_EC2_CALLS_PER_SECOND", ""),
     ("PODIP_CLUSTER_NODES", ""),
@@ -438,7 +439,14 @@ impl DaemonConfig {
             "adaptive" | "" => ipam::config::PoolPolicyChoice::Adaptive {
                 misses_per_million: misses.unwrap_or(ipam::config::DEFAULT_MISSES_PER_MILLION),
             },
-            "vpc-cni" => ipam::config::PoolPolicyChoice::VpcCni,
+            "vpc-cni" => {
+                if let Some(m) = misses {
+                    bad.push(format!(
+                        "PODIP_POD_START_MISSES_PER_MILLION=\"{m}\": the adaptive policy's target, not used with PODIP_POOL_POLICY=vpc-cni"
+                    ));
+                }
+                ipam::config::PoolPolicyChoice::VpcCni
+            }
             other => {
                 bad.push(format!("PODIP_POOL_POLICY={other:?}: adaptive or vpc-cni"));
                 ipam::config::PoolPolicyChoice::VpcCni
@@ -541,6 +549,50 @@ mod tests {
             (1, 0, Duration::from_secs(30), 9001, 9001)
         );
         assert_eq!((c.snat, c.randomize_snat, c.ipv6), (Snat::Internal, RandomizeSnat::Prng, false));
+    }
+
+    #[test]
+    fn the_pool_policy_settings_are_checked_together() {
+        use ipam::config::{CallBudget, PoolPolicyChoice};
+        let c = load(None, &[]).unwrap();
+        assert_eq!(c.pool_policy, PoolPolicyChoice::Adaptive { misses_per_million: 10_000 });
+        assert!(c.prefix_fallback);
+        assert_eq!(c.call_budget, None);
+        let c = load(
+            None,
+            &[
+                ("PODIP_POD_START_MISSES_PER_MILLION", "100"),
+                ("PODIP_CLUSTER_EC2_CALLS_PER_SECOND", "2.5"),
+                ("PODIP_CLUSTER_NODES", "1000"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.pool_policy, PoolPolicyChoice::Adaptive { misses_per_million: 100 });
+        assert_eq!(c.call_budget, Some(CallBudget { per_hour: 9, burst: 1, paced: true }));
+        let err = load(
+            None,
+            &[
+                ("PODIP_POOL_POLICY", "vpc-cni"),
+                ("PODIP_POD_START_MISSES_PER_MILLION", "100"),
+                ("PODIP_CLUSTER_EC2_CALLS_PER_SECOND", "0.1"),
+                ("PODIP_CLUSTER_NODES", "1000"),
+            ],
+        )
+        .unwrap_err()
+        .to_string();
+        for want in [
+            "PODIP_POD_START_MISSES_PER_MILLION=\"100\": the adaptive policy's target",
+            "PODIP_CLUSTER_EC2_CALLS_PER_SECOND=\"0.1\" over PODIP_CLUSTER_NODES=\"1000\"",
+        ] {
+            assert!(err.contains(want), "{want} in {err}");
+        }
+        let err = load(None, &[("PODIP_POOL_POLICY", "fixed"), ("PODIP_CLUSTER_EC2_CALLS_PER_SECOND", "2")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("PODIP_POOL_POLICY=\"fixed\": adaptive or vpc-cni"), "{err}");
+        assert!(err.contains("needs PODIP_CLUSTER_NODES"), "{err}");
+        let err = load(None, &[("PODIP_CLUSTER_NODES", "10")]).unwrap_err().to_string();
+        assert!(err.contains("PODIP_CLUSTER_NODES=\"10\": set only with"), "{err}");
     }
 
     #[test]
