@@ -103,10 +103,11 @@ impl Demand {
     /// least [`RATE_MIN_SPAN`]), so a sustained burst counts at its own pace, not spread over the
     /// whole window.
     pub fn rate(&self, now: Time) -> f64 {
-        let recent: Vec<&Time> = self.starts.iter().filter(|t| now.since(**t) < RATE_WINDOW).collect();
-        let Some(first) = recent.first() else { return 0.0 };
-        let span = now.since(**first).clamp(RATE_MIN_SPAN, RATE_WINDOW);
-        recent.len() as f64 / span.as_secs_f64()
+        // Starts are kept in time order: the window's are the last ones.
+        let mut recent = self.starts.iter().filter(|t| now.since(**t) < RATE_WINDOW);
+        let Some(first) = recent.next() else { return 0.0 };
+        let span = now.since(*first).clamp(RATE_MIN_SPAN, RATE_WINDOW);
+        (1 + recent.count()) as f64 / span.as_secs_f64()
     }
 
     fn forget(&mut self, now: Time) {
