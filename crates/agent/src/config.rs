@@ -48,8 +48,12 @@ pub struct DaemonConfig {
     /// `PODIP_PREFIX_FALLBACK`: secondary addresses when EC2 has no free /28.
     pub prefix_fallback: bool,
     /// `PODIP_CLUSTER_EC2_CALLS_PER_SECOND` over `PODIP_CLUSTER_NODES`: this node's share of the
-    /// cluster's mutating EC2 calls (none: unbounded).
+    /// cluster's mutating EC2 calls (none: unbounded). As a pod, the node count Kubernetes gives
+    /// replaces the setting once read; until then, without the setting, the share is the least
+    /// (one call an hour, beside the boot's first).
     pub call_budget: Option<ipam::config::CallBudget>,
+    /// `PODIP_CLUSTER_EC2_CALLS_PER_SECOND`: the cluster's budget, shared over its nodes.
+    pub cluster_calls_per_second: Option<f64>,
     /// `IP_COOLDOWN_PERIOD`.
     pub cooldown: Duration,
     /// `AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG`.
@@ -117,6 +121,10 @@ pub struct DaemonConfig {
 #[derive(Debug, Error, PartialEq, Eq)]
 #[error("invalid configuration: {}", .0.join("; "))]
 pub struct ConfigError(pub Vec<String>);
+
+/// The calls a cluster may make at once under its budget: the smallest mutating bucket's
+/// capacity (50, `aws-and-peers.md`), shared over the nodes.
+pub const CLUSTER_CALL_BURST: u32 = 50;
 
 /// The environment names read, with their defaults.
 pub const VARIABLES: [(&str, &str); 42] = [
@@ -455,6 +463,7 @@ impl DaemonConfig {
         let prefix_fallback = boolean_of(&get("PODIP_PREFIX_FALLBACK"), "PODIP_PREFIX_FALLBACK", &mut bad);
         let cluster_nodes = uint("PODIP_CLUSTER_NODES", &mut bad);
         let rate = get("PODIP_CLUSTER_EC2_CALLS_PER_SECOND");
+        let cluster_calls_per_second = rate.trim().parse::<f64>().ok().filter(|v| v.is_finite() && *v > 0.0);
         let call_budget = match (rate.trim(), cluster_nodes) {
             ("", None) => None,
             ("", Some(n)) => {
@@ -470,10 +479,14 @@ impl DaemonConfig {
                         None
                     }
                     // The burst: a node's share of the smallest mutating bucket (50, `aws-and-peers.md`).
-                    Some(n) => Some(ipam::config::CallBudget::share(v, 50, n)),
+                    Some(n) => Some(ipam::config::CallBudget::share(v, CLUSTER_CALL_BURST, n)),
+                    // Kubernetes counts the nodes; until it has, the least share.
+                    None if node_name.is_some() => {
+                        Some(ipam::config::CallBudget::share(v, CLUSTER_CALL_BURST, u32::MAX))
+                    }
                     None => {
                         bad.push(format!(
-                            "PODIP_CLUSTER_EC2_CALLS_PER_SECOND={r:?}: needs PODIP_CLUSTER_NODES, the nodes that share it"
+                            "PODIP_CLUSTER_EC2_CALLS_PER_SECOND={r:?}: needs PODIP_CLUSTER_NODES, the nodes that share it (or MY_NODE_NAME, to count them in Kubernetes)"
                         ));
                         None
                     }
@@ -517,6 +530,7 @@ impl DaemonConfig {
             pool_policy,
             prefix_fallback,
             call_budget,
+            cluster_calls_per_second: call_budget.and(cluster_calls_per_second),
             cooldown,
             custom_networking,
             snat: if external { Snat::External } else { Snat::Internal },
@@ -591,6 +605,10 @@ mod tests {
             .to_string();
         assert!(err.contains("PODIP_POOL_POLICY=\"fixed\": adaptive or vpc-cni"), "{err}");
         assert!(err.contains("needs PODIP_CLUSTER_NODES"), "{err}");
+        // As a pod, Kubernetes counts the nodes; until then the least share.
+        let c = load(None, &[("PODIP_CLUSTER_EC2_CALLS_PER_SECOND", "2.5"), ("MY_NODE_NAME", "ip-10-0-0-9")]).unwrap();
+        assert_eq!(c.call_budget, Some(CallBudget { per_hour: 1, burst: 1, paced: true }));
+        assert_eq!(c.cluster_calls_per_second, Some(2.5));
         let err = load(None, &[("PODIP_CLUSTER_NODES", "10")]).unwrap_err().to_string();
         assert!(err.contains("PODIP_CLUSTER_NODES=\"10\": set only with"), "{err}");
     }

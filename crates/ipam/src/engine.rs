@@ -410,12 +410,45 @@ impl Engine {
         })
     }
 
+    /// A new share of the cluster's call budget (the cluster's node count changed). What the
+    /// node holds carries over, up to the new burst; a paced node keeps its phase, and its
+    /// current slot counts as already credited: a change never gives a call the budget did not.
+    pub fn set_call_budget(&mut self, now: Time, budget: Option<crate::config::CallBudget>) {
+        if self.cfg.call_budget == budget {
+            return;
+        }
+        self.cfg.call_budget = budget;
+        let old = self.budget.take().map(|mut o| {
+            o.refill(now);
+            o
+        });
+        self.budget = budget.map(|b| {
+            let mut new = Bucket::new(b, now, &mut self.rng);
+            if let Some(o) = old {
+                new.milli = o.milli.min(i64::from(new.burst) * 1000);
+                new.boot_call = o.boot_call && new.pace.is_some();
+                if let (Some(np), Some(op)) = (&mut new.pace, &o.pace) {
+                    np.phase_ms = op.phase_ms;
+                }
+            }
+            if let Some(p) = &mut new.pace {
+                p.slot = p.slot_of(now);
+            }
+            new
+        });
+    }
+
     /// Pods the cluster has scheduled to this node and not yet started (the adaptive policy
     /// makes room for them ahead; ignored under the VPC CNI's policy).
     pub fn set_coming(&mut self, pods: u32) {
         if let Some(a) = &mut self.adaptive {
             a.coming = pods;
         }
+    }
+
+    /// The pods last said to be coming (under the adaptive policy).
+    pub fn coming(&self) -> Option<u32> {
+        self.adaptive.as_ref().map(|a| a.coming)
     }
 
     /// The adaptive policy's warm targets for `now`, from the demand seen: the pool holds the

@@ -1,6 +1,6 @@
 //! An in-process Kubernetes API server for tests, small but honest about what kube-rs relies on:
 //! resource versions (one counter for everything), lists with field and label selectors
-//! (`name=value` terms), watches from a version (410 `Expired` once history is compacted),
+//! (`name=value` terms) and pages (`limit`, `continue`, `remainingItemCount`), watches from a version (410 `Expired` once history is compacted),
 //! bookmarks-free streams of `ADDED`/`MODIFIED`/`DELETED`, create (409 when taken), merge patch,
 //! replace (409 on a stale version), delete, and 403 on demand. It records every request as RBAC
 //! sees it (verb, API group, resource), so a test can hold a ClusterRole to what code calls.
@@ -418,7 +418,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
     match verb {
         "list" => {
             let st = shared.lock();
-            let items: Vec<Value> = st
+            let items: Vec<(String, Value)> = st
                 .objects
                 .iter()
                 .filter(|((r, ns, _), o)| {
@@ -430,10 +430,23 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
                             q.get("labelSelector").map(String::as_str),
                         )
                 })
-                .map(|(_, o)| o.clone())
+                .filter(|((_, ns, name), _)| q.get("continue").is_none_or(|c| *c < format!("{ns}/{name}")))
+                .map(|((_, ns, name), o)| (format!("{ns}/{name}"), o.clone()))
                 .collect();
+            let mut meta = json!({"resourceVersion": st.rv.to_string()});
+            let limit = q.get("limit").and_then(|l| l.parse::<usize>().ok()).filter(|l| *l > 0);
+            let mut items = items;
+            if let Some(l) = limit.filter(|l| items.len() > *l) {
+                let rest = items.split_off(l);
+                meta["continue"] = json!(items[l - 1].0);
+                // As the real server: the count only when no selector narrows the list.
+                if !q.contains_key("fieldSelector") && !q.contains_key("labelSelector") {
+                    meta["remainingItemCount"] = json!(rest.len());
+                }
+            }
+            let items: Vec<Value> = items.into_iter().map(|(_, o)| o).collect();
             let list = json!({"kind": format!("{}List", kind_of(&t.resource)), "apiVersion": api_version,
-                              "metadata": {"resourceVersion": st.rv.to_string()}, "items": items});
+                              "metadata": meta, "items": items});
             Ok(reply(200, &list))
         }
         "watch" => Ok(watch_stream(&shared, &t, &q)),

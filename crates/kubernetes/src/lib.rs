@@ -1,5 +1,6 @@
 //! What podipd reads from and writes to the Kubernetes API: its own Node (max pods, the
-//! unschedulable taint, the ENIConfig it names), the ENIConfigs of custom networking, and events
+//! unschedulable taint, the ENIConfig it names), the pods bound to it, the cluster's node count
+//! (for a shared EC2 call budget), the ENIConfigs of custom networking, and events
 //! an operator must see on the daemon's pod. Everything goes through kube-rs; the tests run the
 //! real reflectors against an in-process API server.
 
@@ -8,6 +9,7 @@ pub mod cluster;
 pub mod eniconfig;
 pub mod events;
 pub mod node;
+pub mod pods;
 
 pub use cluster::Cluster;
 pub use kube;

@@ -1,6 +1,7 @@
 //! kube-rs's real reflectors and event recorder against the in-process API server: the node's
 //! max pods, taint and ENIConfig followed through relabels, new and deleted ENIConfigs, a watch
-//! expired by compaction (410), a forbidden resource; and every request the code makes, as RBAC
+//! expired by compaction (410), a forbidden resource; the node's pods that will want addresses;
+//! the cluster's node count; and every request the code makes, as RBAC
 //! sees it, held to deploy/rbac.yaml's ClusterRole.
 
 use kubernetes::Cluster;
@@ -83,6 +84,44 @@ fn the_node_and_its_eniconfig_are_followed_without_a_restart() {
     api.apply("nodes", node(json!({"k8s.amazonaws.com/eniConfig": "az1"}), "20"));
     until(&rt, "recovered after 403", || cluster.node().and_then(|n| n.max_pods) == Some(20));
     assert_eq!(cluster.last_error(), None, "an event after the error clears it");
+
+    // The node's pods: only those that will take an address and have none yet; another node's
+    // pods, host-network pods and finished ones are not counted.
+    let pod = |name: &str, node: &str, extra: serde_json::Value| {
+        let mut p = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "shop"},
+                           "spec": {"nodeName": node, "containers": [{"name": "c", "image": "nginx"}]},
+                           "status": {"phase": "Pending"}});
+        if let (Some(p), Some(e)) = (p.as_object_mut(), extra.as_object()) {
+            for (k, v) in e {
+                p[k].as_object_mut().unwrap().extend(v.as_object().unwrap().clone());
+            }
+        }
+        p
+    };
+    until(&rt, "the pods listed", || cluster.pods_wanting_addresses() == Some(vec![]));
+    api.apply("pods", pod("web-1", "ip-10-0-0-1", json!({})));
+    api.apply("pods", pod("web-2", "ip-10-0-0-1", json!({})));
+    api.apply("pods", pod("elsewhere", "another-node", json!({})));
+    api.apply("pods", pod("agent", "ip-10-0-0-1", json!({"spec": {"hostNetwork": true}})));
+    api.apply("pods", pod("job", "ip-10-0-0-1", json!({"status": {"phase": "Succeeded"}})));
+    let wanting = |n: usize| {
+        let c = cluster.clone();
+        move || c.pods_wanting_addresses().is_some_and(|p| p.len() == n)
+    };
+    until(&rt, "two pods coming", wanting(2));
+    api.apply("pods", pod("web-1", "ip-10-0-0-1", json!({"status": {"podIP": "10.0.1.7", "phase": "Running"}})));
+    until(&rt, "one pod left to start", wanting(1));
+    assert_eq!(cluster.pods_wanting_addresses(), Some(vec![("shop".to_string(), "web-2".to_string())]));
+
+    // The cluster's node count: one page of one node and the count of the rest.
+    rt.block_on(async { cluster.count_nodes(client.clone(), Duration::from_millis(100)) });
+    until(&rt, "two nodes counted", || cluster.node_count() == Some(2));
+    for i in 0..5 {
+        api.apply("nodes", json!({"metadata": {"name": format!("n{i}")}}));
+    }
+    until(&rt, "seven nodes counted", || cluster.node_count() == Some(7));
+    api.delete("nodes", "", "n0");
+    until(&rt, "a node gone", || cluster.node_count() == Some(6));
 
     // Events on the daemon's pod; a repeat is folded into the same event.
     let events = Events::new(client, "kube-system", "podip-x7k2p");

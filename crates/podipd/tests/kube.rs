@@ -161,3 +161,59 @@ fn ec2_refusing_for_want_of_permission_becomes_an_event_on_the_daemons_pod() {
     let n = api.objects("events").iter().filter(|e| e["reason"] == "MissingIAMPermissions").count();
     assert_eq!(n, 1);
 }
+
+/// A pod bound to the node, not started: it has no IP yet.
+fn pending_pod(name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "shop"},
+           "spec": {"nodeName": "ip-10-0-0-9.ec2.internal", "containers": [{"name": "c", "image": "nginx"}]},
+           "status": {"phase": "Pending"}})
+}
+
+#[test]
+fn the_adaptive_pool_grows_for_pods_scheduled_here_and_the_call_budget_is_shared_over_the_nodes_counted() {
+    // m5.xlarge: 4 ENIs x 14 secondary addresses, max pods 58.
+    let mut w = World::of_type("kubecoming", "m5.xlarge", cloud::sim::SimParams { seed: 3, ..Default::default() });
+    let api = ApiServer::start().unwrap();
+    api.apply("nodes", node("default", "58"));
+    for i in 0..2 {
+        api.apply("nodes", json!({"metadata": {"name": format!("ip-10-0-1-{i}.ec2.internal")}}));
+    }
+    let kubeconfig = w.dir.join("kubeconfig");
+    std::fs::write(&kubeconfig, api.kubeconfig()).unwrap();
+    w.start(&[
+        ("KUBECONFIG", kubeconfig.to_str().unwrap()),
+        ("MY_NODE_NAME", "ip-10-0-0-9.ec2.internal"),
+        ("PODIP_POOL_POLICY", ""),
+        ("WARM_ENI_TARGET", ""),
+        // The cluster's budget, with no node count given: Kubernetes counts three.
+        ("PODIP_CLUSTER_EC2_CALLS_PER_SECOND", "0.5"),
+    ]);
+    let st = wait(&w, "the budget shared over three nodes", |st| st["call_budget"]["per_hour"] == 600);
+    assert_eq!(st["call_budget"], json!({"per_hour": 600, "burst": 16, "paced": false}), "{st}");
+    let boot = wait(&w, "a settled pool", |st| st["in_flight"] == 0 && st["total"].as_u64() > Some(0));
+    let held = boot["total"].as_u64().unwrap();
+    assert!(held < 30, "the boot pool is one ENI's worth: {boot}");
+
+    // Thirty pods are scheduled here at once: the pool grows for them before kubelet asks.
+    for i in 0..30 {
+        api.apply("pods", pending_pod(&format!("web-{i}")));
+    }
+    let st = wait(&w, "room for the pods coming", |st| {
+        st["coming"] == 30 && st["in_flight"] == 0 && st["total"].as_u64() >= Some(30)
+    });
+    assert_eq!(st["assigned"], 0, "{st}");
+    // Pods given an address are no longer coming, before kubelet reports their IPs.
+    for i in 0..5 {
+        let mut req = common::attach("add", &format!("c{i}"));
+        req["pod_namespace"] = json!("shop");
+        req["pod_name"] = json!(format!("web-{i}"));
+        let r = common::request(&w.sock(), &req).unwrap();
+        assert!(r["ok"]["addr"].is_string(), "no wait for a pod that was coming: {r}");
+    }
+    wait(&w, "25 pods still coming", |st| st["coming"] == 25);
+    // Pods deleted before they start are no longer coming.
+    for i in 20..30 {
+        api.delete("pods", "shop", &format!("web-{i}"));
+    }
+    wait(&w, "15 pods still coming", |st| st["coming"] == 15);
+}

@@ -165,7 +165,12 @@ impl Daemon {
         // Kubernetes, when running as a pod: the node's object and its ENIConfig.
         let kube = match &cfg.node_name {
             Some(node_name) => {
-                let k = super::cluster::Kube::start(node_name, cfg.pod.clone(), cfg.eniconfig_sources.clone())?;
+                let k = super::cluster::Kube::start(
+                    node_name,
+                    cfg.pod.clone(),
+                    cfg.eniconfig_sources.clone(),
+                    cfg.cluster_calls_per_second.is_some(),
+                )?;
                 if !k.wait_synced(std::time::Duration::from_secs(10)) {
                     let why = k.last_error().map(|e| format!(" ({e})")).unwrap_or_default();
                     notes.push(format!(

@@ -1,7 +1,8 @@
 //! The daemon's link to Kubernetes, when it runs as a pod (`MY_NODE_NAME` set): a thread of its
-//! own follows the node's Node object and the ENIConfigs; every pool cycle takes from them
-//! kubelet's max pods, the unschedulable taint and, under custom networking, where new pod ENIs
-//! go. Problems an operator must see become events on the daemon's pod, at most one per reason
+//! own follows the node's Node object, the pods bound to it and the ENIConfigs (and counts the
+//! cluster's nodes, under a shared call budget); every pool cycle takes from them kubelet's max
+//! pods, the unschedulable taint, the pods coming, the node's share of the budget and, under
+//! custom networking, where new pod ENIs go. Problems an operator must see become events on the daemon's pod, at most one per reason
 //! every ten minutes.
 
 use super::DaemonError;
@@ -16,6 +17,10 @@ use std::time::Duration;
 /// How often one reason may become an event.
 const EVENT_EVERY: Duration = Duration::from_secs(600);
 
+/// How often the cluster's nodes are counted (one small list; a thousand nodes make three
+/// requests a second of it).
+pub const NODE_COUNT_EVERY: Duration = Duration::from_secs(300);
+
 /// What the daemon last took from the cluster (to log changes once).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Seen {
@@ -25,6 +30,8 @@ pub struct Seen {
     pub unschedulable: bool,
     /// The node's ENIConfig.
     pub eniconfig: Option<Result<EniConfigSpec, Missing>>,
+    /// The cluster's node count, when counted.
+    pub cluster_nodes: Option<u32>,
 }
 
 /// The link.
@@ -44,11 +51,16 @@ impl std::fmt::Debug for Kube {
 
 impl Kube {
     /// Connects (in-cluster, or `KUBECONFIG`) and follows node `node`; events go to `pod`
-    /// (namespace, name) when known.
+    /// (namespace, name) when known; the cluster's nodes are counted when `count_nodes`.
     ///
     /// # Errors
     /// No Kubernetes configuration can be found or read.
-    pub fn start(node: &str, pod: Option<(String, String)>, sources: NameSources) -> Result<Kube, DaemonError> {
+    pub fn start(
+        node: &str,
+        pod: Option<(String, String)>,
+        sources: NameSources,
+        count_nodes: bool,
+    ) -> Result<Kube, DaemonError> {
         let (tx, rx) = std::sync::mpsc::channel();
         let node = node.to_string();
         std::thread::Builder::new()
@@ -65,6 +77,9 @@ impl Kube {
                     match kubernetes::client().await {
                         Ok(client) => {
                             let cluster = Cluster::start(client.clone(), &node, sources);
+                            if count_nodes {
+                                cluster.count_nodes(client.clone(), NODE_COUNT_EVERY);
+                            }
                             let events = pod.map(|(ns, name)| Events::new(client, &ns, &name));
                             let _ = tx.send(Ok((cluster, events, tokio::runtime::Handle::current())));
                             std::future::pending::<()>().await;
@@ -105,7 +120,14 @@ impl Kube {
             max_pods: node.as_ref().and_then(|n| n.max_pods),
             unschedulable: node.as_ref().is_some_and(|n| n.unschedulable),
             eniconfig: self.cluster.eniconfig(),
+            cluster_nodes: self.cluster.node_count(),
         }
+    }
+
+    /// The pods bound to the node that will want an address and have none yet (namespace,
+    /// name), once listed.
+    pub fn pods_wanting_addresses(&self) -> Option<Vec<(String, String)>> {
+        self.cluster.pods_wanting_addresses()
     }
 
     /// Whether the node's object has been read.

@@ -537,11 +537,34 @@ impl Daemon {
         if !kube.knows_node() {
             return Vec::new();
         }
+        // The pods scheduled here and not yet started, less those already given an address
+        // (kubelet reports a pod's IP a moment after its ADD).
+        if let Some(wanting) = kube.pods_wanting_addresses() {
+            let served: BTreeSet<&(String, String)> = g.meta.values().collect();
+            let coming = wanting.iter().filter(|p| !served.contains(p)).count();
+            g.engine.set_coming(u32::try_from(coming).unwrap_or(u32::MAX));
+        }
         let seen = kube.seen();
         if seen == g.seen {
             return Vec::new();
         }
         let mut effects = Vec::new();
+        if seen.cluster_nodes != g.seen.cluster_nodes
+            && let (Some(n), Some(rate)) = (seen.cluster_nodes, self.cfg.cluster_calls_per_second)
+        {
+            let share = ipam::config::CallBudget::share(rate, crate::config::CLUSTER_CALL_BURST, n);
+            eprintln!(
+                "podipd: the cluster has {n} nodes: this node's share of {rate} EC2 calls a second is {} an hour{}",
+                share.per_hour,
+                if share.paced { ", in slots of its own" } else { "" }
+            );
+            if rate * 3600.0 < f64::from(n) {
+                eprintln!(
+                    "podipd: {rate} EC2 calls a second is less than one an hour for each of {n} nodes; one an hour it is"
+                );
+            }
+            g.engine.set_call_budget(now, Some(share));
+        }
         if seen.max_pods != g.seen.max_pods
             && let Some(n) = seen.max_pods
         {
@@ -811,6 +834,8 @@ impl Daemon {
             "max_pods": g.engine.config().limits.max_pods,
             "pod_eni": g.engine.config().pod_eni.as_ref().map(|t| serde_json::json!({"subnet": t.subnet, "security_groups": t.security_groups})),
             "kubernetes": self.kube.as_ref().map(|k| k.knows_node()),
+            "coming": g.engine.coming(),
+            "call_budget": g.engine.config().call_budget,
         })
     }
 }

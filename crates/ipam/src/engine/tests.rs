@@ -1013,3 +1013,49 @@ fn releases_of_unknown_outcome_of_prefixes_and_fallback_addresses_are_made_again
     assert!(left.secondary_ips().next().is_none(), "fallback addresses went back: {:?}", left.cidrs);
     assert_eq!(left.prefixes().count(), 1, "one prefix kept warm: {:?}", left.cidrs);
 }
+
+#[test]
+fn a_new_share_of_the_call_budget_gives_no_call_the_old_one_had_not() {
+    use crate::config::CallBudget;
+    let open = CallBudget { per_hour: 3600, burst: 5, paced: false };
+    let mut e =
+        Engine::new(cfg(NodeSettings { call_budget: Some(open), ..NodeSettings::default() }), &[primary(&[])], 1, T0)
+            .unwrap();
+    for _ in 0..5 {
+        e.budget.as_mut().unwrap().spend();
+    }
+    // More nodes left the cluster: a bigger share, but the calls in hand stay spent.
+    e.set_call_budget(T0, Some(CallBudget { per_hour: 7200, burst: 10, paced: false }));
+    let b = e.budget.as_ref().unwrap();
+    assert_eq!((b.milli, b.burst, b.may_call(T0)), (0, 10, false));
+    assert_eq!(b.ready_at(T0), T0 + std::time::Duration::from_millis(500), "the new rate refills it");
+
+    // Paced: a slot's call spent, then a new share: the same phase, and the current slot does
+    // not pay out again.
+    let paced = CallBudget { per_hour: 9, burst: 1, paced: true };
+    e.set_call_budget(T0, Some(paced));
+    let (phase, period) = {
+        let p = e.budget.as_ref().unwrap().pace.as_ref().unwrap();
+        (p.phase_ms, p.period_ms)
+    };
+    let slot = Time::from_millis(phase + period);
+    let b = e.budget.as_mut().unwrap();
+    b.refill(slot);
+    assert!(b.may_call(slot), "the node's slot opens");
+    b.spend();
+    e.set_call_budget(slot, Some(CallBudget { per_hour: 12, burst: 1, paced: true }));
+    let b = e.budget.as_mut().unwrap();
+    b.refill(slot);
+    let p = b.pace.as_ref().unwrap();
+    assert_eq!(p.phase_ms, phase, "the phase is kept");
+    assert!(!b.may_call(slot) && b.milli == 0, "no second call in the same slot, nor a credit");
+    let next = b.ready_at(slot);
+    assert_eq!(next, Time::from_millis(phase + p.period_ms * 2), "the next slot, at the new period");
+    b.refill(next);
+    assert!(b.may_call(next));
+    // The same share again changes nothing; none removes the bucket.
+    e.set_call_budget(next, Some(CallBudget { per_hour: 12, burst: 1, paced: true }));
+    assert!(e.budget.as_ref().unwrap().may_call(next));
+    e.set_call_budget(next, None);
+    assert!(e.budget.is_none());
+}
