@@ -22,6 +22,10 @@ pub const RATE_MIN_SPAN: Duration = Duration::from_secs(60);
 /// rollouts and scale-ups come back within it, and returning their addresses in between would
 /// cost a release now, and an assign (a pod waiting, every node calling EC2 at once) at the next.
 pub const SHRINK_HOLD: Duration = Duration::from_secs(6 * 3600);
+/// The longest a node's hold lasts: each node holds for [`SHRINK_HOLD`] plus a share of a quarter
+/// of it drawn from its seed, so that nodes that peaked together (a rollout) do not all hand
+/// their addresses back in the same second, 6 hours later, and throttle the account.
+pub const SHRINK_HOLD_MAX: Duration = Duration::from_secs(6 * 3600 * 5 / 4);
 /// The fewest addresses over its target a pool hands back at once (fewer are not worth a call).
 pub const SHRINK_MIN: u32 = 3;
 /// How long an emptied ENI is kept after the pool last grew (see the engine's adaptive policy):
@@ -54,7 +58,9 @@ pub struct Demand {
     attach: Option<Duration>,
     /// Recent addresses held, for the shrink hold: (when, count), decreasing counts only.
     recent: VecDeque<(Time, u32)>,
-    seen_starts: bool,
+    /// How long a size is held (between [`SHRINK_HOLD`] and [`SHRINK_HOLD_MAX`]).
+    hold_for: Duration,
+    first_start: Option<Time>,
 }
 
 impl Demand {
@@ -67,8 +73,20 @@ impl Demand {
             assign: None,
             attach: None,
             recent: VecDeque::new(),
-            seen_starts: false,
+            hold_for: SHRINK_HOLD,
+            first_start: None,
         }
+    }
+
+    /// The same, holding sizes for `hold` (clamped to [`SHRINK_HOLD`]..=[`SHRINK_HOLD_MAX`]).
+    pub fn holding_for(mut self, hold: Duration) -> Demand {
+        self.hold_for = hold.clamp(SHRINK_HOLD, SHRINK_HOLD_MAX);
+        self
+    }
+
+    /// How long this node holds a size.
+    pub fn hold_for(&self) -> Duration {
+        self.hold_for
     }
 
     /// A pod asked for an address.
@@ -78,7 +96,7 @@ impl Demand {
             self.starts.pop_front();
         }
         self.starts.push_back(now);
-        self.seen_starts = true;
+        self.first_start.get_or_insert(now);
     }
 
     /// A refill call took `took` (an exponentially weighted mean, a quarter weight per call).
@@ -114,7 +132,7 @@ impl Demand {
         while self.starts.front().is_some_and(|t| now.since(*t) >= RATE_WINDOW) {
             self.starts.pop_front();
         }
-        while self.recent.front().is_some_and(|(t, _)| now.since(*t) >= SHRINK_HOLD) {
+        while self.recent.front().is_some_and(|(t, _)| now.since(*t) >= self.hold_for) {
             self.recent.pop_front();
         }
     }
@@ -129,7 +147,17 @@ impl Demand {
 
     /// Whether any pod has started since the tracker began (before that it knows no demand).
     pub fn has_seen_starts(&self) -> bool {
-        self.seen_starts
+        self.first_start.is_some()
+    }
+
+    /// When the first pod started.
+    pub fn first_start(&self) -> Option<Time> {
+        self.first_start
+    }
+
+    /// The most addresses the pods held over the hold window, as last recorded.
+    pub fn peak(&self) -> u32 {
+        self.recent.front().map_or(0, |(_, b)| *b)
     }
 
     /// Records the addresses the pods hold now and returns the most they held over the hold
@@ -147,7 +175,7 @@ impl Demand {
     /// or pool size to leave its window.
     pub fn next_change(&self, now: Time) -> Option<Time> {
         let a = self.starts.iter().map(|t| *t + RATE_WINDOW).find(|t| *t > now);
-        let b = self.recent.iter().map(|(t, _)| *t + SHRINK_HOLD).find(|t| *t > now);
+        let b = self.recent.iter().map(|(t, _)| *t + self.hold_for).find(|t| *t > now);
         match (a, b) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),

@@ -345,6 +345,10 @@ struct Adaptive {
     now: Time,
     /// When the pool last grew (an assign or an attach that worked).
     last_growth: Option<Time>,
+    /// When the node's demand began to be watched.
+    born: Time,
+    /// The young node's burst reserve is still kept (no burst has used it yet).
+    reserve: bool,
 }
 
 impl Engine {
@@ -365,6 +369,12 @@ impl Engine {
         // The pool fills first; the nodes of a cluster do not all sweep at once.
         let next_sweep = now + std::time::Duration::from_secs(60 + rng.below(240));
         let budget = cfg_budget.map(|b| Bucket::new(b, now, &mut rng));
+        // Drawn only for the adaptive policy: the VPC CNI's runs stay as they were.
+        let hold_ms = crate::demand::SHRINK_HOLD.as_millis() as u64;
+        let hold_for = match cfg_policy {
+            PoolPolicyChoice::VpcCni => crate::demand::SHRINK_HOLD,
+            PoolPolicyChoice::Adaptive { .. } => std::time::Duration::from_millis(hold_ms + rng.below(hold_ms / 4)),
+        };
         Ok(Engine {
             cfg,
             policy,
@@ -398,13 +408,15 @@ impl Engine {
             adaptive: match cfg_policy {
                 PoolPolicyChoice::VpcCni => None,
                 PoolPolicyChoice::Adaptive { misses_per_million } => Some(Adaptive {
-                    demand: Demand::new(f64::from(misses_per_million) / 1e6),
+                    demand: Demand::new(f64::from(misses_per_million) / 1e6).holding_for(hold_for),
                     waiting: BTreeMap::new(),
                     coming: 0,
                     issued: BTreeMap::new(),
                     creating_since: None,
                     now,
                     last_growth: None,
+                    born: now,
+                    reserve: true,
                 }),
             },
         })
@@ -462,7 +474,8 @@ impl Engine {
         let stats = self.ds.stats(now);
         // Held and cooling addresses are not available (podip counts cooling ones as in use).
         let busy = u32::try_from(stats.assigned + stats.cooling).unwrap_or(u32::MAX);
-        let prior = if self.policy.cfg.prefix_delegation {
+        let prefixes = self.policy.cfg.prefix_delegation;
+        let prior = if prefixes {
             crate::maxpods::IPS_PER_PREFIX
         } else {
             u32::try_from(self.policy.cfg.max_ips_per_eni()).unwrap_or(u32::MAX)
@@ -472,8 +485,24 @@ impl Engine {
         a.waiting.retain(|_, asked| now.since(*asked) < WAITING_FORGOTTEN);
         let coming = u32::try_from(a.waiting.len()).unwrap_or(u32::MAX).saturating_add(a.coming);
         let grow = a.demand.warm_target(now, coming, needs_eni);
+        let peak = a.demand.peak();
         let held = a.demand.hold(now, busy);
         let mut warm = held.saturating_sub(busy).saturating_add(grow);
+        // A young node has not yet seen a whole hold window of its day. Once its first pods are
+        // in, it keeps a burst reserve of half an ENI's addresses for the first rollout or
+        // scale-up, which a thousand nodes would otherwise all ask EC2 for in the same second,
+        // and hands nothing back meanwhile. A burst that takes a quarter of an ENI's addresses
+        // past the node's peak uses the reserve up: from then on the hold keeps the burst's
+        // size. (With prefixes, growth by whole /28s leaves a reserve of its own; and fallback
+        // addresses held as one would fill the ENIs' slots a prefix needs.)
+        let booted = a.demand.first_start().is_some_and(|t| now.since(t) >= crate::demand::RATE_WINDOW);
+        if booted && busy >= peak.saturating_add((prior / 4).max(1)) {
+            a.reserve = false;
+        }
+        let young = a.reserve && !prefixes && now.since(a.born) < a.demand.hold_for();
+        if young {
+            warm = warm.max(prior / 2);
+        }
         if !a.demand.has_seen_starts() {
             warm = warm.max(prior);
         }
@@ -487,7 +516,8 @@ impl Engine {
         // pod replacement (whose old address cools down) would want them back.
         let total = u32::try_from(stats.total).unwrap_or(u32::MAX);
         let excess = total.saturating_sub(busy).saturating_sub(warm);
-        let minimum_ip = if excess < crate::demand::SHRINK_MIN { user.minimum_ip.max(total) } else { user.minimum_ip };
+        let minimum_ip =
+            if young || excess < crate::demand::SHRINK_MIN { user.minimum_ip.max(total) } else { user.minimum_ip };
         self.policy.cfg.targets = crate::policy::WarmTargets { warm_eni: 0, warm_ip: warm, minimum_ip, warm_prefix: 0 };
     }
 

@@ -12,7 +12,7 @@ use common::check;
 use ipam::addr::PodKey;
 use ipam::config::{NodeSettings, PoolPolicyChoice};
 use ipam::datastore::Packing;
-use ipam::demand::{ENI_HOLD, SHRINK_HOLD, SHRINK_MIN};
+use ipam::demand::{ENI_HOLD, SHRINK_HOLD_MAX, SHRINK_MIN};
 use proptest::prelude::*;
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -61,7 +61,7 @@ proptest! {
             prop_assert!(w.node.del_pod(&key).is_some());
         }
         // Demand stops: past both holds the pool settles to a steady size.
-        let until = w.node.now() + SHRINK_HOLD + ENI_HOLD + Duration::from_secs(600);
+        let until = w.node.now() + SHRINK_HOLD_MAX + ENI_HOLD + Duration::from_secs(600);
         while w.node.step(&mut w.vpc, until).unwrap() {
             check(&w)?;
         }

@@ -102,7 +102,14 @@ fn pods_keep_starting_on_secondary_addresses_and_prefixes_return_once_a_28_is_fr
     while n.step(&mut vpc, later).unwrap() {}
     let mut i = 20;
     while held(&vpc, &n).0.is_empty() && i < 60 {
-        n.add_pod(&mut vpc, &key(i), Duration::from_secs(60)).unwrap().expect("pod started");
+        let r = n.add_pod(&mut vpc, &key(i), Duration::from_secs(60)).unwrap();
+        assert!(
+            r.is_some(),
+            "pod {i} did not start: {:?} {:?} {:?}",
+            n.engine().stats(n.now()),
+            held(&vpc, &n),
+            n.engine().counters()
+        );
         check(&vpc, &n, &cfg);
         i += 1;
     }
@@ -114,7 +121,7 @@ fn pods_keep_starting_on_secondary_addresses_and_prefixes_return_once_a_28_is_fr
     for (j, a) in addrs.iter().enumerate() {
         assert_eq!(n.del_pod(&key(j as u32)), Some(*a));
     }
-    let until = n.now() + ipam::demand::SHRINK_HOLD + Duration::from_secs(600);
+    let until = n.now() + ipam::demand::SHRINK_HOLD_MAX + Duration::from_secs(600);
     while n.step(&mut vpc, until).unwrap() {
         check(&vpc, &n, &cfg);
     }

@@ -111,8 +111,8 @@ fn adds_at_once(sock: &std::path::Path, n: usize) {
 }
 
 /// podipd's default pool policy (adaptive): no warm targets, a burst of pods that all start
-/// (each refused one wakes the pool-check loop at once), and a pool that ends near what its pods
-/// hold, not a spare ENI's worth over it.
+/// (each refused one wakes the pool-check loop at once), and a pool that ends at what its pods
+/// hold plus a young node's burst reserve (half an ENI), not a whole spare ENI over it.
 #[test]
 fn the_adaptive_default_starts_a_burst_of_pods_and_holds_no_spare_eni() {
     // c5.4xlarge: 8 ENIs x 29 secondary addresses.
@@ -120,12 +120,13 @@ fn the_adaptive_default_starts_a_burst_of_pods_and_holds_no_spare_eni() {
     w.start(&[("PODIP_POOL_POLICY", ""), ("WARM_ENI_TARGET", "")]);
     let sock = w.sock();
     adds_at_once(&sock, 20);
-    // The VPC CNI's default keeps a whole ENI's 29 spare; the adaptive pool the burst's margin.
+    // The VPC CNI's default keeps a whole ENI's 29 spare; the young adaptive pool its burst
+    // reserve, half an ENI's (14), and a refill's margin.
     std::thread::sleep(std::time::Duration::from_secs(6));
     let st = introspect(&sock);
     let (total, assigned) = (st["total"].as_u64().unwrap(), st["assigned"].as_u64().unwrap());
     assert_eq!(assigned, 20, "{st}");
-    assert!(total - assigned < 12, "{} spare addresses: {st}", total - assigned);
+    assert!(total - assigned < 20, "{} spare addresses: {st}", total - assigned);
 }
 
 #[test]
