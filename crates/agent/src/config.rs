@@ -145,7 +145,7 @@ pub const VARIABLES: [(&str, &str); 42] = [
     ("ENABLE_IPv6", "false"),
     ("AWS_VPC_K8S_CNI_VETHPREFIX", "eni"),
     ("PODIP_SOCKET", "/run/podip/podipd.sock"),
-    ("PODIP_CHECKPOINT", "/var/lib/podip/ipam.json"),
+    ("PODIP_CHECKPOINT", "/run/podip/ipam.json"),
     ("PODIP_METRICS_ADDRESS", "127.0.0.1:61678"),
     ("AWS_EC2_ENDPOINT", ""),
     ("PODIP_CNI_CONFLIST", ""),

@@ -21,23 +21,30 @@ pub struct AttachmentLock {
 /// Code 5 when the lock file cannot be made or locked.
 pub fn lock(socket: &str, pod: Option<(&str, &str)>, container_id: &str) -> Result<AttachmentLock, CniError> {
     let parent = Path::new(socket).parent().unwrap_or(Path::new("/run/podip"));
-    if !parent.is_dir() {
-        // Nothing is made on the host for a path that leads nowhere.
-        return Err(CniError::new(
-            ErrorCode::TryAgainLater,
-            format!("podipd at {socket}: its directory does not exist (is podipd running?)"),
-        ));
-    }
     let dir = parent.join("locks");
     let key = pod.map_or_else(|| container_id.to_string(), |(ns, name)| format!("{ns}/{name}"));
     let bucket = &datapath::host_veth_name("", &key)[..2];
     let path = dir.join(format!("{bucket}.lock"));
     let io =
         |e: &dyn std::fmt::Display| CniError::new(ErrorCode::Io, format!("attachment lock {}: {e}", path.display()));
-    match std::fs::create_dir(&dir) {
-        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(io(&e)),
-        _ => {}
-    }
-    let f = protocol::lockfile::open(&path).map_err(|e| io(&e))?;
+    // The lock file is there after the node's first ADD; only before it is the directory made.
+    let f = match protocol::lockfile::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if !parent.is_dir() {
+                // Nothing is made on the host for a path that leads nowhere.
+                return Err(CniError::new(
+                    ErrorCode::TryAgainLater,
+                    format!("podipd at {socket}: its directory does not exist (is podipd running?)"),
+                ));
+            }
+            match std::fs::create_dir(&dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(io(&e)),
+                _ => {}
+            }
+            protocol::lockfile::open(&path).map_err(|e| io(&e))?
+        }
+        Err(e) => return Err(io(&e)),
+    };
     Flock::lock(f, FlockArg::LockExclusive).map(|f| AttachmentLock { _file: f }).map_err(|(_, e)| io(&e))
 }

@@ -168,8 +168,8 @@ fn the_node_image_installs_the_plugin_and_serves_a_node_under_containerd() {
     let mut line = String::new();
     std::io::BufReader::new(sim.stdout.take().unwrap()).read_line(&mut line).unwrap();
     let ready: serde_json::Value = serde_json::from_str(&line).unwrap();
-    let (run, state, netd) = (dir.join("run"), dir.join("state"), dir.join("net.d"));
-    for d in [&run, &state, &netd] {
+    let (run, netd) = (dir.join("run"), dir.join("net.d"));
+    for d in [&run, &netd] {
         std::fs::create_dir_all(d).unwrap();
     }
     let env = [
@@ -179,14 +179,13 @@ fn the_node_image_installs_the_plugin_and_serves_a_node_under_containerd() {
         "PODIP_CNI_CONFLIST=/host/etc/cni/net.d/05-podip.conflist".to_string(),
     ];
     let netns_arg = format!("network:/var/run/netns/{}", ns.0);
-    let (m1, m2, m3) =
-        (mount(&run, "/run/podip"), mount(&state, "/var/lib/podip"), mount(&netd, "/host/etc/cni/net.d"));
+    let (m1, m2) = (mount(&run, "/run/podip"), mount(&netd, "/host/etc/cni/net.d"));
     let mut args: Vec<&str> =
         vec!["run", "-d", "--with-ns", &netns_arg, "--cap-add", "CAP_NET_ADMIN", "--cap-add", "CAP_NET_RAW"];
     for e in &env {
         args.extend(["--env", e]);
     }
-    args.extend(["--mount", &m1, "--mount", &m2, "--mount", &m3, "podip:e2e", "podip-daemon", "/podipd"]);
+    args.extend(["--mount", &m1, "--mount", &m2, "podip:e2e", "podip-daemon", "/podipd"]);
     ok(ctr(&args), "run the daemon");
     let conflist = netd.join("05-podip.conflist");
     let t0 = Instant::now();

@@ -101,17 +101,58 @@ impl Nl {
         }
     }
 
+    /// Sends several requests in one datagram (the kernel runs them in order) and waits for
+    /// every acknowledgement; the first NACK becomes an error naming its request. The kernel goes
+    /// on with the later requests of the datagram after one fails: only for requests whose
+    /// failure undoes them all anyway (the caller removes what it made).
+    fn call_all(&mut self, reqs: Vec<(&str, RouteNetlinkMessage, u16)>) -> Result<(), ApplyError> {
+        let first = self.seq + 1;
+        let mut buf = Vec::new();
+        let mut names = Vec::new();
+        for (what, msg, flags) in reqs {
+            self.seq += 1;
+            let mut header = NetlinkHeader::default();
+            header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
+            header.sequence_number = self.seq;
+            let mut m = NetlinkMessage::new(header, NetlinkPayload::from(msg));
+            m.finalize();
+            let at = buf.len();
+            buf.resize(at + m.buffer_len(), 0);
+            m.serialize(&mut buf[at..]);
+            names.push(what.to_string());
+        }
+        let last = self.seq;
+        let what = |seq: u32| names.get((seq - first) as usize).map_or("netlink", String::as_str).to_string();
+        self.sock.send(&buf, 0).map_err(|e| err(&what(first), e))?;
+        let mut acked = 0;
+        let mut failed = None;
+        while acked < names.len() {
+            let (data, _) = self.sock.recv_from_full().map_err(|e| err(&what(first), e))?;
+            let mut off = 0;
+            while off < data.len() {
+                let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&data[off..])
+                    .map_err(|e| err(&what(first), e))?;
+                let len = msg.header.length as usize;
+                let seq = msg.header.sequence_number;
+                if let NetlinkPayload::Error(e) = msg.payload
+                    && (first..=last).contains(&seq)
+                {
+                    acked += 1;
+                    if let Some(code) = e.code {
+                        failed.get_or_insert_with(|| err(&what(seq), std::io::Error::from_raw_os_error(-code.get())));
+                    }
+                }
+                if len == 0 {
+                    break;
+                }
+                off += len;
+            }
+        }
+        failed.map_or(Ok(()), Err)
+    }
+
     pub(crate) fn index(&mut self, name: &str) -> Result<u32, ApplyError> {
-        let mut m = LinkMessage::default();
-        m.attributes.push(LinkAttribute::IfName(name.to_string()));
-        let replies = self.call(&format!("find {name}"), RouteNetlinkMessage::GetLink(m), 0)?;
-        replies
-            .into_iter()
-            .find_map(|r| match r {
-                RouteNetlinkMessage::NewLink(l) => Some(l.header.index),
-                _ => None,
-            })
-            .ok_or_else(|| err(&format!("find {name}"), "no such link"))
+        self.link(name).map(|(i, _)| i)
     }
 
     fn up(&mut self, index: u32, what: &str) -> Result<(), ApplyError> {
@@ -122,6 +163,27 @@ impl Nl {
         self.call(what, RouteNetlinkMessage::SetLink(m), 0).map(|_| ())
     }
 
+    /// Link `name`'s index and, when it has one, the index of the link it is tied to
+    /// (`IFLA_LINK`: a veth's peer, counted in the peer's namespace).
+    pub(crate) fn link(&mut self, name: &str) -> Result<(u32, Option<u32>), ApplyError> {
+        let mut m = LinkMessage::default();
+        m.attributes.push(LinkAttribute::IfName(name.to_string()));
+        let replies = self.call(&format!("find {name}"), RouteNetlinkMessage::GetLink(m), 0)?;
+        replies
+            .into_iter()
+            .find_map(|r| match r {
+                RouteNetlinkMessage::NewLink(l) => {
+                    let peer = l.attributes.iter().find_map(|a| match a {
+                        LinkAttribute::Link(i) => Some(*i),
+                        _ => None,
+                    });
+                    Some((l.header.index, peer))
+                }
+                _ => None,
+            })
+            .ok_or_else(|| err(&format!("find {name}"), "no such link"))
+    }
+
     fn route(
         &mut self,
         what: &str,
@@ -130,22 +192,33 @@ impl Nl {
         oif: u32,
         scope: RouteScope,
     ) -> Result<(), ApplyError> {
-        let mut r = RouteMessage::default();
-        r.header.address_family = AddressFamily::Inet;
-        r.header.table = RouteHeader::RT_TABLE_MAIN;
-        r.header.protocol = RouteProtocol::Boot;
-        r.header.scope = scope;
-        r.header.kind = RouteType::Unicast;
-        if let Some((d, len)) = dst {
-            r.header.destination_prefix_length = len;
-            r.attributes.push(RouteAttribute::Destination(RouteAddress::Inet(d)));
-        }
-        if let Some(g) = gw {
-            r.attributes.push(RouteAttribute::Gateway(RouteAddress::Inet(g)));
-        }
-        r.attributes.push(RouteAttribute::Oif(oif));
-        self.call(what, RouteNetlinkMessage::NewRoute(r), NLM_F_CREATE | NLM_F_REPLACE).map(|_| ())
+        self.call(what, route_message(dst, gw, oif, scope), NLM_F_CREATE | NLM_F_REPLACE).map(|_| ())
     }
+}
+
+/// A main-table IPv4 route to `dst` (the default route when `None`), through `gw` or on link
+/// `oif`.
+fn route_message(
+    dst: Option<(Ipv4Addr, u8)>,
+    gw: Option<Ipv4Addr>,
+    oif: u32,
+    scope: RouteScope,
+) -> RouteNetlinkMessage {
+    let mut r = RouteMessage::default();
+    r.header.address_family = AddressFamily::Inet;
+    r.header.table = RouteHeader::RT_TABLE_MAIN;
+    r.header.protocol = RouteProtocol::Boot;
+    r.header.scope = scope;
+    r.header.kind = RouteType::Unicast;
+    if let Some((d, len)) = dst {
+        r.header.destination_prefix_length = len;
+        r.attributes.push(RouteAttribute::Destination(RouteAddress::Inet(d)));
+    }
+    if let Some(g) = gw {
+        r.attributes.push(RouteAttribute::Gateway(RouteAddress::Inet(g)));
+    }
+    r.attributes.push(RouteAttribute::Oif(oif));
+    RouteNetlinkMessage::NewRoute(r)
 }
 
 fn mac(s: &str) -> Vec<u8> {
@@ -170,13 +243,17 @@ pub fn setup(p: &PodNet) -> Result<(), ApplyError> {
     setns(&host_ns, CloneFlags::CLONE_NEWNET).map_err(|e| err("return to host netns", e))?;
     let mut pod = pod?;
 
-    // The veth pair, created on the host with its peer placed in the pod's namespace.
+    // The veth pair, created on the host with its peer placed in the pod's namespace; the host
+    // end up from the start. (Not the peer: the kernel configures it before the pair is joined,
+    // and a veth without its peer refuses to go up, ENOTCONN.)
     let mut peer = LinkMessage::default();
     peer.attributes.push(LinkAttribute::IfName(p.ifname.clone()));
     peer.attributes.push(LinkAttribute::Address(mac(&p.pod_mac)));
     peer.attributes.push(LinkAttribute::Mtu(p.mtu));
     peer.attributes.push(LinkAttribute::NetNsFd(pod_ns.as_raw_fd()));
     let mut veth = LinkMessage::default();
+    veth.header.flags = LinkFlags::Up;
+    veth.header.change_mask = LinkFlags::Up;
     veth.attributes.push(LinkAttribute::IfName(p.host_veth.clone()));
     veth.attributes.push(LinkAttribute::Address(mac(&p.host_mac)));
     veth.attributes.push(LinkAttribute::Mtu(p.mtu));
@@ -188,7 +265,13 @@ pub fn setup(p: &PodNet) -> Result<(), ApplyError> {
 
     let result = (|| {
         let gw: Ipv4Addr = GATEWAY_V4.parse().expect("literal");
-        let pi = pod.index(&p.ifname)?;
+        // One lookup of the host end gives both indexes: its own, and its peer's (IFLA_LINK,
+        // an index in the pod's namespace, where the peer was just created).
+        let (hi, peer) = host.link(&p.host_veth)?;
+        let pi = match peer {
+            Some(i) => i,
+            None => pod.index(&p.ifname)?,
+        };
         pod.up(pi, "pod interface up")?;
         let mut a = AddressMessage::default();
         a.header.family = AddressFamily::Inet;
@@ -196,9 +279,6 @@ pub fn setup(p: &PodNet) -> Result<(), ApplyError> {
         a.header.index = pi;
         a.attributes.push(AddressAttribute::Local(IpAddr::V4(addr)));
         a.attributes.push(AddressAttribute::Address(IpAddr::V4(addr)));
-        pod.call("pod address", RouteNetlinkMessage::NewAddress(a), NLM_F_CREATE | NLM_F_EXCL)?;
-        pod.route("pod gateway route", Some((gw, 32)), None, pi, RouteScope::Link)?;
-        pod.route("pod default route", None, Some(gw), pi, RouteScope::Universe)?;
         let mut n = NeighbourMessage::default();
         n.header.family = AddressFamily::Inet;
         n.header.ifindex = pi;
@@ -206,9 +286,22 @@ pub fn setup(p: &PodNet) -> Result<(), ApplyError> {
         n.header.kind = RouteType::Unicast;
         n.attributes.push(NeighbourAttribute::Destination(NeighbourAddress::Inet(gw)));
         n.attributes.push(NeighbourAttribute::LinkLayerAddress(mac(&p.host_mac)));
-        pod.call("pod gateway neighbour", RouteNetlinkMessage::NewNeighbour(n), NLM_F_CREATE | NLM_F_REPLACE)?;
-        let hi = host.index(&p.host_veth)?;
-        host.up(hi, "host veth up")?;
+        // One datagram for the pod's side: the kernel adds the gateway's route before the
+        // default route that goes through it.
+        pod.call_all(vec![
+            ("pod address", RouteNetlinkMessage::NewAddress(a), NLM_F_CREATE | NLM_F_EXCL),
+            (
+                "pod gateway route",
+                route_message(Some((gw, 32)), None, pi, RouteScope::Link),
+                NLM_F_CREATE | NLM_F_REPLACE,
+            ),
+            (
+                "pod default route",
+                route_message(None, Some(gw), pi, RouteScope::Universe),
+                NLM_F_CREATE | NLM_F_REPLACE,
+            ),
+            ("pod gateway neighbour", RouteNetlinkMessage::NewNeighbour(n), NLM_F_CREATE | NLM_F_REPLACE),
+        ])?;
         host.route("host route to the pod", Some((addr, 32)), None, hi, RouteScope::Link)?;
         crate::host::set_pod_rules(&mut host, p.addr, p.table)
     })();
@@ -218,4 +311,60 @@ pub fn setup(p: &PodNet) -> Result<(), ApplyError> {
         let _ = crate::apply::teardown(Some(&p.host_veth), &[p.addr]);
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs `f` on a thread of its own in a fresh network namespace (root only; without root
+    /// the test is skipped unless REQUIRE_PRIVILEGED=1).
+    fn in_new_netns(f: impl FnOnce() + Send) {
+        let required = std::env::var("REQUIRE_PRIVILEGED").is_ok_and(|v| v == "1");
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                if let Err(e) = nix::sched::unshare(CloneFlags::CLONE_NEWNET) {
+                    assert!(!required, "REQUIRE_PRIVILEGED=1 but no network namespace of its own: {e}");
+                    eprintln!("skipping: needs root ({e})");
+                    return;
+                }
+                f();
+            })
+            .join()
+            .expect("the test thread");
+        });
+    }
+
+    #[test]
+    fn a_batch_names_the_request_the_kernel_refused_and_reads_every_answer() {
+        in_new_netns(|| {
+            let mut nl = Nl::open().unwrap();
+            let lo = nl.index("lo").unwrap();
+            let mut up = LinkMessage::default();
+            up.header.index = lo;
+            up.header.flags = LinkFlags::Up;
+            up.header.change_mask = LinkFlags::Up;
+            nl.call("lo up", RouteNetlinkMessage::SetLink(up), 0).unwrap();
+            let dst = |last: u8| Some((Ipv4Addr::new(10, 9, 0, last), 32));
+            nl.call_all(vec![
+                ("first", route_message(dst(1), None, lo, RouteScope::Link), NLM_F_CREATE | NLM_F_EXCL),
+                ("second", route_message(dst(2), None, lo, RouteScope::Link), NLM_F_CREATE | NLM_F_EXCL),
+            ])
+            .unwrap();
+            // The second request names a link that is not there: its name comes back, the
+            // others' answers are read too.
+            let e = nl
+                .call_all(vec![
+                    ("third", route_message(dst(3), None, lo, RouteScope::Link), NLM_F_CREATE | NLM_F_EXCL),
+                    ("to no link", route_message(dst(4), None, 9999, RouteScope::Link), NLM_F_CREATE | NLM_F_EXCL),
+                    ("fifth", route_message(dst(5), None, lo, RouteScope::Link), NLM_F_CREATE | NLM_F_EXCL),
+                ])
+                .unwrap_err();
+            assert_eq!(e.what, "to no link", "{e:?}");
+            // Nothing of the batch is left unread: the next request gets its own answer.
+            let again = nl.call("again", route_message(dst(1), None, lo, RouteScope::Link), NLM_F_CREATE | NLM_F_EXCL);
+            assert!(again.is_err_and(|e| e.what == "again" && e.detail.contains("exists")));
+            nl.call("sixth", route_message(dst(6), None, lo, RouteScope::Link), NLM_F_CREATE | NLM_F_EXCL).unwrap();
+        });
+    }
 }

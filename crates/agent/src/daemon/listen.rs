@@ -1,24 +1,22 @@
-//! The plugin socket: owner-only, bounded. A fixed pool of workers serves connections handed
-//! over through a bounded queue (a flood waits in the kernel's backlog, it does not spawn
-//! threads); every request line is capped in length, every connection has read and write
-//! timeouts and a cap on requests; running out of file descriptors slows accepting down
-//! instead of spinning. The socket path is removed before binding only if it is a socket.
+//! The plugin socket: owner-only, bounded. A fixed pool of workers each accepts and serves
+//! connections itself (no hand-over between threads on the ADD's path; a flood waits in the
+//! kernel's backlog, it does not spawn threads); every request line is capped in length, every
+//! connection has read and write timeouts and a cap on requests; running out of file
+//! descriptors slows accepting down instead of spinning. The socket path is removed before
+//! binding only if it is a socket.
 
 use super::{Daemon, DaemonError};
 use crate::protocol::{CURRENT, ErrorKind, Outcome, Response, parse_request};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::sync::mpsc::{Receiver, sync_channel};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Longest request line accepted, in bytes.
 pub const MAX_REQUEST: usize = 64 * 1024;
 /// Workers serving connections.
 const WORKERS: usize = 32;
-/// Accepted connections waiting for a worker.
-const QUEUE: usize = 64;
 /// Read and write timeout of a connection (the plugin writes its request at once).
 const IO_TIMEOUT: Duration = Duration::from_secs(2);
 /// Requests one connection may make.
@@ -45,35 +43,28 @@ impl Daemon {
         }
         let listener = UnixListener::bind(path).map_err(|e| io(&e))?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|e| io(&e))?;
-        let (tx, rx) = sync_channel::<UnixStream>(QUEUE);
-        let rx = Arc::new(Mutex::new(rx));
-        for _ in 0..WORKERS {
-            let d = Arc::clone(self);
-            let rx = Arc::clone(&rx);
-            std::thread::spawn(move || d.work(&rx));
-        }
+        let listener = Arc::new(listener);
+        let workers: Vec<_> = (0..WORKERS)
+            .map(|_| {
+                let d = Arc::clone(self);
+                let l = Arc::clone(&listener);
+                std::thread::spawn(move || d.work(&l))
+            })
+            .collect();
         listening();
-        for conn in listener.incoming() {
-            match conn {
-                Ok(c) => {
-                    if tx.send(c).is_err() {
-                        break;
-                    }
-                }
-                // Out of descriptors (or another transient failure): let connections finish.
-                Err(_) => std::thread::sleep(Duration::from_millis(100)),
-            }
+        for w in workers {
+            let _ = w.join();
         }
         Ok(())
     }
 
-    fn work(&self, rx: &Mutex<Receiver<UnixStream>>) {
+    fn work(&self, listener: &UnixListener) {
         loop {
-            let conn = match rx.lock().expect("listener queue lock").recv() {
-                Ok(c) => c,
-                Err(_) => return,
-            };
-            self.connection(conn);
+            match listener.accept() {
+                Ok((conn, _)) => self.connection(conn),
+                // Out of descriptors (or another transient failure): let connections finish.
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
         }
     }
 
