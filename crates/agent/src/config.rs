@@ -48,11 +48,12 @@ pub struct DaemonConfig {
     /// `PODIP_PREFIX_FALLBACK`: secondary addresses when EC2 has no free /28.
     pub prefix_fallback: bool,
     /// `PODIP_CLUSTER_EC2_CALLS_PER_SECOND` over `PODIP_CLUSTER_NODES`: this node's share of the
-    /// cluster's mutating EC2 calls (none: unbounded). As a pod, the node count Kubernetes gives
-    /// replaces the setting once read; until then, without the setting, the share is the least
-    /// (one call an hour, beside the boot's first).
+    /// cluster's mutating EC2 calls (none: unbounded). As a pod without `PODIP_CLUSTER_NODES`,
+    /// the node count Kubernetes gives; until it is read, the least share (one call an hour,
+    /// beside the boot's first).
     pub call_budget: Option<ipam::config::CallBudget>,
-    /// `PODIP_CLUSTER_EC2_CALLS_PER_SECOND`: the cluster's budget, shared over its nodes.
+    /// `PODIP_CLUSTER_EC2_CALLS_PER_SECOND`, when the nodes that share it are to be counted in
+    /// Kubernetes (`PODIP_CLUSTER_NODES` unset).
     pub cluster_calls_per_second: Option<f64>,
     /// `IP_COOLDOWN_PERIOD`.
     pub cooldown: Duration,
@@ -530,7 +531,8 @@ impl DaemonConfig {
             pool_policy,
             prefix_fallback,
             call_budget,
-            cluster_calls_per_second: call_budget.and(cluster_calls_per_second),
+            // Kubernetes counts the nodes only when their number is not given.
+            cluster_calls_per_second: call_budget.and(cluster_calls_per_second).filter(|_| cluster_nodes.is_none()),
             cooldown,
             custom_networking,
             snat: if external { Snat::External } else { Snat::Internal },
@@ -609,6 +611,17 @@ mod tests {
         let c = load(None, &[("PODIP_CLUSTER_EC2_CALLS_PER_SECOND", "2.5"), ("MY_NODE_NAME", "ip-10-0-0-9")]).unwrap();
         assert_eq!(c.call_budget, Some(CallBudget { per_hour: 1, burst: 1, paced: true }));
         assert_eq!(c.cluster_calls_per_second, Some(2.5));
+        // A node count given is kept: Kubernetes does not replace it.
+        let c = load(
+            None,
+            &[
+                ("PODIP_CLUSTER_EC2_CALLS_PER_SECOND", "2.5"),
+                ("PODIP_CLUSTER_NODES", "1000"),
+                ("MY_NODE_NAME", "ip-10-0-0-9"),
+            ],
+        )
+        .unwrap();
+        assert_eq!((c.call_budget.map(|b| b.per_hour), c.cluster_calls_per_second), (Some(9), None));
         let err = load(None, &[("PODIP_CLUSTER_NODES", "10")]).unwrap_err().to_string();
         assert!(err.contains("PODIP_CLUSTER_NODES=\"10\": set only with"), "{err}");
     }

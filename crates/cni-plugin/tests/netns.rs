@@ -251,3 +251,44 @@ fn a_del_naming_another_namespace_leaves_its_interfaces_alone() {
     assert!(!sh(&["ip", "-n", &node.name, "-o", "link", "show"]).contains(&format!(" {v3}@")), "w3's veth stayed");
     assert!(sh(&["ip", "-o", "link", "show"]).lines().all(|l| !l.contains("pdel")), "a host interface renamed");
 }
+
+/// The checkpoint gone while pods run (deleted, or left behind at another path by an upgrade):
+/// the wired pods keep their addresses, and every other address cools down once, since which
+/// of them a pod left a moment ago is not known any more.
+#[test]
+fn a_checkpoint_gone_while_pods_run_is_rebuilt_from_the_host_and_the_rest_cools_once() {
+    if !privileged() {
+        return;
+    }
+    let mut node = Node::with("lost", &[("IP_COOLDOWN_PERIOD", "30")]);
+    let (p1, p2) = (node.pod(1), node.pod(2));
+    let live = common::addr_of(&node.add("live", &p1));
+    let left = common::addr_of(&node.add("left", &p2));
+    let netns = format!("/var/run/netns/{p2}");
+    let del =
+        [("CNI_COMMAND", "DEL"), ("CNI_CONTAINERID", "left"), ("CNI_NETNS", netns.as_str()), ("CNI_IFNAME", "eth0")];
+    assert_eq!(node.cni(&del, &node.conf("1.0.0")).0, 0);
+    node.kill_daemon();
+    std::fs::remove_file(node.dir.join("state/ipam.json")).unwrap();
+    let notes = node.restart_daemon();
+    assert!(notes.iter().any(|n| n.contains("cool down once")), "{notes:?}");
+    let st = common::introspect(&node.socket);
+    let pods: Vec<String> =
+        st["pods"].as_array().unwrap().iter().map(|p| p["ip"].as_str().unwrap().to_string()).collect();
+    assert_eq!(pods, std::slice::from_ref(&live), "the wired pod is recovered: {st}");
+    // The address the other pod left a moment ago is not handed out while it may still cool.
+    let p3 = node.pod(3);
+    for i in 0..4 {
+        let a = common::addr_of(&node.add(&format!("new{i}"), &p3));
+        assert!(a != left && a != live, "{a} handed out again: {st}");
+        let netns = format!("/var/run/netns/{p3}");
+        let cid = format!("new{i}");
+        let del = [
+            ("CNI_COMMAND", "DEL"),
+            ("CNI_CONTAINERID", cid.as_str()),
+            ("CNI_NETNS", netns.as_str()),
+            ("CNI_IFNAME", "eth0"),
+        ];
+        assert_eq!(node.cni(&del, &node.conf("1.0.0")).0, 0);
+    }
+}

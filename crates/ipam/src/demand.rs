@@ -155,11 +155,6 @@ impl Demand {
         self.first_start
     }
 
-    /// The most addresses the pods held over the hold window, as last recorded.
-    pub fn peak(&self) -> u32 {
-        self.recent.front().map_or(0, |(_, b)| *b)
-    }
-
     /// Records the addresses the pods hold now and returns the most they held over the hold
     /// window.
     pub fn hold(&mut self, now: Time, size: u32) -> u32 {

@@ -349,6 +349,9 @@ struct Adaptive {
     born: Time,
     /// The young node's burst reserve is still kept (no burst has used it yet).
     reserve: bool,
+    /// The most addresses the pods held when the node's boot was over: a burst is measured
+    /// from there.
+    reserve_base: Option<u32>,
 }
 
 impl Engine {
@@ -417,6 +420,7 @@ impl Engine {
                     last_growth: None,
                     born: now,
                     reserve: true,
+                    reserve_base: None,
                 }),
             },
         })
@@ -483,21 +487,25 @@ impl Engine {
         let max_pods = self.cfg.limits.max_pods;
         let Some(a) = &mut self.adaptive else { return };
         a.waiting.retain(|_, asked| now.since(*asked) < WAITING_FORGOTTEN);
-        let coming = u32::try_from(a.waiting.len()).unwrap_or(u32::MAX).saturating_add(a.coming);
+        // The pods Kubernetes says are coming include those already refused and waiting.
+        let coming = u32::try_from(a.waiting.len()).unwrap_or(u32::MAX).max(a.coming);
         let grow = a.demand.warm_target(now, coming, needs_eni);
-        let peak = a.demand.peak();
         let held = a.demand.hold(now, busy);
         let mut warm = held.saturating_sub(busy).saturating_add(grow);
         // A young node has not yet seen a whole hold window of its day. Once its first pods are
         // in, it keeps a burst reserve of half an ENI's addresses for the first rollout or
         // scale-up, which a thousand nodes would otherwise all ask EC2 for in the same second,
         // and hands nothing back meanwhile. A burst that takes a quarter of an ENI's addresses
-        // past the node's peak uses the reserve up: from then on the hold keeps the burst's
-        // size. (With prefixes, growth by whole /28s leaves a reserve of its own; and fallback
-        // addresses held as one would fill the ENIs' slots a prefix needs.)
+        // past what it held when its boot was over uses the reserve up, however fast it came:
+        // from then on the hold keeps the burst's size. (With prefixes, growth by whole /28s
+        // leaves a reserve of its own; and fallback addresses held as one would fill the ENIs'
+        // slots a prefix needs.)
         let booted = a.demand.first_start().is_some_and(|t| now.since(t) >= crate::demand::RATE_WINDOW);
-        if booted && busy >= peak.saturating_add((prior / 4).max(1)) {
-            a.reserve = false;
+        if booted && a.reserve {
+            let base = *a.reserve_base.get_or_insert(held);
+            if busy >= base.saturating_add((prior / 4).max(1)) {
+                a.reserve = false;
+            }
         }
         let young = a.reserve && !prefixes && now.since(a.born) < a.demand.hold_for();
         if young {

@@ -430,7 +430,11 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
                             q.get("labelSelector").map(String::as_str),
                         )
                 })
-                .filter(|((_, ns, name), _)| q.get("continue").is_none_or(|c| *c < format!("{ns}/{name}")))
+                // The token is the last key sent, `namespace/name` (neither may hold a '/'),
+                // compared as the pair the objects are ordered by.
+                .filter(|((_, ns, name), _)| {
+                    q.get("continue").and_then(|c| c.split_once('/')).is_none_or(|c| c < (ns.as_str(), name.as_str()))
+                })
                 .map(|((_, ns, name), o)| (format!("{ns}/{name}"), o.clone()))
                 .collect();
             let mut meta = json!({"resourceVersion": st.rv.to_string()});

@@ -24,6 +24,8 @@ pub struct Cluster {
     eniconfigs: Store<EniConfig>,
     /// The cluster's node count, once counted.
     node_count: Arc<Mutex<Option<u32>>>,
+    /// Why the last count failed (cleared by one that works).
+    count_error: LastError,
     /// The watches' latest error (a 403 for want of RBAC, the API server unreachable, a CRD
     /// not installed), cleared by the next event that arrives.
     last_error: LastError,
@@ -70,15 +72,25 @@ impl Cluster {
             .default_backoff();
         tokio::spawn(stream.for_each(recorder(&last_error, "ENIConfigs")));
         let node_count = Arc::new(Mutex::new(None));
-        Cluster { node_name: node_name.to_string(), sources, nodes, pods, eniconfigs, node_count, last_error }
+        let count_error = Arc::new(Mutex::new(None));
+        Cluster {
+            node_name: node_name.to_string(),
+            sources,
+            nodes,
+            pods,
+            eniconfigs,
+            node_count,
+            count_error,
+            last_error,
+        }
     }
 
     /// Counts the cluster's nodes now and then every `every` (a task on the current runtime):
     /// one page of one node's metadata, whose `remainingItemCount` gives the rest. A failed
-    /// count keeps the last one (and is the watches' latest error until the next event).
+    /// count keeps the last one, and says why ([`Cluster::count_error`]).
     pub fn count_nodes(&self, client: Client, every: Duration) {
         let count = Arc::clone(&self.node_count);
-        let last_error = Arc::clone(&self.last_error);
+        let last_error = Arc::clone(&self.count_error);
         tokio::spawn(async move {
             let api = Api::<Node>::all(client);
             loop {
@@ -92,8 +104,13 @@ impl Cluster {
                             // Paged without a count (an old server): unknown, keep the last.
                             (None, true) => None,
                         };
-                        if let Some(n) = n.filter(|n| *n > 0) {
-                            *count.lock().unwrap_or_else(PoisonError::into_inner) = Some(n);
+                        let mut e = last_error.lock().unwrap_or_else(PoisonError::into_inner);
+                        match n.filter(|n| *n > 0) {
+                            Some(n) => {
+                                *count.lock().unwrap_or_else(PoisonError::into_inner) = Some(n);
+                                *e = None;
+                            }
+                            None => *e = Some("counting nodes: the API server gave no remainingItemCount".into()),
                         }
                     }
                     Err(e) => {
@@ -104,6 +121,11 @@ impl Cluster {
                 tokio::time::sleep(every).await;
             }
         });
+    }
+
+    /// Why the last count of the nodes failed, if it did.
+    pub fn count_error(&self) -> Option<String> {
+        self.count_error.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// The cluster's node count, once [`Cluster::count_nodes`] has read one.

@@ -167,3 +167,42 @@ fn granted(rbac: &str) -> std::collections::BTreeSet<(String, String, String)> {
 fn aws_lc_rs_provider() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
+
+#[test]
+fn a_list_in_pages_of_one_sees_every_object_once_in_order() {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{Api, ListParams};
+    aws_lc_rs_provider();
+    let api = ApiServer::start().unwrap();
+    // Namespaces that sort differently as strings with a '/' than as pairs ('-' < '/').
+    for (ns, name) in [("a", "p1"), ("a", "p2"), ("a-x", "q1"), ("b", "r1")] {
+        api.apply("pods", json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": ns}}));
+    }
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let client = rt.block_on(async { api.client() }).unwrap();
+    let pods: Api<Pod> = Api::all(client);
+    let mut seen = Vec::new();
+    let mut remaining = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let mut lp = ListParams::default().limit(1);
+        if let Some(t) = &token {
+            lp = lp.continue_token(t);
+        }
+        let page = rt.block_on(pods.list(&lp)).unwrap();
+        for p in &page.items {
+            seen.push(format!(
+                "{}/{}",
+                p.metadata.namespace.clone().unwrap_or_default(),
+                p.metadata.name.clone().unwrap()
+            ));
+        }
+        remaining.push(page.metadata.remaining_item_count);
+        token = page.metadata.continue_.filter(|c| !c.is_empty());
+        if token.is_none() {
+            break;
+        }
+    }
+    assert_eq!(seen, ["a/p1", "a/p2", "a-x/q1", "b/r1"]);
+    assert_eq!(remaining, [Some(3), Some(2), Some(1), None]);
+}

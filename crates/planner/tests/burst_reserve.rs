@@ -79,8 +79,13 @@ fn a_young_node_starts_its_first_burst_from_its_reserve_without_a_call() {
     // A rollout's share: five pods at once, all from the reserve, and no call meanwhile.
     start(&mut w, 20, 25);
     assert_eq!(assigns(&w), before, "no EC2 call for the burst");
-    // The burst used the reserve up: once its pods are gone and the hold window has passed, the
-    // pool goes back to its pods plus a refill's margin.
+    // The burst used the reserve up: the pool does not make a new reserve over the burst (the
+    // hold keeps the burst's size instead), though the node is still young.
+    run(&mut w, Duration::from_secs(600));
+    let s = w.node.engine().stats(w.node.now());
+    assert!(s.total < 25 + 7, "a new reserve over the burst: {s:?}");
+    // Once its pods are gone and the hold window has passed, the pool goes back to its pods
+    // plus a refill's margin.
     for i in 20..25 {
         w.node.del_pod(&PodKey::new(format!("p{i}")));
     }

@@ -343,7 +343,10 @@ impl Daemon {
                         }
                     }
                 }
-                if lost || imported {
+                // No checkpoint of its own, yet pods wired: this node's state is gone (a
+                // checkpoint deleted, or moved by an upgrade), as good as lost.
+                let orphaned = cp.is_none() && !imported && recovered > 0;
+                if lost || imported || orphaned {
                     // Which addresses were cooling is lost (aws-node keeps no cooldowns): every
                     // IPv4 address not wired cools once. (IPv6 offsets are tied to the pods' IPv4
                     // egress addresses: the host's wiring alone protects them.)

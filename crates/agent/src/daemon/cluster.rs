@@ -41,6 +41,7 @@ pub struct Kube {
     rt: tokio::runtime::Handle,
     last_event: Mutex<BTreeMap<&'static str, Time>>,
     last_logged: Mutex<Option<String>>,
+    count_logged: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for Kube {
@@ -96,7 +97,14 @@ impl Kube {
                 "no client ({e}); in a pod the service account is used, elsewhere KUBECONFIG"
             ))
         })?;
-        Ok(Kube { cluster, events, rt, last_event: Mutex::new(BTreeMap::new()), last_logged: Mutex::new(None) })
+        Ok(Kube {
+            cluster,
+            events,
+            rt,
+            last_event: Mutex::new(BTreeMap::new()),
+            last_logged: Mutex::new(None),
+            count_logged: Mutex::new(None),
+        })
     }
 
     /// Waits up to `limit` for the node and the ENIConfigs to be read once.
@@ -138,13 +146,16 @@ impl Kube {
     /// The watches' latest error (RBAC, the API server, a missing CRD), logged once per
     /// distinct error.
     pub fn report_errors(&self) {
-        let now = self.cluster.last_error();
-        let mut last = self.last_logged.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if now != *last {
-            if let Some(e) = &now {
-                eprintln!("podipd: kubernetes: {e}");
+        for (now, logged) in
+            [(self.cluster.last_error(), &self.last_logged), (self.cluster.count_error(), &self.count_logged)]
+        {
+            let mut last = logged.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if now != *last {
+                if let Some(e) = &now {
+                    eprintln!("podipd: kubernetes: {e}");
+                }
+                *last = now;
             }
-            *last = now;
         }
     }
 
