@@ -57,6 +57,20 @@ impl Nl {
         })
     }
 
+    /// Appends `msg` to `buf` as a request with the next sequence number, asking for an
+    /// acknowledgement.
+    fn encode(&mut self, msg: RouteNetlinkMessage, flags: u16, buf: &mut Vec<u8>) {
+        self.seq += 1;
+        let mut header = NetlinkHeader::default();
+        header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
+        header.sequence_number = self.seq;
+        let mut m = NetlinkMessage::new(header, NetlinkPayload::from(msg));
+        m.finalize();
+        let at = buf.len();
+        buf.resize(at + m.buffer_len(), 0);
+        m.serialize(&mut buf[at..]);
+    }
+
     /// Sends one request and returns the messages of the answer; a NACK becomes an error naming
     /// `what` and the errno.
     pub(crate) fn call(
@@ -65,14 +79,8 @@ impl Nl {
         msg: RouteNetlinkMessage,
         flags: u16,
     ) -> Result<Vec<RouteNetlinkMessage>, ApplyError> {
-        self.seq += 1;
-        let mut header = NetlinkHeader::default();
-        header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
-        header.sequence_number = self.seq;
-        let mut m = NetlinkMessage::new(header, NetlinkPayload::from(msg));
-        m.finalize();
-        let mut buf = vec![0; m.buffer_len()];
-        m.serialize(&mut buf);
+        let mut buf = Vec::new();
+        self.encode(msg, flags, &mut buf);
         self.sock.send(&buf, 0).map_err(|e| err(what, e))?;
         let mut out = Vec::new();
         loop {
@@ -110,15 +118,7 @@ impl Nl {
         let mut buf = Vec::new();
         let mut names = Vec::new();
         for (what, msg, flags) in reqs {
-            self.seq += 1;
-            let mut header = NetlinkHeader::default();
-            header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
-            header.sequence_number = self.seq;
-            let mut m = NetlinkMessage::new(header, NetlinkPayload::from(msg));
-            m.finalize();
-            let at = buf.len();
-            buf.resize(at + m.buffer_len(), 0);
-            m.serialize(&mut buf[at..]);
+            self.encode(msg, flags, &mut buf);
             names.push(what.to_string());
         }
         let last = self.seq;
