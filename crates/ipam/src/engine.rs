@@ -524,8 +524,9 @@ impl Engine {
         // pod replacement (whose old address cools down) would want them back.
         let total = u32::try_from(stats.total).unwrap_or(u32::MAX);
         let excess = total.saturating_sub(busy).saturating_sub(warm);
-        let minimum_ip =
-            if young || excess < crate::demand::SHRINK_MIN { user.minimum_ip.max(total) } else { user.minimum_ip };
+        // A young node hands nothing back, unless `WARM_IP_TARGET` caps its warm addresses.
+        let keep = (young && user.warm_ip == 0) || excess < crate::demand::SHRINK_MIN;
+        let minimum_ip = if keep { user.minimum_ip.max(total) } else { user.minimum_ip };
         self.policy.cfg.targets = crate::policy::WarmTargets { warm_eni: 0, warm_ip: warm, minimum_ip, warm_prefix: 0 };
     }
 

@@ -117,3 +117,26 @@ fn with_prefixes_there_is_no_reserve_beyond_the_prefix() {
     let s = w.node.engine().stats(w.node.now());
     assert!(s.total <= 32, "{s:?}");
 }
+
+#[test]
+fn warm_ip_target_caps_a_young_nodes_reserve_and_what_it_keeps() {
+    let settings = NodeSettings { warm_ip: 3, ..adaptive(false) };
+    let mut w =
+        common::world("m5.xlarge", &settings, false, SimParams { seed: 5, ..SimParams::default() }).expect("a node");
+    w.node.settle(&mut w.vpc).unwrap();
+    for i in 0..20 {
+        w.node
+            .add_pod(&mut w.vpc, &PodKey::new(format!("p{i}")), Duration::from_secs(60))
+            .unwrap()
+            .expect("an address");
+    }
+    run(&mut w, RATE_WINDOW + Duration::from_secs(600));
+    assert!(spare(&w) <= 3 + 2, "the reserve is capped at WARM_IP_TARGET: {} spare", spare(&w));
+    // Half the pods leave: a young node under a ceiling hands back what is over it.
+    for i in 0..10 {
+        w.node.del_pod(&PodKey::new(format!("p{i}")));
+    }
+    run(&mut w, Duration::from_secs(1800));
+    assert!(unassigns(&w) > 0, "nothing handed back under WARM_IP_TARGET=3");
+    assert!(spare(&w) <= 3 + 2, "{} spare", spare(&w));
+}
