@@ -672,6 +672,15 @@ impl Engine {
         }
     }
 
+    /// Whether the budget (if any) holds a call for `now`: a cycle issues no call it cannot pay
+    /// for, beyond the created ENI's attach and protect that ride on the create's token.
+    fn has_call(&mut self, now: Time) -> bool {
+        self.budget.as_mut().is_none_or(|b| {
+            b.refill(now);
+            b.may_call(now)
+        })
+    }
+
     fn issue(&mut self, call: Call, pending: Pending, out: &mut Vec<Effect>) {
         let op = OpId(self.next_op);
         self.next_op += 1;
@@ -709,12 +718,9 @@ impl Engine {
             return;
         }
         // Out of budget: no mutating call until the bucket holds a token again.
-        if let Some(b) = &mut self.budget {
-            b.refill(now);
-            if !b.may_call(now) {
-                self.counters.budget_waits += 1;
-                return;
-            }
+        if !self.has_call(now) {
+            self.counters.budget_waits += 1;
+            return;
         }
         if self.cfg.mode == CidrMode::Ipv6 {
             if !self.gated(&Gate::Grow, now) {
@@ -883,11 +889,8 @@ impl Engine {
         self.no_prefix_since = Some(now);
         self.counters.prefix_fallbacks += 1;
         // The secondary-address call keeps to the budget like any other: the next slot takes it.
-        if let Some(b) = &mut self.budget {
-            b.refill(now);
-            if !b.may_call(now) {
-                return true;
-            }
+        if !self.has_call(now) {
+            return true;
         }
         let stats = self.ds.stats(now);
         self.increase(now, &stats, out);
@@ -944,6 +947,11 @@ impl Engine {
         let groups = self.ds.releasable_blocks(over, self.cfg.corrected, now);
         let prefix = self.cfg.mode == CidrMode::Prefix;
         for (eni, nets) in groups {
+            // One call per ENI, each paid for: what the budget cannot pay now waits for a later
+            // cycle.
+            if !self.has_call(now) {
+                break;
+            }
             // The ENI and blocks come from the datastore itself, so marking them cannot fail.
             self.ds.set_blocks_releasing(&eni, &nets, true).expect("blocks listed by the datastore");
             let call = if prefix {
@@ -956,7 +964,7 @@ impl Engine {
     }
 
     fn try_free_eni(&mut self, now: Time, out: &mut Vec<Effect>) {
-        if !self.may_manage_enis() || self.gated(&Gate::Release, now) {
+        if !self.may_manage_enis() || self.gated(&Gate::Release, now) || !self.has_call(now) {
             return;
         }
         if let Some(eni) = self.deletable_eni(now) {
