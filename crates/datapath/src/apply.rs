@@ -176,13 +176,15 @@ pub fn check(p: &PodNet) -> Result<(), ApplyError> {
     if !run(c, "", "pod routes")?.contains("via") {
         return Err(missing("the pod's default route"));
     }
+    // `ip` lists one family's routes and rules: IPv4's unless told.
+    let family = if p.addr.is_ipv6() { "-6" } else { "-4" };
     let mut c = Command::new("ip");
-    c.args(["route", "show", &p.addr.to_string()]);
+    c.args([family, "route", "show", &p.addr.to_string()]);
     if !run(c, "", "host routes")?.contains(&p.host_veth) {
         return Err(missing(&format!("host route to {} via {}", p.addr, p.host_veth)));
     }
     let mut c = Command::new("ip");
-    c.args(["rule", "show", "priority", "512"]);
+    c.args([family, "rule", "show", "priority", "512"]);
     if !run(c, "", "host rules")?.contains(&format!("to {}", p.addr)) {
         return Err(missing(&format!("rule to {}", p.addr)));
     }
