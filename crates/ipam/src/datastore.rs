@@ -550,6 +550,27 @@ impl Datastore {
         s
     }
 
+    /// Addresses a pod could be given at `now`: free and not cooling, on ENIs whose addresses
+    /// are handed out (not held back while the node sets their interface up, not releasing).
+    /// [`Datastore::stats`] counts held ENIs too: they are in the pool.
+    pub fn available(&self, now: Time) -> u64 {
+        if self.mode == CidrMode::Ipv6 {
+            if !self.enis.iter().any(|e| self.assignable(e) && e.v6_prefix.is_some()) {
+                return 0;
+            }
+            let s = self.stats(now);
+            return s.total.saturating_sub(s.assigned + s.cooling);
+        }
+        self.enis
+            .iter()
+            .filter(|e| self.assignable(e))
+            .map(|e| {
+                let t = self.eni_stats(e, now);
+                t.total.saturating_sub(t.assigned + t.cooling)
+            })
+            .sum()
+    }
+
     /// Per-ENI totals at `now` (same counting rules as [`Datastore::stats`]).
     pub fn eni_stats(&self, eni: &Eni, now: Time) -> Stats {
         let mut s = Stats::default();

@@ -151,7 +151,7 @@ pub enum Reply {
     Status {
         /// Readiness.
         readiness: Readiness,
-        /// Addresses free now.
+        /// Addresses ADD can hand out now (free, not cooling, on an ENI the node has set up).
         available: u64,
     },
 }

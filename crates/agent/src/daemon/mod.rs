@@ -707,7 +707,9 @@ impl Daemon {
                 // get an address here, because the pool is empty and the cloud out of reach.
                 let g = self.lock();
                 let s = g.engine.stats(now);
-                let available = s.total.saturating_sub(s.assigned + s.cooling);
+                // What ADD can hand out now: not the addresses of an ENI whose interface the
+                // node has not set up yet.
+                let available = g.engine.datastore().available(now);
                 let readiness = if s.total == 0 && self.cloud_down() { Readiness::CloudDown } else { Readiness::Ready };
                 ok(Reply::Status { readiness, available })
             }

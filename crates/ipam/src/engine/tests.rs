@@ -958,11 +958,15 @@ fn a_held_enis_addresses_go_to_no_pod_until_it_is_let_go() {
     };
     let mut e = Engine::new(cfg(NodeSettings::default()), &[primary(&[]), second], 1, T0).unwrap();
     e.hold_eni(&"eni-second".into(), true);
+    // Counted in the pool, but not available to a pod.
+    assert_eq!((e.stats(T0).total, e.datastore().available(T0)), (1, 0));
     let r = e.handle(T0, Event::PodAdd(PodKey::new("p1")));
     assert!(matches!(r.as_slice(), [Effect::PodRejected { .. }]), "{r:?}");
     e.hold_eni(&"eni-second".into(), false);
+    assert_eq!(e.datastore().available(T0), 1);
     let r = e.handle(T0, Event::PodAdd(PodKey::new("p1")));
     assert!(matches!(r.as_slice(), [Effect::PodAssigned { .. }]), "{r:?}");
+    assert_eq!(e.datastore().available(T0), 0);
 }
 
 /// Prefix fallback: a prefix and fallback addresses whose releases on one ENI both time out are
