@@ -9,47 +9,14 @@ use std::path::Path;
 /// key it was added with (the runtime's cached results and aws-node's checkpoint both name it).
 pub const NETWORK: &str = "aws-cni";
 
-/// What the plugin may know of the node's pods before podipd answers: with them, ADD makes the
-/// pod's veth pair while podipd chooses its address. aws-node's configuration carries the same
-/// `mtu` and `vethPrefix`; `ipFamily` is podip's.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Pods {
-    /// The pods' MTU (`POD_MTU`).
-    pub mtu: u32,
-    /// The host veth prefix (`AWS_VPC_K8S_CNI_VETHPREFIX`).
-    pub veth_prefix: String,
-    /// Whether the pods are IPv6 (`ENABLE_IPv6`).
-    pub ipv6: bool,
-}
-
-impl Default for Pods {
-    /// podipd's defaults: IPv4 pods, `eni` veths, MTU 9001.
-    fn default() -> Pods {
-        Pods { mtu: datapath::DEFAULT_MTU, veth_prefix: datapath::DEFAULT_VETH_PREFIX.into(), ipv6: false }
-    }
-}
-
-impl Pods {
-    /// The pods of podipd's configuration.
-    pub fn of(cfg: &crate::config::DaemonConfig) -> Pods {
-        Pods { mtu: cfg.pod_mtu, veth_prefix: cfg.veth_prefix.clone(), ipv6: cfg.ipv6 }
-    }
-}
-
-/// The configuration list: podip-cni alone, reaching podipd at `socket`, with what it may know
-/// of `pods`. It declares CNI 1.0.0, which every runtime EKS nodes run (containerd 1.6 and 1.7
-/// with libcni 1.1) accepts; the plugin answers 1.1's GC and STATUS to a runtime that asks.
-pub fn conflist(socket: &Path, pods: &Pods) -> String {
+/// The configuration list: podip-cni alone, reaching podipd at `socket`. It declares CNI 1.0.0,
+/// which every runtime EKS nodes run (containerd 1.6 and 1.7 with libcni 1.1) accepts; the
+/// plugin answers 1.1's GC and STATUS to a runtime that asks.
+pub fn conflist(socket: &Path) -> String {
     let list = serde_json::json!({
         "cniVersion": "1.0.0",
         "name": NETWORK,
-        "plugins": [{
-            "type": "podip-cni",
-            "socket": socket,
-            "mtu": pods.mtu,
-            "vethPrefix": pods.veth_prefix,
-            "ipFamily": if pods.ipv6 { "ipv6" } else { "ipv4" },
-        }],
+        "plugins": [{"type": "podip-cni", "socket": socket}],
     });
     format!("{list:#}\n")
 }
@@ -58,11 +25,11 @@ pub fn conflist(socket: &Path, pods: &Pods) -> String {
 ///
 /// # Errors
 /// The directory cannot be written.
-pub fn write(path: &Path, socket: &Path, pods: &Pods) -> std::io::Result<()> {
+pub fn write(path: &Path, socket: &Path) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("/"));
     let tmp = dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("podip.conflist")));
     let r = create_fresh(&tmp).and_then(|mut f| {
-        f.write_all(conflist(socket, pods).as_bytes())?;
+        f.write_all(conflist(socket).as_bytes())?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)
     });
@@ -100,38 +67,20 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("podip-cniconf-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("10-podip.conflist");
-        let pods = Pods { mtu: 1500, veth_prefix: "pod".into(), ipv6: false };
-        write(&path, Path::new("/run/podip/podipd.sock"), &pods).unwrap();
+        write(&path, Path::new("/run/podip/podipd.sock")).unwrap();
         let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         assert_eq!(v["cniVersion"], "1.0.0");
         assert_eq!(v["name"], "aws-cni", "aws-node's network name: moved pods keep their keys");
         assert_eq!(v["plugins"][0]["type"], "podip-cni");
         assert_eq!(v["plugins"][0]["socket"], "/run/podip/podipd.sock");
-        // The plugin reads what it may know of the pods before podipd answers.
-        let mut entry = v["plugins"][0].clone();
-        entry["cniVersion"] = v["cniVersion"].clone();
-        entry["name"] = v["name"].clone();
-        let conf = cni::config::NetConf::parse(entry.to_string().as_bytes()).unwrap();
-        assert_eq!(
-            (conf.mtu, conf.veth_prefix.as_deref(), conf.ip_family),
-            (Some(1500), Some("pod"), Some(cni::config::IpFamily::V4))
-        );
-        let v6 = conflist(Path::new("/s"), &Pods { ipv6: true, ..pods.clone() });
-        assert!(v6.contains(r#""ipFamily": "ipv6""#), "{v6}");
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1, "no temporary file left");
         // A link planted where the temporary file goes is replaced, never written through.
         let victim = dir.join("victim");
         std::fs::write(&victim, "keep").unwrap();
         std::os::unix::fs::symlink(&victim, dir.join(".10-podip.conflist.tmp")).unwrap();
-        write(&path, Path::new("/run/podip/podipd.sock"), &pods).unwrap();
+        write(&path, Path::new("/run/podip/podipd.sock")).unwrap();
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
         std::fs::remove_file(&victim).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn the_plugins_defaults_are_podipds() {
-        let cfg = crate::config::DaemonConfig::load(None, |_| None).unwrap();
-        assert_eq!(Pods::of(&cfg), Pods::default());
     }
 }

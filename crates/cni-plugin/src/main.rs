@@ -18,7 +18,7 @@
 mod daemon;
 mod serial;
 
-use cni::config::{IpFamily, NetConf};
+use cni::config::NetConf;
 use cni::env::{CniEnv, Command};
 use cni::error::{CniError, ErrorCode};
 use cni::result::{AddResult, Interface, IpConfig, Route};
@@ -92,27 +92,6 @@ fn veth_name(env: &CniEnv, lease: &Lease) -> String {
     datapath::host_veth_name(&lease.veth_prefix, &key)
 }
 
-/// The veth pair ADD makes before podipd answers: named as podipd names it with the
-/// configuration's prefix (podipd's default without one), with the configuration's MTU (podipd's
-/// default without one).
-fn early_veth(env: &CniEnv, conf: &NetConf) -> datapath::netlink::VethSpec {
-    let key = datapath::veth_key(
-        env.pod(),
-        env.container_id.as_deref().unwrap_or_default(),
-        env.ifname.as_deref().unwrap_or_default(),
-    );
-    let host_veth =
-        datapath::host_veth_name(conf.veth_prefix.as_deref().unwrap_or(datapath::DEFAULT_VETH_PREFIX), &key);
-    datapath::netlink::VethSpec {
-        netns: env.netns.clone().unwrap_or_default(),
-        ifname: env.ifname.clone().unwrap_or_default(),
-        host_mac: datapath::host_mac(&host_veth),
-        pod_mac: datapath::host_mac(&format!("{host_veth}/pod")),
-        host_veth,
-        mtu: conf.mtu.unwrap_or(datapath::DEFAULT_MTU),
-    }
-}
-
 fn pod_net(env: &CniEnv, conf: &NetConf, lease: &Lease) -> PodNet {
     let host_veth = veth_name(env, lease);
     let egress = lease.egress_v4.map(|addr| {
@@ -152,15 +131,7 @@ fn add(env: &CniEnv, conf: &NetConf) -> Result<String, CniError> {
     let a = attach(env, conf);
     let pod = a.pod_namespace.as_deref().zip(a.pod_name.as_deref());
     let _serial = serial::lock(&conf.socket, pod, &a.container_id)?;
-    let asked = daemon::send(&conf.socket, Op::Add(a.clone()))?;
-    // On a node whose configuration says its pods are IPv4, the veth pair is made while podipd
-    // chooses the address: it needs nothing of it. One that is not the pod's after all (another
-    // name or MTU than podipd's, an IPv6 pod), or that is left over when ADD fails, is removed
-    // when `early` is dropped; a name already taken is left alone for the usual path below.
-    let early = (conf.ip_family == Some(IpFamily::V4))
-        .then(|| datapath::netlink::create(&early_veth(env, conf)))
-        .and_then(Result::ok);
-    let lease = match asked.answer()? {
+    let lease = match daemon::call(&conf.socket, Op::Add(a.clone()))? {
         Ok(Reply::Lease(l)) => l,
         Ok(other) => return Err(CniError::new(ErrorCode::Plugin(101), format!("unexpected reply {other:?}"))),
         Err((kind, msg)) => return Err(daemon_error(kind, msg)),
@@ -182,13 +153,6 @@ fn add(env: &CniEnv, conf: &NetConf) -> Result<String, CniError> {
         ));
     }
     let p = pod_net(env, conf, &lease);
-    if let Some(v) = early.filter(|v| v.host_veth() == p.host_veth && p.addr.is_ipv4() && p.egress.is_none()) {
-        if let Err(e) = datapath::netlink::configure(v, &p) {
-            give_back(&lease);
-            return Err(CniError::new(ErrorCode::Plugin(100), format!("data path setup failed: {e}")));
-        }
-        return result(&p, &lease, conf);
-    }
     if lease.existing && datapath::apply::check(&p).is_ok() {
         return result(&p, &lease, conf);
     }

@@ -37,8 +37,7 @@ fn containerd_containers_get_addresses_and_reach_each_other() {
     std::fs::create_dir_all("/etc/cni/net.d").unwrap();
     std::fs::copy(env!("CARGO_BIN_EXE_podip-cni"), PLUGIN).unwrap();
     // The configuration podipd writes on a node, with Debian's portmap chained after it.
-    let mut list: serde_json::Value =
-        serde_json::from_str(&agent::cniconf::conflist(&node.socket, &agent::cniconf::Pods::default())).unwrap();
+    let mut list: serde_json::Value = serde_json::from_str(&agent::cniconf::conflist(&node.socket)).unwrap();
     list["plugins"]
         .as_array_mut()
         .unwrap()

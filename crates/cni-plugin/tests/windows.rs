@@ -364,11 +364,9 @@ fn hostile_namespaces_and_prefixes_are_refused_before_any_address_is_taken() {
         assert!(msg.contains("CNI_NETNS") && msg.contains(needle), "{netns}: {msg}");
     }
     // Veth prefixes: another than podipd's, or with a control character.
-    // (With the pods' family, as podipd writes it: the veth made before podipd's answer, under
-    // the configuration's prefix, goes again.)
     let conf = |prefix: &str| {
         format!(
-            r#"{{"cniVersion":"1.0.0","name":"podip","type":"podip-cni","socket":"{}","vethPrefix":"{prefix}","ipFamily":"ipv4"}}"#,
+            r#"{{"cniVersion":"1.0.0","name":"podip","type":"podip-cni","socket":"{}","vethPrefix":"{prefix}"}}"#,
             node.socket.display()
         )
     };
@@ -397,137 +395,25 @@ fn hostile_namespaces_and_prefixes_are_refused_before_any_address_is_taken() {
     assert!(!node.dir.join("nowhere").exists(), "the plugin made directories");
 }
 
-/// The host veth of attachment `cid` (no Kubernetes names) under podipd's default prefix.
-fn veth_of(cid: &str) -> String {
-    datapath::host_veth_name(datapath::DEFAULT_VETH_PREFIX, cid)
-}
-
-/// The MTU of `dev` in namespace `ns`.
-fn mtu(ns: &str, dev: &str) -> String {
-    let line = sh(&["ip", "-n", ns, "-o", "link", "show", "dev", dev]);
-    line.split_whitespace().skip_while(|w| *w != "mtu").nth(1).unwrap_or_default().to_string()
-}
-
-/// On a node whose configuration names its pods' family, ADD makes the veth pair while podipd
-/// chooses the address, with the configuration's MTU (podipd's default without one). The pair is
-/// made the pod's, or removed: another MTU from podipd is set on both ends, and a refused ADD
-/// leaves nothing on the host or in the pod.
+/// CHECK finds an IPv6 pod's data path whole (it once looked for the pod's host route and rule
+/// among the IPv4 ones, so it always failed, and a retried ADD rebuilt a complete data path).
 #[test]
-fn a_veth_made_before_podipd_answers_becomes_the_pods_or_is_removed() {
-    if !privileged() {
-        return;
-    }
-    // One ENI (9 addresses, no growth) and a long cooldown, to be refused at will.
-    let mut node = Node::with("ra", &[("POD_MTU", "1500"), ("MAX_ENI", "1"), ("IP_COOLDOWN_PERIOD", "600")]);
-    let p = node.pod(1);
-    let r = node.add("m1", &p);
-    assert_eq!(veth(&r), veth_of("m1"));
-    assert_eq!((mtu(&node.name, &veth(&r)), mtu(&p, "eth0")), ("1500".into(), "1500".into()));
-    assert_eq!(node.cni(&env_of("CHECK", "m1", &format!("/var/run/netns/{p}")), &node.conf("1.1.0")).0, 0);
-    // Fill the pool, then ask once more: refused, and nothing of it stays.
-    for i in 2..10 {
-        let ns = node.pod(i);
-        node.add(&format!("m{i}"), &ns);
-    }
-    let before = host_state(&node.name);
-    let ns = node.pod(10);
-    let (code, v) = node.cni(&env_of("ADD", "refused", &format!("/var/run/netns/{ns}")), &node.conf("1.0.0"));
-    assert_eq!((code, v["code"].as_u64()), (1, Some(11)), "{v}");
-    assert_eq!(host_state(&node.name), before, "the refused ADD left something on the host");
-    assert!(!sh(&["ip", "-n", &node.name, "link", "show"]).contains(&veth_of("refused")));
-    assert_eq!(sh(&["ip", "-n", &ns, "-o", "link", "show"]).lines().count(), 1, "nothing in the pod");
-}
-
-/// The windows of the veth made early, against a podipd that holds its answer: the pair is
-/// there, the pod end up, before podipd answers; a refusal removes it; a plugin killed while it
-/// waits leaves it, and the runtime's retry (to the real podipd) takes it over.
-#[test]
-fn a_veth_made_early_is_there_before_the_answer_and_gone_or_taken_over_after() {
-    if !privileged() {
-        return;
-    }
-    let mut node = Node::new("re");
-    let p = node.pod(1);
-    let netns = format!("/var/run/netns/{p}");
-    let held_socket = node.dir.join("held.sock");
-    let listener = std::os::unix::net::UnixListener::bind(&held_socket).unwrap();
-    let conf = node.conf("1.0.0").replace(&node.socket.display().to_string(), &held_socket.display().to_string());
-    let spawn = |cid: &str| {
-        let mut c = std::process::Command::new("nsenter");
-        c.arg(format!("--net=/var/run/netns/{}", node.name)).arg(common::plugin_bin());
-        c.env_clear().env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
-        for (k, v) in env_of("ADD", cid, &netns) {
-            c.env(k, v);
-        }
-        let mut child = c.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().unwrap();
-        std::io::Write::write_all(&mut child.stdin.take().unwrap(), conf.as_bytes()).unwrap();
-        child
-    };
-    // The request arrives; the answer is held while the veth is looked for.
-    let take_request = || {
-        let (conn, _) = listener.accept().unwrap();
-        let mut line = String::new();
-        std::io::BufRead::read_line(&mut std::io::BufReader::new(&conn), &mut line).unwrap();
-        assert!(line.contains(r#""op":"add""#), "{line}");
-        conn
-    };
-    let wait_link = |ns: &str, dev: &str| {
-        let t0 = Instant::now();
-        while !sh(&["ip", "-n", ns, "-o", "link", "show"]).contains(dev) {
-            assert!(t0.elapsed() < Duration::from_secs(5), "{dev} never appeared in {ns}");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    };
-    let plugin = spawn("w1");
-    let mut conn = take_request();
-    wait_link(&node.name, &veth_of("w1"));
-    wait_link(&p, "eth0");
-    let inside = sh(&["ip", "-n", &p, "-o", "link", "show", "dev", "eth0"]);
-    assert!(inside.contains(",UP"), "the pod end is up before the answer: {inside}");
-    // Refused: the pair goes, nothing stays.
-    let refusal = protocol::Response {
-        v: protocol::CURRENT,
-        outcome: protocol::Outcome::Err { error: protocol::ErrorKind::PoolExhausted, message: "held".into() },
-    };
-    std::io::Write::write_all(&mut conn, format!("{}\n", serde_json::to_string(&refusal).unwrap()).as_bytes()).unwrap();
-    let out = plugin.wait_with_output().unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["code"], 11, "{v}");
-    assert!(!sh(&["ip", "-n", &node.name, "link", "show"]).contains(&veth_of("w1")), "the refused ADD's veth stayed");
-    assert_eq!(sh(&["ip", "-n", &p, "-o", "link", "show"]).lines().count(), 1, "nothing in the pod");
-    // Killed while it waits: the pair stays, without an address ...
-    let mut plugin = spawn("w2");
-    let _conn = take_request();
-    wait_link(&node.name, &veth_of("w2"));
-    plugin.kill().unwrap();
-    plugin.wait().unwrap();
-    assert!(sh(&["ip", "-n", &node.name, "link", "show"]).contains(&veth_of("w2")));
-    // ... and the retry, to podipd, finds it (a name taken), and builds the pod's path anew.
-    let r = node.add("w2", &p);
-    assert_eq!(veth(&r), veth_of("w2"));
-    assert_eq!(node.cni(&env_of("CHECK", "w2", &netns), &node.conf("1.1.0")).0, 0);
-}
-
-/// A configuration that says IPv4 on a node whose pods are IPv6 (one left from before a
-/// change): the veth made early is removed, and the pod gets its IPv6 data path, which CHECK
-/// finds whole (it once looked for the pod's route and rule among the IPv4 ones).
-#[test]
-fn a_stale_ipv4_configuration_on_an_ipv6_node_still_wires_the_pod() {
+fn check_finds_an_ipv6_pods_data_path_whole() {
     if !privileged() {
         return;
     }
     let mut node = Node::with("rd", &[("ENABLE_IPv6", "true"), ("ENABLE_IPv4", "false")]);
     let p = node.pod(1);
-    let stale = node.conf("1.0.0").replace("ipv6", "ipv4");
-    assert!(stale.contains(r#""ipFamily":"ipv4""#), "{stale}");
-    let r = node.add_with("v1", &p, &stale);
+    let r = node.add("v1", &p);
     let a = addr_of(&r);
     assert!(a.contains(':'), "an IPv6 pod: {r}");
-    let inside = sh(&["ip", "-n", &p, "-o", "addr", "show", "dev", "eth0"]);
-    assert!(inside.contains(&a), "{inside}");
     let netns = format!("/var/run/netns/{p}");
     let (code, v) = node.cni(&env_of("CHECK", "v1", &netns), &node.conf("1.1.0"));
     assert_eq!(code, 0, "{v}");
+    // A retried ADD answers the complete data path as it is: the pod end is not made again.
+    let index = sh(&["ip", "-n", &p, "-o", "link", "show", "dev", "eth0"]);
+    assert_eq!(addr_of(&node.add("v1", &p)), a);
+    assert_eq!(sh(&["ip", "-n", &p, "-o", "link", "show", "dev", "eth0"]).split(':').next(), index.split(':').next());
     assert_eq!(node.cni(&env_of("DEL", "v1", &netns), &node.conf("1.0.0")).0, 0);
     assert!(held(&node.socket).is_empty());
 }

@@ -29,21 +29,10 @@ struct Raw {
     mtu: Option<Value>,
     #[serde(rename = "vethPrefix")]
     veth_prefix: Option<String>,
-    #[serde(rename = "ipFamily")]
-    ip_family: Option<Value>,
     #[serde(rename = "prevResult")]
     prev_result: Option<Value>,
     #[serde(rename = "cni.dev/valid-attachments")]
     valid_attachments: Option<Vec<Attachment>>,
-}
-
-/// The address family of a node's pods.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum IpFamily {
-    /// `"ipv4"`.
-    V4,
-    /// `"ipv6"`.
-    V6,
 }
 
 /// A checked network configuration.
@@ -62,10 +51,6 @@ pub struct NetConf {
     /// Host veth prefix, when the configuration sets one: it must then equal podipd's
     /// (`AWS_VPC_K8S_CNI_VETHPREFIX`), which ADD and DEL both use.
     pub veth_prefix: Option<String>,
-    /// The address family podipd gives the node's pods (`ipFamily`, which podipd writes in the
-    /// configuration it installs). With IPv4 known, ADD makes the pod's veth pair while podipd
-    /// chooses the address; without it, after.
-    pub ip_family: Option<IpFamily>,
     /// The previous result (CHECK, DEL, chained ADD).
     pub prev_result: Option<Value>,
     /// GC's valid attachments.
@@ -108,16 +93,6 @@ impl NetConf {
         if let Some(p) = veth_prefix.as_deref().and_then(crate::env::veth_prefix_problem) {
             bad.push(format!("vethPrefix={:?} {p}", veth_prefix.as_deref().unwrap_or_default()));
         }
-        let ip_family = match &raw.ip_family {
-            None => None,
-            Some(Value::String(f)) if f == "ipv4" => Some(IpFamily::V4),
-            Some(Value::String(f)) if f == "ipv6" => Some(IpFamily::V6),
-            Some(other) => {
-                let shown: String = other.to_string().chars().take(64).collect();
-                bad.push(format!("ipFamily={shown} is neither \"ipv4\" nor \"ipv6\""));
-                None
-            }
-        };
         let socket = raw.socket.unwrap_or_else(|| DEFAULT_SOCKET.into());
         if !socket.starts_with('/') || socket.len() > 107 || socket.contains('\0') {
             bad.push(format!("socket={socket:?} must be an absolute path of at most 107 bytes"));
@@ -132,7 +107,6 @@ impl NetConf {
             socket,
             mtu,
             veth_prefix,
-            ip_family,
             prev_result: raw.prev_result,
             valid_attachments: raw.valid_attachments,
         })
@@ -153,12 +127,7 @@ mod tests {
             (c.version, c.name.as_str(), c.mtu, c.socket.as_str()),
             (Version::V1_0_0, "podip", Some(9001), "/tmp/s.sock")
         );
-        assert_eq!((c.veth_prefix, c.ip_family), (None, None));
-        let c =
-            NetConf::parse(br#"{"cniVersion":"1.0.0","name":"podip","vethPrefix":"eni","ipFamily":"ipv4"}"#).unwrap();
-        assert_eq!((c.veth_prefix.as_deref(), c.ip_family), (Some("eni"), Some(IpFamily::V4)));
-        let c = NetConf::parse(br#"{"cniVersion":"1.0.0","name":"podip","ipFamily":"ipv6"}"#).unwrap();
-        assert_eq!(c.ip_family, Some(IpFamily::V6));
+        assert_eq!(c.veth_prefix, None);
     }
 
     #[test]
@@ -177,12 +146,6 @@ mod tests {
             .unwrap_err();
         for needle in ["name=\"a b\"", "vethPrefix=\"e\\u{7}\"", "socket=\"rel.sock\""] {
             assert!(e.msg.contains(needle), "{needle}: {}", e.msg);
-        }
-        for (family, shown) in [(r#""IPv4""#, r#"ipFamily="IPv4""#), ("4", "ipFamily=4"), ("[]", "ipFamily=[]")] {
-            let conf = format!(r#"{{"cniVersion":"1.0.0","name":"n","ipFamily":{family}}}"#);
-            let e = NetConf::parse(conf.as_bytes()).unwrap_err();
-            assert_eq!(u32::from(e.code), 7);
-            assert!(e.msg.contains(shown), "{shown}: {}", e.msg);
         }
         let long = format!(r#"{{"cniVersion":"1.1.0","name":"{}"}}"#, "n".repeat(50_000_000));
         let e = NetConf::parse(long.as_bytes()).unwrap_err();

@@ -17,6 +17,4 @@ pub mod netns;
 pub mod node;
 pub mod plan;
 
-pub use plan::{
-    DEFAULT_MTU, DEFAULT_VETH_PREFIX, Egress, PodNet, egress_veth_name, host_mac, host_veth_name, veth_key,
-};
+pub use plan::{Egress, PodNet, egress_veth_name, host_mac, host_veth_name, veth_key};

@@ -225,151 +225,54 @@ fn mac(s: &str) -> Vec<u8> {
     s.split(':').filter_map(|b| u8::from_str_radix(b, 16).ok()).collect()
 }
 
-/// What a pod's veth pair is made of, known before its address is: the names, the MACs, the
-/// MTU and the pod's namespace.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct VethSpec {
-    /// The pod's network namespace (a path).
-    pub netns: String,
-    /// The pod end's name, inside the pod.
-    pub ifname: String,
-    /// The host end's name.
-    pub host_veth: String,
-    /// The host end's MAC.
-    pub host_mac: String,
-    /// The pod end's MAC.
-    pub pod_mac: String,
-    /// Both ends' MTU.
-    pub mtu: u32,
-}
-
-impl VethSpec {
-    /// The veth of `p`.
-    pub fn of(p: &PodNet) -> VethSpec {
-        VethSpec {
-            netns: p.netns.clone(),
-            ifname: p.ifname.clone(),
-            host_veth: p.host_veth.clone(),
-            host_mac: p.host_mac.clone(),
-            pod_mac: p.pod_mac.clone(),
-            mtu: p.mtu,
-        }
-    }
-}
-
-/// Why [`create`] made nothing.
-#[derive(Debug)]
-pub enum CreateError {
-    /// A link of the host end's name is already there (someone else's, or this attachment's
-    /// from an earlier try): nothing was touched.
-    Exists,
-    /// Any other failure; whatever was made is removed again.
-    Failed(ApplyError),
-}
-
-/// A veth pair this process made and owns until [`configure`] takes it: both ends up, the pod
-/// end in the pod's namespace, no address yet. Dropped without being configured, it is removed
-/// (with the pod end; the kernel does both at once).
-pub struct Veth {
-    spec: VethSpec,
-    host: Nl,
-    pod: Nl,
-    host_index: u32,
-    pod_index: u32,
-    owned: bool,
-}
-
-impl Veth {
-    /// The host end's name.
-    pub fn host_veth(&self) -> &str {
-        &self.spec.host_veth
-    }
-}
-
-impl Drop for Veth {
-    fn drop(&mut self) {
-        if self.owned {
-            let _ = crate::host::remove_link(None, &self.spec.host_veth);
-        }
-    }
-}
-
-/// Creates a pod's veth pair over netlink: the host end (up from the start), its peer made
-/// directly in the pod's namespace, then brought up. It needs nothing of the pod's address,
-/// so it can be done while podipd is still choosing one.
+/// Creates the pod's data path (IPv4) over netlink. On a failure, the veth (and with it the
+/// pod end and the host route) is deleted again before the error is returned.
 ///
 /// # Errors
-/// [`CreateError::Exists`] when the host end's name is taken (nothing touched); otherwise the
-/// step that failed and the kernel's errno, with nothing left behind.
-pub fn create(v: &VethSpec) -> Result<Veth, CreateError> {
-    let failed = CreateError::Failed;
-    let pod_ns = File::open(&v.netns).map_err(|e| failed(err(&format!("pod netns {}", v.netns), e)))?;
-    let host_ns = File::open("/proc/self/ns/net").map_err(|e| failed(err("own netns", e)))?;
-    let mut host = Nl::open().map_err(failed)?;
+/// The step that failed and the kernel's errno.
+pub fn setup(p: &PodNet) -> Result<(), ApplyError> {
+    let IpAddr::V4(addr) = p.addr else {
+        return Err(err("netlink setup", "IPv6 pods go through the iproute2 path"));
+    };
+    let pod_ns = File::open(&p.netns).map_err(|e| err(&format!("pod netns {}", p.netns), e))?;
+    let host_ns = File::open("/proc/self/ns/net").map_err(|e| err("own netns", e))?;
+    let mut host = Nl::open()?;
     // The pod's socket: enter its namespace just to create it, then come back.
-    setns(&pod_ns, CloneFlags::CLONE_NEWNET).map_err(|e| failed(err("enter pod netns", e)))?;
+    setns(&pod_ns, CloneFlags::CLONE_NEWNET).map_err(|e| err("enter pod netns", e))?;
     let pod = Nl::open();
-    setns(&host_ns, CloneFlags::CLONE_NEWNET).map_err(|e| failed(err("return to host netns", e)))?;
-    let pod = pod.map_err(failed)?;
+    setns(&host_ns, CloneFlags::CLONE_NEWNET).map_err(|e| err("return to host netns", e))?;
+    let mut pod = pod?;
 
     // The veth pair, created on the host with its peer placed in the pod's namespace; the host
     // end up from the start. (Not the peer: the kernel configures it before the pair is joined,
     // and a veth without its peer refuses to go up, ENOTCONN.)
     let mut peer = LinkMessage::default();
-    peer.attributes.push(LinkAttribute::IfName(v.ifname.clone()));
-    peer.attributes.push(LinkAttribute::Address(mac(&v.pod_mac)));
-    peer.attributes.push(LinkAttribute::Mtu(v.mtu));
+    peer.attributes.push(LinkAttribute::IfName(p.ifname.clone()));
+    peer.attributes.push(LinkAttribute::Address(mac(&p.pod_mac)));
+    peer.attributes.push(LinkAttribute::Mtu(p.mtu));
     peer.attributes.push(LinkAttribute::NetNsFd(pod_ns.as_raw_fd()));
     let mut veth = LinkMessage::default();
     veth.header.flags = LinkFlags::Up;
     veth.header.change_mask = LinkFlags::Up;
-    veth.attributes.push(LinkAttribute::IfName(v.host_veth.clone()));
-    veth.attributes.push(LinkAttribute::Address(mac(&v.host_mac)));
-    veth.attributes.push(LinkAttribute::Mtu(v.mtu));
+    veth.attributes.push(LinkAttribute::IfName(p.host_veth.clone()));
+    veth.attributes.push(LinkAttribute::Address(mac(&p.host_mac)));
+    veth.attributes.push(LinkAttribute::Mtu(p.mtu));
     veth.attributes.push(LinkAttribute::LinkInfo(vec![
         LinkInfo::Kind(InfoKind::Veth),
         LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
     ]));
-    match host.call("create veth", RouteNetlinkMessage::NewLink(veth), NLM_F_CREATE | NLM_F_EXCL) {
-        Ok(_) => {}
-        Err(e) if e.detail.contains("File exists") => return Err(CreateError::Exists),
-        Err(e) => return Err(failed(e)),
-    }
-    // Owned from here: dropped on any failure below, it is removed.
-    let mut made = Veth { spec: v.clone(), host, pod, host_index: 0, pod_index: 0, owned: true };
-    // One lookup of the host end gives both indexes: its own, and its peer's (IFLA_LINK, an
-    // index in the pod's namespace, where the peer was just created).
-    let (hi, peer) = made.host.link(&v.host_veth).map_err(failed)?;
-    let pi = match peer {
-        Some(i) => i,
-        None => made.pod.index(&v.ifname).map_err(failed)?,
-    };
-    made.pod.up(pi, "pod interface up").map_err(failed)?;
-    (made.host_index, made.pod_index) = (hi, pi);
-    Ok(made)
-}
+    host.call("create veth", RouteNetlinkMessage::NewLink(veth), NLM_F_CREATE | NLM_F_EXCL)?;
 
-/// Gives the pod of `v` its address, routes and neighbour, the host its route to the pod and
-/// the address's rules (IPv4). The MTU is set again on both ends when `p` asks for another
-/// than the pair was made with. On a failure, the pair (and with it the pod end and the host
-/// route) is removed, with the rules of this pod's address.
-///
-/// # Errors
-/// The step that failed and the kernel's errno.
-pub fn configure(mut v: Veth, p: &PodNet) -> Result<(), ApplyError> {
-    let IpAddr::V4(addr) = p.addr else {
-        return Err(err("netlink setup", "IPv6 pods go through the iproute2 path"));
-    };
-    if p.host_veth != v.spec.host_veth || p.netns != v.spec.netns || p.ifname != v.spec.ifname {
-        return Err(err("netlink setup", format!("veth {} is not the pod's {}", v.spec.host_veth, p.host_veth)));
-    }
     let result = (|| {
-        if p.mtu != v.spec.mtu {
-            v.host.call("host veth mtu", RouteNetlinkMessage::SetLink(mtu_message(v.host_index, p.mtu)), 0)?;
-            v.pod.call("pod interface mtu", RouteNetlinkMessage::SetLink(mtu_message(v.pod_index, p.mtu)), 0)?;
-        }
-        let (hi, pi) = (v.host_index, v.pod_index);
         let gw: Ipv4Addr = GATEWAY_V4.parse().expect("literal");
+        // One lookup of the host end gives both indexes: its own, and its peer's (IFLA_LINK,
+        // an index in the pod's namespace, where the peer was just created).
+        let (hi, peer) = host.link(&p.host_veth)?;
+        let pi = match peer {
+            Some(i) => i,
+            None => pod.index(&p.ifname)?,
+        };
+        pod.up(pi, "pod interface up")?;
         let mut a = AddressMessage::default();
         a.header.family = AddressFamily::Inet;
         a.header.prefix_len = 32;
@@ -385,7 +288,7 @@ pub fn configure(mut v: Veth, p: &PodNet) -> Result<(), ApplyError> {
         n.attributes.push(NeighbourAttribute::LinkLayerAddress(mac(&p.host_mac)));
         // One datagram for the pod's side: the kernel adds the gateway's route before the
         // default route that goes through it.
-        v.pod.call_all(vec![
+        pod.call_all(vec![
             ("pod address", RouteNetlinkMessage::NewAddress(a), NLM_F_CREATE | NLM_F_EXCL),
             (
                 "pod gateway route",
@@ -399,48 +302,15 @@ pub fn configure(mut v: Veth, p: &PodNet) -> Result<(), ApplyError> {
             ),
             ("pod gateway neighbour", RouteNetlinkMessage::NewNeighbour(n), NLM_F_CREATE | NLM_F_REPLACE),
         ])?;
-        v.host.route("host route to the pod", Some((addr, 32)), None, hi, RouteScope::Link)?;
-        crate::host::set_pod_rules(&mut v.host, p.addr, p.table)
+        host.route("host route to the pod", Some((addr, 32)), None, hi, RouteScope::Link)?;
+        crate::host::set_pod_rules(&mut host, p.addr, p.table)
     })();
-    match result {
-        Ok(()) => {
-            v.owned = false;
-            Ok(())
-        }
-        Err(e) => {
-            // Only what this process made: the veth (its peer and routes go with it) and the
-            // rules of this pod's address.
-            v.owned = false;
-            let _ = crate::apply::teardown(Some(&p.host_veth), &[p.addr]);
-            Err(e)
-        }
+    if result.is_err() {
+        // Only what this call made: the veth it just created (its peer and routes go with it) and
+        // the rules of this pod's address.
+        let _ = crate::apply::teardown(Some(&p.host_veth), &[p.addr]);
     }
-}
-
-/// Creates the pod's data path (IPv4) over netlink: [`create`], then [`configure`]. On a
-/// failure, the veth (and with it the pod end and the host route) is deleted again before the
-/// error is returned.
-///
-/// # Errors
-/// The step that failed and the kernel's errno.
-pub fn setup(p: &PodNet) -> Result<(), ApplyError> {
-    if !p.addr.is_ipv4() {
-        return Err(err("netlink setup", "IPv6 pods go through the iproute2 path"));
-    }
-    match create(&VethSpec::of(p)) {
-        Ok(v) => configure(v, p),
-        Err(CreateError::Exists) => {
-            Err(err("create veth", std::io::Error::from_raw_os_error(nix::errno::Errno::EEXIST as i32)))
-        }
-        Err(CreateError::Failed(e)) => Err(e),
-    }
-}
-
-fn mtu_message(index: u32, mtu: u32) -> LinkMessage {
-    let mut m = LinkMessage::default();
-    m.header.index = index;
-    m.attributes.push(LinkAttribute::Mtu(mtu));
-    m
+    result
 }
 
 #[cfg(test)]

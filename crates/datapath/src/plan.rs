@@ -55,12 +55,6 @@ pub struct PodNet {
     pub egress: Option<Egress>,
 }
 
-/// podipd's host veth prefix when `AWS_VPC_K8S_CNI_VETHPREFIX` is not set (the VPC CNI's).
-pub const DEFAULT_VETH_PREFIX: &str = "eni";
-
-/// podipd's pod MTU when neither `POD_MTU` nor `AWS_VPC_ENI_MTU` is set (the VPC CNI's).
-pub const DEFAULT_MTU: u32 = 9001;
-
 /// The host veth name: the prefix and the first 11 hex digits of SHA-1 of `key` (the VPC CNI
 /// hashes `namespace.podname`; without Kubernetes names, the container id), at most 15 bytes.
 pub fn host_veth_name(prefix: &str, key: &str) -> String {

@@ -132,7 +132,6 @@ fn main() -> ExitCode {
     });
     let conflist = cfg.cni_conflist.clone();
     let socket = cfg.socket.clone();
-    let pods = agent::cniconf::Pods::of(&cfg);
     let listening = move || {
         eprintln!("podipd: serving on {}", socket.display());
         // Only now may kubelet schedule pods here: the plugin's configuration appears. A write
@@ -141,7 +140,7 @@ fn main() -> ExitCode {
             std::thread::spawn(move || {
                 let mut failures = 0u32;
                 loop {
-                    match agent::cniconf::write(&path, &socket, &pods) {
+                    match agent::cniconf::write(&path, &socket) {
                         Ok(()) => {
                             eprintln!("podipd: wrote {}", path.display());
                             return;

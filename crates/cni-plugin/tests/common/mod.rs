@@ -202,20 +202,7 @@ impl Node {
         name
     }
 
-    /// The plugin's configuration as podipd writes it on a node (`agent::cniconf`): with the
-    /// pods' address family, so ADD makes the veth pair while podipd answers.
     pub fn conf(&self, version: &str) -> String {
-        let ipv6 = self.vars.iter().any(|(k, v)| k == "ENABLE_IPv6" && v == "true");
-        let family = if ipv6 { "ipv6" } else { "ipv4" };
-        format!(
-            r#"{{"cniVersion":"{version}","name":"podip","type":"podip-cni","socket":"{}","ipFamily":"{family}"}}"#,
-            self.socket.display()
-        )
-    }
-
-    /// A configuration that says nothing of the pods (one written by hand): ADD makes the veth
-    /// pair only once podipd has answered.
-    pub fn plain_conf(&self, version: &str) -> String {
         format!(
             r#"{{"cniVersion":"{version}","name":"podip","type":"podip-cni","socket":"{}"}}"#,
             self.socket.display()
@@ -243,17 +230,12 @@ impl Node {
     }
 
     pub fn add(&self, cid: &str, pod: &str) -> Value {
-        self.add_with(cid, pod, &self.conf("1.0.0"))
-    }
-
-    /// ADD with the configuration `conf`, retried while the pool fills.
-    pub fn add_with(&self, cid: &str, pod: &str, conf: &str) -> Value {
         let netns = format!("/var/run/netns/{pod}");
         let env =
             [("CNI_COMMAND", "ADD"), ("CNI_CONTAINERID", cid), ("CNI_NETNS", netns.as_str()), ("CNI_IFNAME", "eth0")];
         let t0 = Instant::now();
         loop {
-            let (code, v) = self.cni(&env, conf);
+            let (code, v) = self.cni(&env, &self.conf("1.0.0"));
             if code == 0 {
                 return v;
             }
