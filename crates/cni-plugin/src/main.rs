@@ -238,10 +238,23 @@ fn del(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
 /// attachment).
 fn release(conf: &NetConf, a: Attach) -> Result<(), CniError> {
     let pod = a.pod_namespace.as_deref().zip(a.pod_name.as_deref());
-    let _serial = serial::lock(&conf.socket, pod, &a.container_id)?;
+    let mut serial = serial::lock(&conf.socket, pod, &a.container_id)?;
     // What to tear down, from podipd (unreachable: nothing is changed, the runtime retries).
-    let (addr, veth) = match daemon::call(&conf.socket, Op::Teardown(a.clone()))? {
-        Ok(Reply::Teardown { addr, veth, recovered }) => {
+    let mut plan = daemon::call(&conf.socket, Op::Teardown(a.clone()))?;
+    // A DEL without the pod's identity holds its container's lock, but the veth is named after
+    // the pod podipd recorded, which another sandbox of the pod may be building under the pod's
+    // lock: it takes the pod's lock instead (never both at once), and asks again.
+    if pod.is_none()
+        && let Ok(Reply::Teardown { pod: Some((ns, name)), .. }) = &plan
+    {
+        let (ns, name) = (ns.clone(), name.clone());
+        drop(serial);
+        serial = serial::lock(&conf.socket, Some((&ns, &name)), &a.container_id)?;
+        plan = daemon::call(&conf.socket, Op::Teardown(a.clone()))?;
+    }
+    let _serial = serial;
+    let (addr, veth) = match plan {
+        Ok(Reply::Teardown { addr, veth, recovered, .. }) => {
             // An attachment recovered from the host is known only by its veth, which every
             // sandbox of the pod names alike: only the sandbox whose namespace holds the address
             // tears it down. Another one's DEL (or one without a namespace) leaves it.

@@ -402,7 +402,7 @@ fn check_finds_an_ipv6_pods_data_path_whole() {
     if !privileged() {
         return;
     }
-    let mut node = Node::with("rd", &[("ENABLE_IPv6", "true"), ("ENABLE_IPv4", "false")]);
+    let mut node = Node::with("rg", &[("ENABLE_IPv6", "true"), ("ENABLE_IPv4", "false")]);
     let p = node.pod(1);
     let r = node.add("v1", &p);
     let a = addr_of(&r);
@@ -459,6 +459,68 @@ fn slowed_plugin(node: &Node, env: &[(&str, &str)], delay_us: u32, from: u32) ->
     let mut child = c.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().unwrap();
     std::io::Write::write_all(&mut child.stdin.take().unwrap(), node.conf("1.0.0").as_bytes()).unwrap();
     child
+}
+
+/// A late DEL without the pod's identity (`CNI_ARGS`), for a sandbox whose namespace is gone,
+/// comes while the pod's next sandbox has made its veth (which bears the pod's name) and not yet
+/// given it an address. The DEL takes the pod's lock, which podipd's record names, so it waits
+/// for that ADD and then leaves its veth alone; before, it took the address-less veth for its
+/// own and removed it.
+#[test]
+fn a_del_without_the_pods_identity_waits_for_the_pods_next_sandbox() {
+    if !privileged() {
+        return;
+    }
+    let mut node = Node::new("rh");
+    let (p1, p2) = (node.pod(1), node.pod(2));
+    let (n1, n2) = (format!("/var/run/netns/{p1}"), format!("/var/run/netns/{p2}"));
+    wait_for(&node.socket, |st| st["total"].as_u64().unwrap_or(0) > 2, 30);
+    let args = ("CNI_ARGS", "K8S_POD_NAMESPACE=default;K8S_POD_NAME=web");
+    let mut e1 = env_of("ADD", "s1", &n1);
+    e1.push(args);
+    let (code, r1) = node.cni(&e1, &node.conf("1.0.0"));
+    assert_eq!(code, 0, "{r1}");
+    let name = veth(&r1);
+    let links = |node: &Node| sh(&["ip", "-n", &node.name, "-o", "link", "show"]);
+    // The runtime removed s1's namespace before its DEL came (its veth went with it).
+    sh(&["ip", "netns", "del", &p1]);
+    let t0 = Instant::now();
+    while links(&node).contains(&name) {
+        assert!(t0.elapsed() < Duration::from_secs(10), "s1's veth stayed after its namespace went");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // s2 stops for 2 s right after making its veth (its 4th send: the lookup after the create).
+    let mut e2 = env_of("ADD", "s2", &n2);
+    e2.push(args);
+    let mut c = std::process::Command::new("nsenter");
+    c.arg(format!("--net=/var/run/netns/{}", node.name))
+        .args(["strace", "-f", "-qq", "-o", "/dev/null", "-e", "trace=sendto"])
+        .args(["-e", "inject=sendto:delay_enter=2000000:when=4"])
+        .arg(common::plugin_bin())
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+    for (k, v) in &e2 {
+        c.env(k, v);
+    }
+    let mut s2 = c.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    std::io::Write::write_all(&mut s2.stdin.take().unwrap(), node.conf("1.0.0").as_bytes()).unwrap();
+    let t0 = Instant::now();
+    while !links(&node).contains(&name) {
+        assert!(t0.elapsed() < Duration::from_secs(10), "s2 never made its veth");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // s1's DEL, without CNI_ARGS, comes now.
+    let (code, v) = node.cni(&env_of("DEL", "s1", &n1), &node.conf("1.0.0"));
+    assert_eq!(code, 0, "{v}");
+    let out = s2.wait_with_output().unwrap();
+    let r2: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(out.status.success(), "s2's ADD failed: {r2}");
+    assert_eq!(veth(&r2), name);
+    let mut check = env_of("CHECK", "s2", &n2);
+    check.push(args);
+    assert_eq!(node.cni(&check, &node.conf("1.1.0")).0, 0, "s2 intact");
+    let h = held(&node.socket);
+    assert_eq!(h.keys().collect::<Vec<_>>(), vec!["s2"], "{h:?}");
 }
 
 #[test]

@@ -136,6 +136,10 @@ pub enum Reply {
         /// was lost): the plugin tears it down only for the sandbox that really holds it.
         #[serde(default)]
         recovered: bool,
+        /// The pod identity podipd recorded at ADD (`namespace`, `name`), which names the veth:
+        /// a DEL that came without it serialises with the pod's other sandboxes under it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pod: Option<(String, String)>,
     },
     /// GC: the attachments of the network the runtime no longer lists.
     Stale {

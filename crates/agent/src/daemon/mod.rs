@@ -778,7 +778,8 @@ impl Daemon {
         let g = self.lock();
         let (key, veth) = self.resolve(&g, a);
         let recovered = key.container_id.starts_with(RECOVERED);
-        Reply::Teardown { addr: g.engine.datastore().pod(&key), veth, recovered }
+        let pod = g.meta.get(&key).cloned();
+        Reply::Teardown { addr: g.engine.datastore().pod(&key), veth, recovered, pod }
     }
 
     fn del(&self, a: &Attach, now: Time) -> Result<Reply, (ErrorKind, String)> {
