@@ -1,5 +1,6 @@
 //! One operation at a time per pod: the plugin holds an exclusive lock for its whole ADD or DEL,
-//! keyed by the pod (its `namespace/name` when the runtime gives it, else the container id), so
+//! keyed by the pod (its `namespace/name` when the runtime gives it, else the container id; a
+//! DEL without it moves to the pod's lock once podipd names the pod it recorded), so
 //! a retried ADD never races the first one's rollback, a DEL never races an ADD of the same
 //! attachment, and two sandboxes of one pod (whose `eth0` veths share the VPC CNI's name) never
 //! build or remove that veth at once. Locks live beside podipd's socket, in 256 files chosen by
