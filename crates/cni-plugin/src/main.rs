@@ -238,18 +238,20 @@ fn del(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
 /// attachment).
 fn release(conf: &NetConf, a: Attach) -> Result<(), CniError> {
     let pod = a.pod_namespace.as_deref().zip(a.pod_name.as_deref());
-    let mut serial = serial::lock(&conf.socket, pod, &a.container_id)?;
+    let own = serial::key(pod, &a.container_id);
+    let mut serial = serial::lock_keys(&conf.socket, std::slice::from_ref(&own))?;
     // What to tear down, from podipd (unreachable: nothing is changed, the runtime retries).
     let mut plan = daemon::call(&conf.socket, Op::Teardown(a.clone()))?;
-    // A DEL without the pod's identity holds its container's lock, but the veth is named after
-    // the pod podipd recorded, which another sandbox of the pod may be building under the pod's
-    // lock: it takes the pod's lock instead (never both at once), and asks again.
-    if pod.is_none()
-        && let Ok(Reply::Teardown { pod: Some((ns, name)), .. }) = &plan
-    {
-        let (ns, name) = (ns.clone(), name.clone());
+    // The veth is named after the pod podipd recorded at ADD, which another sandbox of the pod
+    // may be building under that pod's lock. A DEL keyed otherwise (no identity, or another
+    // one) holds both locks, taken in their fixed order, and asks again.
+    let recorded = match &plan {
+        Ok(Reply::Teardown { pod: Some((ns, name)), .. }) => Some(serial::key(Some((ns, name)), &a.container_id)),
+        _ => None,
+    };
+    if let Some(recorded) = recorded.filter(|r| *r != own) {
         drop(serial);
-        serial = serial::lock(&conf.socket, Some((&ns, &name)), &a.container_id)?;
+        serial = serial::lock_keys(&conf.socket, &[own, recorded])?;
         plan = daemon::call(&conf.socket, Op::Teardown(a.clone()))?;
     }
     let _serial = serial;

@@ -461,23 +461,38 @@ fn slowed_plugin(node: &Node, env: &[(&str, &str)], delay_us: u32, from: u32) ->
     child
 }
 
-/// A late DEL without the pod's identity (`CNI_ARGS`), for a sandbox whose namespace is gone,
-/// comes while the pod's next sandbox has made its veth (which bears the pod's name) and not yet
-/// given it an address. The DEL takes the pod's lock, which podipd's record names, so it waits
-/// for that ADD and then leaves its veth alone; before, it took the address-less veth for its
-/// own and removed it.
-#[test]
-fn a_del_without_the_pods_identity_waits_for_the_pods_next_sandbox() {
-    if !privileged() {
-        return;
+/// The plugin under strace, its `when`-th call of `syscall` held back `us` on entry.
+fn held_plugin(node: &Node, env: &[(&str, &str)], syscall: &str, us: u32, when: u32) -> std::process::Child {
+    let mut c = std::process::Command::new("nsenter");
+    c.arg(format!("--net=/var/run/netns/{}", node.name))
+        .args(["strace", "-f", "-qq", "-o", "/dev/null", "-e", &format!("trace={syscall}")])
+        .arg("-e")
+        .arg(format!("inject={syscall}:delay_enter={us}:when={when}"))
+        .arg(common::plugin_bin())
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+    for (k, v) in env {
+        c.env(k, v);
     }
-    let mut node = Node::new("rh");
+    let mut child = c.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), node.conf("1.0.0").as_bytes()).unwrap();
+    child
+}
+
+const WEB: (&str, &str) = ("CNI_ARGS", "K8S_POD_NAMESPACE=default;K8S_POD_NAME=web");
+
+/// A late DEL of a pod's sandbox whose namespace is gone, with `del_args` for `CNI_ARGS` (none,
+/// or another identity than podipd recorded), comes while the pod's next sandbox has made its
+/// veth (which bears the pod's name) and not yet given it an address. The DEL holds the lock
+/// of the pod podipd recorded too, so it waits for that ADD and then leaves its veth alone;
+/// before, it took the address-less veth for its own and removed it.
+fn a_late_del_waits_for_the_pods_next_sandbox(tag: &str, del_args: Option<(&str, &str)>) {
+    let mut node = Node::new(tag);
     let (p1, p2) = (node.pod(1), node.pod(2));
     let (n1, n2) = (format!("/var/run/netns/{p1}"), format!("/var/run/netns/{p2}"));
     wait_for(&node.socket, |st| st["total"].as_u64().unwrap_or(0) > 2, 30);
-    let args = ("CNI_ARGS", "K8S_POD_NAMESPACE=default;K8S_POD_NAME=web");
     let mut e1 = env_of("ADD", "s1", &n1);
-    e1.push(args);
+    e1.push(WEB);
     let (code, r1) = node.cni(&e1, &node.conf("1.0.0"));
     assert_eq!(code, 0, "{r1}");
     let name = veth(&r1);
@@ -491,36 +506,83 @@ fn a_del_without_the_pods_identity_waits_for_the_pods_next_sandbox() {
     }
     // s2 stops for 2 s right after making its veth (its 4th send: the lookup after the create).
     let mut e2 = env_of("ADD", "s2", &n2);
-    e2.push(args);
-    let mut c = std::process::Command::new("nsenter");
-    c.arg(format!("--net=/var/run/netns/{}", node.name))
-        .args(["strace", "-f", "-qq", "-o", "/dev/null", "-e", "trace=sendto"])
-        .args(["-e", "inject=sendto:delay_enter=2000000:when=4"])
-        .arg(common::plugin_bin())
-        .env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
-    for (k, v) in &e2 {
-        c.env(k, v);
-    }
-    let mut s2 = c.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().unwrap();
-    std::io::Write::write_all(&mut s2.stdin.take().unwrap(), node.conf("1.0.0").as_bytes()).unwrap();
+    e2.push(WEB);
+    let s2 = held_plugin(&node, &e2, "sendto", 2_000_000, 4);
     let t0 = Instant::now();
     while !links(&node).contains(&name) {
         assert!(t0.elapsed() < Duration::from_secs(10), "s2 never made its veth");
         std::thread::sleep(Duration::from_millis(5));
     }
-    // s1's DEL, without CNI_ARGS, comes now.
-    let (code, v) = node.cni(&env_of("DEL", "s1", &n1), &node.conf("1.0.0"));
+    // s1's late DEL comes now.
+    let mut del = env_of("DEL", "s1", &n1);
+    del.extend(del_args);
+    let (code, v) = node.cni(&del, &node.conf("1.0.0"));
     assert_eq!(code, 0, "{v}");
     let out = s2.wait_with_output().unwrap();
     let r2: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(out.status.success(), "s2's ADD failed: {r2}");
     assert_eq!(veth(&r2), name);
     let mut check = env_of("CHECK", "s2", &n2);
-    check.push(args);
+    check.push(WEB);
     assert_eq!(node.cni(&check, &node.conf("1.1.0")).0, 0, "s2 intact");
     let h = held(&node.socket);
     assert_eq!(h.keys().collect::<Vec<_>>(), vec!["s2"], "{h:?}");
+}
+
+#[test]
+fn a_del_without_the_pods_identity_waits_for_the_pods_next_sandbox() {
+    if privileged() {
+        a_late_del_waits_for_the_pods_next_sandbox("rh", None);
+    }
+}
+
+#[test]
+fn a_del_naming_another_identity_waits_for_the_pods_next_sandbox() {
+    if privileged() {
+        a_late_del_waits_for_the_pods_next_sandbox(
+            "ri",
+            Some(("CNI_ARGS", "K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-stale")),
+        );
+    }
+}
+
+/// A DEL without the pod's identity, held between its teardown and its release, while the
+/// runtime retries the same container's ADD without the identity either: the ADD waits for the
+/// DEL (both hold the container's lock), so the address the DEL releases is never one the ADD
+/// answered. Before, the DEL held only the pod's lock, the ADD took the old address back and
+/// rebuilt its veth, and the DEL then released that address under a live pod.
+#[test]
+fn a_retried_add_waits_for_a_del_of_its_container_that_moved_to_the_pods_lock() {
+    if !privileged() {
+        return;
+    }
+    let mut node = Node::new("rj");
+    let p1 = node.pod(1);
+    let n1 = format!("/var/run/netns/{p1}");
+    wait_for(&node.socket, |st| st["total"].as_u64().unwrap_or(0) > 2, 30);
+    let mut e = env_of("ADD", "s1", &n1);
+    e.push(WEB);
+    let (code, r) = node.cni(&e, &node.conf("1.0.0"));
+    assert_eq!(code, 0, "{r}");
+    let a = addr_of(&r);
+    let routes = |node: &Node| sh(&["ip", "-n", &node.name, "route", "show"]);
+    // The DEL, without CNI_ARGS, held 3 s at its 6th connect: after the teardown, before the
+    // release.
+    let del = held_plugin(&node, &env_of("DEL", "s1", &n1), "connect", 3_000_000, 6);
+    let t0 = Instant::now();
+    while routes(&node).contains(&format!("{a} dev")) {
+        assert!(t0.elapsed() < Duration::from_secs(5), "the DEL never tore down");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The runtime retries the ADD, without CNI_ARGS.
+    let (code, r2) = node.cni(&env_of("ADD", "s1", &n1), &node.conf("1.0.0"));
+    let out = del.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(code, 0, "{r2}");
+    let b = addr_of(&r2);
+    let h = held(&node.socket);
+    assert_eq!(h.get("s1"), Some(&b), "the ADD answered {b}, which podipd must hold: {h:?}");
+    assert!(routes(&node).contains(&format!("{b} dev")), "{b} is wired");
 }
 
 #[test]

@@ -571,6 +571,18 @@ impl Datastore {
             .sum()
     }
 
+    /// IPv6 offsets from 1 to `last` a pod could still be given at `now` (none held, none
+    /// cooling, none quarantined): the allocator hands out the lowest usable offset first, so
+    /// this is how many more pods can have an offset at most `last`.
+    pub fn v6_available_up_to(&self, last: u64, now: Time) -> u64 {
+        let first = self.v6_floor.max(1);
+        if last < first {
+            return 0;
+        }
+        let taken = self.v6_slots.range(first..=last).filter(|(_, s)| !s.usable(now)).count() as u64;
+        (last - first + 1).saturating_sub(taken)
+    }
+
     /// Per-ENI totals at `now` (same counting rules as [`Datastore::stats`]).
     pub fn eni_stats(&self, eni: &Eni, now: Time) -> Stats {
         let mut s = Stats::default();
@@ -1050,6 +1062,9 @@ mod tests {
         let base = u128::from("2600:1f18:aaaa:1:1::".parse::<Ipv6Addr>().unwrap());
         ds.restore_v6(&PodKey::new("held"), Ipv6Addr::from(base + 3)).unwrap();
         ds.restore_cooling_v6(Ipv6Addr::from(base + 1), Time::from_secs(30));
+        // Offsets 1 to 10 a pod could still get: all but the held one and the cooling one.
+        assert_eq!(ds.v6_available_up_to(10, Time::ZERO), 8);
+        assert_eq!(ds.v6_available_up_to(10, Time::from_secs(30)), 9, "cooled down");
         let got: Vec<u64> = (0..3)
             .map(|i| match ds.assign(&PodKey::new(format!("n{i}")), Time::ZERO).unwrap().addr {
                 IpAddr::V6(a) => ds.v6_offset(a).unwrap(),
@@ -1058,7 +1073,9 @@ mod tests {
             .collect();
         assert_eq!(got, vec![2, 4, 5]);
         // A quarantine keeps everything below its mark out of use.
+        assert_eq!(ds.v6_available_up_to(10, Time::ZERO), 5, "2, 4 and 5 taken too");
         ds.quarantine_v6_below(5000);
+        assert_eq!(ds.v6_available_up_to(1021, Time::ZERO), 0, "everything below 5000 is out of use");
         let IpAddr::V6(a) = ds.assign(&PodKey::new("q"), Time::ZERO).unwrap().addr else { unreachable!() };
         assert_eq!(ds.v6_offset(a), Some(5000));
     }

@@ -46,6 +46,10 @@ pub const QUARANTINE: std::time::Duration = std::time::Duration::from_secs(600);
 /// After this many cloud calls in a row failed for want of the cloud, it counts as down.
 const CLOUD_DOWN_AFTER: u32 = 3;
 
+/// IPv6 pods a node gives an egress IPv4 address (169.254.172.2 to .254.175.254: the /22 the
+/// VPC CNI's egress plugin uses, less the network, the gateway and the broadcast).
+const EGRESS_V4_PODS: u64 = 1021;
+
 /// The IPAM key prefix of attachments recovered from the host (their checkpoint entry was
 /// lost): `host:<veth>`; a DEL that names the pod behind that veth releases them.
 pub const RECOVERED: &str = "host:";
@@ -598,7 +602,7 @@ impl Daemon {
     fn egress_v4(ds: &ipam::datastore::Datastore, addr: std::net::IpAddr) -> Option<std::net::Ipv4Addr> {
         let std::net::IpAddr::V6(v6) = addr else { return None };
         let offset = ds.v6_offset(v6)?;
-        (1..=1021)
+        (1..=EGRESS_V4_PODS)
             .contains(&offset)
             .then(|| std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(169, 254, 172, 1)) + offset as u32))
     }
@@ -709,7 +713,12 @@ impl Daemon {
                 let s = g.engine.stats(now);
                 // What ADD can hand out now: not the addresses of an ENI whose interface the
                 // node has not set up yet.
-                let available = g.engine.datastore().available(now);
+                let ds = g.engine.datastore();
+                let mut available = ds.available(now);
+                if self.cfg.ipv6 {
+                    // An IPv6 pod needs one of the node's egress IPv4 addresses too.
+                    available = available.min(ds.v6_available_up_to(EGRESS_V4_PODS, now));
+                }
                 let readiness = if s.total == 0 && self.cloud_down() { Readiness::CloudDown } else { Readiness::Ready };
                 ok(Reply::Status { readiness, available })
             }
@@ -738,7 +747,7 @@ impl Daemon {
                 g.meta.remove(&key);
                 return Err((
                     ErrorKind::PoolExhausted,
-                    "no IPv4 egress address left for an IPv6 pod (1021 per node)".into(),
+                    format!("no IPv4 egress address left for an IPv6 pod ({EGRESS_V4_PODS} per node)"),
                 ));
             }
             (lease, self.publish(&mut g, now))
