@@ -443,13 +443,13 @@ fn gc_tears_down_what_the_runtime_no_longer_lists_and_nothing_else() {
     assert_eq!(node.cni(&env_of("CHECK", "keep", &netns1), &node.conf("1.1.0")).0, 0);
 }
 
-/// The plugin under strace, each netlink request from the `from`-th on held back `delay_us`.
-fn slowed_plugin(node: &Node, env: &[(&str, &str)], delay_us: u32, from: u32) -> std::process::Child {
+/// The plugin under strace, `syscall` delayed as `inject` says (strace's `inject=` syntax).
+fn straced_plugin(node: &Node, env: &[(&str, &str)], syscall: &str, inject: &str) -> std::process::Child {
     let mut c = std::process::Command::new("nsenter");
     c.arg(format!("--net=/var/run/netns/{}", node.name))
-        .args(["strace", "-f", "-qq", "-o", "/dev/null", "-e", "trace=sendto"])
+        .args(["strace", "-f", "-qq", "-o", "/dev/null", "-e", &format!("trace={syscall}")])
         .arg("-e")
-        .arg(format!("inject=sendto:delay_exit={delay_us}:when={from}+"))
+        .arg(format!("inject={syscall}:{inject}"))
         .arg(common::plugin_bin())
         .env_clear()
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
@@ -461,22 +461,14 @@ fn slowed_plugin(node: &Node, env: &[(&str, &str)], delay_us: u32, from: u32) ->
     child
 }
 
+/// The plugin under strace, each netlink request from the `from`-th on held back `delay_us`.
+fn slowed_plugin(node: &Node, env: &[(&str, &str)], delay_us: u32, from: u32) -> std::process::Child {
+    straced_plugin(node, env, "sendto", &format!("delay_exit={delay_us}:when={from}+"))
+}
+
 /// The plugin under strace, its `when`-th call of `syscall` held back `us` on entry.
 fn held_plugin(node: &Node, env: &[(&str, &str)], syscall: &str, us: u32, when: u32) -> std::process::Child {
-    let mut c = std::process::Command::new("nsenter");
-    c.arg(format!("--net=/var/run/netns/{}", node.name))
-        .args(["strace", "-f", "-qq", "-o", "/dev/null", "-e", &format!("trace={syscall}")])
-        .arg("-e")
-        .arg(format!("inject={syscall}:delay_enter={us}:when={when}"))
-        .arg(common::plugin_bin())
-        .env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    let mut child = c.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().unwrap();
-    std::io::Write::write_all(&mut child.stdin.take().unwrap(), node.conf("1.0.0").as_bytes()).unwrap();
-    child
+    straced_plugin(node, env, syscall, &format!("delay_enter={us}:when={when}"))
 }
 
 const WEB: (&str, &str) = ("CNI_ARGS", "K8S_POD_NAMESPACE=default;K8S_POD_NAME=web");
