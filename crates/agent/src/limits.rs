@@ -112,6 +112,7 @@ mod tests {
             netns: Some("/proc/1/ns/net".into()),
             pod_namespace: Some("default".into()),
             pod_name: Some("web-0".into()),
+            release_only: None,
         }
     }
 

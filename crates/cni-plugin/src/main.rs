@@ -7,10 +7,10 @@
 //! the data path fails; one the attachment already held (a retried ADD) never is: a complete
 //! data path is answered as is, an incomplete one rebuilt. DEL first tears the data path down
 //! (the veth only if it carries this attachment's address or none, the rules of the address),
-//! then releases the address, so nothing on the host still uses an address the pool hands out
-//! again; with podipd unreachable it changes nothing and the runtime retries. DEL is idempotent,
-//! with or without the netns. ADD and DEL of one attachment never overlap ([`serial`]), and the
-//! host veth's name is podipd's.
+//! then releases the address it tore down (and no other), so nothing on the host still uses an
+//! address the pool hands out again; with podipd unreachable it changes nothing and the runtime
+//! retries. DEL is idempotent, with or without the netns. ADD and DEL of one attachment never
+//! overlap ([`serial`]), and the host veth's name is podipd's.
 //! CHECK compares the kernel with the lease. GC asks podipd which attachments the runtime no
 //! longer lists and releases each as DEL does. STATUS is forwarded to podipd. VERSION
 //! lists 0.4.0, 1.0.0 and 1.1.0.
@@ -76,6 +76,7 @@ fn attach(env: &CniEnv, conf: &NetConf) -> Attach {
         netns: env.netns.clone(),
         pod_namespace: pod.map(|p| p.0.to_string()),
         pod_name: pod.map(|p| p.1.to_string()),
+        release_only: None,
     }
 }
 
@@ -139,7 +140,7 @@ fn add(env: &CniEnv, conf: &NetConf) -> Result<String, CniError> {
     // Gives back an address this ADD took; never one the attachment held before it.
     let give_back = |lease: &Lease| {
         if !lease.existing {
-            let _ = daemon::call(&conf.socket, Op::Del(a.clone()));
+            let _ = daemon::call(&conf.socket, Op::Del(Attach { release_only: Some(lease.addr), ..a.clone() }));
         }
     };
     if let Some(p) = conf.veth_prefix.as_deref().filter(|p| *p != lease.veth_prefix) {
@@ -321,8 +322,14 @@ fn release(conf: &NetConf, a: Attach) -> Result<(), CniError> {
         // Nothing is released while the host may still use the address; the runtime retries.
         return Err(CniError::new(ErrorCode::Plugin(100), format!("data path teardown: {}", errors.join("; "))));
     }
-    // Only now, with nothing on the host using it, does the address go back to the pool.
-    match daemon::call(&conf.socket, Op::Del(a))? {
+    // Only now, with nothing on the host using it, does the address go back to the pool: the
+    // address this teardown found, and no other. An ADD of the same container that reached
+    // podipd after the plan (a runtime that sent DEL during the ADD, each under its own lock)
+    // keeps what it got; with no address found, there is nothing to release.
+    let Some(addr) = addr else {
+        return Ok(());
+    };
+    match daemon::call(&conf.socket, Op::Del(Attach { release_only: Some(addr), ..a }))? {
         Ok(_) => Ok(()),
         Err((kind, msg)) => Err(daemon_error(kind, msg)),
     }

@@ -577,6 +577,41 @@ fn a_retried_add_waits_for_a_del_of_its_container_that_moved_to_the_pods_lock() 
     assert!(routes(&node).contains(&format!("{b} dev")), "{b} is wired");
 }
 
+/// A runtime sends a container's DEL, without the pod's identity, while that container's first
+/// ADD, with it, is on its way: each holds its own lock (the container's, the pod's). The DEL's
+/// teardown finds nothing; the ADD then gets its address and wires the pod; then comes the DEL's
+/// release. It releases only what its teardown found, so the pod keeps its address. Before, it
+/// released whatever the container held by then: a wired pod's address, handed out again after
+/// the cooldown.
+#[test]
+fn a_del_during_its_containers_first_add_releases_nothing_the_add_got() {
+    if !privileged() {
+        return;
+    }
+    let mut node = Node::new("rk");
+    let p1 = node.pod(1);
+    let n1 = format!("/var/run/netns/{p1}");
+    let bucket = |k: &str| datapath::host_veth_name("", k)[..2].to_string();
+    assert_ne!(bucket("s1"), bucket("default/web"), "the two locks must be distinct for this window");
+    wait_for(&node.socket, |st| st["total"].as_u64().unwrap_or(0) > 2, 30);
+    // The DEL: every connect after its first (the teardown's question to podipd) held 1.5 s.
+    let del = straced_plugin(&node, &env_of("DEL", "s1", &n1), "connect", "delay_enter=1500000:when=2+");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(held(&node.socket).is_empty());
+    let mut add = env_of("ADD", "s1", &n1);
+    add.push(WEB);
+    let (code, r) = node.cni(&add, &node.conf("1.0.0"));
+    assert_eq!(code, 0, "{r}");
+    let a = addr_of(&r);
+    let out = del.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let h = held(&node.socket);
+    assert_eq!(h.get("s1"), Some(&a), "the ADD answered {a}, which podipd must still hold: {h:?}");
+    let mut check = env_of("CHECK", "s1", &n1);
+    check.push(WEB);
+    assert_eq!(node.cni(&check, &node.conf("1.1.0")).0, 0, "the pod intact");
+}
+
 #[test]
 fn two_sandboxes_of_one_pod_added_at_once_never_share_or_take_a_veth() {
     if !privileged() {

@@ -553,3 +553,27 @@ fn the_daemonset_helpers_install_the_plugin_probe_health_and_the_conflist_appear
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/dir"));
 }
+
+/// A DEL that names the address its teardown found releases only that one: the attachment's
+/// address, if it holds another (an ADD that came after that teardown), stays held. A DEL that
+/// names none (an older plugin) releases whatever the attachment holds.
+#[test]
+fn a_del_releases_only_the_address_it_names() {
+    let mut w = World::new("relonly");
+    w.start(&[]);
+    let sock = w.sock();
+    let (a, b) = (add(&sock, "c1"), add(&sock, "c2"));
+    let mut del = attach("del", "c1");
+    del["release_only"] = Value::from(b.clone());
+    let r = request(&sock, &del).unwrap();
+    assert_eq!((r["ok"]["kind"].as_str(), r["ok"]["addr"].as_str()), (Some("released"), None), "{r}");
+    let r = request(&sock, &attach("check", "c1")).unwrap();
+    assert_eq!(r["ok"]["addr"].as_str(), Some(a.as_str()), "c1 keeps {a}: {r}");
+    del["release_only"] = Value::from(a.clone());
+    let r = request(&sock, &del).unwrap();
+    assert_eq!(r["ok"]["addr"].as_str(), Some(a.as_str()), "{r}");
+    let r = request(&sock, &attach("del", "c2")).unwrap();
+    assert_eq!(r["ok"]["addr"].as_str(), Some(b.as_str()), "{r}");
+    let st = introspect(&sock);
+    assert_eq!((st["assigned"].as_u64(), st["cooling"].as_u64()), (Some(0), Some(2)), "{st}");
+}

@@ -30,6 +30,11 @@ pub struct Attach {
     /// Kubernetes pod name, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_name: Option<String>,
+    /// DEL: release the attachment's address only if it is this one (the one the plugin's
+    /// teardown found and took off the host). An ADD that reached podipd after that teardown
+    /// keeps what it got. Without it (older plugins), DEL releases whatever the attachment holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release_only: Option<IpAddr>,
 }
 
 /// A request.
@@ -237,6 +242,7 @@ mod tests {
             netns: Some("/proc/1/ns/net".into()),
             pod_namespace: None,
             pod_name: None,
+            release_only: None,
         }
     }
 
@@ -245,6 +251,7 @@ mod tests {
         for op in [
             Op::Add(attach()),
             Op::Del(attach()),
+            Op::Del(Attach { release_only: Some("10.0.0.7".parse().unwrap()), ..attach() }),
             Op::Status,
             Op::Gc { network: "podip".into(), valid: vec![("c1".into(), "eth0".into())] },
         ] {

@@ -701,6 +701,7 @@ impl Daemon {
                             netns: None,
                             pod_namespace: m.map(|m| m.0.clone()),
                             pod_name: m.map(|m| m.1.clone()),
+                            release_only: None,
                         }
                     })
                     .collect();
@@ -795,6 +796,14 @@ impl Daemon {
         let (addr, generation) = {
             let mut g = self.lock();
             let (key, _) = self.resolve(&g, a);
+            let held = g.engine.datastore().pod(&key);
+            if let Some(only) = a.release_only
+                && held != Some(only)
+            {
+                // The plugin tore down `only`; what the attachment holds now (an ADD that came
+                // after that teardown) is wired, or being wired, and stays.
+                return Ok(Reply::Released { addr: None, veth_prefix: Some(self.cfg.veth_prefix.clone()) });
+            }
             let effects = g.engine.handle(now, Event::PodDel(key.clone()));
             g.meta.remove(&key);
             g.unwired.remove(&key);
