@@ -395,6 +395,40 @@ fn hostile_namespaces_and_prefixes_are_refused_before_any_address_is_taken() {
     assert!(!node.dir.join("nowhere").exists(), "the plugin made directories");
 }
 
+/// An ADD into a namespace whose `CNI_IFNAME` is taken says so, naming the interface, gives its
+/// address back, and leaves the host and the pod's interface as they were.
+fn an_add_whose_interface_name_is_taken_in_the_pod_names_it(tag: &str, extra: &[(&str, &str)]) {
+    let mut node = Node::with(tag, extra);
+    let p = node.pod(1);
+    let pod_netns = format!("/var/run/netns/{p}");
+    wait_for(&node.socket, |st| st["total"].as_u64().unwrap_or(0) > 0, 30);
+    sh(&["ip", "-n", &p, "link", "add", "eth0", "type", "veth", "peer", "name", "other0"]);
+    let before = (host_state(&node.name), sh(&["ip", "-n", &p, "-o", "link", "show"]));
+    let (code, v) = node.cni(&env_of("ADD", "t1", &pod_netns), &node.conf("1.0.0"));
+    assert_eq!((code, v["code"].as_u64()), (1, Some(100)), "{v}");
+    let msg = v["msg"].as_str().unwrap();
+    assert!(msg.contains(r#"interface named "eth0" (CNI_IFNAME)"#) && msg.contains(&pod_netns), "{msg}");
+    assert!(held(&node.socket).is_empty(), "the address was given back");
+    assert_eq!((host_state(&node.name), sh(&["ip", "-n", &p, "-o", "link", "show"])), before);
+}
+
+#[test]
+fn an_add_whose_interface_name_is_taken_in_the_pod_names_it_ipv4() {
+    if privileged() {
+        an_add_whose_interface_name_is_taken_in_the_pod_names_it("rl", &[]);
+    }
+}
+
+#[test]
+fn an_add_whose_interface_name_is_taken_in_the_pod_names_it_ipv6() {
+    if privileged() {
+        an_add_whose_interface_name_is_taken_in_the_pod_names_it(
+            "rm",
+            &[("ENABLE_IPv6", "true"), ("ENABLE_IPv4", "false")],
+        );
+    }
+}
+
 /// CHECK finds an IPv6 pod's data path whole (it once looked for the pod's host route and rule
 /// among the IPv4 ones, so it always failed, and a retried ADD rebuilt a complete data path).
 #[test]

@@ -82,6 +82,8 @@ pub fn setup(p: &PodNet) -> Result<(), ApplyError> {
         if !e.detail.contains("File exists") {
             let _ = teardown(Some(&p.host_veth), &[]);
             let _ = run_in_pod_del(p);
+        } else if crate::netlink::pod_has_ifname(p) {
+            return Err(crate::netlink::ifname_taken(p, "pod side", &e));
         }
         return Err(e);
     }

@@ -225,6 +225,22 @@ fn mac(s: &str) -> Vec<u8> {
     s.split(':').filter_map(|b| u8::from_str_radix(b, 16).ok()).collect()
 }
 
+/// The error of a pod whose namespace already has an interface named `CNI_IFNAME`.
+pub(crate) fn ifname_taken(p: &PodNet, what: &str, e: &ApplyError) -> ApplyError {
+    err(
+        what,
+        format!(
+            "the pod's namespace {} already has an interface named {:?} (CNI_IFNAME): {}",
+            p.netns, p.ifname, e.detail
+        ),
+    )
+}
+
+/// Whether the pod's namespace has an interface named `CNI_IFNAME`.
+pub(crate) fn pod_has_ifname(p: &PodNet) -> bool {
+    Nl::open_in(Some(&p.netns)).and_then(|mut n| n.index(&p.ifname)).is_ok()
+}
+
 /// Creates the pod's data path (IPv4) over netlink. On a failure, the veth (and with it the
 /// pod end and the host route) is deleted again before the error is returned.
 ///
@@ -261,7 +277,16 @@ pub fn setup(p: &PodNet) -> Result<(), ApplyError> {
         LinkInfo::Kind(InfoKind::Veth),
         LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
     ]));
-    host.call("create veth", RouteNetlinkMessage::NewLink(veth), NLM_F_CREATE | NLM_F_EXCL)?;
+    if let Err(e) = host.call("create veth", RouteNetlinkMessage::NewLink(veth), NLM_F_CREATE | NLM_F_EXCL) {
+        // Say which name is taken: the pod's interface (the runtime's CNI_IFNAME) or the host's.
+        if pod.index(&p.ifname).is_ok() {
+            return Err(ifname_taken(p, "create veth", &e));
+        }
+        if host.index(&p.host_veth).is_ok() {
+            return Err(err("create veth", format!("host interface {} already exists: {}", p.host_veth, e.detail)));
+        }
+        return Err(e);
+    }
 
     let result = (|| {
         let gw: Ipv4Addr = GATEWAY_V4.parse().expect("literal");

@@ -577,3 +577,26 @@ fn a_del_releases_only_the_address_it_names() {
     let st = introspect(&sock);
     assert_eq!((st["assigned"].as_u64(), st["cooling"].as_u64()), (Some(0), Some(2)), "{st}");
 }
+
+/// On an IPv6 node, STATUS counts the pods that can still start: each needs one of the node's
+/// 1,021 egress IPv4 addresses too, however many IPv6 addresses the /80 has.
+#[test]
+fn status_on_an_ipv6_node_counts_the_egress_addresses_left() {
+    let mut w = World::ipv6("v6status");
+    w.start(&[("ENABLE_IPv6", "true"), ("ENABLE_IPv4", "false")]);
+    let sock = w.sock();
+    let available = || {
+        let r = request(&sock, &serde_json::json!({"v": 1, "op": "status"})).unwrap();
+        r["ok"]["available"].as_u64().unwrap_or_else(|| panic!("{r}"))
+    };
+    let t0 = Instant::now();
+    while available() == 0 {
+        assert!(t0.elapsed() < Duration::from_secs(20), "no prefix came");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(available(), 1021);
+    for i in 0..21 {
+        assert!(add(&sock, &format!("v{i}")).contains(':'));
+    }
+    assert_eq!(available(), 1000);
+}

@@ -52,10 +52,23 @@ impl World {
 
     /// A world whose node is an instance of type `instance_type`.
     pub fn of_type(name: &str, instance_type: &str, params: SimParams) -> World {
+        World::in_vpc(name, instance_type, vpc(params))
+    }
+
+    /// A world whose node is an `m5.large` in an IPv6 subnet (a /64 beside its IPv4 /24).
+    pub fn ipv6(name: &str) -> World {
+        let mut vpc = SimVpc::new(SimParams { seed: 3, ..SimParams::default() });
+        vpc.add_vpc_cidr("10.0.0.0/16".parse().unwrap()).unwrap();
+        vpc.add_subnet_v6("us-east-1a", "10.0.0.0/24".parse().unwrap(), Some("2600:1f18:aaaa:1::/64".parse().unwrap()))
+            .unwrap();
+        World::in_vpc(name, "m5.large", vpc)
+    }
+
+    /// A world whose node is an instance of type `instance_type` in the first subnet of `vpc`.
+    pub fn in_vpc(name: &str, instance_type: &str, mut vpc: SimVpc) -> World {
         let dir = std::env::temp_dir().join(format!("podipd-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let mut vpc = vpc(params);
         vpc.set_now(wall());
         let subnet = vpc.subnets()[0].id.clone();
         let t = ipam::catalog::Catalog::embedded().get(instance_type).unwrap();
