@@ -11,6 +11,7 @@
 use ipam::Time;
 use ipam::addr::PodKey;
 use ipam::datastore::Datastore;
+use ipam::demand::PoolMemory;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
@@ -81,6 +82,10 @@ pub struct Checkpoint {
     /// The IPv6 allocator's next never-used offset.
     #[serde(rename = "v6Next", default)]
     pub v6_next: u64,
+    /// What the adaptive pool policy has learned of the node's demand (absent under the VPC
+    /// CNI's policy, and in older files): a restarted podipd is not a new node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<PoolMemory>,
 }
 
 /// The first format's cooldown: an instant of the wall clock.
@@ -177,7 +182,29 @@ impl Checkpoint {
             allocations,
             cooling,
             v6_next: ds.v6_next(),
+            pool: None,
         }
+    }
+
+    /// The same, with the adaptive policy's memory of the node's demand.
+    pub fn with_pool(mut self, pool: Option<PoolMemory>) -> Checkpoint {
+        self.pool = pool;
+        self
+    }
+
+    /// The adaptive policy's memory as of `clocks.now`: within one boot, the time the daemon was
+    /// down counts (as for cooldowns); after a reboot it is taken as none.
+    pub fn pool_memory(&self, clocks: &Clocks) -> Option<PoolMemory> {
+        let down = if self.same_boot(clocks) {
+            clocks.now.since(Time::from_millis(self.written_ms))
+        } else {
+            std::time::Duration::ZERO
+        };
+        self.pool.clone().map(|p| p.aged(down))
+    }
+
+    fn same_boot(&self, clocks: &Clocks) -> bool {
+        !self.boot_id.is_empty() && self.boot_id == clocks.boot_id && self.written_ms <= clocks.now.as_millis()
     }
 
     /// Serialized form.
@@ -216,6 +243,7 @@ impl Checkpoint {
                         })
                         .collect(),
                     v6_next: 0,
+                    pool: None,
                 })
             }
             _ => Err(CheckpointError::Version { path: path.into(), found: head.version }),
@@ -332,8 +360,7 @@ pub fn restore(ds: &mut Datastore, cp: &Checkpoint, clocks: &Clocks) -> RestoreR
             Some(r) => report.dropped.push((a.clone(), r)),
         }
     }
-    let same_boot = !cp.boot_id.is_empty() && cp.boot_id == clocks.boot_id && cp.written_ms <= clocks.now.as_millis();
-    let base = if same_boot { Time::from_millis(cp.written_ms) } else { clocks.now };
+    let base = if cp.same_boot(clocks) { Time::from_millis(cp.written_ms) } else { clocks.now };
     for c in &cp.cooling {
         let until = base + std::time::Duration::from_millis(c.remaining_ms);
         if until <= clocks.now {
@@ -459,6 +486,33 @@ mod tests {
     }
 
     #[test]
+    fn the_pool_policys_memory_survives_a_restart_aged_by_the_downtime_of_the_same_boot() {
+        let written = clocks(1_000, 1_700_000_000, "b1");
+        let memory = PoolMemory {
+            age_ms: 500_000,
+            reserve: false,
+            reserve_base: Some(12),
+            first_start_ago_ms: Some(400_000),
+            peaks: vec![(300_000, 20), (1_000, 14)],
+            assign_ms: Some(350),
+            attach_ms: None,
+        };
+        let cp = Checkpoint::capture(&ds(), &BTreeMap::new(), &written).with_pool(Some(memory.clone()));
+        let text = String::from_utf8(cp.encode()).unwrap();
+        assert!(text.contains("\"ageMs\": 500000") && text.contains("\"firstStartAgoMs\""), "{text}");
+        let back = Checkpoint::decode("f", &cp.encode(), &written).unwrap();
+        assert_eq!(back.pool.as_ref(), Some(&memory));
+        // Read 60 s later in the same boot: every span is 60 s longer.
+        let m = back.pool_memory(&clocks(1_060, 1_700_000_060, "b1")).unwrap();
+        assert_eq!((m.age_ms, m.first_start_ago_ms, m.peaks[0].0), (560_000, Some(460_000), 360_000));
+        // After a reboot, the downtime is unknown and taken as none.
+        assert_eq!(back.pool_memory(&clocks(5, 1_700_009_000, "b2")), Some(memory));
+        // A file without it (an older podipd, or the VPC CNI's policy): none.
+        let older = br#"{"version":"podip-ipam/2","allocations":[]}"#;
+        assert_eq!(Checkpoint::decode("f", older, &written).unwrap().pool, None);
+    }
+
+    #[test]
     fn version_1_migrates_its_wall_clock_cooldowns() {
         let v1 = br#"{"version":"podip-ipam/1","allocations":[{"network":"podip","containerID":"c1","ifName":"eth0","ip":"10.0.0.5"}],"cooling":[{"ip":"10.0.0.6","untilMs":1700000020000}]}"#;
         let c = clocks(50, 1_700_000_000, "b1");
@@ -494,6 +548,7 @@ mod tests {
             ],
             cooling: vec![],
             v6_next: 0,
+            pool: None,
         };
         let r = restore(&mut b, &cp, &clocks(0, 0, ""));
         assert_eq!(r.restored.iter().map(|a| a.container_id.as_str()).collect::<Vec<_>>(), vec!["ok"]);

@@ -100,6 +100,7 @@ pub fn import(path: &Path, clocks: &Clocks) -> Result<Option<Imported>, Checkpoi
         allocations,
         cooling: Vec::new(),
         v6_next: 0,
+        pool: None,
     };
     Ok(Some(Imported { checkpoint, skipped }))
 }

@@ -9,6 +9,7 @@
 //! there instead of costing a release and an assign each.
 
 use crate::Time;
+use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::time::Duration;
 
@@ -38,6 +39,54 @@ const MAX_STARTS: usize = 4096;
 const DEFAULT_ASSIGN: Duration = Duration::from_millis(400);
 /// An ENI create and attach before any was measured (about 6 s at EC2).
 const DEFAULT_ATTACH: Duration = Duration::from_secs(6);
+
+/// The longest refill time a [`PoolMemory`] brings back (EC2's calls take seconds; ten minutes
+/// is a cloud that was down, not a refill time).
+const MAX_REFILL_MS: u64 = 600_000;
+/// The most peaks a [`PoolMemory`] carries (the tracker keeps decreasing sizes only: a few).
+pub const MAX_PEAKS: usize = 1024;
+
+/// What the adaptive policy has learned of a node's demand, kept across a restart of its daemon
+/// so that a restarted node is not taken for a new one (which would ask EC2 for a young node's
+/// reserve, and keep every address for a whole hold window). Spans are milliseconds before the
+/// moment it was taken; pod starts are not kept (the rate is measured again within minutes).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolMemory {
+    /// How long the node's demand had been watched.
+    pub age_ms: u64,
+    /// The young node's burst reserve was still kept.
+    pub reserve: bool,
+    /// The addresses the pods held when the node's boot was over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reserve_base: Option<u32>,
+    /// How long ago the node's first pod started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_start_ago_ms: Option<u64>,
+    /// The hold window's sizes: how long ago, and the addresses the pods held (oldest first,
+    /// decreasing).
+    #[serde(default)]
+    pub peaks: Vec<(u64, u32)>,
+    /// The learned assign refill time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assign_ms: Option<u64>,
+    /// The learned attach refill time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attach_ms: Option<u64>,
+}
+
+impl PoolMemory {
+    /// The same memory `by` later (a daemon down that long within one boot).
+    pub fn aged(mut self, by: Duration) -> PoolMemory {
+        let by = u64::try_from(by.as_millis()).unwrap_or(u64::MAX);
+        self.age_ms = self.age_ms.saturating_add(by);
+        self.first_start_ago_ms = self.first_start_ago_ms.map(|a| a.saturating_add(by));
+        for (ago, _) in &mut self.peaks {
+            *ago = ago.saturating_add(by);
+        }
+        self
+    }
+}
 
 /// What a refill is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -145,6 +194,44 @@ impl Demand {
         poisson_quantile(mean, 1.0 - self.miss_rate).saturating_add(coming).max(1)
     }
 
+    /// What this tracker keeps across a restart, at `now` (see [`PoolMemory`]; the engine adds
+    /// its own part).
+    pub fn memory(&mut self, now: Time) -> PoolMemory {
+        self.forget(now);
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        PoolMemory {
+            first_start_ago_ms: self.first_start.map(|t| ms(now.since(t))),
+            peaks: self.recent.iter().map(|(t, n)| (ms(now.since(*t)), *n)).collect(),
+            assign_ms: self.assign.map(ms),
+            attach_ms: self.attach.map(ms),
+            ..PoolMemory::default()
+        }
+    }
+
+    /// Takes back what [`Demand::memory`] kept, as of `now`. Peaks past the hold window are
+    /// dropped, and only sizes that decrease from the oldest on are kept (as the tracker keeps
+    /// them), at most [`MAX_PEAKS`].
+    pub fn remember(&mut self, now: Time, m: &PoolMemory) {
+        let ago = |ms: u64| now.before(Duration::from_millis(ms));
+        self.first_start = m.first_start_ago_ms.map(ago);
+        // A refill time is learned again from the next calls; one kept is believed up to a limit.
+        let refill = |ms: u64| Duration::from_millis(ms.min(MAX_REFILL_MS));
+        self.assign = m.assign_ms.map(refill);
+        self.attach = m.attach_ms.map(refill);
+        self.recent.clear();
+        let window = u64::try_from(self.hold_for.as_millis()).unwrap_or(u64::MAX);
+        let mut peaks: Vec<(Time, u32)> =
+            m.peaks.iter().take(MAX_PEAKS).filter(|(a, _)| *a < window).map(|(a, n)| (ago(*a), *n)).collect();
+        peaks.sort_by_key(|(t, _)| *t);
+        for (t, n) in peaks {
+            while self.recent.back().is_some_and(|(_, b)| *b <= n) {
+                self.recent.pop_back();
+            }
+            self.recent.push_back((t, n));
+        }
+        self.forget(now);
+    }
+
     /// Whether any pod has started since the tracker began (before that it knows no demand).
     pub fn has_seen_starts(&self) -> bool {
         self.first_start.is_some()
@@ -245,5 +332,38 @@ mod tests {
         }
         assert!(d.refill_time(false) < Duration::from_millis(110));
         assert!(d.refill_time(true) < Duration::from_millis(2200));
+    }
+
+    #[test]
+    fn the_memory_of_a_tracker_comes_back_whole_and_a_hostile_one_bounded() {
+        let mut d = Demand::new(0.01);
+        let t0 = Time::from_secs(1000);
+        for i in 0..30u64 {
+            d.pod_started(t0 + Duration::from_secs(i));
+        }
+        d.refill_took(Refill::Assign, Duration::from_millis(300));
+        d.refill_took(Refill::Attach, Duration::from_secs(5));
+        d.hold(t0, 40);
+        d.hold(t0 + Duration::from_secs(600), 25);
+        let now = t0 + Duration::from_secs(900);
+        let m = d.memory(now);
+        assert_eq!(m.peaks, vec![(900_000, 40), (300_000, 25)]);
+        // Taken back ten minutes later (the daemon was down that long): the same tracker, aged.
+        let later = now + Duration::from_secs(600);
+        let mut back = Demand::new(0.01);
+        back.remember(later, &m.clone().aged(Duration::from_secs(600)));
+        assert_eq!(back.memory(later), d.memory(later));
+        assert_eq!(back.hold(later, 10), 40, "the hold window's peak is kept");
+        assert_eq!(back.refill_time(true), d.refill_time(true));
+        // A memory written by hand: peaks out of order and rising, a refill of a year.
+        let hostile = PoolMemory {
+            peaks: vec![(10, 5), (1_000_000, 7), (20_000, 50), (u64::MAX, u32::MAX)],
+            assign_ms: Some(365 * 86_400_000),
+            ..PoolMemory::default()
+        };
+        let mut h = Demand::new(0.01);
+        h.remember(later, &hostile);
+        assert_eq!(h.memory(later).peaks, vec![(20_000, 50), (10, 5)], "ordered, decreasing, in the window");
+        assert_eq!(h.refill_time(false), Duration::from_millis(MAX_REFILL_MS));
     }
 }

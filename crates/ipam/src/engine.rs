@@ -462,6 +462,27 @@ impl Engine {
         }
     }
 
+    /// What the adaptive policy has learned of this node's demand, to keep across a restart of
+    /// the daemon (`None` under the VPC CNI's policy).
+    pub fn pool_memory(&mut self, now: Time) -> Option<crate::demand::PoolMemory> {
+        let a = self.adaptive.as_mut()?;
+        let mut m = a.demand.memory(now);
+        m.age_ms = u64::try_from(now.since(a.born).as_millis()).unwrap_or(u64::MAX);
+        m.reserve = a.reserve;
+        m.reserve_base = a.reserve_base;
+        Some(m)
+    }
+
+    /// Takes back what [`Engine::pool_memory`] kept, as of `now` (ignored under the VPC CNI's
+    /// policy): a restarted node goes on with its age, its reserve and its hold window.
+    pub fn remember_pool(&mut self, now: Time, m: &crate::demand::PoolMemory) {
+        let Some(a) = &mut self.adaptive else { return };
+        a.born = now.before(std::time::Duration::from_millis(m.age_ms));
+        a.reserve = m.reserve;
+        a.reserve_base = m.reserve_base;
+        a.demand.remember(now, m);
+    }
+
     /// The pods last said to be coming (under the adaptive policy).
     pub fn coming(&self) -> Option<u32> {
         self.adaptive.as_ref().map(|a| a.coming)

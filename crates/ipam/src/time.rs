@@ -30,6 +30,11 @@ impl Time {
         self.0
     }
 
+    /// The instant `d` before this one, the epoch if that is earlier.
+    pub fn before(self, d: Duration) -> Time {
+        Time(self.0.saturating_sub(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)))
+    }
+
     /// Time elapsed since `earlier`, zero if `earlier` is later.
     pub fn since(self, earlier: Time) -> Duration {
         Duration::from_millis(self.0.saturating_sub(earlier.0))

@@ -600,3 +600,30 @@ fn status_on_an_ipv6_node_counts_the_egress_addresses_left() {
     }
     assert_eq!(available(), 1000);
 }
+
+/// A restarted podipd goes on with what its adaptive policy learned of the node (kept in its
+/// checkpoint), instead of taking the node for a new one: the node's age carries over, the time
+/// it was down included.
+#[test]
+fn a_restarted_podipd_is_not_a_new_node_to_its_adaptive_policy() {
+    let mut w = World::new("memory");
+    let adaptive = [("PODIP_POOL_POLICY", "adaptive"), ("WARM_ENI_TARGET", "")];
+    w.start(&adaptive);
+    let sock = w.sock();
+    add(&sock, "c1");
+    let pool = |w: &World| {
+        let text = std::fs::read_to_string(w.dir.join("state/ipam.json")).unwrap();
+        let cp: Value = serde_json::from_str(&text).unwrap();
+        cp["pool"].clone()
+    };
+    let before = pool(&w);
+    assert!(before["ageMs"].is_u64() && before["firstStartAgoMs"].is_u64(), "{before}");
+    std::thread::sleep(Duration::from_millis(1500));
+    w.kill();
+    w.start(&adaptive);
+    add(&sock, "c2");
+    let after = pool(&w);
+    let age = |p: &Value| p["ageMs"].as_u64().unwrap();
+    assert!(age(&after) >= age(&before) + 1500, "the node's age went on: {before} then {after}");
+    assert!(after["firstStartAgoMs"].as_u64() >= Some(1500), "its first pod is not the restart's: {after}");
+}

@@ -290,6 +290,10 @@ impl Daemon {
                 }
             }
         }
+        // The adaptive policy goes on where it was (a restarted podipd is not a new node).
+        if let Some(m) = cp.as_ref().and_then(|cp| cp.pool_memory(&clocks)) {
+            engine.remember_pool(now, &m);
+        }
         let mut meta = BTreeMap::new();
         let ds = engine.datastore_mut();
         if let Some(cp) = &cp {
@@ -370,7 +374,8 @@ impl Daemon {
             }
             None => {}
         }
-        Checkpoint::capture(engine.datastore(), &meta, &clocks).write(&cfg.checkpoint)?;
+        let pool = engine.pool_memory(now);
+        Checkpoint::capture(engine.datastore(), &meta, &clocks).with_pool(pool).write(&cfg.checkpoint)?;
         let (tx, rx) = channel();
         let metrics = crate::metrics::Metrics::default();
         metrics.recovered.inc_by(recovered);

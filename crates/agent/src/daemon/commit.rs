@@ -100,6 +100,7 @@ mod tests {
             allocations: vec![],
             cooling: vec![],
             v6_next: 0,
+            pool: None,
         }
     }
 

@@ -277,7 +277,11 @@ impl Daemon {
         self.observe(inner, now);
         inner.generation += 1;
         let clocks = crate::checkpoint::Clocks { now, wall_ms: 0, boot_id: self.boot_id.clone() };
-        self.commit.publish(inner.generation, Checkpoint::capture(inner.engine.datastore(), &inner.meta, &clocks));
+        let pool = inner.engine.pool_memory(now);
+        self.commit.publish(
+            inner.generation,
+            Checkpoint::capture(inner.engine.datastore(), &inner.meta, &clocks).with_pool(pool),
+        );
         inner.generation
     }
 

@@ -1063,3 +1063,61 @@ fn a_new_share_of_the_call_budget_gives_no_call_the_old_one_had_not() {
     e.set_call_budget(next, None);
     assert!(e.budget.is_none());
 }
+
+// ---- The adaptive policy across a restart of the daemon ----
+
+fn adaptive() -> NodeSettings {
+    NodeSettings {
+        warm_eni: 0,
+        pool_policy: crate::config::PoolPolicyChoice::Adaptive { misses_per_million: 10_000 },
+        ..NodeSettings::default()
+    }
+}
+
+/// An adaptive engine on a primary ENI of 14 secondary addresses.
+fn fourteen_addresses(seed: u64, now: Time) -> Engine {
+    let ips: Vec<String> = (11..25).map(|i| format!("10.0.0.{i}")).collect();
+    let ips: Vec<&str> = ips.iter().map(String::as_str).collect();
+    Engine::new(cfg(adaptive()), &[primary(&ips)], seed, now).unwrap()
+}
+
+/// The same, 12 of them held by pods (restored, as a restarted daemon does).
+fn twelve_pods(seed: u64, now: Time) -> Engine {
+    let mut e = fourteen_addresses(seed, now);
+    for i in 0..12u8 {
+        e.datastore_mut().restore(&PodKey::new(format!("p{i}")), Ipv4Addr::new(10, 0, 0, 11 + i)).unwrap();
+    }
+    e
+}
+
+#[test]
+fn a_restarted_engine_goes_on_with_its_memory_instead_of_asking_for_a_new_nodes_pool() {
+    let hour = std::time::Duration::from_secs(3600);
+    // A node whose 12 pods started in its first minute, eight hours ago: past its hold window,
+    // no longer young, its pool sized to its pods.
+    let mut old = fourteen_addresses(1, T0);
+    for i in 0..12u64 {
+        old.handle(T0 + std::time::Duration::from_secs(i), Event::PodAdd(PodKey::new(format!("p{i}"))));
+    }
+    let now = T0 + hour * 8;
+    drive(&mut old, T0, 8 * 3600, &|_| Err(err("Unavailable")));
+    let memory = old.pool_memory(now).expect("adaptive");
+    assert!(!memory.reserve || memory.age_ms >= 8 * 3600 * 1000, "{memory:?}");
+    assert_eq!(memory.peaks.last().map(|p| p.1), Some(12), "{memory:?}");
+    // The daemon restarts with the node's 12 pods and 2 spare addresses. Without its memory it is
+    // a new node: it knows no demand and asks EC2 for an ENI's worth of addresses.
+    let mut fresh = twelve_pods(2, now);
+    let made = drive(&mut fresh, now, 60, &|_| Err(err("Unavailable")));
+    assert!(mutating(&made) > 0, "a new node's pool: {made:?}");
+    // With it, it goes on as the node it was: two spare addresses are enough.
+    let mut restarted = twelve_pods(2, now);
+    restarted.remember_pool(now, &memory);
+    let made = drive(&mut restarted, now, 60, &|_| Err(err("Unavailable")));
+    assert_eq!(mutating(&made), 0, "{made:?}");
+    let again = restarted.pool_memory(now + std::time::Duration::from_secs(60)).unwrap();
+    assert_eq!(again.age_ms, memory.age_ms + 60_000);
+    assert_eq!(
+        (again.reserve, again.first_start_ago_ms.map(|a| a - 60_000)),
+        (memory.reserve, memory.first_start_ago_ms)
+    );
+}
