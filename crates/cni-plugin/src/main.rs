@@ -131,7 +131,7 @@ fn add(env: &CniEnv, conf: &NetConf) -> Result<String, CniError> {
     datapath::netns::open_pod_netns(netns).map_err(|e| CniError::new(ErrorCode::InvalidEnv, e.to_string()))?;
     let a = attach(env, conf);
     let pod = a.pod_namespace.as_deref().zip(a.pod_name.as_deref());
-    let _serial = serial::lock(&conf.socket, pod, &a.container_id)?;
+    let _serial = serial::lock_keys(&conf.socket, &serial::keys(pod, &a.container_id))?;
     let lease = match daemon::call(&conf.socket, Op::Add(a.clone()))? {
         Ok(Reply::Lease(l)) => l,
         Ok(other) => return Err(CniError::new(ErrorCode::Plugin(101), format!("unexpected reply {other:?}"))),
@@ -239,20 +239,21 @@ fn del(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
 /// attachment).
 fn release(conf: &NetConf, a: Attach) -> Result<(), CniError> {
     let pod = a.pod_namespace.as_deref().zip(a.pod_name.as_deref());
-    let own = serial::key(pod, &a.container_id);
-    let mut serial = serial::lock_keys(&conf.socket, std::slice::from_ref(&own))?;
+    let mut keys = serial::keys(pod, &a.container_id);
+    let mut serial = serial::lock_keys(&conf.socket, &keys)?;
     // What to tear down, from podipd (unreachable: nothing is changed, the runtime retries).
     let mut plan = daemon::call(&conf.socket, Op::Teardown(a.clone()))?;
     // The veth is named after the pod podipd recorded at ADD, which another sandbox of the pod
-    // may be building under that pod's lock. A DEL keyed otherwise (no identity, or another
-    // one) holds both locks, taken in their fixed order, and asks again.
+    // may be building under that pod's lock. A DEL that does not hold it (no identity, or
+    // another one) takes it too, with its own, in their fixed order, and asks again.
     let recorded = match &plan {
-        Ok(Reply::Teardown { pod: Some((ns, name)), .. }) => Some(serial::key(Some((ns, name)), &a.container_id)),
+        Ok(Reply::Teardown { pod: Some((ns, name)), .. }) => Some(serial::pod_key(ns, name)),
         _ => None,
     };
-    if let Some(recorded) = recorded.filter(|r| *r != own) {
+    if let Some(recorded) = recorded.filter(|r| !keys.contains(r)) {
         drop(serial);
-        serial = serial::lock_keys(&conf.socket, &[own, recorded])?;
+        keys.push(recorded);
+        serial = serial::lock_keys(&conf.socket, &keys)?;
         plan = daemon::call(&conf.socket, Op::Teardown(a.clone()))?;
     }
     let _serial = serial;
@@ -323,13 +324,10 @@ fn release(conf: &NetConf, a: Attach) -> Result<(), CniError> {
         return Err(CniError::new(ErrorCode::Plugin(100), format!("data path teardown: {}", errors.join("; "))));
     }
     // Only now, with nothing on the host using it, does the address go back to the pool: the
-    // address this teardown found, and no other. An ADD of the same container that reached
-    // podipd after the plan (a runtime that sent DEL during the ADD, each under its own lock)
-    // keeps what it got; with no address found, there is nothing to release.
-    let Some(addr) = addr else {
-        return Ok(());
-    };
-    match daemon::call(&conf.socket, Op::Del(Attach { release_only: Some(addr), ..a }))? {
+    // address this teardown found, and no other (none found: the unspecified address, which
+    // releases nothing and tells podipd the attachment is gone).
+    let only = addr.unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    match daemon::call(&conf.socket, Op::Del(Attach { release_only: Some(only), ..a }))? {
         Ok(_) => Ok(()),
         Err((kind, msg)) => Err(daemon_error(kind, msg)),
     }

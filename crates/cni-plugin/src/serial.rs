@@ -1,12 +1,13 @@
-//! One operation at a time per pod: the plugin holds an exclusive lock for its whole ADD or DEL,
-//! keyed by the pod (its `namespace/name` when the runtime gives it, else the container id), so
-//! a retried ADD never races the first one's rollback, a DEL never races an ADD of the same
-//! attachment, and two sandboxes of one pod (whose `eth0` veths share the VPC CNI's name) never
-//! build or remove that veth at once. A DEL whose key is not the pod identity podipd recorded
-//! (the veth's name) holds both keys' locks, taken in one fixed order (by file), so it waits for
-//! the container's other operations and the pod's other sandboxes alike, and two such DELs never
-//! wait for each other in a circle. Locks live beside podipd's socket, in 256 files chosen by
-//! a hash of the key (a bounded set; unrelated pods rarely share one, and then only wait).
+//! One operation at a time per container and per pod: the plugin holds exclusive locks for its
+//! whole ADD or DEL, one keyed by the container id and, when the runtime names the pod
+//! (`CNI_ARGS`), one keyed by its `namespace/name`. So an ADD and a DEL of one container never
+//! overlap whatever `CNI_ARGS` each carries (a retried ADD never races the first one's rollback,
+//! a DEL never releases what a concurrent ADD of its container got), and two sandboxes of one pod
+//! (whose `eth0` veths share the VPC CNI's name) never build or remove that veth at once. A DEL
+//! whose pod is not the one podipd recorded at ADD (the veth's name) holds that pod's lock too.
+//! Every set of locks is taken in one fixed order (by file), so no two operations wait for each
+//! other in a circle. Locks live beside podipd's socket, in 256 files chosen by a hash of the key
+//! (a bounded set; unrelated pods rarely share one, and then only wait).
 
 use cni::error::{CniError, ErrorCode};
 use nix::fcntl::{Flock, FlockArg};
@@ -18,17 +19,17 @@ pub struct AttachmentLock {
     _files: Vec<Flock<File>>,
 }
 
-/// The lock key of a pod (or, without its identity, of a container).
-pub fn key(pod: Option<(&str, &str)>, container_id: &str) -> String {
-    pod.map_or_else(|| container_id.to_string(), |(ns, name)| format!("{ns}/{name}"))
+/// The lock key of a pod.
+pub fn pod_key(namespace: &str, name: &str) -> String {
+    format!("{namespace}/{name}")
 }
 
-/// Takes the lock of a pod (or, without its identity, of a container), waiting for a holder.
-///
-/// # Errors
-/// Code 5 when the lock file cannot be made or locked.
-pub fn lock(socket: &str, pod: Option<(&str, &str)>, container_id: &str) -> Result<AttachmentLock, CniError> {
-    lock_keys(socket, &[key(pod, container_id)])
+/// The lock keys of an attachment: its container's (a container id has no `/`, so it is never a
+/// pod's key), and its pod's when known.
+pub fn keys(pod: Option<(&str, &str)>, container_id: &str) -> Vec<String> {
+    let mut keys = vec![container_id.to_string()];
+    keys.extend(pod.map(|(ns, name)| pod_key(ns, name)));
+    keys
 }
 
 /// Takes the locks of every key in `keys`, each file once, in the files' order.

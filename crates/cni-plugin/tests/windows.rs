@@ -612,11 +612,10 @@ fn a_retried_add_waits_for_a_del_of_its_container_that_moved_to_the_pods_lock() 
 }
 
 /// A runtime sends a container's DEL, without the pod's identity, while that container's first
-/// ADD, with it, is on its way: each holds its own lock (the container's, the pod's). The DEL's
-/// teardown finds nothing; the ADD then gets its address and wires the pod; then comes the DEL's
-/// release. It releases only what its teardown found, so the pod keeps its address. Before, it
-/// released whatever the container held by then: a wired pod's address, handed out again after
-/// the cooldown.
+/// ADD, with it, is on its way. The ADD waits for the DEL (both hold the container's lock), and
+/// the DEL, whose teardown found nothing, releases nothing: the pod keeps its address. Before,
+/// each held only its own lock (the container's, the pod's), and the DEL's release freed whatever
+/// the container held by then: a wired pod's address, handed out again after the cooldown.
 #[test]
 fn a_del_during_its_containers_first_add_releases_nothing_the_add_got() {
     if !privileged() {
@@ -644,6 +643,115 @@ fn a_del_during_its_containers_first_add_releases_nothing_the_add_got() {
     let mut check = env_of("CHECK", "s1", &n1);
     check.push(WEB);
     assert_eq!(node.cni(&check, &node.conf("1.1.0")).0, 0, "the pod intact");
+}
+
+/// Every route of the node, IPv4 and IPv6.
+fn all_routes(node: &Node) -> String {
+    sh(&["ip", "-n", &node.name, "route", "show"]) + &sh(&["ip", "-n", &node.name, "-6", "route", "show"])
+}
+
+/// podipd and the host agree on `cid`'s address: held and routed to the pod, or neither.
+fn held_iff_wired(node: &Node, cid: &str, a: &str) {
+    let h = held(&node.socket);
+    let wired = all_routes(node).contains(&format!("{a} dev"));
+    assert_eq!(h.get(cid) == Some(&a.to_string()), wired, "{a} wired: {wired}; podipd holds {h:?}");
+}
+
+/// A container's first ADD, without the pod's identity, is held right after podipd answered it
+/// (before its first netlink request), and its DEL comes with the identity. The DEL waits for
+/// the ADD (both hold the container's lock) and then takes the pod down whole. Before, the DEL
+/// held only the pod's lock: it released the address, and the ADD wired it anyway.
+#[test]
+fn a_del_naming_the_pod_waits_for_its_containers_first_add_without_it() {
+    if !privileged() {
+        return;
+    }
+    let mut node = Node::with("rn", &[("IP_COOLDOWN_PERIOD", "0")]);
+    let p1 = node.pod(1);
+    let n1 = format!("/var/run/netns/{p1}");
+    wait_for(&node.socket, |st| st["total"].as_u64().unwrap_or(0) > 2, 30);
+    let add = held_plugin(&node, &env_of("ADD", "s1", &n1), "sendto", 2_000_000, 2);
+    let t0 = Instant::now();
+    let a = loop {
+        if let Some(a) = held(&node.socket).get("s1") {
+            break a.clone();
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "the ADD never reached podipd");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut del = env_of("DEL", "s1", &n1);
+    del.push(WEB);
+    let (code, v) = node.cni(&del, &node.conf("1.0.0"));
+    assert_eq!(code, 0, "{v}");
+    let out = add.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    held_iff_wired(&node, "s1", &a);
+    assert!(held(&node.socket).is_empty(), "the DEL came last: nothing is held");
+}
+
+/// A pod's ADD (with the pod's identity or without it), then its DEL with the identity, held
+/// after its teardown; meanwhile the runtime retries the container's ADD without the identity.
+/// The ADD waits for the DEL (both hold the container's lock), so the address the DEL releases
+/// is never one the ADD answered. Before, the DEL held only the pod's lock: the ADD took the old
+/// address back and wired it, and the DEL then released it under a live pod.
+fn a_retried_add_without_the_identity_waits_for_a_del_with_it(
+    tag: &str,
+    first_with_identity: bool,
+    extra: &[(&str, &str)],
+) {
+    let mut node = Node::with(tag, extra);
+    let p1 = node.pod(1);
+    let n1 = format!("/var/run/netns/{p1}");
+    wait_for(&node.socket, |st| st["total"].as_u64().unwrap_or(0) > 2, 30);
+    let mut first = env_of("ADD", "s1", &n1);
+    if first_with_identity {
+        first.push(WEB);
+    }
+    let (code, r) = node.cni(&first, &node.conf("1.0.0"));
+    assert_eq!(code, 0, "{r}");
+    let a = addr_of(&r);
+    let mut del = env_of("DEL", "s1", &n1);
+    del.push(WEB);
+    // Every connect of the DEL after its first (the teardown's question) held 0.7 s: its
+    // teardown's netlink sockets, then its release.
+    let del = straced_plugin(&node, &del, "connect", "delay_enter=700000:when=2+");
+    let t0 = Instant::now();
+    while all_routes(&node).contains(&format!("{a} dev")) {
+        assert!(t0.elapsed() < Duration::from_secs(10), "the DEL never tore down");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (code, r2) = node.cni(&env_of("ADD", "s1", &n1), &node.conf("1.0.0"));
+    let out = del.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(code, 0, "{r2}");
+    let b = addr_of(&r2);
+    assert!(all_routes(&node).contains(&format!("{b} dev")), "the retried ADD wired {b}");
+    held_iff_wired(&node, "s1", &b);
+}
+
+#[test]
+fn a_retried_add_without_the_identity_waits_for_a_del_with_it_after_an_add_without() {
+    if privileged() {
+        a_retried_add_without_the_identity_waits_for_a_del_with_it("ro", false, &[]);
+    }
+}
+
+#[test]
+fn a_retried_add_without_the_identity_waits_for_a_del_with_it_after_an_add_with() {
+    if privileged() {
+        a_retried_add_without_the_identity_waits_for_a_del_with_it("rp", true, &[]);
+    }
+}
+
+#[test]
+fn a_retried_add_without_the_identity_waits_for_a_del_with_it_ipv6() {
+    if privileged() {
+        a_retried_add_without_the_identity_waits_for_a_del_with_it(
+            "rq",
+            true,
+            &[("ENABLE_IPv6", "true"), ("ENABLE_IPv4", "false")],
+        );
+    }
 }
 
 #[test]

@@ -569,6 +569,11 @@ fn a_del_releases_only_the_address_it_names() {
     assert_eq!((r["ok"]["kind"].as_str(), r["ok"]["addr"].as_str()), (Some("released"), None), "{r}");
     let r = request(&sock, &attach("check", "c1")).unwrap();
     assert_eq!(r["ok"]["addr"].as_str(), Some(a.as_str()), "c1 keeps {a}: {r}");
+    // The unspecified address (a teardown that found none) releases nothing.
+    del["release_only"] = Value::from("0.0.0.0");
+    let r = request(&sock, &del).unwrap();
+    assert_eq!(r["ok"]["addr"], Value::Null, "{r}");
+    assert_eq!(request(&sock, &attach("check", "c1")).unwrap()["ok"]["addr"].as_str(), Some(a.as_str()));
     del["release_only"] = Value::from(a.clone());
     let r = request(&sock, &del).unwrap();
     assert_eq!(r["ok"]["addr"].as_str(), Some(a.as_str()), "{r}");

@@ -31,8 +31,9 @@ pub struct Attach {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_name: Option<String>,
     /// DEL: release the attachment's address only if it is this one (the one the plugin's
-    /// teardown found and took off the host). An ADD that reached podipd after that teardown
-    /// keeps what it got. Without it (older plugins), DEL releases whatever the attachment holds.
+    /// teardown found and took off the host); the unspecified address (`0.0.0.0`) releases
+    /// nothing (the teardown found none). Without it (older plugins), DEL releases whatever the
+    /// attachment holds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub release_only: Option<IpAddr>,
 }

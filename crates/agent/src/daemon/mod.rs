@@ -804,8 +804,13 @@ impl Daemon {
             if let Some(only) = a.release_only
                 && held != Some(only)
             {
-                // The plugin tore down `only`; what the attachment holds now (an ADD that came
-                // after that teardown) is wired, or being wired, and stays.
+                // The plugin tore down `only` (the unspecified address: nothing); what the
+                // attachment holds now, if anything (an ADD that came after that teardown), is
+                // wired or being wired, and stays. Holding nothing, it is no pod waiting for an
+                // address either (a sandbox given up after a refused ADD).
+                if held.is_none() {
+                    g.engine.handle(now, Event::PodDel(key));
+                }
                 return Ok(Reply::Released { addr: None, veth_prefix: Some(self.cfg.veth_prefix.clone()) });
             }
             let effects = g.engine.handle(now, Event::PodDel(key.clone()));
