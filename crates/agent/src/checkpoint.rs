@@ -210,7 +210,8 @@ impl Checkpoint {
     /// Serialized form.
     pub fn encode(&self) -> Vec<u8> {
         // Strings, addresses and integers always serialize.
-        serde_json::to_vec_pretty(self).expect("checkpoint serializes")
+        // Compact: each acknowledged ADD waits for this write (`jq` shows it indented).
+        serde_json::to_vec(self).expect("checkpoint serializes")
     }
 
     /// Parses a checkpoint, migrating version 1 (its wall-clock cooldowns become time
@@ -499,7 +500,7 @@ mod tests {
         };
         let cp = Checkpoint::capture(&ds(), &BTreeMap::new(), &written).with_pool(Some(memory.clone()));
         let text = String::from_utf8(cp.encode()).unwrap();
-        assert!(text.contains("\"ageMs\": 500000") && text.contains("\"firstStartAgoMs\""), "{text}");
+        assert!(text.contains("\"ageMs\":500000") && text.contains("\"firstStartAgoMs\""), "{text}");
         let back = Checkpoint::decode("f", &cp.encode(), &written).unwrap();
         assert_eq!(back.pool.as_ref(), Some(&memory));
         // Read 60 s later in the same boot: every span is 60 s longer.

@@ -10,7 +10,7 @@
 use crate::apply::ApplyError;
 use crate::netlink::Nl;
 use crate::plan::{MAIN_TABLE, RULE_FROM_POD, RULE_TO_POD};
-use netlink_packet_core::{NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL};
+use netlink_packet_core::{NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE};
 use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage};
 use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
@@ -186,6 +186,11 @@ fn rule_message(addr: IpAddr, priority: u32, table: u32) -> RuleMessage {
     r
 }
 
+/// Whether the kernel said there is no such object (ENOENT).
+fn not_found(e: &ApplyError) -> bool {
+    e.detail.contains("No such file") || e.detail.contains("os error 2")
+}
+
 /// Removes every rule of `addr` at `priority`, whatever its table; returns how many went.
 pub(crate) fn del_rule_all(nl: &mut Nl, addr: IpAddr, priority: u32) -> Result<u32, ApplyError> {
     // Table 0 matches any table; each call removes one rule. Bounded, in case of a kernel that
@@ -194,7 +199,7 @@ pub(crate) fn del_rule_all(nl: &mut Nl, addr: IpAddr, priority: u32) -> Result<u
     for _ in 0..64 {
         match nl.call("remove rule", RouteNetlinkMessage::DelRule(rule_message(addr, priority, 0)), 0) {
             Ok(_) => removed += 1,
-            Err(e) if e.detail.contains("No such file") || e.detail.contains("os error 2") => return Ok(removed),
+            Err(e) if not_found(&e) => return Ok(removed),
             Err(e) => return Err(e),
         }
     }
@@ -213,6 +218,41 @@ pub(crate) fn set_pod_rules(nl: &mut Nl, addr: IpAddr, table: u32) -> Result<(),
         add(nl, "from-pod rule", RULE_FROM_POD, table)?;
     }
     Ok(())
+}
+
+/// Adds `route` and makes `addr`'s rules exactly as [`set_pod_rules`] does, in one datagram when
+/// no rule of `addr` is there already (the usual case: the removals find nothing and the adds
+/// are the only ones); otherwise the rules are made exact one request at a time.
+pub(crate) fn set_route_and_rules(
+    nl: &mut Nl,
+    route: (&str, RouteNetlinkMessage),
+    addr: IpAddr,
+    table: u32,
+) -> Result<(), ApplyError> {
+    let mut reqs = vec![
+        (route.0, route.1, NLM_F_CREATE | NLM_F_REPLACE),
+        ("remove rule", RouteNetlinkMessage::DelRule(rule_message(addr, RULE_TO_POD, 0)), 0),
+        ("remove rule", RouteNetlinkMessage::DelRule(rule_message(addr, RULE_FROM_POD, 0)), 0),
+        (
+            "to-pod rule",
+            RouteNetlinkMessage::NewRule(rule_message(addr, RULE_TO_POD, MAIN_TABLE)),
+            NLM_F_CREATE | NLM_F_EXCL,
+        ),
+    ];
+    if table != MAIN_TABLE {
+        reqs.push((
+            "from-pod rule",
+            RouteNetlinkMessage::NewRule(rule_message(addr, RULE_FROM_POD, table)),
+            NLM_F_CREATE | NLM_F_EXCL,
+        ));
+    }
+    let outcomes = nl.call_each(reqs)?;
+    let mut it = outcomes.into_iter();
+    it.next().unwrap_or(Ok(()))?;
+    let gone = |r: &Result<(), ApplyError>| matches!(r, Err(e) if not_found(e));
+    let (to, from) = (it.next(), it.next());
+    let clean = to.as_ref().is_some_and(gone) && from.as_ref().is_some_and(gone) && it.all(|r| r.is_ok());
+    if clean { Ok(()) } else { set_pod_rules(nl, addr, table) }
 }
 
 /// Removes every podip rule of `addr` in the namespace at `netns`; returns how many went.

@@ -114,6 +114,16 @@ impl Nl {
     /// on with the later requests of the datagram after one fails: only for requests whose
     /// failure undoes them all anyway (the caller removes what it made).
     fn call_all(&mut self, reqs: Vec<(&str, RouteNetlinkMessage, u16)>) -> Result<(), ApplyError> {
+        self.call_each(reqs)?.into_iter().find_map(Result::err).map_or(Ok(()), Err)
+    }
+
+    /// Sends several requests in one datagram (the kernel runs them in order, each whatever
+    /// became of the ones before) and returns each one's outcome, in order. The outer error is
+    /// the socket's.
+    pub(crate) fn call_each(
+        &mut self,
+        reqs: Vec<(&str, RouteNetlinkMessage, u16)>,
+    ) -> Result<Vec<Result<(), ApplyError>>, ApplyError> {
         let first = self.seq + 1;
         let mut buf = Vec::new();
         let mut names = Vec::new();
@@ -124,8 +134,8 @@ impl Nl {
         let last = self.seq;
         let what = |seq: u32| names.get((seq - first) as usize).map_or("netlink", String::as_str).to_string();
         self.sock.send(&buf, 0).map_err(|e| err(&what(first), e))?;
+        let mut outcomes: Vec<Option<Result<(), ApplyError>>> = names.iter().map(|_| None).collect();
         let mut acked = 0;
-        let mut failed = None;
         while acked < names.len() {
             let (data, _) = self.sock.recv_from_full().map_err(|e| err(&what(first), e))?;
             let mut off = 0;
@@ -136,11 +146,14 @@ impl Nl {
                 let seq = msg.header.sequence_number;
                 if let NetlinkPayload::Error(e) = msg.payload
                     && (first..=last).contains(&seq)
+                    && let Some(slot) = outcomes.get_mut((seq - first) as usize)
+                    && slot.is_none()
                 {
                     acked += 1;
-                    if let Some(code) = e.code {
-                        failed.get_or_insert_with(|| err(&what(seq), std::io::Error::from_raw_os_error(-code.get())));
-                    }
+                    *slot = Some(match e.code {
+                        None => Ok(()),
+                        Some(code) => Err(err(&what(seq), std::io::Error::from_raw_os_error(-code.get()))),
+                    });
                 }
                 if len == 0 {
                     break;
@@ -148,19 +161,11 @@ impl Nl {
                 off += len;
             }
         }
-        failed.map_or(Ok(()), Err)
+        Ok(outcomes.into_iter().map(|o| o.unwrap_or(Ok(()))).collect())
     }
 
     pub(crate) fn index(&mut self, name: &str) -> Result<u32, ApplyError> {
         self.link(name).map(|(i, _)| i)
-    }
-
-    fn up(&mut self, index: u32, what: &str) -> Result<(), ApplyError> {
-        let mut m = LinkMessage::default();
-        m.header.index = index;
-        m.header.flags = LinkFlags::Up;
-        m.header.change_mask = LinkFlags::Up;
-        self.call(what, RouteNetlinkMessage::SetLink(m), 0).map(|_| ())
     }
 
     /// Link `name`'s index and, when it has one, the index of the link it is tied to
@@ -182,17 +187,6 @@ impl Nl {
                 _ => None,
             })
             .ok_or_else(|| err(&format!("find {name}"), "no such link"))
-    }
-
-    fn route(
-        &mut self,
-        what: &str,
-        dst: Option<(Ipv4Addr, u8)>,
-        gw: Option<Ipv4Addr>,
-        oif: u32,
-        scope: RouteScope,
-    ) -> Result<(), ApplyError> {
-        self.call(what, route_message(dst, gw, oif, scope), NLM_F_CREATE | NLM_F_REPLACE).map(|_| ())
     }
 }
 
@@ -297,7 +291,10 @@ pub fn setup(p: &PodNet) -> Result<(), ApplyError> {
             Some(i) => i,
             None => pod.index(&p.ifname)?,
         };
-        pod.up(pi, "pod interface up")?;
+        let mut up = LinkMessage::default();
+        up.header.index = pi;
+        up.header.flags = LinkFlags::Up;
+        up.header.change_mask = LinkFlags::Up;
         let mut a = AddressMessage::default();
         a.header.family = AddressFamily::Inet;
         a.header.prefix_len = 32;
@@ -311,9 +308,10 @@ pub fn setup(p: &PodNet) -> Result<(), ApplyError> {
         n.header.kind = RouteType::Unicast;
         n.attributes.push(NeighbourAttribute::Destination(NeighbourAddress::Inet(gw)));
         n.attributes.push(NeighbourAttribute::LinkLayerAddress(mac(&p.host_mac)));
-        // One datagram for the pod's side: the kernel adds the gateway's route before the
-        // default route that goes through it.
+        // One datagram for the pod's side: the kernel brings the interface up, then adds the
+        // gateway's route before the default route that goes through it.
         pod.call_all(vec![
+            ("pod interface up", RouteNetlinkMessage::SetLink(up), 0),
             ("pod address", RouteNetlinkMessage::NewAddress(a), NLM_F_CREATE | NLM_F_EXCL),
             (
                 "pod gateway route",
@@ -327,8 +325,10 @@ pub fn setup(p: &PodNet) -> Result<(), ApplyError> {
             ),
             ("pod gateway neighbour", RouteNetlinkMessage::NewNeighbour(n), NLM_F_CREATE | NLM_F_REPLACE),
         ])?;
-        host.route("host route to the pod", Some((addr, 32)), None, hi, RouteScope::Link)?;
-        crate::host::set_pod_rules(&mut host, p.addr, p.table)
+        // One datagram for the host's side, the route and the rules, in the usual case: no rule
+        // of this address is left from before (otherwise they are made exact one by one).
+        let route = route_message(Some((addr, 32)), None, hi, RouteScope::Link);
+        crate::host::set_route_and_rules(&mut host, ("host route to the pod", route), p.addr, p.table)
     })();
     if result.is_err() {
         // Only what this call made: the veth it just created (its peer and routes go with it) and
@@ -390,6 +390,75 @@ mod tests {
             let again = nl.call("again", route_message(dst(1), None, lo, RouteScope::Link), NLM_F_CREATE | NLM_F_EXCL);
             assert!(again.is_err_and(|e| e.what == "again" && e.detail.contains("exists")));
             nl.call("sixth", route_message(dst(6), None, lo, RouteScope::Link), NLM_F_CREATE | NLM_F_EXCL).unwrap();
+        });
+    }
+
+    /// The host's route and rules in one datagram: exact whatever rules of the address were
+    /// there before (none: the batch alone; stale or doubled ones: made exact one by one).
+    #[test]
+    fn the_host_route_and_rules_are_exact_whatever_was_there() {
+        in_new_netns(|| {
+            let mut nl = Nl::open().unwrap();
+            let lo = nl.index("lo").unwrap();
+            let mut up = LinkMessage::default();
+            up.header.index = lo;
+            up.header.flags = LinkFlags::Up;
+            up.header.change_mask = LinkFlags::Up;
+            nl.call("lo up", RouteNetlinkMessage::SetLink(up), 0).unwrap();
+            let rules = |addr: &str| -> Vec<(u32, u32)> {
+                let mut v: Vec<(u32, u32)> = crate::host::scan(None)
+                    .unwrap()
+                    .rules
+                    .iter()
+                    .filter(|r| r.addr.to_string() == addr)
+                    .map(|r| (r.priority, r.table))
+                    .collect();
+                v.sort_unstable();
+                v
+            };
+            let set = |nl: &mut Nl, last: u8, table: u32| {
+                let a = Ipv4Addr::new(10, 9, 1, last);
+                let route = route_message(Some((a, 32)), None, lo, RouteScope::Link);
+                crate::host::set_route_and_rules(nl, ("route", route), IpAddr::V4(a), table).unwrap();
+            };
+            // Nothing before: both rules.
+            set(&mut nl, 1, 3);
+            assert_eq!(
+                rules("10.9.1.1"),
+                vec![(crate::plan::RULE_TO_POD, crate::plan::MAIN_TABLE), (crate::plan::RULE_FROM_POD, 3)]
+            );
+            // Again, over its own rules, then to the main table: exact each time.
+            set(&mut nl, 1, 3);
+            assert_eq!(
+                rules("10.9.1.1"),
+                vec![(crate::plan::RULE_TO_POD, crate::plan::MAIN_TABLE), (crate::plan::RULE_FROM_POD, 3)]
+            );
+            set(&mut nl, 1, crate::plan::MAIN_TABLE);
+            assert_eq!(rules("10.9.1.1"), vec![(crate::plan::RULE_TO_POD, crate::plan::MAIN_TABLE)]);
+            // Stale rules towards other tables, two at the to-pod priority.
+            for (prio, table) in
+                [(crate::plan::RULE_TO_POD, 78), (crate::plan::RULE_TO_POD, 79), (crate::plan::RULE_FROM_POD, 77)]
+            {
+                let mut r = netlink_packet_route::rule::RuleMessage::default();
+                r.header.family = AddressFamily::Inet;
+                r.header.action = netlink_packet_route::rule::RuleAction::ToTable;
+                if prio == crate::plan::RULE_TO_POD {
+                    r.header.dst_len = 32;
+                    r.attributes
+                        .push(netlink_packet_route::rule::RuleAttribute::Destination("10.9.1.2".parse().unwrap()));
+                } else {
+                    r.header.src_len = 32;
+                    r.attributes.push(netlink_packet_route::rule::RuleAttribute::Source("10.9.1.2".parse().unwrap()));
+                }
+                r.attributes.push(netlink_packet_route::rule::RuleAttribute::Priority(prio));
+                r.attributes.push(netlink_packet_route::rule::RuleAttribute::Table(table));
+                nl.call("stale rule", RouteNetlinkMessage::NewRule(r), NLM_F_CREATE | NLM_F_EXCL).unwrap();
+            }
+            set(&mut nl, 2, 4);
+            assert_eq!(
+                rules("10.9.1.2"),
+                vec![(crate::plan::RULE_TO_POD, crate::plan::MAIN_TABLE), (crate::plan::RULE_FROM_POD, 4)]
+            );
         });
     }
 }
