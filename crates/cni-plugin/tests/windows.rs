@@ -572,45 +572,6 @@ fn a_del_naming_another_identity_waits_for_the_pods_next_sandbox() {
     }
 }
 
-/// A DEL without the pod's identity, held between its teardown and its release, while the
-/// runtime retries the same container's ADD without the identity either: the ADD waits for the
-/// DEL (both hold the container's lock), so the address the DEL releases is never one the ADD
-/// answered. Before, the DEL held only the pod's lock, the ADD took the old address back and
-/// rebuilt its veth, and the DEL then released that address under a live pod.
-#[test]
-fn a_retried_add_waits_for_a_del_of_its_container_that_moved_to_the_pods_lock() {
-    if !privileged() {
-        return;
-    }
-    let mut node = Node::new("rj");
-    let p1 = node.pod(1);
-    let n1 = format!("/var/run/netns/{p1}");
-    wait_for(&node.socket, |st| st["total"].as_u64().unwrap_or(0) > 2, 30);
-    let mut e = env_of("ADD", "s1", &n1);
-    e.push(WEB);
-    let (code, r) = node.cni(&e, &node.conf("1.0.0"));
-    assert_eq!(code, 0, "{r}");
-    let a = addr_of(&r);
-    let routes = |node: &Node| sh(&["ip", "-n", &node.name, "route", "show"]);
-    // The DEL, without CNI_ARGS, held 3 s at its 6th connect: after the teardown, before the
-    // release.
-    let del = held_plugin(&node, &env_of("DEL", "s1", &n1), "connect", 3_000_000, 6);
-    let t0 = Instant::now();
-    while routes(&node).contains(&format!("{a} dev")) {
-        assert!(t0.elapsed() < Duration::from_secs(5), "the DEL never tore down");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    // The runtime retries the ADD, without CNI_ARGS.
-    let (code, r2) = node.cni(&env_of("ADD", "s1", &n1), &node.conf("1.0.0"));
-    let out = del.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
-    assert_eq!(code, 0, "{r2}");
-    let b = addr_of(&r2);
-    let h = held(&node.socket);
-    assert_eq!(h.get("s1"), Some(&b), "the ADD answered {b}, which podipd must hold: {h:?}");
-    assert!(routes(&node).contains(&format!("{b} dev")), "{b} is wired");
-}
-
 /// A runtime sends a container's DEL, without the pod's identity, while that container's first
 /// ADD, with it, is on its way. The ADD waits for the DEL (both hold the container's lock), and
 /// the DEL, whose teardown found nothing, releases nothing: the pod keeps its address. Before,
@@ -689,14 +650,16 @@ fn a_del_naming_the_pod_waits_for_its_containers_first_add_without_it() {
     assert!(held(&node.socket).is_empty(), "the DEL came last: nothing is held");
 }
 
-/// A pod's ADD (with the pod's identity or without it), then its DEL with the identity, held
+/// A pod's ADD (with the pod's identity or without it), then its DEL (with it or without), held
 /// after its teardown; meanwhile the runtime retries the container's ADD without the identity.
 /// The ADD waits for the DEL (both hold the container's lock), so the address the DEL releases
-/// is never one the ADD answered. Before, the DEL held only the pod's lock: the ADD took the old
-/// address back and wired it, and the DEL then released it under a live pod.
-fn a_retried_add_without_the_identity_waits_for_a_del_with_it(
+/// is never one the ADD answered. Before, a DEL with the identity held only the pod's lock (and
+/// one without it, moved to the pod's lock, once did too): the ADD took the old address back and
+/// wired it, and the DEL then released it under a live pod.
+fn a_retried_add_without_the_identity_waits_for_the_del(
     tag: &str,
     first_with_identity: bool,
+    del_with_identity: bool,
     extra: &[(&str, &str)],
 ) {
     let mut node = Node::with(tag, extra);
@@ -711,7 +674,9 @@ fn a_retried_add_without_the_identity_waits_for_a_del_with_it(
     assert_eq!(code, 0, "{r}");
     let a = addr_of(&r);
     let mut del = env_of("DEL", "s1", &n1);
-    del.push(WEB);
+    if del_with_identity {
+        del.push(WEB);
+    }
     // Every connect of the DEL after its first (the teardown's question) held 0.7 s: its
     // teardown's netlink sockets, then its release.
     let del = straced_plugin(&node, &del, "connect", "delay_enter=700000:when=2+");
@@ -732,25 +697,33 @@ fn a_retried_add_without_the_identity_waits_for_a_del_with_it(
 #[test]
 fn a_retried_add_without_the_identity_waits_for_a_del_with_it_after_an_add_without() {
     if privileged() {
-        a_retried_add_without_the_identity_waits_for_a_del_with_it("ro", false, &[]);
+        a_retried_add_without_the_identity_waits_for_the_del("ro", false, true, &[]);
     }
 }
 
 #[test]
 fn a_retried_add_without_the_identity_waits_for_a_del_with_it_after_an_add_with() {
     if privileged() {
-        a_retried_add_without_the_identity_waits_for_a_del_with_it("rp", true, &[]);
+        a_retried_add_without_the_identity_waits_for_the_del("rp", true, true, &[]);
     }
 }
 
 #[test]
 fn a_retried_add_without_the_identity_waits_for_a_del_with_it_ipv6() {
     if privileged() {
-        a_retried_add_without_the_identity_waits_for_a_del_with_it(
+        a_retried_add_without_the_identity_waits_for_the_del(
             "rq",
+            true,
             true,
             &[("ENABLE_IPv6", "true"), ("ENABLE_IPv4", "false")],
         );
+    }
+}
+
+#[test]
+fn a_retried_add_waits_for_a_del_of_its_container_that_moved_to_the_pods_lock() {
+    if privileged() {
+        a_retried_add_without_the_identity_waits_for_the_del("rj", true, false, &[]);
     }
 }
 

@@ -190,6 +190,15 @@ impl Nl {
     }
 }
 
+/// Brings link `index` up.
+fn up_message(index: u32) -> RouteNetlinkMessage {
+    let mut m = LinkMessage::default();
+    m.header.index = index;
+    m.header.flags = LinkFlags::Up;
+    m.header.change_mask = LinkFlags::Up;
+    RouteNetlinkMessage::SetLink(m)
+}
+
 /// A main-table IPv4 route to `dst` (the default route when `None`), through `gw` or on link
 /// `oif`.
 fn route_message(
@@ -291,10 +300,6 @@ pub fn setup(p: &PodNet) -> Result<(), ApplyError> {
             Some(i) => i,
             None => pod.index(&p.ifname)?,
         };
-        let mut up = LinkMessage::default();
-        up.header.index = pi;
-        up.header.flags = LinkFlags::Up;
-        up.header.change_mask = LinkFlags::Up;
         let mut a = AddressMessage::default();
         a.header.family = AddressFamily::Inet;
         a.header.prefix_len = 32;
@@ -311,7 +316,7 @@ pub fn setup(p: &PodNet) -> Result<(), ApplyError> {
         // One datagram for the pod's side: the kernel brings the interface up, then adds the
         // gateway's route before the default route that goes through it.
         pod.call_all(vec![
-            ("pod interface up", RouteNetlinkMessage::SetLink(up), 0),
+            ("pod interface up", up_message(pi), 0),
             ("pod address", RouteNetlinkMessage::NewAddress(a), NLM_F_CREATE | NLM_F_EXCL),
             (
                 "pod gateway route",
@@ -365,11 +370,7 @@ mod tests {
         in_new_netns(|| {
             let mut nl = Nl::open().unwrap();
             let lo = nl.index("lo").unwrap();
-            let mut up = LinkMessage::default();
-            up.header.index = lo;
-            up.header.flags = LinkFlags::Up;
-            up.header.change_mask = LinkFlags::Up;
-            nl.call("lo up", RouteNetlinkMessage::SetLink(up), 0).unwrap();
+            nl.call("lo up", up_message(lo), 0).unwrap();
             let dst = |last: u8| Some((Ipv4Addr::new(10, 9, 0, last), 32));
             nl.call_all(vec![
                 ("first", route_message(dst(1), None, lo, RouteScope::Link), NLM_F_CREATE | NLM_F_EXCL),
@@ -400,11 +401,7 @@ mod tests {
         in_new_netns(|| {
             let mut nl = Nl::open().unwrap();
             let lo = nl.index("lo").unwrap();
-            let mut up = LinkMessage::default();
-            up.header.index = lo;
-            up.header.flags = LinkFlags::Up;
-            up.header.change_mask = LinkFlags::Up;
-            nl.call("lo up", RouteNetlinkMessage::SetLink(up), 0).unwrap();
+            nl.call("lo up", up_message(lo), 0).unwrap();
             let rules = |addr: &str| -> Vec<(u32, u32)> {
                 let mut v: Vec<(u32, u32)> = crate::host::scan(None)
                     .unwrap()
