@@ -83,9 +83,17 @@ pub struct Checkpoint {
     #[serde(rename = "v6Next", default)]
     pub v6_next: u64,
     /// What the adaptive pool policy has learned of the node's demand (absent under the VPC
-    /// CNI's policy, and in older files): a restarted podipd is not a new node.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// CNI's policy, and in older files): a restarted podipd is not a new node. It is advice:
+    /// one this build cannot read is dropped, never the checkpoint with it.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient_pool")]
     pub pool: Option<PoolMemory>,
+}
+
+/// The pool memory if it reads as this build's, else none (another version's shape, a hand
+/// edit): the assignments beside it must not be lost over it.
+fn lenient_pool<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<PoolMemory>, D::Error> {
+    let v = Option::<serde_json::Value>::deserialize(d)?;
+    Ok(v.and_then(|v| serde_json::from_value(v).ok()))
 }
 
 /// The first format's cooldown: an instant of the wall clock.
@@ -192,14 +200,14 @@ impl Checkpoint {
         self
     }
 
-    /// The adaptive policy's memory as of `clocks.now`: within one boot, the time the daemon was
-    /// down counts (as for cooldowns); after a reboot it is taken as none.
+    /// The adaptive policy's memory as of `clocks.now`, the time the daemon was down counted
+    /// (as for cooldowns). Within one boot only: after a reboot the node's pods start again too,
+    /// and its spans would reach back before the boot clock began.
     pub fn pool_memory(&self, clocks: &Clocks) -> Option<PoolMemory> {
-        let down = if self.same_boot(clocks) {
-            clocks.now.since(Time::from_millis(self.written_ms))
-        } else {
-            std::time::Duration::ZERO
-        };
+        if !self.same_boot(clocks) {
+            return None;
+        }
+        let down = clocks.now.since(Time::from_millis(self.written_ms));
         self.pool.clone().map(|p| p.aged(down))
     }
 
@@ -506,11 +514,26 @@ mod tests {
         // Read 60 s later in the same boot: every span is 60 s longer.
         let m = back.pool_memory(&clocks(1_060, 1_700_000_060, "b1")).unwrap();
         assert_eq!((m.age_ms, m.first_start_ago_ms, m.peaks[0].0), (560_000, Some(460_000), 360_000));
-        // After a reboot, the downtime is unknown and taken as none.
-        assert_eq!(back.pool_memory(&clocks(5, 1_700_009_000, "b2")), Some(memory));
+        // After a reboot, none: the node's pods start again too.
+        assert_eq!(back.pool_memory(&clocks(5, 1_700_009_000, "b2")), None);
         // A file without it (an older podipd, or the VPC CNI's policy): none.
         let older = br#"{"version":"podip-ipam/2","allocations":[]}"#;
         assert_eq!(Checkpoint::decode("f", older, &written).unwrap().pool, None);
+        // One this build cannot read (another version's shape, a hand edit) is dropped; the
+        // assignments beside it are kept.
+        for pool in [
+            "{}",
+            r#"{"ageMs":5,"reserve":false,"peaks":[{"agoMs":5,"held":3}]}"#,
+            r#"{"ageMs":5,"reserve":false,"peaks":[[5,4294967296]]}"#,
+            r#"{"ageMs":-1,"reserve":false}"#,
+            r#""soon""#,
+        ] {
+            let text = format!(
+                r#"{{"version":"podip-ipam/2","allocations":[{{"network":"podip","containerID":"c1","ifName":"eth0","ip":"10.0.0.5"}}],"pool":{pool}}}"#
+            );
+            let cp = Checkpoint::decode("f", text.as_bytes(), &written).unwrap_or_else(|e| panic!("{pool}: {e}"));
+            assert_eq!((cp.allocations.len(), cp.pool), (1, None), "{pool}");
+        }
     }
 
     #[test]

@@ -132,12 +132,26 @@ fn add(env: &CniEnv, conf: &NetConf) -> Result<String, CniError> {
     datapath::netns::open_pod_netns(netns).map_err(|e| CniError::new(ErrorCode::InvalidEnv, e.to_string()))?;
     let a = attach(env, conf);
     let pod = a.pod_namespace.as_deref().zip(a.pod_name.as_deref());
-    let _serial = serial::lock_keys(&conf.socket, &serial::keys(pod, &a.container_id))?;
-    let lease = match daemon::call(&conf.socket, Op::Add(a.clone()))? {
-        Ok(Reply::Lease(l)) => l,
-        Ok(other) => return Err(CniError::new(ErrorCode::Plugin(101), format!("unexpected reply {other:?}"))),
-        Err((kind, msg)) => return Err(daemon_error(kind, msg)),
+    let mut keys = serial::keys(pod, &a.container_id);
+    let mut serial = serial::lock_keys(&conf.socket, &keys)?;
+    let ask = || match daemon::call(&conf.socket, Op::Add(a.clone()))? {
+        Ok(Reply::Lease(l)) => Ok(*l),
+        Ok(other) => Err(CniError::new(ErrorCode::Plugin(101), format!("unexpected reply {other:?}"))),
+        Err((kind, msg)) => Err(daemon_error(kind, msg)),
     };
+    let mut lease = ask()?;
+    // The veth is named after the pod podipd recorded at the first ADD, which the pod's next
+    // sandbox may be building under that pod's lock. A retried ADD that carries another identity
+    // (or none) takes that lock too, with its own, in their fixed order, and asks again. (Only
+    // an existing lease can have been recorded under another identity: nothing is given back.)
+    if let Some(recorded) = lease.pod.as_ref().map(|(ns, name)| serial::pod_key(ns, name)).filter(|r| !keys.contains(r))
+    {
+        drop(serial);
+        keys.push(recorded);
+        serial = serial::lock_keys(&conf.socket, &keys)?;
+        lease = ask()?;
+    }
+    let _serial = serial;
     // Gives back an address this ADD took; never one the attachment held before it.
     let give_back = |lease: &Lease| {
         if !lease.existing {
@@ -346,7 +360,7 @@ fn release(conf: &NetConf, mut a: Attach) -> Result<(), CniError> {
 
 fn check(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
     let lease = match daemon::call(&conf.socket, Op::Check(attach(env, conf)))? {
-        Ok(Reply::Lease(l)) => l,
+        Ok(Reply::Lease(l)) => *l,
         Ok(other) => return Err(CniError::new(ErrorCode::Plugin(101), format!("unexpected reply {other:?}"))),
         Err((kind, msg)) => return Err(daemon_error(kind, msg)),
     };

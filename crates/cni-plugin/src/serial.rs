@@ -3,8 +3,9 @@
 //! (`CNI_ARGS`), one keyed by its `namespace/name`. So an ADD and a DEL of one container never
 //! overlap whatever `CNI_ARGS` each carries (a retried ADD never races the first one's rollback,
 //! a DEL never releases what a concurrent ADD of its container got), and two sandboxes of one pod
-//! (whose `eth0` veths share the VPC CNI's name) never build or remove that veth at once. A DEL
-//! whose pod is not the one podipd recorded at ADD (the veth's name) holds that pod's lock too.
+//! (whose `eth0` veths share the VPC CNI's name) never build or remove that veth at once. An ADD
+//! or DEL whose pod is not the one podipd recorded at the first ADD (the veth's name) holds that
+//! pod's lock too.
 //! Every set of locks is taken in one fixed order (by file), so no two operations wait for each
 //! other in a circle. Locks live beside podipd's socket, in 256 files chosen by a hash of the key
 //! (a bounded set; unrelated pods rarely share one, and then only wait).

@@ -914,3 +914,59 @@ fn a_recovered_pod_is_torn_down_by_its_del_without_the_pods_identity() {
     assert!(rules_of(&node, &a).is_empty(), "its rules went");
     assert!(veth_released(&node.name, &veth(&r)), "its veth went");
 }
+
+/// A container's ADD is retried with another pod identity than podipd recorded at its first ADD
+/// (or none), while the pod's next sandbox is between making the veth (named after the recorded
+/// pod) and giving it an address. The retry takes the recorded pod's lock too, so it waits for
+/// that sandbox and then finds the veth carrying another address: it answers try-again, and the
+/// sandbox stays whole. Before, the retry took the half-made veth for its own unfinished one,
+/// removed it and built its own, and the sandbox's failure then removed that one.
+fn a_retried_add_under_another_identity_waits_for_the_pods_next_sandbox(tag: &str, retry_args: Option<(&str, &str)>) {
+    let mut node = Node::new(tag);
+    let (p1, p2) = (node.pod(1), node.pod(2));
+    let (n1, n2) = (format!("/var/run/netns/{p1}"), format!("/var/run/netns/{p2}"));
+    wait_for(&node.socket, |st| st["total"].as_u64().unwrap_or(0) > 2, 30);
+    let mut e1 = env_of("ADD", "s1", &n1);
+    e1.push(WEB);
+    let (code, r1) = node.cni(&e1, &node.conf("1.0.0"));
+    assert_eq!(code, 0, "{r1}");
+    let name = veth(&r1);
+    sh(&["ip", "-n", &node.name, "link", "del", &name]);
+    // s2 stops for 2 s right after making the veth (its 4th send: the lookup after the create).
+    let mut e2 = env_of("ADD", "s2", &n2);
+    e2.push(WEB);
+    let s2 = held_plugin(&node, &e2, "sendto", 2_000_000, 4);
+    let links = |node: &Node| sh(&["ip", "-n", &node.name, "-o", "link", "show"]);
+    let t0 = Instant::now();
+    while !links(&node).contains(&name) {
+        assert!(t0.elapsed() < Duration::from_secs(10), "s2 never made its veth");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut retry = env_of("ADD", "s1", &n1);
+    retry.extend(retry_args);
+    let (code, v) = node.cni(&retry, &node.conf("1.0.0"));
+    let out = s2.wait_with_output().unwrap();
+    let r2: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(out.status.success(), "s2's ADD failed: {r2}");
+    assert_eq!((code, v["code"].as_u64()), (1, Some(11)), "the retry waits for the veth's DEL: {v}");
+    let mut check = env_of("CHECK", "s2", &n2);
+    check.push(WEB);
+    assert_eq!(node.cni(&check, &node.conf("1.1.0")).0, 0, "s2 intact");
+}
+
+#[test]
+fn a_retried_add_without_the_identity_waits_for_the_pods_next_sandbox() {
+    if privileged() {
+        a_retried_add_under_another_identity_waits_for_the_pods_next_sandbox("rs", None);
+    }
+}
+
+#[test]
+fn a_retried_add_naming_another_identity_waits_for_the_pods_next_sandbox() {
+    if privileged() {
+        a_retried_add_under_another_identity_waits_for_the_pods_next_sandbox(
+            "rt",
+            Some(("CNI_ARGS", "K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-stale")),
+        );
+    }
+}

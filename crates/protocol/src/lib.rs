@@ -106,6 +106,11 @@ pub struct Lease {
     /// plugin must not give it back if its own work fails.
     #[serde(default)]
     pub existing: bool,
+    /// The pod identity podipd recorded at the attachment's first ADD (`namespace`, `name`),
+    /// which names the veth: a retried ADD that carries another one (or none) serialises with
+    /// the pod's other sandboxes under it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<(String, String)>,
 }
 
 /// Readiness, as STATUS reports it. A full or refilling pool is `Ready`: the node can serve
@@ -128,7 +133,7 @@ pub enum Readiness {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Reply {
     /// ADD or CHECK.
-    Lease(Lease),
+    Lease(Box<Lease>),
     /// DEL: the address released, if any was held.
     Released {
         /// The address.
@@ -285,7 +290,7 @@ mod tests {
         let ok = Response {
             v: 1,
             outcome: Outcome::Ok {
-                ok: Reply::Lease(Lease {
+                ok: Reply::Lease(Box::new(Lease {
                     addr: "10.0.0.5".parse().unwrap(),
                     eni: "eni-1".into(),
                     device_index: 1,
@@ -295,7 +300,8 @@ mod tests {
                     veth: "eni0123456789a".into(),
                     egress_v4: None,
                     existing: false,
-                }),
+                    pod: Some(("default".into(), "web".into())),
+                })),
             },
         };
         let s = serde_json::to_string(&ok).unwrap();

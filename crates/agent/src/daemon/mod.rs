@@ -630,6 +630,7 @@ impl Daemon {
             veth_prefix: self.cfg.veth_prefix.clone(),
             veth,
             existing,
+            pod: None,
         }
     }
 
@@ -677,7 +678,7 @@ impl Daemon {
                 let g = self.lock();
                 let (key, veth) = self.resolve(&g, a);
                 match g.engine.datastore().pod(&key) {
-                    Some(addr) => ok(Reply::Lease(self.lease(g.engine.datastore(), addr, true, veth))),
+                    Some(addr) => ok(Reply::Lease(Box::new(self.lease(g.engine.datastore(), addr, true, veth)))),
                     None => err(ErrorKind::UnknownAttachment, format!("{key} holds no address")),
                 }
             }
@@ -746,7 +747,8 @@ impl Daemon {
                 g.meta.insert(key.clone(), (ns.clone(), n.clone()));
             }
             let veth = self.veth_of(&key, g.meta.get(&key));
-            let lease = self.lease(g.engine.datastore(), addr, existing, veth);
+            let mut lease = self.lease(g.engine.datastore(), addr, existing, veth);
+            lease.pod = g.meta.get(&key).cloned();
             if addr.is_ipv6() && lease.egress_v4.is_none() && !existing {
                 // No pod without its IPv4 egress: 1,021 node-local addresses per node.
                 g.engine.handle(now, Event::PodDel(key.clone()));
@@ -770,7 +772,7 @@ impl Daemon {
             }
             return Err((ErrorKind::Internal, format!("checkpoint not written, assignment not made: {e}")));
         }
-        Ok(Reply::Lease(lease))
+        Ok(Reply::Lease(Box::new(lease)))
     }
 
     /// The key that holds `a`'s address: its own, or the `host:<veth>` key it was recovered
