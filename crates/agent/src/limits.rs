@@ -68,11 +68,6 @@ pub fn attach(a: &Attach) -> Result<(), String> {
     {
         return Err(format!("netns must be an absolute path of at most {MAX_PATH} bytes"));
     }
-    if let Some(h) = &a.veth_hint
-        && let Some(p) = interface_problem(h)
-    {
-        return Err(format!("veth_hint={h:?} {p}"));
-    }
     Ok(())
 }
 
@@ -118,7 +113,6 @@ mod tests {
             pod_namespace: Some("default".into()),
             pod_name: Some("web-0".into()),
             release_only: None,
-            veth_hint: None,
         }
     }
 
@@ -135,8 +129,6 @@ mod tests {
             (Box::new(|a| a.pod_namespace = Some("n".repeat(64))), "pod_namespace"),
             (Box::new(|a| a.pod_namespace = Some("a.b".into())), "pod_namespace"),
             (Box::new(|a| a.netns = Some("relative".into())), "netns"),
-            (Box::new(|a| a.veth_hint = Some("eni\" accept".into())), "veth_hint"),
-            (Box::new(|a| a.veth_hint = Some("v".repeat(16))), "veth_hint"),
         ];
         for (f, field) in cases {
             let mut x = a();

@@ -77,7 +77,6 @@ fn attach(env: &CniEnv, conf: &NetConf) -> Attach {
         pod_namespace: pod.map(|p| p.0.to_string()),
         pod_name: pod.map(|p| p.1.to_string()),
         release_only: None,
-        veth_hint: None,
     }
 }
 
@@ -252,7 +251,7 @@ fn del(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
 
 /// Tears an attachment's data path down, then releases its address (DEL, and GC for each stale
 /// attachment).
-fn release(conf: &NetConf, mut a: Attach) -> Result<(), CniError> {
+fn release(conf: &NetConf, a: Attach) -> Result<(), CniError> {
     let pod = a.pod_namespace.as_deref().zip(a.pod_name.as_deref());
     let mut keys = serial::keys(pod, &a.container_id);
     let mut serial = serial::lock_keys(&conf.socket, &keys)?;
@@ -269,16 +268,6 @@ fn release(conf: &NetConf, mut a: Attach) -> Result<(), CniError> {
         drop(serial);
         keys.push(recorded);
         serial = serial::lock_keys(&conf.socket, &keys)?;
-        plan = daemon::call(&conf.socket, Op::Teardown(a.clone()))?;
-    }
-    // Nothing known by this key: an attachment podipd recovered from the host (its checkpoint
-    // was lost) is known by its veth only, which is named after the pod's identity this DEL
-    // lacks. The peer of the pod's interface names it.
-    if let Ok(Reply::Teardown { addr: None, pod: None, .. }) = &plan
-        && let Some(ns) = a.netns.as_deref().filter(|n| datapath::netns::open_pod_netns(n).is_ok())
-        && let Ok(Some(peer)) = datapath::host::host_peer_of(ns, &a.ifname)
-    {
-        a.veth_hint = Some(peer);
         plan = daemon::call(&conf.socket, Op::Teardown(a.clone()))?;
     }
     let _serial = serial;

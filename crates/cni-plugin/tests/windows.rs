@@ -880,41 +880,6 @@ fn a_recovered_pod_is_torn_down_only_by_its_own_sandbox_and_gc_needs_its_list() 
     assert!(held(&node.socket).is_empty());
 }
 
-/// The checkpoint is lost and the pod is recovered from the host, known by its veth only (named
-/// after the pod's identity). Its DEL comes without `CNI_ARGS`: the plugin finds the veth as the
-/// peer of the pod's interface, and the pod is torn down whole and its address released. Before,
-/// the DEL found nothing, succeeded, and left the pod wired. Another sandbox's DEL without
-/// `CNI_ARGS` (its namespace holds no such interface) still leaves it.
-#[test]
-fn a_recovered_pod_is_torn_down_by_its_del_without_the_pods_identity() {
-    if !privileged() {
-        return;
-    }
-    let mut node = Node::new("rr");
-    let (p1, p2) = (node.pod(1), node.pod(2));
-    let (n1, n2) = (format!("/var/run/netns/{p1}"), format!("/var/run/netns/{p2}"));
-    wait_for(&node.socket, |st| st["total"].as_u64().unwrap_or(0) > 0, 30);
-    let mut add = env_of("ADD", "s1", &n1);
-    add.push(WEB);
-    let (code, r) = node.cni(&add, &node.conf("1.0.0"));
-    assert_eq!(code, 0, "{r}");
-    let a = addr_of(&r);
-    node.kill_daemon();
-    std::fs::remove_file(node.dir.join("state/ipam.json")).unwrap();
-    node.start_daemon();
-    assert_eq!(held(&node.socket).get(&format!("host:{}", veth(&r))), Some(&a));
-    // Another sandbox's DEL, its namespace empty: nothing of the pod goes.
-    assert_eq!(node.cni(&env_of("DEL", "s2", &n2), &node.conf("1.0.0")).0, 0);
-    assert_eq!(held(&node.socket).len(), 1);
-    assert!(!rules_of(&node, &a).is_empty());
-    // Its own DEL, without CNI_ARGS.
-    let (code, v) = node.cni(&env_of("DEL", "s1", &n1), &node.conf("1.0.0"));
-    assert_eq!(code, 0, "{v}");
-    assert!(held(&node.socket).is_empty(), "the address was released");
-    assert!(rules_of(&node, &a).is_empty(), "its rules went");
-    assert!(veth_released(&node.name, &veth(&r)), "its veth went");
-}
-
 /// A container's ADD is retried with another pod identity than podipd recorded at its first ADD
 /// (or none), while the pod's next sandbox is between making the veth (named after the recorded
 /// pod) and giving it an address. The retry takes the recorded pod's lock too, so it waits for

@@ -352,35 +352,6 @@ pub fn netns_has_addr(netns: &str, addr: IpAddr) -> Result<bool, ApplyError> {
     Ok(found)
 }
 
-/// The name of the link in the caller's namespace that is the veth peer of `ifname` in the
-/// namespace at `netns` (a pod's host veth, whatever it is named), if `ifname` is a veth whose
-/// peer index names a link here. The peer's index is counted in its own namespace, so a link of
-/// that index here may be another one: callers check what they find before using it.
-///
-/// # Errors
-/// The namespace cannot be entered, or the kernel refused for another reason than "not found".
-pub fn host_peer_of(netns: &str, ifname: &str) -> Result<Option<String>, ApplyError> {
-    let mut pod = Nl::open_in(Some(netns))?;
-    let mut q = LinkMessage::default();
-    q.attributes.push(LinkAttribute::IfName(ifname.to_string()));
-    let Some(link) = get_link(&mut pod, &format!("find {ifname}"), q)? else { return Ok(None) };
-    let Some(peer) = link.attributes.iter().find_map(|a| match a {
-        LinkAttribute::Link(i) => Some(*i),
-        _ => None,
-    }) else {
-        return Ok(None);
-    };
-    let mut host = Nl::open()?;
-    let mut q = LinkMessage::default();
-    q.header.index = peer;
-    Ok(get_link(&mut host, "find the pod's host veth", q)?.and_then(|l| {
-        l.attributes.into_iter().find_map(|a| match a {
-            LinkAttribute::IfName(n) => Some(n),
-            _ => None,
-        })
-    }))
-}
-
 /// Whether a link named `name` exists in the caller's namespace (one lookup, no dump).
 ///
 /// # Errors

@@ -36,11 +36,6 @@ pub struct Attach {
     /// attachment holds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub release_only: Option<IpAddr>,
-    /// TEARDOWN and DEL: the host veth the plugin found as the peer of the pod's interface. It
-    /// finds an attachment podipd recovered from the host (known by its veth only) for a DEL
-    /// that does not carry the pod's identity the veth is named after.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub veth_hint: Option<String>,
 }
 
 /// A request.
@@ -254,7 +249,6 @@ mod tests {
             pod_namespace: None,
             pod_name: None,
             release_only: None,
-            veth_hint: None,
         }
     }
 

@@ -707,7 +707,6 @@ impl Daemon {
                             pod_namespace: m.map(|m| m.0.clone()),
                             pod_name: m.map(|m| m.1.clone()),
                             release_only: None,
-                            veth_hint: None,
                         }
                     })
                     .collect();
@@ -788,23 +787,7 @@ impl Daemon {
         let recovered =
             PodKey { network: String::new(), container_id: format!("{RECOVERED}{veth}"), ifname: String::new() };
         let ds = inner.engine.datastore();
-        if ds.pod(&key).is_some() {
-            return (key, veth);
-        }
-        if ds.pod(&recovered).is_some() {
-            return (recovered, veth);
-        }
-        // Known by the veth the plugin found as the pod's peer (the request lacks the identity
-        // the veth is named after); the plugin tears it down only if its namespace holds the
-        // address.
-        if let Some(h) = &a.veth_hint {
-            let hinted =
-                PodKey { network: String::new(), container_id: format!("{RECOVERED}{h}"), ifname: String::new() };
-            if ds.pod(&hinted).is_some() {
-                return (hinted, h.clone());
-            }
-        }
-        (key, veth)
+        if ds.pod(&key).is_none() && ds.pod(&recovered).is_some() { (recovered, veth) } else { (key, veth) }
     }
 
     fn teardown_plan(&self, a: &Attach) -> Reply {
