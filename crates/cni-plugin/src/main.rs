@@ -138,25 +138,37 @@ fn add(env: &CniEnv, conf: &NetConf) -> Result<String, CniError> {
         Ok(other) => Err(CniError::new(ErrorCode::Plugin(101), format!("unexpected reply {other:?}"))),
         Err((kind, msg)) => Err(daemon_error(kind, msg)),
     };
-    let mut lease = ask()?;
-    // The veth is named after the pod podipd recorded at the first ADD, which the pod's next
-    // sandbox may be building under that pod's lock. A retried ADD that carries another identity
-    // (or none) takes that lock too, with its own, in their fixed order, and asks again. (Only
-    // an existing lease can have been recorded under another identity: nothing is given back.)
-    if let Some(recorded) = lease.pod.as_ref().map(|(ns, name)| serial::pod_key(ns, name)).filter(|r| !keys.contains(r))
-    {
-        drop(serial);
-        keys.push(recorded);
-        serial = serial::lock_keys(&conf.socket, &keys)?;
-        lease = ask()?;
-    }
-    let _serial = serial;
     // Gives back an address this ADD took; never one the attachment held before it.
     let give_back = |lease: &Lease| {
         if !lease.existing {
             let _ = daemon::call(&conf.socket, Op::Del(Attach { release_only: Some(lease.addr), ..a.clone() }));
         }
     };
+    let mut lease = ask()?;
+    // The veth is named after the pod podipd recorded at the first ADD, which the pod's next
+    // sandbox may be building under that pod's lock. A retried ADD that carries another identity
+    // (or none) takes that lock too. It never lets its container's go (a DEL of the container
+    // would run in between): it takes the pod's at once if it is free, and otherwise lets all go,
+    // takes them in their fixed order, and goes on only if the attachment is as it was.
+    let recorded = |l: &Lease| l.pod.as_ref().map(|(ns, name)| serial::pod_key(ns, name));
+    if let Some(r) = recorded(&lease).filter(|r| !keys.contains(r)) {
+        keys.push(r.clone());
+        if !serial.try_add(&conf.socket, &r)? {
+            drop(serial);
+            serial = serial::lock_keys(&conf.socket, &keys)?;
+            let first = lease;
+            lease = ask()?;
+            let same = lease.existing && lease.addr == first.addr && recorded(&lease).is_none_or(|r| keys.contains(&r));
+            if !same {
+                give_back(&lease);
+                return Err(CniError::new(
+                    ErrorCode::TryAgainLater,
+                    "the attachment changed while this ADD waited for its pod's lock (a DEL of the container came); try again",
+                ));
+            }
+        }
+    }
+    let _serial = serial;
     if let Some(p) = conf.veth_prefix.as_deref().filter(|p| *p != lease.veth_prefix) {
         give_back(&lease);
         return Err(CniError::new(

@@ -17,7 +17,42 @@ use std::path::Path;
 
 /// Held attachment locks; released when dropped or when the plugin exits.
 pub struct AttachmentLock {
-    _files: Vec<Flock<File>>,
+    files: Vec<(String, Flock<File>)>,
+}
+
+impl AttachmentLock {
+    /// Adds the lock of `key` without letting any held one go: at once if its file is held
+    /// already or free; `false` when another holds it (waiting for it while holding these
+    /// could wait in a circle, as the fixed order is not kept).
+    ///
+    /// # Errors
+    /// Code 5 when its lock file cannot be made or locked.
+    pub fn try_add(&mut self, socket: &str, key: &str) -> Result<bool, CniError> {
+        let b = bucket(key);
+        if self.files.iter().any(|(held, _)| *held == b) {
+            return Ok(true);
+        }
+        match lock_bucket(socket, &b, FlockArg::LockExclusiveNonblock) {
+            Ok(f) => {
+                self.files.push((b, f));
+                Ok(true)
+            }
+            Err(e) if e.would_block => Ok(false),
+            Err(e) => Err(e.error),
+        }
+    }
+}
+
+/// The lock file a key maps to.
+fn bucket(key: &str) -> String {
+    datapath::host_veth_name("", key)[..2].to_string()
+}
+
+/// Why a lock was not taken.
+struct LockError {
+    error: CniError,
+    /// Another process holds it (a non-blocking attempt).
+    would_block: bool,
 }
 
 /// The lock key of a pod.
@@ -38,32 +73,38 @@ pub fn keys(pod: Option<(&str, &str)>, container_id: &str) -> Vec<String> {
 /// # Errors
 /// Code 5 when a lock file cannot be made or locked.
 pub fn lock_keys(socket: &str, keys: &[String]) -> Result<AttachmentLock, CniError> {
-    let mut buckets: Vec<String> = keys.iter().map(|k| datapath::host_veth_name("", k)[..2].to_string()).collect();
+    let mut buckets: Vec<String> = keys.iter().map(|k| bucket(k)).collect();
     buckets.sort();
     buckets.dedup();
     let mut files = Vec::with_capacity(buckets.len());
-    for b in &buckets {
-        files.push(lock_bucket(socket, b)?);
+    for b in buckets {
+        let f = lock_bucket(socket, &b, FlockArg::LockExclusive).map_err(|e| e.error)?;
+        files.push((b, f));
     }
-    Ok(AttachmentLock { _files: files })
+    Ok(AttachmentLock { files })
 }
 
-fn lock_bucket(socket: &str, bucket: &str) -> Result<Flock<File>, CniError> {
+fn lock_bucket(socket: &str, bucket: &str, how: FlockArg) -> Result<Flock<File>, LockError> {
     let parent = Path::new(socket).parent().unwrap_or(Path::new("/run/podip"));
     let dir = parent.join("locks");
     let path = dir.join(format!("{bucket}.lock"));
-    let io =
-        |e: &dyn std::fmt::Display| CniError::new(ErrorCode::Io, format!("attachment lock {}: {e}", path.display()));
+    let io = |e: &dyn std::fmt::Display| LockError {
+        error: CniError::new(ErrorCode::Io, format!("attachment lock {}: {e}", path.display())),
+        would_block: false,
+    };
     // The lock file is there after the node's first ADD; only before it is the directory made.
     let f = match protocol::lockfile::open(&path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             if !parent.is_dir() {
                 // Nothing is made on the host for a path that leads nowhere.
-                return Err(CniError::new(
-                    ErrorCode::TryAgainLater,
-                    format!("podipd at {socket}: its directory does not exist (is podipd running?)"),
-                ));
+                return Err(LockError {
+                    error: CniError::new(
+                        ErrorCode::TryAgainLater,
+                        format!("podipd at {socket}: its directory does not exist (is podipd running?)"),
+                    ),
+                    would_block: false,
+                });
             }
             match std::fs::create_dir(&dir) {
                 Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(io(&e)),
@@ -73,5 +114,5 @@ fn lock_bucket(socket: &str, bucket: &str) -> Result<Flock<File>, CniError> {
         }
         Err(e) => return Err(io(&e)),
     };
-    Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| io(&e))
+    Flock::lock(f, how).map_err(|(_, e)| LockError { would_block: e == nix::errno::Errno::EWOULDBLOCK, ..io(&e) })
 }

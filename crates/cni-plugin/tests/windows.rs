@@ -935,3 +935,42 @@ fn a_retried_add_naming_another_identity_waits_for_the_pods_next_sandbox() {
         );
     }
 }
+
+/// A retried ADD without the pod's identity finds the recorded pod's lock taken, so it lets its
+/// own go and takes both in their fixed order; its container's DEL runs in that gap (forced:
+/// the ADD is held 2 s at its next lock). The ADD then finds the attachment changed (its address
+/// released, a fresh one offered): it gives the fresh one back and answers try-again. Before, it
+/// wired the fresh address for a container the runtime had already deleted.
+#[test]
+fn a_retried_add_whose_container_was_deleted_while_it_waited_for_the_pods_lock_wires_nothing() {
+    if !privileged() {
+        return;
+    }
+    let mut node = Node::with("ru", &[("IP_COOLDOWN_PERIOD", "0")]);
+    let p1 = node.pod(1);
+    let n1 = format!("/var/run/netns/{p1}");
+    wait_for(&node.socket, |st| st["total"].as_u64().unwrap_or(0) > 2, 30);
+    let mut e = env_of("ADD", "s1", &n1);
+    e.push(WEB);
+    let (code, r) = node.cni(&e, &node.conf("1.0.0"));
+    assert_eq!(code, 0, "{r}");
+    // A retry without the identity while the pod's lock is free takes it at once: the same pod.
+    let (code, again) = node.cni(&env_of("ADD", "s1", &n1), &node.conf("1.0.0"));
+    assert_eq!((code, addr_of(&again)), (0, addr_of(&r)), "{again}");
+    // The pod's lock (its file: the first two hex digits of the key's SHA-1) held for 1 s.
+    let bucket = |k: &str| datapath::host_veth_name("", k)[..2].to_string();
+    let pod_lock = node.socket.parent().unwrap().join(format!("locks/{}.lock", bucket("default/web")));
+    let mut holder = std::process::Command::new("flock").arg("-x").arg(&pod_lock).args(["sleep", "1"]).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    // The retry: flock 1 takes s1's lock, 2 tries the pod's (taken), 3 lets s1's go, 4 waits.
+    let retry = straced_plugin(&node, &env_of("ADD", "s1", &n1), "flock", "delay_enter=2000000:when=4");
+    holder.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, v) = node.cni(&env_of("DEL", "s1", &n1), &node.conf("1.0.0"));
+    assert_eq!(code, 0, "{v}");
+    let out = retry.wait_with_output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["code"].as_u64(), Some(11), "the retry must not wire a deleted container: {v}");
+    assert!(held(&node.socket).is_empty(), "{:?}", held(&node.socket));
+    assert!(!all_routes(&node).contains(" dev eni"), "nothing wired: {}", all_routes(&node));
+}
