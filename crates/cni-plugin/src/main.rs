@@ -271,14 +271,16 @@ fn release(conf: &NetConf, a: Attach) -> Result<(), CniError> {
     let mut plan = daemon::call(&conf.socket, Op::Teardown(a.clone()))?;
     // The veth is named after the pod podipd recorded at ADD, which another sandbox of the pod
     // may be building under that pod's lock. A DEL that does not hold it (no identity, or
-    // another one) takes it too, with its own, in their fixed order, and asks again.
-    let recorded = match &plan {
+    // another one) takes it too, with its own, in their fixed order, and asks again (nothing is
+    // changed before the last answer, so the gap between is harmless), until it holds the lock
+    // of the pod the answer names.
+    let recorded = |plan: &Result<Reply, (ErrorKind, String)>| match plan {
         Ok(Reply::Teardown { pod: Some((ns, name)), .. }) => Some(serial::pod_key(ns, name)),
         _ => None,
     };
-    if let Some(recorded) = recorded.filter(|r| !keys.contains(r)) {
+    while let Some(r) = recorded(&plan).filter(|r| !keys.contains(r)) {
         drop(serial);
-        keys.push(recorded);
+        keys.push(r);
         serial = serial::lock_keys(&conf.socket, &keys)?;
         plan = daemon::call(&conf.socket, Op::Teardown(a.clone()))?;
     }
