@@ -507,13 +507,11 @@ fn held_plugin(node: &Node, env: &[(&str, &str)], syscall: &str, us: u32, when: 
 
 const WEB: (&str, &str) = ("CNI_ARGS", "K8S_POD_NAMESPACE=default;K8S_POD_NAME=web");
 
-/// A late DEL of a pod's sandbox whose namespace is gone, with `del_args` for `CNI_ARGS` (none,
-/// or another identity than podipd recorded), comes while the pod's next sandbox has made its
-/// veth (which bears the pod's name) and not yet given it an address. The DEL holds the lock
-/// of the pod podipd recorded too, so it waits for that ADD and then leaves its veth alone;
-/// before, it took the address-less veth for its own and removed it.
-fn a_late_del_waits_for_the_pods_next_sandbox(tag: &str, del_args: Option<(&str, &str)>) {
-    let mut node = Node::new(tag);
+/// The pod `WEB`'s sandbox s1 is wired, then its veth goes (with s1's namespace when
+/// `namespace_gone`, else alone); s2, the pod's next sandbox, is started and held 2 s right after
+/// making the veth of the same name (its 4th send: the lookup after the create). Returns s1's and
+/// s2's namespaces, the veth's name and s2's process.
+fn the_next_sandbox_mid_add(node: &mut Node, namespace_gone: bool) -> (String, String, String, std::process::Child) {
     let (p1, p2) = (node.pod(1), node.pod(2));
     let (n1, n2) = (format!("/var/run/netns/{p1}"), format!("/var/run/netns/{p2}"));
     wait_for(&node.socket, |st| st["total"].as_u64().unwrap_or(0) > 2, 30);
@@ -523,34 +521,54 @@ fn a_late_del_waits_for_the_pods_next_sandbox(tag: &str, del_args: Option<(&str,
     assert_eq!(code, 0, "{r1}");
     let name = veth(&r1);
     let links = |node: &Node| sh(&["ip", "-n", &node.name, "-o", "link", "show"]);
-    // The runtime removed s1's namespace before its DEL came (its veth went with it).
-    sh(&["ip", "netns", "del", &p1]);
+    if namespace_gone {
+        sh(&["ip", "netns", "del", &p1]);
+    } else {
+        sh(&["ip", "-n", &node.name, "link", "del", &name]);
+    }
     let t0 = Instant::now();
-    while links(&node).contains(&name) {
-        assert!(t0.elapsed() < Duration::from_secs(10), "s1's veth stayed after its namespace went");
+    while links(node).contains(&name) {
+        assert!(t0.elapsed() < Duration::from_secs(10), "s1's veth stayed");
         std::thread::sleep(Duration::from_millis(20));
     }
-    // s2 stops for 2 s right after making its veth (its 4th send: the lookup after the create).
     let mut e2 = env_of("ADD", "s2", &n2);
     e2.push(WEB);
-    let s2 = held_plugin(&node, &e2, "sendto", 2_000_000, 4);
+    let s2 = held_plugin(node, &e2, "sendto", 2_000_000, 4);
     let t0 = Instant::now();
-    while !links(&node).contains(&name) {
+    while !links(node).contains(&name) {
         assert!(t0.elapsed() < Duration::from_secs(10), "s2 never made its veth");
         std::thread::sleep(Duration::from_millis(5));
     }
+    (n1, n2, name, s2)
+}
+
+/// s2's ADD succeeded and its data path is whole; its result.
+fn the_next_sandbox_finishes_whole(node: &Node, n2: &str, s2: std::process::Child) -> serde_json::Value {
+    let out = s2.wait_with_output().unwrap();
+    let r2: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(out.status.success(), "s2's ADD failed: {r2}");
+    let mut check = env_of("CHECK", "s2", n2);
+    check.push(WEB);
+    assert_eq!(node.cni(&check, &node.conf("1.1.0")).0, 0, "s2 intact");
+    r2
+}
+
+/// A late DEL of a pod's sandbox whose namespace is gone, with `del_args` for `CNI_ARGS` (none,
+/// or another identity than podipd recorded), comes while the pod's next sandbox has made its
+/// veth (which bears the pod's name) and not yet given it an address. The DEL holds the lock
+/// of the pod podipd recorded too, so it waits for that ADD and then leaves its veth alone;
+/// before, it took the address-less veth for its own and removed it.
+fn a_late_del_waits_for_the_pods_next_sandbox(tag: &str, del_args: Option<(&str, &str)>) {
+    let mut node = Node::new(tag);
+    // The runtime removed s1's namespace before its DEL came (its veth went with it).
+    let (n1, n2, name, s2) = the_next_sandbox_mid_add(&mut node, true);
     // s1's late DEL comes now.
     let mut del = env_of("DEL", "s1", &n1);
     del.extend(del_args);
     let (code, v) = node.cni(&del, &node.conf("1.0.0"));
     assert_eq!(code, 0, "{v}");
-    let out = s2.wait_with_output().unwrap();
-    let r2: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(out.status.success(), "s2's ADD failed: {r2}");
+    let r2 = the_next_sandbox_finishes_whole(&node, &n2, s2);
     assert_eq!(veth(&r2), name);
-    let mut check = env_of("CHECK", "s2", &n2);
-    check.push(WEB);
-    assert_eq!(node.cni(&check, &node.conf("1.1.0")).0, 0, "s2 intact");
     let h = held(&node.socket);
     assert_eq!(h.keys().collect::<Vec<_>>(), vec!["s2"], "{h:?}");
 }
@@ -888,35 +906,12 @@ fn a_recovered_pod_is_torn_down_only_by_its_own_sandbox_and_gc_needs_its_list() 
 /// removed it and built its own, and the sandbox's failure then removed that one.
 fn a_retried_add_under_another_identity_waits_for_the_pods_next_sandbox(tag: &str, retry_args: Option<(&str, &str)>) {
     let mut node = Node::new(tag);
-    let (p1, p2) = (node.pod(1), node.pod(2));
-    let (n1, n2) = (format!("/var/run/netns/{p1}"), format!("/var/run/netns/{p2}"));
-    wait_for(&node.socket, |st| st["total"].as_u64().unwrap_or(0) > 2, 30);
-    let mut e1 = env_of("ADD", "s1", &n1);
-    e1.push(WEB);
-    let (code, r1) = node.cni(&e1, &node.conf("1.0.0"));
-    assert_eq!(code, 0, "{r1}");
-    let name = veth(&r1);
-    sh(&["ip", "-n", &node.name, "link", "del", &name]);
-    // s2 stops for 2 s right after making the veth (its 4th send: the lookup after the create).
-    let mut e2 = env_of("ADD", "s2", &n2);
-    e2.push(WEB);
-    let s2 = held_plugin(&node, &e2, "sendto", 2_000_000, 4);
-    let links = |node: &Node| sh(&["ip", "-n", &node.name, "-o", "link", "show"]);
-    let t0 = Instant::now();
-    while !links(&node).contains(&name) {
-        assert!(t0.elapsed() < Duration::from_secs(10), "s2 never made its veth");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let (n1, n2, _, s2) = the_next_sandbox_mid_add(&mut node, false);
     let mut retry = env_of("ADD", "s1", &n1);
     retry.extend(retry_args);
     let (code, v) = node.cni(&retry, &node.conf("1.0.0"));
-    let out = s2.wait_with_output().unwrap();
-    let r2: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(out.status.success(), "s2's ADD failed: {r2}");
+    the_next_sandbox_finishes_whole(&node, &n2, s2);
     assert_eq!((code, v["code"].as_u64()), (1, Some(11)), "the retry waits for the veth's DEL: {v}");
-    let mut check = env_of("CHECK", "s2", &n2);
-    check.push(WEB);
-    assert_eq!(node.cni(&check, &node.conf("1.1.0")).0, 0, "s2 intact");
 }
 
 #[test]
