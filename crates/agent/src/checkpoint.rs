@@ -13,6 +13,7 @@ use ipam::addr::PodKey;
 use ipam::datastore::Datastore;
 use ipam::demand::PoolMemory;
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr};
@@ -24,31 +25,50 @@ pub const VERSION: &str = "podip-ipam/2";
 /// The first format (read and migrated).
 pub const VERSION_1: &str = "podip-ipam/1";
 
-/// One assignment.
+/// One assignment. Its strings borrow the datastore's when captured for writing (a snapshot
+/// is taken under the pool lock on every ADD and DEL: no copy of every pod's names there), and
+/// are owned when read.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Allocation {
+pub struct Allocation<'a> {
     /// CNI network.
-    pub network: String,
+    pub network: Cow<'a, str>,
     /// Container id.
     #[serde(rename = "containerID")]
-    pub container_id: String,
+    pub container_id: Cow<'a, str>,
     /// Interface.
     #[serde(rename = "ifName")]
-    pub ifname: String,
+    pub ifname: Cow<'a, str>,
     /// Address.
     pub ip: IpAddr,
     /// Kubernetes namespace.
     #[serde(default, skip_serializing_if = "Option::is_none", rename = "podNamespace")]
-    pub pod_namespace: Option<String>,
+    pub pod_namespace: Option<Cow<'a, str>>,
     /// Kubernetes pod name.
     #[serde(default, skip_serializing_if = "Option::is_none", rename = "podName")]
-    pub pod_name: Option<String>,
+    pub pod_name: Option<Cow<'a, str>>,
 }
 
-impl Allocation {
+impl Allocation<'_> {
     /// The IPAM key.
     pub fn key(&self) -> PodKey {
-        PodKey { network: self.network.clone(), container_id: self.container_id.clone(), ifname: self.ifname.clone() }
+        PodKey {
+            network: self.network.to_string(),
+            container_id: self.container_id.to_string(),
+            ifname: self.ifname.to_string(),
+        }
+    }
+
+    /// The same, owning its strings.
+    pub fn into_owned(self) -> Allocation<'static> {
+        let own = |c: Cow<'_, str>| Cow::Owned(c.into_owned());
+        Allocation {
+            network: own(self.network),
+            container_id: own(self.container_id),
+            ifname: own(self.ifname),
+            ip: self.ip,
+            pod_namespace: self.pod_namespace.map(own),
+            pod_name: self.pod_name.map(own),
+        }
     }
 }
 
@@ -62,9 +82,9 @@ pub struct Cooling {
     pub remaining_ms: u64,
 }
 
-/// The file's content.
+/// The file's content (borrowing the datastore's strings when captured, owning them when read).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Checkpoint {
+pub struct Checkpoint<'a> {
     /// [`VERSION`].
     pub version: String,
     /// The kernel's boot id when written: within one boot, cooldowns end at the same instant
@@ -75,7 +95,7 @@ pub struct Checkpoint {
     #[serde(rename = "writtenMs", default)]
     pub written_ms: u64,
     /// Assignments.
-    pub allocations: Vec<Allocation>,
+    pub allocations: Vec<Allocation<'a>>,
     /// Cooldowns.
     #[serde(default)]
     pub cooling: Vec<Cooling>,
@@ -106,7 +126,7 @@ struct CoolingV1 {
 
 #[derive(Deserialize)]
 struct CheckpointV1 {
-    allocations: Vec<Allocation>,
+    allocations: Vec<Allocation<'static>>,
     #[serde(default)]
     cooling: Vec<CoolingV1>,
 }
@@ -154,22 +174,22 @@ pub struct Clocks {
     pub boot_id: String,
 }
 
-impl Checkpoint {
+impl<'a> Checkpoint<'a> {
     /// The datastore's assignments, cooldowns and IPv6 mark at `clocks.now`, with pod names from
-    /// `meta`.
-    pub fn capture(ds: &Datastore, meta: &BTreeMap<PodKey, (String, String)>, clocks: &Clocks) -> Checkpoint {
+    /// `meta` (borrowed from both).
+    pub fn capture(ds: &'a Datastore, meta: &'a BTreeMap<PodKey, (String, String)>, clocks: &Clocks) -> Checkpoint<'a> {
         let now = clocks.now;
         let mut allocations: Vec<Allocation> = ds
             .pods()
             .map(|(k, ip)| {
                 let m = meta.get(k);
                 Allocation {
-                    network: k.network.clone(),
-                    container_id: k.container_id.clone(),
-                    ifname: k.ifname.clone(),
+                    network: Cow::Borrowed(&k.network),
+                    container_id: Cow::Borrowed(&k.container_id),
+                    ifname: Cow::Borrowed(&k.ifname),
                     ip: *ip,
-                    pod_namespace: m.map(|m| m.0.clone()),
-                    pod_name: m.map(|m| m.1.clone()),
+                    pod_namespace: m.map(|m| Cow::Borrowed(m.0.as_str())),
+                    pod_name: m.map(|m| Cow::Borrowed(m.1.as_str())),
                 }
             })
             .collect();
@@ -195,7 +215,7 @@ impl Checkpoint {
     }
 
     /// The same, with the adaptive policy's memory of the node's demand.
-    pub fn with_pool(mut self, pool: Option<PoolMemory>) -> Checkpoint {
+    pub fn with_pool(mut self, pool: Option<PoolMemory>) -> Checkpoint<'a> {
         self.pool = pool;
         self
     }
@@ -227,7 +247,7 @@ impl Checkpoint {
     ///
     /// # Errors
     /// Corrupt content, or a version this build does not read.
-    pub fn decode(path: &str, bytes: &[u8], clocks: &Clocks) -> Result<Checkpoint, CheckpointError> {
+    pub fn decode(path: &str, bytes: &[u8], clocks: &Clocks) -> Result<Checkpoint<'static>, CheckpointError> {
         #[derive(Deserialize)]
         struct Head {
             version: String,
@@ -263,7 +283,7 @@ impl Checkpoint {
     ///
     /// # Errors
     /// Unreadable, corrupt or another version.
-    pub fn read(path: &Path, clocks: &Clocks) -> Result<Option<Checkpoint>, CheckpointError> {
+    pub fn read(path: &Path, clocks: &Clocks) -> Result<Option<Checkpoint<'static>>, CheckpointError> {
         let name = path.display().to_string();
         match read_state_file(path) {
             Ok(Some(b)) => Checkpoint::decode(&name, &b, clocks).map(Some),
@@ -338,9 +358,9 @@ pub fn write_bytes(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RestoreReport {
     /// Assignments restored.
-    pub restored: Vec<Allocation>,
+    pub restored: Vec<Allocation<'static>>,
     /// Assignments dropped, with why (their address is not on the node, or listed twice).
-    pub dropped: Vec<(Allocation, String)>,
+    pub dropped: Vec<(Allocation<'static>, String)>,
     /// Cooldowns restored.
     pub cooling: usize,
 }
@@ -349,7 +369,7 @@ pub struct RestoreReport {
 /// truth): every assignment whose address is on the node, each address to one pod only, the
 /// cooldowns (to the same instant of the boot clock within one boot, with their remaining time
 /// after a reboot) and the IPv6 mark. Whether a pod is still wired is the daemon's question.
-pub fn restore(ds: &mut Datastore, cp: &Checkpoint, clocks: &Clocks) -> RestoreReport {
+pub fn restore(ds: &mut Datastore, cp: &Checkpoint<'_>, clocks: &Clocks) -> RestoreReport {
     let mut report = RestoreReport::default();
     let mut seen: HashSet<IpAddr> = HashSet::new();
     ds.advance_v6(cp.v6_next);
@@ -365,8 +385,8 @@ pub fn restore(ds: &mut Datastore, cp: &Checkpoint, clocks: &Clocks) -> RestoreR
             }
         };
         match reason {
-            None => report.restored.push(a.clone()),
-            Some(r) => report.dropped.push((a.clone(), r)),
+            None => report.restored.push(a.clone().into_owned()),
+            Some(r) => report.dropped.push((a.clone().into_owned(), r)),
         }
     }
     let base = if cp.same_boot(clocks) { Time::from_millis(cp.written_ms) } else { clocks.now };
@@ -389,6 +409,8 @@ mod tests {
     use super::*;
     use ipam::datastore::{CidrMode, EniInfo, Packing};
     use std::time::Duration;
+
+    static NO_META: BTreeMap<PodKey, (String, String)> = BTreeMap::new();
 
     fn ds() -> Datastore {
         let mut ds = Datastore::new(CidrMode::Secondary, Duration::from_secs(30), Packing::Dense, 1);
@@ -417,7 +439,7 @@ mod tests {
         a.assign(&PodKey::new("c1"), t).unwrap();
         a.assign(&PodKey::new("c2"), t).unwrap();
         a.unassign(&PodKey::new("c2"), t);
-        let cp = Checkpoint::capture(&a, &BTreeMap::new(), &c);
+        let cp = Checkpoint::capture(&a, &NO_META, &c);
         assert_eq!((cp.allocations.len(), cp.cooling.len()), (1, 1));
         assert_eq!(cp.cooling[0].remaining_ms, 30_000);
         let dir = std::env::temp_dir().join(format!("podip-cp-{}", std::process::id()));
@@ -446,7 +468,7 @@ mod tests {
         let written = clocks(1_000, 1_700_000_000, "b1");
         a.assign(&PodKey::new("c1"), written.now).unwrap();
         a.unassign(&PodKey::new("c1"), written.now);
-        let cp = Checkpoint::capture(&a, &BTreeMap::new(), &written);
+        let cp = Checkpoint::capture(&a, &NO_META, &written);
         // The wall clock jumps an hour forward, then an hour back: nothing changes. 10 s of boot
         // clock later, 20 s remain.
         for wall in [1_700_003_600, 1_699_996_400] {
@@ -483,7 +505,7 @@ mod tests {
         let held = a.assign(&PodKey::new("c1"), c.now).unwrap().addr;
         let cooled = a.assign(&PodKey::new("c2"), c.now).unwrap().addr;
         a.unassign(&PodKey::new("c2"), c.now);
-        let cp = Checkpoint::capture(&a, &BTreeMap::new(), &c);
+        let cp = Checkpoint::capture(&a, &NO_META, &c);
         assert_eq!(cp.cooling, vec![Cooling { ip: cooled, remaining_ms: 30_000 }]);
         assert_eq!(cp.v6_next, 3);
         let mut b = v6();
@@ -506,7 +528,8 @@ mod tests {
             assign_ms: Some(350),
             attach_ms: None,
         };
-        let cp = Checkpoint::capture(&ds(), &BTreeMap::new(), &written).with_pool(Some(memory.clone()));
+        let d = ds();
+        let cp = Checkpoint::capture(&d, &NO_META, &written).with_pool(Some(memory.clone()));
         let text = String::from_utf8(cp.encode()).unwrap();
         assert!(text.contains("\"ageMs\":500000") && text.contains("\"firstStartAgoMs\""), "{text}");
         let back = Checkpoint::decode("f", &cp.encode(), &written).unwrap();
@@ -554,7 +577,7 @@ mod tests {
         let mut b = ds();
         let alloc = |c: &str, ip: [u8; 4]| Allocation {
             network: "podip".into(),
-            container_id: c.into(),
+            container_id: c.to_string().into(),
             ifname: "eth0".into(),
             ip: IpAddr::V4(Ipv4Addr::from(ip)),
             pod_namespace: None,
@@ -575,7 +598,7 @@ mod tests {
             pool: None,
         };
         let r = restore(&mut b, &cp, &clocks(0, 0, ""));
-        assert_eq!(r.restored.iter().map(|a| a.container_id.as_str()).collect::<Vec<_>>(), vec!["ok"]);
+        assert_eq!(r.restored.iter().map(|a| a.container_id.as_ref()).collect::<Vec<_>>(), vec!["ok"]);
         let why: Vec<&str> = r.dropped.iter().map(|(_, w)| w.as_str()).collect();
         assert!(
             why[0].contains("twice") && why[1].contains("not restorable") && why[2].contains("container"),

@@ -22,7 +22,7 @@ struct File {
 #[derive(Debug)]
 pub struct Imported {
     /// The assignments, as podip's checkpoint.
-    pub checkpoint: Checkpoint,
+    pub checkpoint: Checkpoint<'static>,
     /// Entries skipped, and why.
     pub skipped: Vec<String>,
 }
@@ -81,12 +81,12 @@ pub fn import(path: &Path, clocks: &Clocks) -> Result<Option<Imported>, Checkpoi
         };
         let (pod_namespace, pod_name) = e.metadata.map_or((None, None), |m| (m.namespace, m.name));
         let a = Allocation {
-            network: e.network,
-            container_id: e.container_id,
-            ifname: e.ifname,
+            network: e.network.into(),
+            container_id: e.container_id.into(),
+            ifname: e.ifname.into(),
             ip,
-            pod_namespace,
-            pod_name,
+            pod_namespace: pod_namespace.map(Into::into),
+            pod_name: pod_name.map(Into::into),
         };
         match crate::limits::allocation(&a) {
             Ok(()) => allocations.push(a),

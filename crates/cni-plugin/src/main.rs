@@ -183,10 +183,16 @@ fn add(env: &CniEnv, conf: &NetConf) -> Result<String, CniError> {
     if lease.existing && datapath::apply::check(&p).is_ok() {
         return result(&p, &lease, conf);
     }
-    // A veth of this name already there: this attachment's own unfinished one (it carries this
-    // address, or none) goes; one that carries another address belongs to another attachment
-    // (a previous sandbox of the same pod whose DEL has not come yet) and is never touched.
-    if datapath::host::link_exists(&p.host_veth).unwrap_or(false) {
+    let setup = || {
+        if p.addr.is_ipv4() && p.egress.is_none() { datapath::netlink::setup(&p) } else { datapath::apply::setup(&p) }
+    };
+    // A setup that fails removes what it made. A veth of this name still there was there
+    // before: this attachment's own unfinished one (it carries this address, or none) goes, and
+    // the setup runs again; one that carries another address belongs to another attachment (a
+    // previous sandbox of the same pod whose DEL has not come yet) and is never touched. (Asked
+    // only after a failure: the usual ADD makes no lookup before it creates the pair.)
+    let mut applied = setup();
+    if applied.is_err() && datapath::host::link_exists(&p.host_veth).unwrap_or(false) {
         match datapath::host::scan(None).ok().and_then(|v| v.addr_on(&p.host_veth)) {
             Some(other) if other != p.addr => {
                 give_back(&lease);
@@ -200,11 +206,10 @@ fn add(env: &CniEnv, conf: &NetConf) -> Result<String, CniError> {
             }
             _ => {
                 let _ = datapath::apply::teardown(Some(&p.host_veth), &[p.addr]);
+                applied = setup();
             }
         }
     }
-    let applied =
-        if p.addr.is_ipv4() && p.egress.is_none() { datapath::netlink::setup(&p) } else { datapath::apply::setup(&p) };
     if let Err(e) = applied {
         give_back(&lease);
         return Err(CniError::new(ErrorCode::Plugin(100), format!("data path setup failed: {e}")));

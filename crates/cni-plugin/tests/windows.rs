@@ -969,3 +969,48 @@ fn a_retried_add_whose_container_was_deleted_while_it_waited_for_the_pods_lock_w
     assert!(held(&node.socket).is_empty(), "{:?}", held(&node.socket));
     assert!(!all_routes(&node).contains(" dev eni"), "nothing wired: {}", all_routes(&node));
 }
+
+/// An earlier try of the pod's ADD made the veth pair and died before anything else (no
+/// address, no route): the next ADD of the pod, which creates its pair without looking first,
+/// finds the name taken, removes the unfinished pair (it carries no address) and wires the pod.
+#[test]
+fn an_add_removes_the_unfinished_veth_an_earlier_try_left_and_wires_the_pod() {
+    if !privileged() {
+        return;
+    }
+    let mut node = Node::new("rr");
+    let (p1, p2) = (node.pod(1), node.pod(2));
+    let (n1, n2) = (format!("/var/run/netns/{p1}"), format!("/var/run/netns/{p2}"));
+    wait_for(&node.socket, |st| st["total"].as_u64().unwrap_or(0) > 1, 30);
+    let with_web = |cmd: &'static str, cid: &'static str, netns: &'static str| {
+        let mut e = env_of(cmd, cid, netns);
+        e.push(WEB);
+        e
+    };
+    let (n1, n2): (&'static str, &'static str) = (Box::leak(n1.into_boxed_str()), Box::leak(n2.into_boxed_str()));
+    // The pod's veth name, from a first sandbox that comes and goes with its namespace.
+    let (code, first) = node.cni(&with_web("ADD", "s1", n1), &node.conf("1.0.0"));
+    assert_eq!(code, 0, "{first}");
+    assert_eq!(node.cni(&with_web("DEL", "s1", n1), &node.conf("1.0.0")).0, 0);
+    sh(&["ip", "netns", "del", &p1]);
+    let name = veth(&first);
+    let t0 = Instant::now();
+    while std::process::Command::new("ip")
+        .args(["-n", &node.name, "link", "show", &name])
+        .output()
+        .unwrap()
+        .status
+        .success()
+    {
+        assert!(t0.elapsed() < Duration::from_secs(10), "{name} outlived its namespace");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // What a try killed right after "create veth" leaves: the pair, up, with nothing on it.
+    sh(&["ip", "-n", &node.name, "link", "add", &name, "up", "type", "veth", "peer", "name", "eth0", "netns", &p2]);
+    let (code, v) = node.cni(&with_web("ADD", "s2", n2), &node.conf("1.0.0"));
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(veth(&v), name);
+    assert_eq!(node.cni(&with_web("CHECK", "s2", n2), &node.conf("1.1.0")).0, 0, "wired whole");
+    let inside = sh(&["ip", "-n", &p2, "-o", "addr", "show", "dev", "eth0"]);
+    assert!(inside.contains(&format!("{}/32", addr_of(&v))), "{inside}");
+}

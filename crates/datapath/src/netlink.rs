@@ -7,7 +7,8 @@
 use crate::apply::ApplyError;
 use crate::plan::{GATEWAY_V4, PodNet};
 use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
+    NLM_F_ACK, NLM_F_CREATE, NLM_F_ECHO, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage,
+    NetlinkPayload,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
@@ -174,20 +175,24 @@ impl Nl {
         let mut m = LinkMessage::default();
         m.attributes.push(LinkAttribute::IfName(name.to_string()));
         let replies = self.call(&format!("find {name}"), RouteNetlinkMessage::GetLink(m), 0)?;
-        replies
-            .into_iter()
-            .find_map(|r| match r {
-                RouteNetlinkMessage::NewLink(l) => {
-                    let peer = l.attributes.iter().find_map(|a| match a {
-                        LinkAttribute::Link(i) => Some(*i),
-                        _ => None,
-                    });
-                    Some((l.header.index, peer))
-                }
-                _ => None,
-            })
-            .ok_or_else(|| err(&format!("find {name}"), "no such link"))
+        link_named(replies, name).ok_or_else(|| err(&format!("find {name}"), "no such link"))
     }
+}
+
+/// The index of link `name` among `replies`, and of the link it is tied to (`IFLA_LINK`).
+fn link_named(replies: Vec<RouteNetlinkMessage>, name: &str) -> Option<(u32, Option<u32>)> {
+    replies.into_iter().find_map(|r| match r {
+        RouteNetlinkMessage::NewLink(l)
+            if l.attributes.iter().any(|a| matches!(a, LinkAttribute::IfName(n) if n == name)) =>
+        {
+            let peer = l.attributes.iter().find_map(|a| match a {
+                LinkAttribute::Link(i) => Some(*i),
+                _ => None,
+            });
+            Some((l.header.index, peer))
+        }
+        _ => None,
+    })
 }
 
 /// Brings link `index` up.
@@ -280,22 +285,33 @@ pub fn setup(p: &PodNet) -> Result<(), ApplyError> {
         LinkInfo::Kind(InfoKind::Veth),
         LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
     ]));
-    if let Err(e) = host.call("create veth", RouteNetlinkMessage::NewLink(veth), NLM_F_CREATE | NLM_F_EXCL) {
-        // Say which name is taken: the pod's interface (the runtime's CNI_IFNAME) or the host's.
-        if pod.index(&p.ifname).is_ok() {
-            return Err(ifname_taken(p, "create veth", &e));
-        }
-        if host.index(&p.host_veth).is_ok() {
-            return Err(err("create veth", format!("host interface {} already exists: {}", p.host_veth, e.detail)));
-        }
-        return Err(e);
-    }
+    // The kernel echoes the new host end (NLM_F_ECHO, Linux 6.2 and later) with both indexes:
+    // its own, and its peer's (IFLA_LINK, an index in the pod's namespace, where the peer was
+    // just created). An older kernel echoes nothing, and one lookup gives the same.
+    let echoed =
+        match host.call("create veth", RouteNetlinkMessage::NewLink(veth), NLM_F_CREATE | NLM_F_EXCL | NLM_F_ECHO) {
+            Ok(replies) => link_named(replies, &p.host_veth),
+            Err(e) => {
+                // Say which name is taken: the pod's interface (the runtime's CNI_IFNAME) or the host's.
+                if pod.index(&p.ifname).is_ok() {
+                    return Err(ifname_taken(p, "create veth", &e));
+                }
+                if host.index(&p.host_veth).is_ok() {
+                    return Err(err(
+                        "create veth",
+                        format!("host interface {} already exists: {}", p.host_veth, e.detail),
+                    ));
+                }
+                return Err(e);
+            }
+        };
 
     let result = (|| {
         let gw: Ipv4Addr = GATEWAY_V4.parse().expect("literal");
-        // One lookup of the host end gives both indexes: its own, and its peer's (IFLA_LINK,
-        // an index in the pod's namespace, where the peer was just created).
-        let (hi, peer) = host.link(&p.host_veth)?;
+        let (hi, peer) = match echoed {
+            Some(indexes) => indexes,
+            None => host.link(&p.host_veth)?,
+        };
         let pi = match peer {
             Some(i) => i,
             None => pod.index(&p.ifname)?,
@@ -391,6 +407,37 @@ mod tests {
             let again = nl.call("again", route_message(dst(1), None, lo, RouteScope::Link), NLM_F_CREATE | NLM_F_EXCL);
             assert!(again.is_err_and(|e| e.what == "again" && e.detail.contains("exists")));
             nl.call("sixth", route_message(dst(6), None, lo, RouteScope::Link), NLM_F_CREATE | NLM_F_EXCL).unwrap();
+        });
+    }
+
+    /// The kernel's echo of a created veth gives the indexes a lookup would (Linux 6.2 and
+    /// later echo it; setup looks the link up itself on an older kernel).
+    #[test]
+    fn a_created_veths_echo_names_its_index_and_its_peers() {
+        in_new_netns(|| {
+            let mut nl = Nl::open().unwrap();
+            let own = File::open("/proc/thread-self/ns/net").unwrap();
+            let mut peer = LinkMessage::default();
+            peer.attributes.push(LinkAttribute::IfName("echop".into()));
+            peer.attributes.push(LinkAttribute::NetNsFd(own.as_raw_fd()));
+            let mut veth = LinkMessage::default();
+            veth.attributes.push(LinkAttribute::IfName("echoh".into()));
+            veth.attributes.push(LinkAttribute::LinkInfo(vec![
+                LinkInfo::Kind(InfoKind::Veth),
+                LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
+            ]));
+            let replies =
+                nl.call("create", RouteNetlinkMessage::NewLink(veth), NLM_F_CREATE | NLM_F_EXCL | NLM_F_ECHO).unwrap();
+            let echoed = link_named(replies, "echoh");
+            let (hi, pi) = nl.link("echoh").unwrap();
+            assert_eq!(pi, Some(nl.index("echop").unwrap()));
+            let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+            let mut v = release.split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse::<u32>().ok());
+            if (v.next().unwrap_or(0), v.next().unwrap_or(0)) >= (6, 2) {
+                assert_eq!(echoed, Some((hi, pi)), "Linux {release}");
+            } else {
+                assert!(echoed.is_none_or(|e| e == (hi, pi)), "Linux {release}");
+            }
         });
     }
 

@@ -38,17 +38,15 @@ pub fn open_pod_netns(path: &str) -> Result<File, NetnsError> {
         return Err(bad("is the host's (initial) network namespace, not a pod's".into()));
     }
     let me = identity(&f);
-    for (other, what) in [
-        ("/proc/self/ns/net", "the plugin's own network namespace"),
-        ("/proc/1/ns/net", "the host's network namespace"),
-    ] {
-        let o = File::open(other).ok().and_then(|o| identity(&o));
-        if o.is_some() && o == me {
-            return Err(bad(format!("is {what}, not a pod's")));
-        }
+    let own = File::open("/proc/self/ns/net").map_err(|e| bad(format!("own namespace: {e}")))?;
+    if identity(&own).is_some_and(|o| Some(o) == me) {
+        return Err(bad("is the plugin's own network namespace, not a pod's".into()));
+    }
+    let host = File::open("/proc/1/ns/net").ok().and_then(|o| identity(&o));
+    if host.is_some() && host == me {
+        return Err(bad("is the host's network namespace, not a pod's".into()));
     }
     // Only a network namespace can be entered as one; enter and come straight back.
-    let own = File::open("/proc/self/ns/net").map_err(|e| bad(format!("own namespace: {e}")))?;
     setns(&f, CloneFlags::CLONE_NEWNET).map_err(|e| bad(format!("is not a network namespace ({e})")))?;
     setns(&own, CloneFlags::CLONE_NEWNET).map_err(|e| bad(format!("returning to the plugin's namespace: {e}")))?;
     Ok(f)

@@ -75,7 +75,7 @@ fn read_checkpoint(
     path: &Path,
     clocks: &Clocks,
     notes: &mut Vec<String>,
-) -> Result<(Option<Checkpoint>, bool), DaemonError> {
+) -> Result<(Option<Checkpoint<'static>>, bool), DaemonError> {
     let mut attempt = 0;
     loop {
         match Checkpoint::read(path, clocks) {
@@ -300,7 +300,7 @@ impl Daemon {
             let r = restore(ds, cp, &clocks);
             for a in &r.restored {
                 if let (Some(ns), Some(n)) = (&a.pod_namespace, &a.pod_name) {
-                    meta.insert(a.key(), (ns.clone(), n.clone()));
+                    meta.insert(a.key(), (ns.to_string(), n.to_string()));
                 }
             }
             notes.push(format!("restored {} assignments and {} cooldowns", r.restored.len(), r.cooling));

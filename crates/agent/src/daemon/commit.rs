@@ -1,17 +1,17 @@
-//! Group commit of the checkpoint: handlers publish a snapshot under the pool lock (no I/O
-//! there), then wait, without the lock, until a snapshot at least as new is on disk; one writer
-//! thread writes the newest snapshot it has (temporary file, fsync, rename, fsync of the
+//! Group commit of the checkpoint: handlers publish an encoded snapshot under the pool lock (no
+//! I/O there), then wait, without the lock, until a snapshot at least as new is on disk; one
+//! writer thread writes the newest snapshot it has (temporary file, fsync, rename, fsync of the
 //! directory), so concurrent ADDs share fsyncs and one slow disk never holds the pool lock.
 //! A reply that acknowledges a change is sent only once the change is durable.
 
-use crate::checkpoint::Checkpoint;
+use crate::checkpoint::write_bytes;
 use std::path::PathBuf;
 use std::sync::{Condvar, Mutex, MutexGuard};
 
 #[derive(Default)]
 struct State {
-    /// The newest snapshot not yet written, with its generation.
-    pending: Option<(u64, Checkpoint)>,
+    /// The newest snapshot not yet written (the checkpoint's bytes), with its generation.
+    pending: Option<(u64, Vec<u8>)>,
     /// Every generation up to this one is on disk.
     durable: u64,
     /// The newest generation whose write failed, and why.
@@ -37,7 +37,7 @@ impl Committer {
 
     /// Hands over the snapshot of generation `generation` (called under the pool lock, in
     /// generation order, so a newer snapshot holds everything an older one did).
-    pub(crate) fn publish(&self, generation: u64, cp: Checkpoint) {
+    pub(crate) fn publish(&self, generation: u64, cp: Vec<u8>) {
         let mut s = self.lock();
         if s.pending.as_ref().is_none_or(|(g, _)| *g < generation) {
             s.pending = Some((generation, cp));
@@ -76,7 +76,7 @@ impl Committer {
                     s = self.changed.wait(s).expect("commit state lock");
                 }
             };
-            let result = cp.write(&self.path);
+            let result = write_bytes(&self.path, &cp);
             let mut s = self.lock();
             match result {
                 Ok(()) => s.durable = s.durable.max(generation),
@@ -92,8 +92,8 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
-    fn cp(n: usize) -> Checkpoint {
-        Checkpoint {
+    fn cp(n: usize) -> Vec<u8> {
+        crate::checkpoint::Checkpoint {
             version: crate::checkpoint::VERSION.into(),
             boot_id: String::new(),
             written_ms: n as u64,
@@ -102,6 +102,7 @@ mod tests {
             v6_next: 0,
             pool: None,
         }
+        .encode()
     }
 
     #[test]
@@ -115,7 +116,8 @@ mod tests {
             c.publish(g, cp(g as usize));
         }
         c.wait(20).unwrap();
-        let on_disk = Checkpoint::read(&dir.join("ipam.json"), &crate::clock::clocks("")).unwrap().unwrap();
+        let on_disk =
+            crate::checkpoint::Checkpoint::read(&dir.join("ipam.json"), &crate::clock::clocks("")).unwrap().unwrap();
         assert_eq!(on_disk.written_ms, 20, "the newest snapshot won");
         // A directory that vanished: the write fails and its waiter hears why.
         std::fs::remove_dir_all(&dir).unwrap();

@@ -280,7 +280,7 @@ impl Daemon {
         let pool = inner.engine.pool_memory(now);
         self.commit.publish(
             inner.generation,
-            Checkpoint::capture(inner.engine.datastore(), &inner.meta, &clocks).with_pool(pool),
+            Checkpoint::capture(inner.engine.datastore(), &inner.meta, &clocks).with_pool(pool).encode(),
         );
         inner.generation
     }
