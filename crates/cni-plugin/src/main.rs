@@ -183,32 +183,42 @@ fn add(env: &CniEnv, conf: &NetConf) -> Result<String, CniError> {
     if lease.existing && datapath::apply::check(&p).is_ok() {
         return result(&p, &lease, conf);
     }
-    let setup = || {
-        if p.addr.is_ipv4() && p.egress.is_none() { datapath::netlink::setup(&p) } else { datapath::apply::setup(&p) }
-    };
-    // A setup that fails removes what it made. A veth of this name still there was there
-    // before: this attachment's own unfinished one (it carries this address, or none) goes, and
-    // the setup runs again; one that carries another address belongs to another attachment (a
-    // previous sandbox of the same pod whose DEL has not come yet) and is never touched. (Asked
-    // only after a failure: the usual ADD makes no lookup before it creates the pair.)
-    let mut applied = setup();
-    if applied.is_err() && datapath::host::link_exists(&p.host_veth).unwrap_or(false) {
-        match datapath::host::scan(None).ok().and_then(|v| v.addr_on(&p.host_veth)) {
-            Some(other) if other != p.addr => {
-                give_back(&lease);
-                return Err(CniError::new(
-                    ErrorCode::TryAgainLater,
-                    format!(
-                        "host veth {} carries {other}, another attachment's (a previous sandbox of this pod?); waiting for its DEL",
-                        p.host_veth
-                    ),
-                ));
-            }
-            _ => {
-                let _ = datapath::apply::teardown(Some(&p.host_veth), &[p.addr]);
-                applied = setup();
-            }
+    // A veth of this name already there: this attachment's own unfinished one (it carries this
+    // address, or none) goes; one that carries another address belongs to another attachment (a
+    // previous sandbox of the same pod whose DEL has not come yet) and is never touched.
+    let existing_veth = || match datapath::host::scan(None).ok().and_then(|v| v.addr_on(&p.host_veth)) {
+        Some(other) if other != p.addr => Err(CniError::new(
+            ErrorCode::TryAgainLater,
+            format!(
+                "host veth {} carries {other}, another attachment's (a previous sandbox of this pod?); waiting for its DEL",
+                p.host_veth
+            ),
+        )),
+        _ => {
+            let _ = datapath::apply::teardown(Some(&p.host_veth), &[p.addr]);
+            Ok(())
         }
+    };
+    // An IPv4 pod's pair is made over rtnetlink, at once: the creation fails if the name is
+    // taken, and a failed setup removes exactly what it made, so the veth is looked at only
+    // then, and the setup runs once more if it was this attachment's. Every other pod goes
+    // through iproute2, and its veth is looked at first.
+    let fast = p.addr.is_ipv4() && p.egress.is_none();
+    let setup = || if fast { datapath::netlink::setup(&p) } else { datapath::apply::setup(&p) };
+    if !fast
+        && datapath::host::link_exists(&p.host_veth).unwrap_or(false)
+        && let Err(e) = existing_veth()
+    {
+        give_back(&lease);
+        return Err(e);
+    }
+    let mut applied = setup();
+    if fast && applied.is_err() && datapath::host::link_exists(&p.host_veth).unwrap_or(false) {
+        if let Err(e) = existing_veth() {
+            give_back(&lease);
+            return Err(e);
+        }
+        applied = setup();
     }
     if let Err(e) = applied {
         give_back(&lease);

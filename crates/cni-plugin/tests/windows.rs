@@ -509,7 +509,8 @@ const WEB: (&str, &str) = ("CNI_ARGS", "K8S_POD_NAMESPACE=default;K8S_POD_NAME=w
 
 /// The pod `WEB`'s sandbox s1 is wired, then its veth goes (with s1's namespace when
 /// `namespace_gone`, else alone); s2, the pod's next sandbox, is started and held 2 s right after
-/// making the veth of the same name (its 4th send: the lookup after the create). Returns s1's and
+/// making the veth of the same name (its 3rd send: the pod side's, right after the create; the
+/// 1st is to podipd, the 2nd the create). Returns s1's and
 /// s2's namespaces, the veth's name and s2's process.
 fn the_next_sandbox_mid_add(node: &mut Node, namespace_gone: bool) -> (String, String, String, std::process::Child) {
     let (p1, p2) = (node.pod(1), node.pod(2));
@@ -533,7 +534,7 @@ fn the_next_sandbox_mid_add(node: &mut Node, namespace_gone: bool) -> (String, S
     }
     let mut e2 = env_of("ADD", "s2", &n2);
     e2.push(WEB);
-    let s2 = held_plugin(node, &e2, "sendto", 2_000_000, 4);
+    let s2 = held_plugin(node, &e2, "sendto", 2_000_000, 3);
     let t0 = Instant::now();
     while !links(node).contains(&name) {
         assert!(t0.elapsed() < Duration::from_secs(10), "s2 never made its veth");
@@ -769,7 +770,7 @@ fn two_sandboxes_of_one_pod_added_at_once_never_share_or_take_a_veth() {
         ("CNI_IFNAME", "eth0"),
         ("CNI_ARGS", args),
     ];
-    // s1 builds its veth slowly (every netlink request after the first two held back 0.3 s) ...
+    // s1 builds its veth slowly (every netlink request after the create held back 0.3 s) ...
     let s1 = slowed_plugin(&node, &env1, 300_000, 3);
     std::thread::sleep(Duration::from_millis(500));
     // ... while s2, the same pod's next sandbox, comes: it waits for s1, then finds s1's veth.
@@ -1013,4 +1014,111 @@ fn an_add_removes_the_unfinished_veth_an_earlier_try_left_and_wires_the_pod() {
     assert_eq!(node.cni(&with_web("CHECK", "s2", n2), &node.conf("1.1.0")).0, 0, "wired whole");
     let inside = sh(&["ip", "-n", &p2, "-o", "addr", "show", "dev", "eth0"]);
     assert!(inside.contains(&format!("{}/32", addr_of(&v))), "{inside}");
+}
+
+/// The pod's sandbox s1 is wired and alive; the pod's next sandbox s2 is refused while s1's
+/// veth carries s1's address, even when s2's namespace goes away while s2 waits for podipd (the
+/// runtime gave up on it). Before, an IPv6 ADD whose batch failed that way took the veth of its
+/// name for its own and deleted it: s1 lost its network.
+fn a_failed_add_leaves_the_pods_live_sandbox_alone(tag: &str, extra: &[(&str, &str)]) {
+    let mut node = Node::with(tag, extra);
+    let (p1, p2) = (node.pod(1), node.pod(2));
+    let (n1, n2) = (format!("/var/run/netns/{p1}"), format!("/var/run/netns/{p2}"));
+    wait_for(&node.socket, |st| st["total"].as_u64().unwrap_or(0) > 1, 30);
+    let with_web = |cmd, cid, netns| {
+        let mut e = env_of(cmd, cid, netns);
+        e.push(WEB);
+        e
+    };
+    let (code, first) = node.cni(&with_web("ADD", "s1", &n1), &node.conf("1.0.0"));
+    assert_eq!(code, 0, "{first}");
+    // s2 held 1 s as it connects to podipd; its namespace goes meanwhile.
+    let add = held_plugin(&node, &with_web("ADD", "s2", &n2), "connect", 1_000_000, 1);
+    std::thread::sleep(Duration::from_millis(300));
+    sh(&["ip", "netns", "del", &p2]);
+    let out = add.wait_with_output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["code"].as_u64(), Some(11), "{v}");
+    let (code, c) = node.cni(&with_web("CHECK", "s1", &n1), &node.conf("1.1.0"));
+    assert_eq!(code, 0, "s1 was broken by s2's failed ADD: {c}");
+    assert_eq!(held(&node.socket).len(), 1, "s2's address was given back");
+}
+
+#[test]
+fn a_failed_add_leaves_the_pods_live_sandbox_alone_ipv4() {
+    if privileged() {
+        a_failed_add_leaves_the_pods_live_sandbox_alone("rv", &[]);
+    }
+}
+
+#[test]
+fn a_failed_add_leaves_the_pods_live_sandbox_alone_ipv6() {
+    if privileged() {
+        a_failed_add_leaves_the_pods_live_sandbox_alone("rw", &[("ENABLE_IPv6", "true"), ("ENABLE_IPv4", "false")]);
+    }
+}
+
+/// An IPv6 pod whose namespace has an IPv6 default route already (a chained plugin, a leftover):
+/// its ADD fails at the batch's default route. The error names that line, not `CNI_IFNAME`
+/// (the `eth0` there is the ADD's own), and the ADD removes the pair it made before giving the
+/// address back: nothing of it is left on the host or in the pod, without waiting for a DEL.
+#[test]
+fn a_failed_ipv6_add_names_the_line_that_failed_and_removes_what_it_made() {
+    if !privileged() {
+        return;
+    }
+    let mut node = Node::with("rx", &[("ENABLE_IPv6", "true"), ("ENABLE_IPv4", "false")]);
+    let p1 = node.pod(1);
+    let n1 = format!("/var/run/netns/{p1}");
+    wait_for(&node.socket, |st| st["total"].as_u64().unwrap_or(0) > 1, 30);
+    sh(&["ip", "-n", &p1, "link", "add", "d0", "up", "type", "veth", "peer", "name", "d1"]);
+    sh(&["ip", "-n", &p1, "link", "set", "d1", "up"]);
+    sh(&["ip", "-n", &p1, "-6", "addr", "add", "2001:db8::5/64", "dev", "d0", "nodad"]);
+    sh(&["ip", "-n", &p1, "-6", "route", "add", "default", "via", "2001:db8::1", "dev", "d0"]);
+    let before = (host_state(&node.name), sh(&["ip", "-n", &p1, "-o", "link", "show"]));
+    let (code, v) = node.cni(&env_of("ADD", "c1", &n1), &node.conf("1.0.0"));
+    assert_eq!((code, v["code"].as_u64()), (1, Some(100)), "{v}");
+    let msg = v["msg"].as_str().unwrap();
+    assert!(msg.contains("route add default via fe80::1") && !msg.contains("CNI_IFNAME"), "{msg}");
+    assert!(held(&node.socket).is_empty(), "the address was given back");
+    assert_eq!((host_state(&node.name), sh(&["ip", "-n", &p1, "-o", "link", "show"])), before);
+}
+
+/// A link on the host bears the name of an IPv6 pod's IPv4 egress veth, and is not the pod's:
+/// the pod's ADD fails at that pair, removes only the pair it made, and leaves that link be.
+/// Before, the ADD deleted it and made its own.
+#[test]
+fn an_ipv6_add_never_removes_a_link_it_did_not_make() {
+    if !privileged() {
+        return;
+    }
+    let mut node = Node::with("ry", &[("ENABLE_IPv6", "true"), ("ENABLE_IPv4", "false")]);
+    let (p1, p2) = (node.pod(1), node.pod(2));
+    let (n1, n2) = (format!("/var/run/netns/{p1}"), format!("/var/run/netns/{p2}"));
+    wait_for(&node.socket, |st| st["total"].as_u64().unwrap_or(0) > 1, 30);
+    let with_web = |cmd, cid, netns| {
+        let mut e = env_of(cmd, cid, netns);
+        e.push(WEB);
+        e
+    };
+    let (code, first) = node.cni(&with_web("ADD", "s1", &n1), &node.conf("1.0.0"));
+    assert_eq!(code, 0, "{first}");
+    let name = veth(&first);
+    let egress = datapath::egress_veth_name(&name);
+    assert_eq!(node.cni(&with_web("DEL", "s1", &n1), &node.conf("1.0.0")).0, 0);
+    sh(&["ip", "netns", "del", &p1]);
+    let t0 = Instant::now();
+    while !veth_released(&node.name, &name) || !veth_released(&node.name, &egress) {
+        assert!(t0.elapsed() < Duration::from_secs(10), "s1's pairs outlived its namespace");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = std::process::Command::new("ip").args(["-n", &node.name, "link", "del", &egress]).output();
+    sh(&["ip", "-n", &node.name, "link", "add", &egress, "type", "veth", "peer", "name", "other0"]);
+    let before = (host_state(&node.name), sh(&["ip", "-n", &p2, "-o", "link", "show"]));
+    let (code, v) = node.cni(&with_web("ADD", "s2", &n2), &node.conf("1.0.0"));
+    assert_eq!((code, v["code"].as_u64()), (1, Some(100)), "{v}");
+    assert!(v["msg"].as_str().unwrap().contains("link add v4if0"), "{v}");
+    let links = sh(&["ip", "-n", &node.name, "-o", "link", "show"]);
+    assert!(links.contains(&format!("{egress}@other0")), "the ADD removed {egress}, which it did not make: {links}");
+    assert_eq!((host_state(&node.name), sh(&["ip", "-n", &p2, "-o", "link", "show"])), before);
 }

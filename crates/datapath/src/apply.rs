@@ -69,36 +69,56 @@ fn run_host(lines: &[Line], what: &str) -> Result<(), ApplyError> {
 }
 
 /// Creates the pod's data path: the pod side in one batch, then the host side in one batch. On a
-/// failure, what was created is removed again before the error is returned.
+/// failure, what this call created, and nothing else, is removed again before the error is
+/// returned.
 ///
 /// # Errors
 /// The step that failed and what the kernel said.
 pub fn setup(p: &PodNet) -> Result<(), ApplyError> {
+    let lines = pod_side(p, std::process::id());
     let mut pod = Command::new("nsenter");
     pod.arg(format!("--net={}", p.netns)).args(["ip", "-batch", "-"]);
-    if let Err(e) = run(pod, &batch(&pod_side(p, std::process::id())), "pod side") {
-        // The batch's first line creates the veth pair: if it failed there, nothing of this call
-        // exists, and a link of the same name belongs to someone else.
-        if !e.detail.contains("File exists") {
-            let _ = teardown(Some(&p.host_veth), &[]);
-            let _ = run_in_pod_del(p);
-        } else if crate::netlink::pod_has_ifname(p) {
+    if let Err(e) = run(pod, &batch(&lines), "pod side") {
+        // `ip -batch` stops at the first line that fails and names it: the lines before it are
+        // this call's. No line named: nothing of the batch ran (nsenter or ip could not start,
+        // the namespace is gone), and a link of these names is someone else's.
+        let failed = failed_line(&e.detail);
+        let made = |line: usize| failed.is_some_and(|n| n > line);
+        // Line 1 makes the pod's pair; the egress interface's pair has a line of its own.
+        let egress_line = lines.iter().position(|l| l.0.starts_with(&format!("link add {} ", crate::plan::EGRESS_IF)));
+        let egress = p.egress.as_ref().filter(|_| egress_line.is_some_and(|i| made(i + 1)));
+        let _ = undo_links(p, made(1), egress.is_some());
+        if failed == Some(1) && crate::netlink::pod_has_ifname(p) {
             return Err(crate::netlink::ifname_taken(p, "pod side", &e));
         }
-        return Err(e);
+        let at = failed.and_then(|n| lines.get(n - 1)).map(|l| format!(" (line {}: {l})", failed.unwrap_or(0)));
+        return Err(ApplyError { what: format!("pod side{}", at.unwrap_or_default()), detail: e.detail });
     }
     let host = run_host(&host_side(p), "host side").and_then(|()| crate::host::ensure_pod_rules(None, p.addr, p.table));
     if let Err(e) = host {
-        let _ = teardown(Some(&p.host_veth), &[p.addr]);
+        let _ = undo_links(p, true, p.egress.is_some());
+        let _ = crate::host::remove_pod_rules(None, p.addr);
         return Err(e);
     }
     Ok(())
 }
 
-fn run_in_pod_del(p: &PodNet) -> Result<String, ApplyError> {
-    let mut c = Command::new("nsenter");
-    c.arg(format!("--net={}", p.netns)).args(["ip", "link", "del", &p.ifname]);
-    run(c, "", "pod interface")
+/// The line of an `ip -batch -` that failed, counted from 1, from iproute2's "Command failed
+/// -:N".
+fn failed_line(detail: &str) -> Option<usize> {
+    detail.lines().rev().find_map(|l| l.trim().strip_prefix("Command failed -:")?.trim().parse().ok())
+}
+
+/// Removes the pairs a setup made: the pod's (its host end, and the pod end and routes with it)
+/// and the egress interface's.
+fn undo_links(p: &PodNet, pair: bool, egress: bool) -> Result<(), ApplyError> {
+    if pair {
+        crate::host::remove_link(None, &p.host_veth)?;
+    }
+    if let Some(e) = p.egress.as_ref().filter(|_| egress) {
+        crate::host::remove_link(None, &e.host_veth)?;
+    }
+    Ok(())
 }
 
 /// Removes the host veth when given (and so the pod end and its routes; for an IPv6 pod also its
@@ -191,4 +211,18 @@ pub fn check(p: &PodNet) -> Result<(), ApplyError> {
         return Err(missing(&format!("rule to {}", p.addr)));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::failed_line;
+
+    #[test]
+    fn the_failed_line_of_a_batch_is_read_from_iproute2s_message() {
+        assert_eq!(failed_line("RTNETLINK answers: File exists\nCommand failed -:4"), Some(4));
+        assert_eq!(failed_line("Error: Unknown device type.\nCommand failed -:1\n"), Some(1));
+        // nsenter could not enter the namespace: no line of the batch ran.
+        assert_eq!(failed_line("nsenter: cannot open /var/run/netns/x: No such file or directory"), None);
+        assert_eq!(failed_line("Command failed -:x"), None);
+    }
 }
