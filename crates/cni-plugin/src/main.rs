@@ -185,19 +185,30 @@ fn add(env: &CniEnv, conf: &NetConf) -> Result<String, CniError> {
     }
     // A veth of this name already there: this attachment's own unfinished one (it carries this
     // address, or none) goes; one that carries another address belongs to another attachment (a
-    // previous sandbox of the same pod whose DEL has not come yet) and is never touched.
-    let existing_veth = || match datapath::host::scan(None).ok().and_then(|v| v.addr_on(&p.host_veth)) {
-        Some(other) if other != p.addr => Err(CniError::new(
+    // previous sandbox of the same pod whose DEL has not come yet) and is never touched, nor is
+    // a link of the name that is not a veth, nor anything when the host cannot be read.
+    let existing_veth = || match datapath::host::scan(None) {
+        Err(e) => Err(CniError::new(
             ErrorCode::TryAgainLater,
-            format!(
-                "host veth {} carries {other}, another attachment's (a previous sandbox of this pod?); waiting for its DEL",
-                p.host_veth
-            ),
+            format!("host veth {} exists and the host could not be read to see whose it is: {e}", p.host_veth),
         )),
-        _ => {
-            let _ = datapath::apply::teardown(Some(&p.host_veth), &[p.addr]);
-            Ok(())
-        }
+        Ok(v) if !v.veths.contains(&p.host_veth) => Err(CniError::new(
+            ErrorCode::Plugin(100),
+            format!("host interface {} exists and is not a veth; podip never removes it", p.host_veth),
+        )),
+        Ok(v) => match v.addr_on(&p.host_veth) {
+            Some(other) if other != p.addr => Err(CniError::new(
+                ErrorCode::TryAgainLater,
+                format!(
+                    "host veth {} carries {other}, another attachment's (a previous sandbox of this pod?); waiting for its DEL",
+                    p.host_veth
+                ),
+            )),
+            _ => {
+                let _ = datapath::apply::teardown(Some(&p.host_veth), &[p.addr]);
+                Ok(())
+            }
+        },
     };
     // An IPv4 pod's pair is made over rtnetlink, at once: the creation fails if the name is
     // taken, and a failed setup removes exactly what it made, so the veth is looked at only
@@ -206,14 +217,14 @@ fn add(env: &CniEnv, conf: &NetConf) -> Result<String, CniError> {
     let fast = p.addr.is_ipv4() && p.egress.is_none();
     let setup = || if fast { datapath::netlink::setup(&p) } else { datapath::apply::setup(&p) };
     if !fast
-        && datapath::host::link_exists(&p.host_veth).unwrap_or(false)
+        && datapath::host::link_exists(&p.host_veth).unwrap_or(true)
         && let Err(e) = existing_veth()
     {
         give_back(&lease);
         return Err(e);
     }
     let mut applied = setup();
-    if fast && applied.is_err() && datapath::host::link_exists(&p.host_veth).unwrap_or(false) {
+    if fast && applied.is_err() && datapath::host::link_exists(&p.host_veth).unwrap_or(true) {
         if let Err(e) = existing_veth() {
             give_back(&lease);
             return Err(e);
@@ -221,6 +232,19 @@ fn add(env: &CniEnv, conf: &NetConf) -> Result<String, CniError> {
         applied = setup();
     }
     if let Err(e) = applied {
+        // The iproute2 path found the name free (or freed it) before its batch: a veth of the
+        // name still there is this ADD's, left because the batch failed without saying where
+        // (or could not be undone). The address stays held, so nothing else gets it while the
+        // pod may carry it; the runtime's DEL of the failed sandbox removes it all and releases.
+        if !fast && datapath::host::link_exists(&p.host_veth).unwrap_or(true) {
+            return Err(CniError::new(
+                ErrorCode::Plugin(100),
+                format!(
+                    "data path setup failed: {e}; what it made could not all be told apart and removed, so {} stays held until this sandbox's DEL",
+                    p.addr
+                ),
+            ));
+        }
         give_back(&lease);
         return Err(CniError::new(ErrorCode::Plugin(100), format!("data path setup failed: {e}")));
     }

@@ -1122,3 +1122,117 @@ fn an_ipv6_add_never_removes_a_link_it_did_not_make() {
     assert!(links.contains(&format!("{egress}@other0")), "the ADD removed {egress}, which it did not make: {links}");
     assert_eq!((host_state(&node.name), sh(&["ip", "-n", &p2, "-o", "link", "show"])), before);
 }
+
+/// An IPv6 pod's batch fails at a line after the pair (its gateway neighbour, EEXIST injected
+/// into `ip`'s 7th netlink send), and iproute2 exits without naming the line, as it does for a
+/// failed `neigh add`. The ADD cannot tell what it made, so it keeps the address held: no other
+/// pod gets it while this pod's interface carries it, and the sandbox's DEL removes the rest and
+/// releases it. Before, the ADD gave the address back and left the pair, and the next pod got
+/// the same address.
+#[test]
+fn an_ipv6_add_whose_batch_fails_without_naming_the_line_keeps_its_address_until_the_del() {
+    if !privileged() {
+        return;
+    }
+    let mut node = Node::with("q1", &[("ENABLE_IPv6", "true"), ("ENABLE_IPv4", "false"), ("IP_COOLDOWN_PERIOD", "0")]);
+    let (p1, p2) = (node.pod(1), node.pod(2));
+    let n1 = format!("/var/run/netns/{p1}");
+    wait_for(&node.socket, |st| st["total"].as_u64().unwrap_or(0) > 1, 30);
+    let before = host_state(&node.name);
+    let add = straced_plugin(&node, &env_of("ADD", "c1", &n1), "sendmsg", "error=EEXIST:when=7");
+    let out = add.wait_with_output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["code"].as_u64(), Some(100), "{v}");
+    assert!(v["msg"].as_str().unwrap().contains("stays held until this sandbox's DEL"), "{v}");
+    let a = held(&node.socket).get("c1").cloned().expect("the address stays held");
+    let r2 = node.add("c2", &p2);
+    assert_ne!(addr_of(&r2), a, "another pod got the failed ADD's address");
+    assert_eq!(node.cni(&env_of("DEL", "c1", &n1), &node.conf("1.0.0")).0, 0);
+    assert!(!held(&node.socket).contains_key("c1"));
+    let inside = sh(&["ip", "-n", &p1, "-o", "addr", "show"]);
+    assert!(!inside.contains(&a), "the DEL left the address in the pod: {inside}");
+    let n2 = format!("/var/run/netns/{p2}");
+    assert_eq!(node.cni(&env_of("DEL", "c2", &n2), &node.conf("1.0.0")).0, 0);
+    sh(&["ip", "netns", "del", &p1]);
+    sh(&["ip", "netns", "del", &p2]);
+    let t0 = Instant::now();
+    while host_state(&node.name) != before {
+        assert!(t0.elapsed() < Duration::from_secs(10), "left on the host:\n{}", host_state(&node.name));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The pod's sandbox s1 is live; its next sandbox s2 finds the veth of the pod's name, and its
+/// read of the host (to see whose the veth is) fails (ENOBUFS injected at its `k`-th netlink
+/// send). s2 answers try-again and s1 keeps its veth. Before, a failed read counted as "the veth
+/// carries no address", and s2 removed s1's veth.
+fn a_failed_read_of_the_host_never_removes_a_veth(tag: &str, extra: &[(&str, &str)], k: u32) {
+    let mut node = Node::with(tag, extra);
+    let (p1, p2) = (node.pod(1), node.pod(2));
+    let (n1, n2) = (format!("/var/run/netns/{p1}"), format!("/var/run/netns/{p2}"));
+    wait_for(&node.socket, |st| st["total"].as_u64().unwrap_or(0) > 1, 30);
+    let with_web = |cmd, cid, netns| {
+        let mut e = env_of(cmd, cid, netns);
+        e.push(WEB);
+        e
+    };
+    let (code, first) = node.cni(&with_web("ADD", "s1", &n1), &node.conf("1.0.0"));
+    assert_eq!(code, 0, "{first}");
+    let add = straced_plugin(&node, &with_web("ADD", "s2", &n2), "sendto", &format!("error=ENOBUFS:when={k}"));
+    let out = add.wait_with_output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["code"].as_u64(), Some(11), "{v}");
+    let (code, c) = node.cni(&with_web("CHECK", "s1", &n1), &node.conf("1.1.0"));
+    assert_eq!(code, 0, "s1 was broken by s2's failed ADD: {c}");
+    assert_eq!(held(&node.socket).len(), 1, "s2's address was given back");
+}
+
+#[test]
+fn a_failed_read_of_the_host_never_removes_a_veth_ipv4() {
+    if privileged() {
+        // 1 podipd, 2 the create (the name is taken), 3–5 lookups, 6 the host's links.
+        a_failed_read_of_the_host_never_removes_a_veth("q2", &[], 6);
+    }
+}
+
+#[test]
+fn a_failed_read_of_the_host_never_removes_a_veth_ipv6() {
+    if privileged() {
+        // 1 podipd, 2 the lookup of the name, 3 the host's links, 4 its routes.
+        a_failed_read_of_the_host_never_removes_a_veth("q3", &[("ENABLE_IPv6", "true"), ("ENABLE_IPv4", "false")], 4);
+    }
+}
+
+/// A link of the pod's host veth name that is not a veth (a bridge with an address of its own)
+/// is never removed: the ADD says so and gives its address back. Before, the ADD replaced it.
+fn a_link_of_the_veths_name_that_is_not_a_veth_is_left(tag: &str, extra: &[(&str, &str)]) {
+    let mut node = Node::with(tag, extra);
+    let p1 = node.pod(1);
+    let n1 = format!("/var/run/netns/{p1}");
+    wait_for(&node.socket, |st| st["total"].as_u64().unwrap_or(0) > 1, 30);
+    let name = datapath::host_veth_name("eni", "default.web");
+    sh(&["ip", "-n", &node.name, "link", "add", &name, "up", "type", "bridge"]);
+    sh(&["ip", "-n", &node.name, "addr", "add", "192.168.77.1/24", "dev", &name]);
+    let mut e = env_of("ADD", "c1", &n1);
+    e.push(WEB);
+    let (code, v) = node.cni(&e, &node.conf("1.0.0"));
+    assert_eq!((code, v["code"].as_u64()), (1, Some(100)), "{v}");
+    assert!(v["msg"].as_str().unwrap().contains("is not a veth"), "{v}");
+    let after = sh(&["ip", "-n", &node.name, "-d", "-o", "link", "show", "dev", &name]);
+    assert!(after.contains("bridge"), "the ADD removed the bridge {name}: {after}");
+    assert!(held(&node.socket).is_empty(), "the address was given back");
+}
+
+#[test]
+fn a_link_of_the_veths_name_that_is_not_a_veth_is_left_ipv4() {
+    if privileged() {
+        a_link_of_the_veths_name_that_is_not_a_veth_is_left("q4", &[]);
+    }
+}
+
+#[test]
+fn a_link_of_the_veths_name_that_is_not_a_veth_is_left_ipv6() {
+    if privileged() {
+        a_link_of_the_veths_name_that_is_not_a_veth_is_left("q5", &[("ENABLE_IPv6", "true"), ("ENABLE_IPv4", "false")]);
+    }
+}

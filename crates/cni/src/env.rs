@@ -74,8 +74,10 @@ pub fn ifname_problem(name: &str) -> Option<&'static str> {
         Some("is longer than 15 characters")
     } else if name == "." || name == ".." {
         Some("is . or ..")
-    } else if name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control()) {
-        Some("contains /, :, whitespace or a control character")
+    } else if name.chars().any(|c| "/:\\#\"'".contains(c) || c.is_whitespace() || c.is_control()) {
+        // `\`, `#` and quotes mean something to iproute2's batch reader (a line continued, a
+        // comment, a quoted word), through which IPv6 pods are set up.
+        Some("contains /, :, \\, #, a quote, whitespace or a control character")
     } else {
         None
     }
@@ -232,7 +234,7 @@ mod tests {
         assert!(e.msg.contains("\"-bad\"") && e.msg.contains("\"a-very-long-ifname0\" is longer than 15"), "{}", e.msg);
         let e = env(&[("CNI_COMMAND", "FROB")]).unwrap_err();
         assert!(e.msg.contains("FROB"));
-        for bad in [".", "..", "a/b", "a:b", "a b"] {
+        for bad in [".", "..", "a/b", "a:b", "a b", "e\\", "a#b", "a\"b", "a'b"] {
             assert!(ifname_problem(bad).is_some(), "{bad}");
         }
         assert_eq!(ifname_problem("eth0"), None);
