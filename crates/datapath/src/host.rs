@@ -80,10 +80,17 @@ fn host_len(addr: IpAddr) -> u8 {
 /// Reads the pod wiring of the namespace at `netns` (the caller's own when `None`).
 ///
 /// # Errors
-/// The namespace cannot be entered or a dump fails.
+/// The namespace cannot be entered, a dump fails, or changes kept interrupting the dumps.
 pub fn scan(netns: Option<&str>) -> Result<HostView, ApplyError> {
     let mut nl = Nl::open_in(netns)?;
-    scan_with(&mut nl)
+    // A dump the kernel marks interrupted may miss an object: read the whole view again.
+    let mut tries = 0;
+    loop {
+        match scan_with(&mut nl) {
+            Err(e) if e.detail.contains("interrupted") && tries < 4 => tries += 1,
+            r => return r,
+        }
+    }
 }
 
 pub(crate) fn scan_with(nl: &mut Nl) -> Result<HostView, ApplyError> {

@@ -7,8 +7,8 @@
 use crate::apply::ApplyError;
 use crate::plan::{GATEWAY_V4, PodNet};
 use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_CREATE, NLM_F_ECHO, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage,
-    NetlinkPayload,
+    NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP_INTR, NLM_F_ECHO, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST, NetlinkHeader,
+    NetlinkMessage, NetlinkPayload,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
@@ -73,7 +73,8 @@ impl Nl {
     }
 
     /// Sends one request and returns the messages of the answer; a NACK becomes an error naming
-    /// `what` and the errno.
+    /// `what` and the errno, and so does a dump the kernel marks interrupted (a change came
+    /// while it was read, so it may miss an object: never taken for the whole state).
     pub(crate) fn call(
         &mut self,
         what: &str,
@@ -84,6 +85,10 @@ impl Nl {
         self.encode(msg, flags, &mut buf);
         self.sock.send(&buf, 0).map_err(|e| err(what, e))?;
         let mut out = Vec::new();
+        let mut interrupted = false;
+        let done = |out, interrupted: bool| {
+            if interrupted { Err(err(what, "the dump was interrupted by a change; ask again")) } else { Ok(out) }
+        };
         loop {
             let (data, _) = self.sock.recv_from_full().map_err(|e| err(what, e))?;
             let mut off = 0;
@@ -91,14 +96,15 @@ impl Nl {
                 let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&data[off..]).map_err(|e| err(what, e))?;
                 let len = msg.header.length as usize;
                 let seq = msg.header.sequence_number;
+                interrupted |= seq == self.seq && msg.header.flags & NLM_F_DUMP_INTR != 0;
                 match msg.payload {
                     NetlinkPayload::Error(e) if seq == self.seq => {
                         return match e.code {
-                            None => Ok(out),
+                            None => done(out, interrupted),
                             Some(code) => Err(err(what, std::io::Error::from_raw_os_error(-code.get()))),
                         };
                     }
-                    NetlinkPayload::Done(_) if seq == self.seq => return Ok(out),
+                    NetlinkPayload::Done(_) if seq == self.seq => return done(out, interrupted),
                     NetlinkPayload::InnerMessage(inner) if seq == self.seq => out.push(inner),
                     _ => {}
                 }
