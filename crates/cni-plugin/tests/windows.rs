@@ -507,6 +507,13 @@ fn held_plugin(node: &Node, env: &[(&str, &str)], syscall: &str, us: u32, when: 
 
 const WEB: (&str, &str) = ("CNI_ARGS", "K8S_POD_NAMESPACE=default;K8S_POD_NAME=web");
 
+/// The CNI environment of a call for the pod `WEB`.
+fn with_web<'a>(cmd: &'a str, cid: &'a str, netns: &'a str) -> Vec<(&'a str, &'a str)> {
+    let mut e = env_of(cmd, cid, netns);
+    e.push(WEB);
+    e
+}
+
 /// The pod `WEB`'s sandbox s1 is wired, then its veth goes (with s1's namespace when
 /// `namespace_gone`, else alone); s2, the pod's next sandbox, is started and held 2 s right after
 /// making the veth of the same name (its 3rd send: the pod side's, right after the create; the
@@ -983,11 +990,6 @@ fn an_add_removes_the_unfinished_veth_an_earlier_try_left_and_wires_the_pod() {
     let (p1, p2) = (node.pod(1), node.pod(2));
     let (n1, n2) = (format!("/var/run/netns/{p1}"), format!("/var/run/netns/{p2}"));
     wait_for(&node.socket, |st| st["total"].as_u64().unwrap_or(0) > 1, 30);
-    let with_web = |cmd: &'static str, cid: &'static str, netns: &'static str| {
-        let mut e = env_of(cmd, cid, netns);
-        e.push(WEB);
-        e
-    };
     let (n1, n2): (&'static str, &'static str) = (Box::leak(n1.into_boxed_str()), Box::leak(n2.into_boxed_str()));
     // The pod's veth name, from a first sandbox that comes and goes with its namespace.
     let (code, first) = node.cni(&with_web("ADD", "s1", n1), &node.conf("1.0.0"));
@@ -1025,11 +1027,6 @@ fn a_failed_add_leaves_the_pods_live_sandbox_alone(tag: &str, extra: &[(&str, &s
     let (p1, p2) = (node.pod(1), node.pod(2));
     let (n1, n2) = (format!("/var/run/netns/{p1}"), format!("/var/run/netns/{p2}"));
     wait_for(&node.socket, |st| st["total"].as_u64().unwrap_or(0) > 1, 30);
-    let with_web = |cmd, cid, netns| {
-        let mut e = env_of(cmd, cid, netns);
-        e.push(WEB);
-        e
-    };
     let (code, first) = node.cni(&with_web("ADD", "s1", &n1), &node.conf("1.0.0"));
     assert_eq!(code, 0, "{first}");
     // s2 held 1 s as it connects to podipd; its namespace goes meanwhile.
@@ -1096,11 +1093,6 @@ fn an_ipv6_add_never_removes_a_link_it_did_not_make() {
     let (p1, p2) = (node.pod(1), node.pod(2));
     let (n1, n2) = (format!("/var/run/netns/{p1}"), format!("/var/run/netns/{p2}"));
     wait_for(&node.socket, |st| st["total"].as_u64().unwrap_or(0) > 1, 30);
-    let with_web = |cmd, cid, netns| {
-        let mut e = env_of(cmd, cid, netns);
-        e.push(WEB);
-        e
-    };
     let (code, first) = node.cni(&with_web("ADD", "s1", &n1), &node.conf("1.0.0"));
     assert_eq!(code, 0, "{first}");
     let name = veth(&first);
@@ -1171,11 +1163,6 @@ fn a_failed_read_of_the_host_never_removes_a_veth(tag: &str, extra: &[(&str, &st
     let (p1, p2) = (node.pod(1), node.pod(2));
     let (n1, n2) = (format!("/var/run/netns/{p1}"), format!("/var/run/netns/{p2}"));
     wait_for(&node.socket, |st| st["total"].as_u64().unwrap_or(0) > 1, 30);
-    let with_web = |cmd, cid, netns| {
-        let mut e = env_of(cmd, cid, netns);
-        e.push(WEB);
-        e
-    };
     let (code, first) = node.cni(&with_web("ADD", "s1", &n1), &node.conf("1.0.0"));
     assert_eq!(code, 0, "{first}");
     let add = straced_plugin(&node, &with_web("ADD", "s2", &n2), "sendto", &format!("error=ENOBUFS:when={k}"));
