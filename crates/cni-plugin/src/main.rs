@@ -24,6 +24,7 @@ use cni::error::{CniError, ErrorCode};
 use cni::result::{AddResult, Interface, IpConfig, Route};
 use cni::version::version_info;
 use datapath::PodNet;
+use datapath::apply::SetupError;
 use protocol::{Attach, ErrorKind, Lease, Op, Readiness, Reply};
 use std::io::Read;
 use std::process::ExitCode;
@@ -224,31 +225,29 @@ fn add(env: &CniEnv, conf: &NetConf) -> Result<String, CniError> {
         return Err(e);
     }
     let mut applied = setup();
-    if fast && applied.is_err() && datapath::host::link_exists(&p.host_veth).unwrap_or(true) {
+    if matches!(applied, Err(SetupError::Taken(_))) {
         if let Err(e) = existing_veth() {
             give_back(&lease);
             return Err(e);
         }
         applied = setup();
     }
-    if let Err(e) = applied {
-        // The iproute2 path found the name free (or freed it) before its batch: a veth of the
-        // name still there is this ADD's, left because the batch failed without saying where
-        // (or could not be undone). The address stays held, so nothing else gets it while the
-        // pod may carry it; the runtime's DEL of the failed sandbox removes it all and releases.
-        if !fast && datapath::host::link_exists(&p.host_veth).unwrap_or(true) {
-            return Err(CniError::new(
-                ErrorCode::Plugin(100),
-                format!(
-                    "data path setup failed: {e}; what it made could not all be told apart and removed, so {} stays held until this sandbox's DEL",
-                    p.addr
-                ),
-            ));
+    match applied {
+        Ok(()) => result(&p, &lease, conf),
+        // What the setup made may still carry the address (in the pod too): it stays held, so
+        // nothing else gets it; the runtime's DEL of the failed sandbox removes it all and
+        // releases it.
+        Err(e @ SetupError::Left { .. }) => Err(CniError::new(
+            ErrorCode::Plugin(100),
+            format!("data path setup failed: {e}; {} stays held until this sandbox's DEL", p.addr),
+        )),
+        Err(e) => {
+            give_back(&lease);
+            let code =
+                if matches!(e, SetupError::Taken(_)) { ErrorCode::TryAgainLater } else { ErrorCode::Plugin(100) };
+            Err(CniError::new(code, format!("data path setup failed: {e}")))
         }
-        give_back(&lease);
-        return Err(CniError::new(ErrorCode::Plugin(100), format!("data path setup failed: {e}")));
     }
-    result(&p, &lease, conf)
 }
 
 fn result(p: &PodNet, lease: &Lease, conf: &NetConf) -> Result<String, CniError> {

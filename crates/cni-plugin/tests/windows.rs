@@ -375,6 +375,12 @@ fn hostile_namespaces_and_prefixes_are_refused_before_any_address_is_taken() {
     assert!(v["msg"].as_str().unwrap().contains("\"abc\""), "{v}");
     let (code, v) = node.cni(&env_of("ADD", "h1", &pod_netns), &conf("e\\u0007"));
     assert_eq!((code, v["code"].as_u64()), (1, Some(7)), "{v}");
+    // An interface name with `%d`, which the kernel would replace with a number of its own.
+    let mut e = env_of("ADD", "h1", &pod_netns);
+    e[3] = ("CNI_IFNAME", "eth%d");
+    let (code, v) = node.cni(&e, &node.conf("1.0.0"));
+    assert_eq!((code, v["code"].as_u64()), (1, Some(4)), "{v}");
+    assert!(v["msg"].as_str().unwrap().contains("CNI_IFNAME=\"eth%d\""), "{v}");
     assert_eq!(host_state(&node.name), before, "nothing changed on the host");
     assert!(held(&node.socket).is_empty(), "no address was kept");
     assert!(sh(&["ip", "-n", &p, "-o", "link", "show"]).lines().count() == 1, "nothing in the pod");
@@ -1018,11 +1024,12 @@ fn an_add_removes_the_unfinished_veth_an_earlier_try_left_and_wires_the_pod() {
     assert!(inside.contains(&format!("{}/32", addr_of(&v))), "{inside}");
 }
 
-/// The pod's sandbox s1 is wired and alive; the pod's next sandbox s2 is refused while s1's
-/// veth carries s1's address, even when s2's namespace goes away while s2 waits for podipd (the
-/// runtime gave up on it). Before, an IPv6 ADD whose batch failed that way took the veth of its
-/// name for its own and deleted it: s1 lost its network.
-fn a_failed_add_leaves_the_pods_live_sandbox_alone(tag: &str, extra: &[(&str, &str)]) {
+/// The pod's sandbox s1 is wired and alive; the pod's next sandbox s2 fails when s2's namespace
+/// goes away while s2 waits for podipd (the runtime gave up on it): with `want` and `needle` (an
+/// IPv6 ADD looks at the veth of its name first, and is refused while it carries s1's address;
+/// an IPv4 ADD finds its namespace gone). Before, an IPv6 ADD whose batch failed that way took
+/// the veth of its name for its own and deleted it: s1 lost its network.
+fn a_failed_add_leaves_the_pods_live_sandbox_alone(tag: &str, extra: &[(&str, &str)], want: u64, needle: &str) {
     let mut node = Node::with(tag, extra);
     let (p1, p2) = (node.pod(1), node.pod(2));
     let (n1, n2) = (format!("/var/run/netns/{p1}"), format!("/var/run/netns/{p2}"));
@@ -1035,7 +1042,8 @@ fn a_failed_add_leaves_the_pods_live_sandbox_alone(tag: &str, extra: &[(&str, &s
     sh(&["ip", "netns", "del", &p2]);
     let out = add.wait_with_output().unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["code"].as_u64(), Some(11), "{v}");
+    assert_eq!(v["code"].as_u64(), Some(want), "{v}");
+    assert!(v["msg"].as_str().unwrap().contains(needle), "{v}");
     let (code, c) = node.cni(&with_web("CHECK", "s1", &n1), &node.conf("1.1.0"));
     assert_eq!(code, 0, "s1 was broken by s2's failed ADD: {c}");
     assert_eq!(held(&node.socket).len(), 1, "s2's address was given back");
@@ -1044,14 +1052,15 @@ fn a_failed_add_leaves_the_pods_live_sandbox_alone(tag: &str, extra: &[(&str, &s
 #[test]
 fn a_failed_add_leaves_the_pods_live_sandbox_alone_ipv4() {
     if privileged() {
-        a_failed_add_leaves_the_pods_live_sandbox_alone("rv", &[]);
+        a_failed_add_leaves_the_pods_live_sandbox_alone("rv", &[], 100, "pod netns");
     }
 }
 
 #[test]
 fn a_failed_add_leaves_the_pods_live_sandbox_alone_ipv6() {
     if privileged() {
-        a_failed_add_leaves_the_pods_live_sandbox_alone("rw", &[("ENABLE_IPv6", "true"), ("ENABLE_IPv4", "false")]);
+        let v6 = [("ENABLE_IPv6", "true"), ("ENABLE_IPv4", "false")];
+        a_failed_add_leaves_the_pods_live_sandbox_alone("rw", &v6, 11, "another attachment's");
     }
 }
 
@@ -1109,7 +1118,7 @@ fn an_ipv6_add_never_removes_a_link_it_did_not_make() {
     let before = (host_state(&node.name), sh(&["ip", "-n", &p2, "-o", "link", "show"]));
     let (code, v) = node.cni(&with_web("ADD", "s2", &n2), &node.conf("1.0.0"));
     assert_eq!((code, v["code"].as_u64()), (1, Some(100)), "{v}");
-    assert!(v["msg"].as_str().unwrap().contains("link add v4if0"), "{v}");
+    assert!(v["msg"].as_str().unwrap().contains("link add name v4if0"), "{v}");
     let links = sh(&["ip", "-n", &node.name, "-o", "link", "show"]);
     assert!(links.contains(&format!("{egress}@other0")), "the ADD removed {egress}, which it did not make: {links}");
     assert_eq!((host_state(&node.name), sh(&["ip", "-n", &p2, "-o", "link", "show"])), before);
@@ -1177,8 +1186,8 @@ fn a_failed_read_of_the_host_never_removes_a_veth(tag: &str, extra: &[(&str, &st
 #[test]
 fn a_failed_read_of_the_host_never_removes_a_veth_ipv4() {
     if privileged() {
-        // 1 podipd, 2 the create (the name is taken), 3–5 lookups, 6 the host's links.
-        a_failed_read_of_the_host_never_removes_a_veth("q2", &[], 6);
+        // 1 podipd, 2 the create (the name is taken), 3 the lookup of the name, 4 the host's links.
+        a_failed_read_of_the_host_never_removes_a_veth("q2", &[], 4);
     }
 }
 
@@ -1222,4 +1231,152 @@ fn a_link_of_the_veths_name_that_is_not_a_veth_is_left_ipv6() {
     if privileged() {
         a_link_of_the_veths_name_that_is_not_a_veth_is_left("q5", &[("ENABLE_IPv6", "true"), ("ENABLE_IPv4", "false")]);
     }
+}
+
+/// podipd's sweep has found the pod's stale veth (no address, nobody's) a stray twice and is
+/// removing strays (200 before it, about 20 ms each); meanwhile the pod's next sandbox removes
+/// the stale veth and makes its own under the same name. The sweep removes the link it found,
+/// by its index, and the new veth stays. Before, the sweep removed the name, and with it the
+/// new pod's veth.
+#[test]
+fn the_sweep_never_removes_a_veth_made_again_under_a_strays_name() {
+    if !privileged() {
+        return;
+    }
+    let mut node = Node::with("q6", &[("PODIP_WIRING_GRACE", "3")]);
+    let (p1, p9) = (node.pod(1), node.pod(9));
+    let n1 = format!("/var/run/netns/{p1}");
+    wait_for(&node.socket, |st| st["total"].as_u64().unwrap_or(0) > 1, 30);
+    // A pod whose veth sorts after every stray, so the sweep comes to it last.
+    let pod = (0..)
+        .map(|i| format!("w{i}"))
+        .find(|n| datapath::host_veth_name("eni", &format!("default.{n}")).starts_with("enif"))
+        .unwrap();
+    let name = datapath::host_veth_name("eni", &format!("default.{pod}"));
+    let mut batch: String =
+        (0..200).map(|i| format!("link add eni0{i:010x} type veth peer name s{i} netns {p9}\n")).collect();
+    batch.push_str(&format!("link add {name} type veth peer name sx netns {p9}\n"));
+    let file = node.dir.join("strays.batch");
+    std::fs::write(&file, batch).unwrap();
+    sh(&["ip", "-n", &node.name, "-batch", file.to_str().unwrap()]);
+    let count = || sh(&["ip", "-n", &node.name, "-o", "link", "show"]).lines().count();
+    let full = count();
+    let t0 = Instant::now();
+    while count() >= full {
+        assert!(t0.elapsed() < Duration::from_secs(20), "the sweep never removed the strays");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let args = format!("K8S_POD_NAMESPACE=default;K8S_POD_NAME={pod}");
+    let mut e = env_of("ADD", "s2", &n1);
+    e.push(("CNI_ARGS", &args));
+    let (code, v) = node.cni(&e, &node.conf("1.0.0"));
+    assert_eq!(code, 0, "{v}");
+    assert!(count() > 100, "the sweep was done before the ADD: the window was missed");
+    let t0 = Instant::now();
+    while sh(&["ip", "-n", &node.name, "-o", "link", "show"]).contains("eni0") {
+        assert!(t0.elapsed() < Duration::from_secs(30), "the strays outlived the sweep");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    e[0] = ("CNI_COMMAND", "CHECK");
+    let (code, c) = node.cni(&e, &node.conf("1.1.0"));
+    assert_eq!(code, 0, "the sweep removed the new sandbox's veth {name}: {c}");
+}
+
+/// An IPv4 ADD fails after its pair was made (the host route), and so does its undo (ENOBUFS
+/// at the plugin's 4th to 8th netlink sends: the route, the removal of the pair, the rules).
+/// The pod's interface still carries the address, so the address stays held: the next pod gets
+/// another one, and the sandbox's DEL removes the pair and releases it. Before, the ADD gave the
+/// address back and another pod got it.
+#[test]
+fn an_ipv4_add_whose_undo_fails_keeps_its_address_until_the_del() {
+    if !privileged() {
+        return;
+    }
+    let mut node = Node::with("q7", &[("IP_COOLDOWN_PERIOD", "0")]);
+    let (p1, p2) = (node.pod(1), node.pod(2));
+    let (n1, n2) = (format!("/var/run/netns/{p1}"), format!("/var/run/netns/{p2}"));
+    wait_for(&node.socket, |st| st["total"].as_u64().unwrap_or(0) > 2, 30);
+    let before = host_state(&node.name);
+    let add = straced_plugin(&node, &env_of("ADD", "c1", &n1), "sendto", "error=ENOBUFS:when=4..8");
+    let out = add.wait_with_output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["code"].as_u64(), Some(100), "{v}");
+    let msg = v["msg"].as_str().unwrap();
+    assert!(msg.contains("host route to the pod") && msg.contains("stays held until this sandbox's DEL"), "{v}");
+    let a = held(&node.socket).get("c1").cloned().expect("the address stays held");
+    assert!(sh(&["ip", "-n", &p1, "-o", "addr", "show"]).contains(&format!("{a}/32")), "the window was missed");
+    let r2 = node.add("c2", &p2);
+    assert_ne!(addr_of(&r2), a, "another pod got the address the first pod carries");
+    assert_eq!(node.cni(&env_of("DEL", "c1", &n1), &node.conf("1.0.0")).0, 0);
+    assert!(!held(&node.socket).contains_key("c1"));
+    assert_eq!(node.cni(&env_of("DEL", "c2", &n2), &node.conf("1.0.0")).0, 0);
+    sh(&["ip", "netns", "del", &p1]);
+    sh(&["ip", "netns", "del", &p2]);
+    let t0 = Instant::now();
+    while host_state(&node.name) != before {
+        assert!(t0.elapsed() < Duration::from_secs(10), "left on the host:\n{}", host_state(&node.name));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A container run without the pod's identity whose id reads as `namespace.name` of a pod
+/// (`default.web`) is added while that pod's sandbox is between making its veth and wiring it.
+/// The two never share a veth name: both are wired, each on its own veth. Before, both hashed
+/// the same key without sharing a lock: the second ADD removed the first's unfinished veth, and
+/// the first's undo then removed the second's.
+#[test]
+fn a_container_whose_id_reads_as_a_pods_name_gets_a_veth_of_its_own() {
+    if !privileged() {
+        return;
+    }
+    let mut node = Node::new("q8");
+    let (p1, p2) = (node.pod(1), node.pod(2));
+    let (n1, n2) = (format!("/var/run/netns/{p1}"), format!("/var/run/netns/{p2}"));
+    wait_for(&node.socket, |st| st["total"].as_u64().unwrap_or(0) > 2, 30);
+    // s1 waits 2 s after its create (its 3rd netlink send: the pod's side).
+    let mut s1 = straced_plugin(&node, &with_web("ADD", "s1", &n1), "sendto", "delay_enter=2000000:when=3");
+    let name = datapath::host_veth_name("eni", "default.web");
+    let t0 = Instant::now();
+    while !sh(&["ip", "-n", &node.name, "-o", "link", "show"]).contains(&name) {
+        assert!(t0.elapsed() < Duration::from_secs(10), "s1 never made its veth");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let (code, other) = node.cni(&env_of("ADD", "default.web", &n2), &node.conf("1.0.0"));
+    assert_eq!(code, 0, "{other}");
+    assert!(s1.try_wait().unwrap().is_none(), "s1 finished before the other ADD: the window was missed");
+    let out = s1.wait_with_output().unwrap();
+    let first: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(out.status.success(), "{first}");
+    assert_ne!(veth(&first), veth(&other));
+    assert_eq!(node.cni(&with_web("CHECK", "s1", &n1), &node.conf("1.1.0")).0, 0);
+    let (code, c) = node.cni(&env_of("CHECK", "default.web", &n2), &node.conf("1.1.0"));
+    assert_eq!(code, 0, "the container's veth was removed: {c}");
+}
+
+/// An IPv6 pod's interface named as iproute2 spells a keyword or its abbreviation (`up`, `n`,
+/// `a`) is made under that name, checked and deleted. Before, iproute2 read the name as the
+/// keyword: the pod's end was named by the kernel, and the ADD failed naming no field.
+#[test]
+fn an_ipv6_pods_interface_may_bear_a_name_iproute2_reads_as_a_keyword() {
+    if !privileged() {
+        return;
+    }
+    let mut node = Node::with("q9", &[("ENABLE_IPv6", "true"), ("ENABLE_IPv4", "false")]);
+    let p1 = node.pod(1);
+    let n1 = format!("/var/run/netns/{p1}");
+    wait_for(&node.socket, |st| st["total"].as_u64().unwrap_or(0) > 1, 30);
+    for (cid, ifname) in [("k1", "up"), ("k2", "n"), ("k3", "a")] {
+        let mut e = env_of("ADD", cid, &n1);
+        e[3] = ("CNI_IFNAME", ifname);
+        let (code, v) = node.cni(&e, &node.conf("1.0.0"));
+        assert_eq!(code, 0, "{ifname}: {v}");
+        assert_eq!(v["interfaces"][1]["name"], ifname, "{v}");
+        let inside = sh(&["ip", "-n", &p1, "-o", "addr", "show", "dev", ifname]);
+        assert!(inside.contains(&addr_of(&v)), "{ifname}: {inside}");
+        e[0] = ("CNI_COMMAND", "CHECK");
+        assert_eq!(node.cni(&e, &node.conf("1.1.0")).0, 0, "{ifname}");
+        e[0] = ("CNI_COMMAND", "DEL");
+        assert_eq!(node.cni(&e, &node.conf("1.1.0")).0, 0, "{ifname}");
+    }
+    assert!(held(&node.socket).is_empty());
 }

@@ -74,10 +74,11 @@ pub fn ifname_problem(name: &str) -> Option<&'static str> {
         Some("is longer than 15 characters")
     } else if name == "." || name == ".." {
         Some("is . or ..")
-    } else if name.chars().any(|c| "/:\\#\"'".contains(c) || c.is_whitespace() || c.is_control()) {
+    } else if name.chars().any(|c| "/:\\#\"'%".contains(c) || c.is_whitespace() || c.is_control()) {
         // `\`, `#` and quotes mean something to iproute2's batch reader (a line continued, a
-        // comment, a quoted word), through which IPv6 pods are set up.
-        Some("contains /, :, \\, #, a quote, whitespace or a control character")
+        // comment, a quoted word), through which IPv6 pods are set up; the kernel replaces a
+        // `%d` in a new interface's name with a number of its choosing.
+        Some("contains /, :, \\, #, %, a quote, whitespace or a control character")
     } else {
         None
     }
@@ -234,7 +235,7 @@ mod tests {
         assert!(e.msg.contains("\"-bad\"") && e.msg.contains("\"a-very-long-ifname0\" is longer than 15"), "{}", e.msg);
         let e = env(&[("CNI_COMMAND", "FROB")]).unwrap_err();
         assert!(e.msg.contains("FROB"));
-        for bad in [".", "..", "a/b", "a:b", "a b", "e\\", "a#b", "a\"b", "a'b"] {
+        for bad in [".", "..", "a/b", "a:b", "a b", "e\\", "a#b", "a\"b", "a'b", "eth%d"] {
             assert!(ifname_problem(bad).is_some(), "{bad}");
         }
         assert_eq!(ifname_problem("eth0"), None);

@@ -18,6 +18,41 @@ pub struct ApplyError {
     pub detail: String,
 }
 
+/// A failed setup, and what it left behind: the caller gives the pod's address back only when
+/// nothing the setup made still carries it.
+#[derive(Debug, Error)]
+pub enum SetupError {
+    /// The host veth's name is taken (or could not be told free): nothing was made, and the link
+    /// of that name is someone's, perhaps an earlier try's of this attachment.
+    #[error("{0}")]
+    Taken(ApplyError),
+    /// Whatever the setup made is removed again (or it made nothing).
+    #[error("{0}")]
+    Undone(ApplyError),
+    /// Some of what the setup made could not be removed, or could not be told apart from what
+    /// others made: it may still be on the host and in the pod, carrying the address.
+    #[error("{error}; what it made could not all be removed ({undo})")]
+    Left {
+        /// What failed.
+        error: ApplyError,
+        /// Why the undo did not finish.
+        undo: String,
+    },
+}
+
+impl SetupError {
+    /// The outcome of a setup that failed with `error` and then ran its undo.
+    pub(crate) fn after_undo(error: ApplyError, undo: Result<(), Vec<ApplyError>>) -> SetupError {
+        match undo {
+            Ok(()) => SetupError::Undone(error),
+            Err(es) => {
+                let undo = es.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+                SetupError::Left { error, undo }
+            }
+        }
+    }
+}
+
 fn run(mut cmd: Command, input: &str, what: &str) -> Result<String, ApplyError> {
     let err = |detail: String| ApplyError { what: what.to_string(), detail };
     let mut child = cmd
@@ -68,39 +103,58 @@ fn run_host(lines: &[Line], what: &str) -> Result<(), ApplyError> {
     Ok(())
 }
 
-/// Creates the pod's data path: the pod side in one batch, then the host side in one batch. On a
-/// failure, what this call created, and nothing else, is removed again before the error is
-/// returned.
+/// Creates the pod's data path: the pod side in one batch, then the host side in one batch. The
+/// caller has made sure no link of the pair's host names is there (a link of those names after
+/// a failure is this call's). On a failure, what this call created, and nothing else, is
+/// removed again before the error is returned, and the error says whether that succeeded.
 ///
 /// # Errors
-/// The step that failed and what the kernel said.
-pub fn setup(p: &PodNet) -> Result<(), ApplyError> {
+/// The step that failed and what the kernel said, and what is left.
+pub fn setup(p: &PodNet) -> Result<(), SetupError> {
     let lines = pod_side(p, std::process::id());
     let mut pod = Command::new("nsenter");
     pod.arg(format!("--net={}", p.netns)).args(["ip", "-batch", "-"]);
     if let Err(e) = run(pod, &batch(&lines), "pod side") {
         // `ip -batch` stops at the first line that fails and names it: the lines before it are
-        // this call's. No line named: nothing of the batch ran (nsenter or ip could not start,
-        // the namespace is gone), and a link of these names is someone else's.
+        // this call's. No line named: nothing of the batch may have run (nsenter or ip could not
+        // start, the namespace is gone) or some of it may have (iproute2 exits without naming
+        // the line on some failures): a link of the pair's names is then this call's, and left.
         let failed = failed_line(&e.detail);
         let made = |line: usize| failed.is_some_and(|n| n > line);
         // Line 1 makes the pod's pair; the egress interface's pair has a line of its own.
-        let egress_line = lines.iter().position(|l| l.0.starts_with(&format!("link add {} ", crate::plan::EGRESS_IF)));
+        let egress_line =
+            lines.iter().position(|l| l.0.starts_with(&format!("link add name {} ", crate::plan::EGRESS_IF)));
         let egress = p.egress.as_ref().filter(|_| egress_line.is_some_and(|i| made(i + 1)));
-        let _ = undo_links(p, made(1), egress.is_some());
+        let undo = undo_links(p, made(1), egress.is_some()).map_err(|e| vec![e]);
+        let undo = undo.and_then(|()| if failed.is_some() { Ok(()) } else { links_gone(p) });
         if failed == Some(1) && crate::netlink::pod_has_ifname(p) {
-            return Err(crate::netlink::ifname_taken(p, "pod side", &e));
+            return Err(SetupError::after_undo(crate::netlink::ifname_taken(p, "pod side", &e), undo));
         }
         let at = failed.and_then(|n| lines.get(n - 1)).map(|l| format!(" (line {}: {l})", failed.unwrap_or(0)));
-        return Err(ApplyError { what: format!("pod side{}", at.unwrap_or_default()), detail: e.detail });
+        let e = ApplyError { what: format!("pod side{}", at.unwrap_or_default()), detail: e.detail };
+        return Err(SetupError::after_undo(e, undo));
     }
     let host = run_host(&host_side(p), "host side").and_then(|()| crate::host::ensure_pod_rules(None, p.addr, p.table));
     if let Err(e) = host {
-        let _ = undo_links(p, true, p.egress.is_some());
-        let _ = crate::host::remove_pod_rules(None, p.addr);
-        return Err(e);
+        let mut errors: Vec<ApplyError> = undo_links(p, true, p.egress.is_some()).err().into_iter().collect();
+        errors.extend(crate::host::remove_pod_rules(None, p.addr).err());
+        return Err(SetupError::after_undo(e, if errors.is_empty() { Ok(()) } else { Err(errors) }));
     }
     Ok(())
+}
+
+/// Whether no link of the pair's host names is left (after a batch that did not say how far it
+/// got).
+fn links_gone(p: &PodNet) -> Result<(), Vec<ApplyError>> {
+    let names = std::iter::once(p.host_veth.as_str()).chain(p.egress.as_ref().map(|e| e.host_veth.as_str()));
+    let left: Vec<ApplyError> = names
+        .filter_map(|n| match crate::host::link_exists(n) {
+            Ok(false) => None,
+            Ok(true) => Some(ApplyError { what: format!("host veth {n}"), detail: "still there".into() }),
+            Err(e) => Some(e),
+        })
+        .collect();
+    if left.is_empty() { Ok(()) } else { Err(left) }
 }
 
 /// The line of an `ip -batch -` that failed, counted from 1, from iproute2's "Command failed

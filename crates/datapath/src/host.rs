@@ -45,6 +45,8 @@ pub struct HostView {
     pub links: Vec<String>,
     /// Names of the links that are veths.
     pub veths: Vec<String>,
+    /// Each link's index, by name (a link made again under its name has another).
+    pub indexes: BTreeMap<String, u32>,
     /// Host routes to single addresses through a link (main table).
     pub routes: Vec<PodRoute>,
     /// Rules at podip's two priorities.
@@ -113,7 +115,8 @@ pub(crate) fn scan_with(nl: &mut Nl) -> Result<HostView, ApplyError> {
             names.insert(l.header.index, name);
         }
     }
-    let mut view = HostView { links: names.values().cloned().collect(), veths, ..HostView::default() };
+    let indexes = names.iter().map(|(i, n)| (n.clone(), *i)).collect();
+    let mut view = HostView { links: names.values().cloned().collect(), veths, indexes, ..HostView::default() };
     for family in [AddressFamily::Inet, AddressFamily::Inet6] {
         let mut q = RouteMessage::default();
         q.header.address_family = family;
@@ -463,11 +466,15 @@ pub fn remove_link(netns: Option<&str>, name: &str) -> Result<bool, ApplyError> 
         Err(e) if e.detail.contains("No such") || e.detail.contains("no such") => return Ok(false),
         Err(e) => return Err(e),
     };
-    let mut m = LinkMessage::default();
-    m.header.index = index;
-    match nl.call(&format!("remove link {name}"), RouteNetlinkMessage::DelLink(m), 0) {
-        Ok(_) => Ok(true),
-        Err(e) if e.detail.contains("No such") => Ok(false),
-        Err(e) => Err(e),
-    }
+    crate::netlink::remove_index(&mut nl, name, index)
+}
+
+/// Removes link `index` (read as `name`) in the namespace at `netns`, and no other: a link made
+/// under that name since it was read has another index and stays. False when it was already
+/// gone.
+///
+/// # Errors
+/// The kernel refused for another reason than "not found".
+pub fn remove_link_at(netns: Option<&str>, name: &str, index: u32) -> Result<bool, ApplyError> {
+    crate::netlink::remove_index(&mut Nl::open_in(netns)?, name, index)
 }

@@ -4,7 +4,7 @@
 //!
 //! IPv4 pods only; IPv6 pods (and their egress interface) go through [`crate::apply`].
 
-use crate::apply::ApplyError;
+use crate::apply::{ApplyError, SetupError};
 use crate::plan::{GATEWAY_V4, PodNet};
 use netlink_packet_core::{
     NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP_INTR, NLM_F_ECHO, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST, NetlinkHeader,
@@ -255,23 +255,26 @@ pub(crate) fn pod_has_ifname(p: &PodNet) -> bool {
     Nl::open_in(Some(&p.netns)).and_then(|mut n| n.index(&p.ifname)).is_ok()
 }
 
-/// Creates the pod's data path (IPv4) over netlink. On a failure, the veth (and with it the
-/// pod end and the host route) is deleted again before the error is returned.
+/// Creates the pod's data path (IPv4) over netlink. On a failure after the veth was made, that
+/// veth (by its index: never a link another made under the name since) and the rules of the
+/// pod's address are removed again before the error is returned, and the error says whether
+/// that succeeded. A name that is taken makes nothing.
 ///
 /// # Errors
-/// The step that failed and the kernel's errno.
-pub fn setup(p: &PodNet) -> Result<(), ApplyError> {
+/// The step that failed and the kernel's errno, and what is left.
+pub fn setup(p: &PodNet) -> Result<(), SetupError> {
     let IpAddr::V4(addr) = p.addr else {
-        return Err(err("netlink setup", "IPv6 pods go through the iproute2 path"));
+        return Err(SetupError::Undone(err("netlink setup", "IPv6 pods go through the iproute2 path")));
     };
-    let pod_ns = File::open(&p.netns).map_err(|e| err(&format!("pod netns {}", p.netns), e))?;
-    let host_ns = File::open("/proc/self/ns/net").map_err(|e| err("own netns", e))?;
-    let mut host = Nl::open()?;
+    let undone = SetupError::Undone;
+    let pod_ns = File::open(&p.netns).map_err(|e| undone(err(&format!("pod netns {}", p.netns), e)))?;
+    let host_ns = File::open("/proc/self/ns/net").map_err(|e| undone(err("own netns", e)))?;
+    let mut host = Nl::open().map_err(undone)?;
     // The pod's socket: enter its namespace just to create it, then come back.
-    setns(&pod_ns, CloneFlags::CLONE_NEWNET).map_err(|e| err("enter pod netns", e))?;
+    setns(&pod_ns, CloneFlags::CLONE_NEWNET).map_err(|e| undone(err("enter pod netns", e)))?;
     let pod = Nl::open();
-    setns(&host_ns, CloneFlags::CLONE_NEWNET).map_err(|e| err("return to host netns", e))?;
-    let mut pod = pod?;
+    setns(&host_ns, CloneFlags::CLONE_NEWNET).map_err(|e| undone(err("return to host netns", e)))?;
+    let mut pod = pod.map_err(undone)?;
 
     // The veth pair, created on the host with its peer placed in the pod's namespace; the host
     // end up from the start. (Not the peer: the kernel configures it before the pair is joined,
@@ -298,26 +301,40 @@ pub fn setup(p: &PodNet) -> Result<(), ApplyError> {
         match host.call("create veth", RouteNetlinkMessage::NewLink(veth), NLM_F_CREATE | NLM_F_EXCL | NLM_F_ECHO) {
             Ok(replies) => link_named(replies, &p.host_veth),
             Err(e) => {
-                // Say which name is taken: the pod's interface (the runtime's CNI_IFNAME) or the host's.
-                if pod.index(&p.ifname).is_ok() {
-                    return Err(ifname_taken(p, "create veth", &e));
-                }
-                if host.index(&p.host_veth).is_ok() {
-                    return Err(err(
+                // Say which name is taken: the host's, or the pod's interface (the runtime's
+                // CNI_IFNAME). A host name that cannot be told free counts as taken (the answer
+                // may have been lost after the kernel made the pair): whose the link is, is for
+                // the caller to find out.
+                return Err(match host.index(&p.host_veth) {
+                    Err(g) if g.detail.contains("no such") || g.detail.contains("No such") => {
+                        if pod.index(&p.ifname).is_ok() {
+                            undone(ifname_taken(p, "create veth", &e))
+                        } else {
+                            undone(e)
+                        }
+                    }
+                    _ => SetupError::Taken(err(
                         "create veth",
                         format!("host interface {} already exists: {}", p.host_veth, e.detail),
-                    ));
-                }
-                return Err(e);
+                    )),
+                });
             }
         };
+    // Made: from here on a failure removes the pair, by its index.
+    let (hi, peer) = match echoed {
+        Some(indexes) => indexes,
+        None => match host.link(&p.host_veth) {
+            Ok(indexes) => indexes,
+            Err(e) => {
+                // An older kernel, and the new veth cannot be found: it is this call's, by name.
+                let undo = crate::apply::teardown(Some(&p.host_veth), &[]);
+                return Err(SetupError::after_undo(e, undo));
+            }
+        },
+    };
 
     let result = (|| {
         let gw: Ipv4Addr = GATEWAY_V4.parse().expect("literal");
-        let (hi, peer) = match echoed {
-            Some(indexes) => indexes,
-            None => host.link(&p.host_veth)?,
-        };
         let pi = match peer {
             Some(i) => i,
             None => pod.index(&p.ifname)?,
@@ -357,12 +374,24 @@ pub fn setup(p: &PodNet) -> Result<(), ApplyError> {
         let route = route_message(Some((addr, 32)), None, hi, RouteScope::Link);
         crate::host::set_route_and_rules(&mut host, ("host route to the pod", route), p.addr, p.table)
     })();
-    if result.is_err() {
-        // Only what this call made: the veth it just created (its peer and routes go with it) and
-        // the rules of this pod's address.
-        let _ = crate::apply::teardown(Some(&p.host_veth), &[p.addr]);
+    result.map_err(|e| {
+        // Only what this call made: the veth it just created (its peer and routes go with it),
+        // by its index, and the rules of this pod's address.
+        let mut errors: Vec<ApplyError> = remove_index(&mut host, &p.host_veth, hi).err().into_iter().collect();
+        errors.extend(crate::host::remove_pod_rules(None, p.addr).err());
+        SetupError::after_undo(e, if errors.is_empty() { Ok(()) } else { Err(errors) })
+    })
+}
+
+/// Removes link `index` (named `name` when it was read); gone already counts as removed.
+pub(crate) fn remove_index(nl: &mut Nl, name: &str, index: u32) -> Result<bool, ApplyError> {
+    let mut m = LinkMessage::default();
+    m.header.index = index;
+    match nl.call(&format!("remove link {name}"), RouteNetlinkMessage::DelLink(m), 0) {
+        Ok(_) => Ok(true),
+        Err(e) if e.detail.contains("No such") => Ok(false),
+        Err(e) => Err(e),
     }
-    result
 }
 
 #[cfg(test)]

@@ -66,11 +66,13 @@ pub fn host_veth_name(prefix: &str, key: &str) -> String {
 /// What a pod's host veth name is hashed from: the VPC CNI's `namespace.name` for a pod's
 /// `eth0` (tools that find a pod's veth by that hash keep working), else the container id, and
 /// for any other interface the container id and the interface, so no two attachments of one
-/// node share a veth name.
+/// node share a veth name. The three never meet: a pod's key holds a dot and no `/` (its
+/// namespace is a DNS label, so the first dot ends it), a container id used alone holds neither
+/// (a dotted one, which could read as `namespace.name`, takes the `/` form), the third a `/`.
 pub fn veth_key(pod: Option<(&str, &str)>, container_id: &str, ifname: &str) -> String {
     match (pod, ifname) {
         (Some((ns, name)), "eth0") => format!("{ns}.{name}"),
-        (_, "eth0") => container_id.to_string(),
+        (_, "eth0") if !container_id.contains('.') => container_id.to_string(),
         _ => format!("{container_id}/{ifname}"),
     }
 }
@@ -116,15 +118,17 @@ fn host_len(addr: &IpAddr) -> u8 {
 }
 
 /// Operations inside the pod's netns: the veth pair (its peer moved to the netns of process
-/// `host_pid`), address, routes, neighbour.
+/// `host_pid`), address, routes, neighbour. Every interface name comes after `name` or `dev`,
+/// where iproute2 takes the next word as it is (`CNI_IFNAME=up` or `n` is a name, not a
+/// keyword or an abbreviation of one).
 pub fn pod_side(p: &PodNet, host_pid: u32) -> Vec<Line> {
     let l = |s: String| Line(s);
     let mut v = vec![
         l(format!(
-            "link add {} address {} mtu {} type veth peer name {} mtu {} address {} netns {host_pid}",
+            "link add name {} address {} mtu {} type veth peer name {} mtu {} address {} netns {host_pid}",
             p.ifname, p.pod_mac, p.mtu, p.host_veth, p.mtu, p.host_mac
         )),
-        l(format!("link set {} up", p.ifname)),
+        l(format!("link set dev {} up", p.ifname)),
         l(format!(
             "addr add {}/{} dev {}{}",
             p.addr,
@@ -143,10 +147,10 @@ pub fn pod_side(p: &PodNet, host_pid: u32) -> Vec<Line> {
     }
     if let Some(e) = &p.egress {
         v.push(l(format!(
-            "link add {EGRESS_IF} address {} mtu {} type veth peer name {} mtu {} address {} netns {host_pid}",
+            "link add name {EGRESS_IF} address {} mtu {} type veth peer name {} mtu {} address {} netns {host_pid}",
             e.pod_mac, p.mtu, e.host_veth, p.mtu, e.host_mac
         )));
-        v.push(l(format!("link set {EGRESS_IF} up")));
+        v.push(l(format!("link set dev {EGRESS_IF} up")));
         v.push(l(format!("addr add {}/22 dev {EGRESS_IF}", e.addr)));
         v.push(l(format!("route add default via {EGRESS_GATEWAY} dev {EGRESS_IF}")));
         v.push(l(format!("neigh add {EGRESS_GATEWAY} lladdr {} dev {EGRESS_IF} nud permanent", e.host_mac)));
@@ -159,7 +163,7 @@ pub fn pod_side(p: &PodNet, host_pid: u32) -> Vec<Line> {
 pub fn host_side(p: &PodNet) -> Vec<Line> {
     let fam = if p.addr.is_ipv4() { "" } else { "-6 " };
     let mut v = vec![
-        Line(format!("link set {} up", p.host_veth)),
+        Line(format!("link set dev {} up", p.host_veth)),
         Line(format!("{fam}route replace {}/{} dev {} scope link", p.addr, host_len(&p.addr), p.host_veth)),
     ];
     if p.addr.is_ipv6() {
@@ -168,7 +172,7 @@ pub fn host_side(p: &PodNet) -> Vec<Line> {
         v.push(Line(format!("-6 neigh replace {} lladdr {} dev {} nud permanent", p.addr, p.pod_mac, p.host_veth)));
     }
     if let Some(e) = &p.egress {
-        v.push(Line(format!("link set {} up", e.host_veth)));
+        v.push(Line(format!("link set dev {} up", e.host_veth)));
         v.push(Line(format!("route replace {}/32 dev {} scope link", e.addr, e.host_veth)));
     }
     v
@@ -200,6 +204,30 @@ mod tests {
         assert_eq!(n, host_veth_name("eni", "default.web-0"), "stable");
         assert_ne!(n, host_veth_name("eni", "default.web-1"));
         assert_eq!(host_veth_name("abcd", "x").len(), 15);
+    }
+
+    #[test]
+    fn no_two_kinds_of_attachment_share_a_veth_key() {
+        // A container whose id reads as a pod's `namespace.name` (run without the pod's identity).
+        assert_ne!(veth_key(Some(("default", "web")), "c1", "eth0"), veth_key(None, "default.web", "eth0"));
+        assert_eq!(veth_key(None, "default.web", "eth0"), "default.web/eth0");
+        assert_eq!(veth_key(None, "0123abcd", "eth0"), "0123abcd", "an id as runtimes make them keeps its name");
+        assert_eq!(veth_key(Some(("default", "web")), "c1", "eth0"), "default.web", "the VPC CNI's");
+        assert_eq!(veth_key(Some(("default", "web")), "c1", "net1"), "c1/net1");
+    }
+
+    #[test]
+    fn pod_side_lines_name_every_interface_after_a_keyword() {
+        // Interface names iproute2 would otherwise read as a keyword or its abbreviation.
+        for ifname in ["up", "n", "a", "dev", "help", "type"] {
+            let p = PodNet { ifname: ifname.into(), addr: "fd00::5".parse().unwrap(), ..pod() };
+            for l in pod_side(&p, 1).iter().map(|l| l.0.clone()).filter(|l| l.contains(&format!(" {ifname}"))) {
+                assert!(
+                    l.contains(&format!("name {ifname} ")) || l.contains(&format!("dev {ifname}")),
+                    "{l:?} names {ifname:?} without `name` or `dev` before it"
+                );
+            }
+        }
     }
 
     #[test]

@@ -19,8 +19,8 @@ use std::time::Duration;
 pub(crate) enum Stray {
     /// A policy rule of an address (priority, address).
     Rule(u32, IpAddr),
-    /// A host veth of podip's prefix.
-    Link(String),
+    /// A host veth of podip's prefix, with its index (one made again under the name is another).
+    Link(String, u32),
 }
 
 /// What one sweep did.
@@ -122,8 +122,11 @@ impl Daemon {
             };
             for l in view.veths.iter().filter(|l| ours(l)) {
                 let addr = view.addr_on(l);
-                if !expected.contains(l) && addr.is_none_or(|a| !held.contains(&a)) {
-                    strays.insert(Stray::Link(l.clone()));
+                if let Some(&i) = view.indexes.get(l)
+                    && !expected.contains(l)
+                    && addr.is_none_or(|a| !held.contains(&a))
+                {
+                    strays.insert(Stray::Link(l.clone(), i));
                 }
             }
             let remove: Vec<Stray> = strays.intersection(&inner.strays).cloned().collect();
@@ -140,9 +143,21 @@ impl Daemon {
         for s in remove {
             let (kind, what, r) = match &s {
                 Stray::Rule(_, a) => {
-                    ("rule", format!("rules of {a}"), datapath::host::remove_pod_rules(netns, *a).map(|n| n > 0))
+                    // Under the pool's lock, and only if the address is still nobody's: an ADD
+                    // that got it since the scan sets its rules after its answer, which waits
+                    // for this lock.
+                    let g = self.lock();
+                    let r = if holds(&g, super::now(), *a) {
+                        Ok(false)
+                    } else {
+                        datapath::host::remove_pod_rules(netns, *a).map(|n| n > 0)
+                    };
+                    drop(g);
+                    ("rule", format!("rules of {a}"), r)
                 }
-                Stray::Link(l) => ("link", format!("veth {l}"), datapath::host::remove_link(netns, l)),
+                // By the index the scans saw: a veth an ADD made under the name since (the pod's
+                // next sandbox, its stale veth removed) is another link, and stays.
+                Stray::Link(l, i) => ("link", format!("veth {l}"), datapath::host::remove_link_at(netns, l, *i)),
             };
             match r {
                 Ok(true) => {
@@ -155,4 +170,14 @@ impl Daemon {
         }
         report
     }
+}
+
+/// Whether an attachment holds `addr`, or it cools (its pod may still be draining).
+fn holds(inner: &Inner, now: Time, addr: IpAddr) -> bool {
+    let ds = inner.engine.datastore();
+    ds.pods().any(|(_, a)| *a == addr)
+        || match addr {
+            IpAddr::V4(v4) => ds.cooling(now).into_iter().any(|(c, _)| c == v4),
+            IpAddr::V6(v6) => ds.cooling_v6(now).into_iter().any(|(c, _)| c == v6),
+        }
 }
