@@ -292,3 +292,31 @@ fn a_checkpoint_gone_while_pods_run_is_rebuilt_from_the_host_and_the_rest_cools_
         assert_eq!(node.cni(&del, &node.conf("1.0.0")).0, 0);
     }
 }
+
+/// Every end of a pod's veths (the pod's `eth0` and its host end, and an IPv6 pod's IPv4 egress
+/// pair) has one transmit and one receive queue, not one per possible CPU, the kernel's default.
+#[test]
+fn every_end_of_a_pods_veths_has_one_queue_each_way() {
+    if !privileged() {
+        return;
+    }
+    for (tag, extra) in [("qq4", vec![]), ("qq6", vec![("ENABLE_IPv6", "true"), ("ENABLE_IPv4", "false")])] {
+        let mut node = Node::with(tag, &extra);
+        let p = node.pod(1);
+        node.add("c1", &p);
+        let links = |ns: &str| {
+            sh(&["ip", "-n", ns, "-d", "-o", "link", "show", "type", "veth"])
+                .lines()
+                .map(String::from)
+                .collect::<Vec<_>>()
+        };
+        let pod = links(&p);
+        let host: Vec<String> =
+            links(&node.name).into_iter().filter(|l| l.contains(&format!("link-netns {p} "))).collect();
+        assert_eq!(pod.len(), if tag == "qq6" { 2 } else { 1 }, "{pod:?}");
+        assert_eq!(host.len(), pod.len(), "{host:?}");
+        for l in pod.iter().chain(&host) {
+            assert!(l.contains("numtxqueues 1 numrxqueues 1 "), "{tag}: {l}");
+        }
+    }
+}

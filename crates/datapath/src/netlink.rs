@@ -5,7 +5,7 @@
 //! IPv4 pods only; IPv6 pods (and their egress interface) go through [`crate::apply`].
 
 use crate::apply::{ApplyError, SetupError};
-use crate::plan::{GATEWAY_V4, PodNet};
+use crate::plan::{GATEWAY_V4, PodNet, VETH_QUEUES};
 use netlink_packet_core::{
     NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP_INTR, NLM_F_ECHO, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST, NetlinkHeader,
     NetlinkMessage, NetlinkPayload,
@@ -279,10 +279,13 @@ pub fn setup(p: &PodNet) -> Result<(), SetupError> {
     // The veth pair, created on the host with its peer placed in the pod's namespace; the host
     // end up from the start. (Not the peer: the kernel configures it before the pair is joined,
     // and a veth without its peer refuses to go up, ENOTCONN.)
+    // One queue each way on both ends (see [`crate::plan::VETH_QUEUES`]).
+    let queues = [LinkAttribute::NumTxQueues(VETH_QUEUES), LinkAttribute::NumRxQueues(VETH_QUEUES)];
     let mut peer = LinkMessage::default();
     peer.attributes.push(LinkAttribute::IfName(p.ifname.clone()));
     peer.attributes.push(LinkAttribute::Address(mac(&p.pod_mac)));
     peer.attributes.push(LinkAttribute::Mtu(p.mtu));
+    peer.attributes.extend(queues.clone());
     peer.attributes.push(LinkAttribute::NetNsFd(pod_ns.as_raw_fd()));
     let mut veth = LinkMessage::default();
     veth.header.flags = LinkFlags::Up;
@@ -290,6 +293,7 @@ pub fn setup(p: &PodNet) -> Result<(), SetupError> {
     veth.attributes.push(LinkAttribute::IfName(p.host_veth.clone()));
     veth.attributes.push(LinkAttribute::Address(mac(&p.host_mac)));
     veth.attributes.push(LinkAttribute::Mtu(p.mtu));
+    veth.attributes.extend(queues);
     veth.attributes.push(LinkAttribute::LinkInfo(vec![
         LinkInfo::Kind(InfoKind::Veth),
         LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
