@@ -139,11 +139,24 @@ fn add(env: &CniEnv, conf: &NetConf) -> Result<String, CniError> {
         Ok(other) => Err(CniError::new(ErrorCode::Plugin(101), format!("unexpected reply {other:?}"))),
         Err((kind, msg)) => Err(daemon_error(kind, msg)),
     };
-    // Gives back an address this ADD took; never one the attachment held before it.
-    let give_back = |lease: &Lease| {
+    // Gives back an address this ADD took (never one the attachment held before it) as the ADD
+    // fails with `e`, which then says whether the address went back.
+    let give_back = |lease: &Lease, mut e: CniError| {
         if !lease.existing {
-            let _ = daemon::call(&conf.socket, Op::Del(Attach { release_only: Some(lease.addr), ..a.clone() }));
+            let gone = match daemon::call(&conf.socket, Op::Del(Attach { release_only: Some(lease.addr), ..a.clone() }))
+            {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err((_, msg))) => Err(msg),
+                Err(err) => Err(err.msg),
+            };
+            if let Err(why) = gone {
+                e.msg = format!(
+                    "{}; {} stays held until this sandbox's DEL (podipd did not take it back: {why})",
+                    e.msg, lease.addr
+                );
+            }
         }
+        e
     };
     let mut lease = ask()?;
     // The veth is named after the pod podipd recorded at the first ADD, which the pod's next
@@ -161,24 +174,26 @@ fn add(env: &CniEnv, conf: &NetConf) -> Result<String, CniError> {
             lease = ask()?;
             let same = lease.existing && lease.addr == first.addr && recorded(&lease).is_none_or(|r| keys.contains(&r));
             if !same {
-                give_back(&lease);
-                return Err(CniError::new(
-                    ErrorCode::TryAgainLater,
-                    "the attachment changed while this ADD waited for its pod's lock (a DEL of the container came); try again",
+                return Err(give_back(
+                    &lease,
+                    CniError::new(
+                        ErrorCode::TryAgainLater,
+                        "the attachment changed while this ADD waited for its pod's lock (a DEL of the container came); try again",
+                    ),
                 ));
             }
         }
     }
     let _serial = serial;
     if let Some(p) = conf.veth_prefix.as_deref().filter(|p| *p != lease.veth_prefix) {
-        give_back(&lease);
-        return Err(CniError::new(
+        let e = CniError::new(
             ErrorCode::InvalidConfig,
             format!(
                 "vethPrefix={p:?} differs from podipd's {:?} (AWS_VPC_K8S_CNI_VETHPREFIX); remove it or make them equal",
                 lease.veth_prefix
             ),
-        ));
+        );
+        return Err(give_back(&lease, e));
     }
     let p = pod_net(env, conf, &lease);
     if lease.existing && datapath::apply::check(&p).is_ok() {
@@ -187,12 +202,14 @@ fn add(env: &CniEnv, conf: &NetConf) -> Result<String, CniError> {
     // A veth of this name already there: this attachment's own unfinished one (it carries this
     // address, or none) goes; one that carries another address belongs to another attachment (a
     // previous sandbox of the same pod whose DEL has not come yet) and is never touched, nor is
-    // a link of the name that is not a veth, nor anything when the host cannot be read.
+    // a link of the name that is not a veth, nor anything when the host cannot be read. No link
+    // of the name (it went, or it was never there and a lookup failed): nothing to do.
     let existing_veth = || match datapath::host::scan(None) {
         Err(e) => Err(CniError::new(
             ErrorCode::TryAgainLater,
-            format!("host veth {} exists and the host could not be read to see whose it is: {e}", p.host_veth),
+            format!("host veth {} may exist and the host could not be read to see whose it is: {e}", p.host_veth),
         )),
+        Ok(v) if !v.has_link(&p.host_veth) => Ok(()),
         Ok(v) if !v.veths.contains(&p.host_veth) => Err(CniError::new(
             ErrorCode::Plugin(100),
             format!("host interface {} exists and is not a veth; podip never removes it", p.host_veth),
@@ -221,14 +238,12 @@ fn add(env: &CniEnv, conf: &NetConf) -> Result<String, CniError> {
         && datapath::host::link_exists(&p.host_veth).unwrap_or(true)
         && let Err(e) = existing_veth()
     {
-        give_back(&lease);
-        return Err(e);
+        return Err(give_back(&lease, e));
     }
     let mut applied = setup();
     if matches!(applied, Err(SetupError::Taken(_))) {
         if let Err(e) = existing_veth() {
-            give_back(&lease);
-            return Err(e);
+            return Err(give_back(&lease, e));
         }
         applied = setup();
     }
@@ -242,10 +257,9 @@ fn add(env: &CniEnv, conf: &NetConf) -> Result<String, CniError> {
             format!("data path setup failed: {e}; {} stays held until this sandbox's DEL", p.addr),
         )),
         Err(e) => {
-            give_back(&lease);
             let code =
                 if matches!(e, SetupError::Taken(_)) { ErrorCode::TryAgainLater } else { ErrorCode::Plugin(100) };
-            Err(CniError::new(code, format!("data path setup failed: {e}")))
+            Err(give_back(&lease, CniError::new(code, format!("data path setup failed: {e}"))))
         }
     }
 }
@@ -354,8 +368,9 @@ fn release(conf: &NetConf, a: Attach) -> Result<(), CniError> {
     let ours = if via.as_deref() == Some(veth.as_str()) {
         true
     } else if datapath::host::link_exists(&veth).unwrap_or(false) {
-        // It exists but does not carry this address: this attachment's only if it carries none.
-        datapath::host::scan(None).map(|v| v.addr_on(&veth).is_none()).unwrap_or(false)
+        // It exists but does not carry this address: this attachment's only if it is a veth (a
+        // link of another kind is never podip's) and carries none.
+        datapath::host::scan(None).map(|v| v.veths.contains(&veth) && v.addr_on(&veth).is_none()).unwrap_or(false)
     } else {
         false
     };

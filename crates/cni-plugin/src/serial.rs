@@ -61,10 +61,16 @@ pub fn pod_key(namespace: &str, name: &str) -> String {
 }
 
 /// The lock keys of an attachment: its container's (a container id has no `/`, so it is never a
-/// pod's key), and its pod's when known.
+/// pod's key), and its pod's when known. Without the pod's identity, a container's `eth0` veth
+/// is hashed from its id alone, and an id such as `default.web` is the `namespace.name` whose
+/// hash names pod default/web's veth (a namespace holds no dot): such a container holds that
+/// pod's lock too, so the two never build or remove that veth at once.
 pub fn keys(pod: Option<(&str, &str)>, container_id: &str) -> Vec<String> {
     let mut keys = vec![container_id.to_string()];
-    keys.extend(pod.map(|(ns, name)| pod_key(ns, name)));
+    match pod {
+        Some((ns, name)) => keys.push(pod_key(ns, name)),
+        None => keys.extend(container_id.split_once('.').map(|(ns, name)| pod_key(ns, name))),
+    }
     keys
 }
 

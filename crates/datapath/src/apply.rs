@@ -2,7 +2,7 @@
 //! host, the rules over rtnetlink; teardown (rtnetlink, no process) that reports every error but
 //! treats "already gone" as done; and checks that read the kernel's state back.
 
-use crate::plan::{Line, PodNet, host_side, pod_side};
+use crate::plan::{Line, MAIN_TABLE, PodNet, RULE_FROM_POD, RULE_TO_POD, host_side, pod_side};
 use std::io::Write;
 use std::net::IpAddr;
 use std::process::{Command, Stdio};
@@ -235,7 +235,8 @@ pub fn retire(host_veth: &str, netns: &str, ifname: &str, addrs: &[IpAddr]) -> R
 }
 
 /// Checks the pod's data path against the kernel: the interface with its address and default
-/// route inside the pod, the host veth, the host route and the to-pod rule.
+/// route inside the pod, the host route over the host veth, and the address's rules (to-pod, and
+/// from-pod for an ENI's own table), each read exactly.
 ///
 /// # Errors
 /// The first thing missing.
@@ -243,33 +244,56 @@ pub fn check(p: &PodNet) -> Result<(), ApplyError> {
     let missing = |what: &str| ApplyError { what: "check".into(), detail: format!("{what} is missing") };
     let mut c = Command::new("nsenter");
     c.arg(format!("--net={}", p.netns)).args(["ip", "-o", "addr", "show", "dev", &p.ifname]);
-    let addrs = run(c, "", "pod interface")?;
-    if !addrs.contains(&format!("{}/", p.addr)) {
+    if !lists_addr(&run(c, "", "pod interface")?, p.addr) {
         return Err(missing(&format!("address {} on {}", p.addr, p.ifname)));
     }
+    // `ip` lists one family's routes: IPv4's unless told.
+    let family = if p.addr.is_ipv6() { "-6" } else { "-4" };
     let mut c = Command::new("nsenter");
-    c.arg(format!("--net={}", p.netns)).args(["ip", "route", "show", "default"]);
-    if !run(c, "", "pod routes")?.contains("via") {
+    c.arg(format!("--net={}", p.netns)).args(["ip", family, "route", "show", "default"]);
+    if !run(c, "", "pod routes")?.contains(" via ") {
         return Err(missing("the pod's default route"));
     }
-    // `ip` lists one family's routes and rules: IPv4's unless told.
-    let family = if p.addr.is_ipv6() { "-6" } else { "-4" };
-    let mut c = Command::new("ip");
-    c.args([family, "route", "show", &p.addr.to_string()]);
-    if !run(c, "", "host routes")?.contains(&p.host_veth) {
+    // The host's side, read exactly (not matched as text: 10.0.0.23 is not 10.0.0.234).
+    let host = crate::host::scan(None)?;
+    if !host.routes.iter().any(|r| r.addr == p.addr && r.link == p.host_veth) {
         return Err(missing(&format!("host route to {} via {}", p.addr, p.host_veth)));
     }
-    let mut c = Command::new("ip");
-    c.args([family, "rule", "show", "priority", "512"]);
-    if !run(c, "", "host rules")?.contains(&format!("to {}", p.addr)) {
-        return Err(missing(&format!("rule to {}", p.addr)));
+    let rule = |priority: u32, table: u32| {
+        host.rules.iter().any(|r| (r.priority, r.addr, r.table) == (priority, p.addr, table))
+    };
+    if !rule(RULE_TO_POD, MAIN_TABLE) {
+        return Err(missing(&format!("rule to {} (priority {RULE_TO_POD})", p.addr)));
+    }
+    if p.table != MAIN_TABLE && !rule(RULE_FROM_POD, p.table) {
+        return Err(missing(&format!("rule from {} to table {} (priority {RULE_FROM_POD})", p.addr, p.table)));
     }
     Ok(())
 }
 
+/// Whether `ip -o addr show` output lists exactly `addr` (as `inet ADDR/LEN` or `inet6 …`).
+fn lists_addr(out: &str, addr: IpAddr) -> bool {
+    out.lines().any(|l| {
+        let words: Vec<&str> = l.split_whitespace().collect();
+        words.windows(2).any(|w| {
+            matches!(w[0], "inet" | "inet6")
+                && w[1].split('/').next().and_then(|a| a.parse::<IpAddr>().ok()) == Some(addr)
+        })
+    })
+}
+
 #[cfg(test)]
 mod tests {
-    use super::failed_line;
+    use super::{failed_line, lists_addr};
+
+    #[test]
+    fn an_address_is_listed_exactly() {
+        let out = "2: eth0    inet 10.0.0.234/32 scope global eth0\\       valid_lft forever\n";
+        assert!(lists_addr(out, "10.0.0.234".parse().unwrap()));
+        assert!(!lists_addr(out, "10.0.0.23".parse().unwrap()), "10.0.0.23 is not 10.0.0.234");
+        assert!(lists_addr("3: eth0    inet6 2600:1f18::5/128 scope global", "2600:1f18::5".parse().unwrap()));
+        assert!(!lists_addr("3: eth0    inet6 2600:1f18::55/128 scope global", "2600:1f18::5".parse().unwrap()));
+    }
 
     #[test]
     fn the_failed_line_of_a_batch_is_read_from_iproute2s_message() {

@@ -72,14 +72,15 @@ pub fn host_veth_name(prefix: &str, key: &str) -> String {
 
 /// What a pod's host veth name is hashed from: the VPC CNI's `namespace.name` for a pod's
 /// `eth0` (tools that find a pod's veth by that hash keep working), else the container id, and
-/// for any other interface the container id and the interface, so no two attachments of one
-/// node share a veth name. The three never meet: a pod's key holds a dot and no `/` (its
-/// namespace is a DNS label, so the first dot ends it), a container id used alone holds neither
-/// (a dotted one, which could read as `namespace.name`, takes the `/` form), the third a `/`.
+/// for any other interface the container id and the interface. A container id that reads as a
+/// `namespace.name` (`default.web`) names that pod's veth: the plugin then holds that pod's lock
+/// too (`serial::keys`), and the later of the two waits while the veth carries the other's
+/// address. The names are podipd's to compute, from its checkpoint, so they never change for a
+/// pod that is running.
 pub fn veth_key(pod: Option<(&str, &str)>, container_id: &str, ifname: &str) -> String {
     match (pod, ifname) {
         (Some((ns, name)), "eth0") => format!("{ns}.{name}"),
-        (_, "eth0") if !container_id.contains('.') => container_id.to_string(),
+        (_, "eth0") => container_id.to_string(),
         _ => format!("{container_id}/{ifname}"),
     }
 }
@@ -215,12 +216,10 @@ mod tests {
     }
 
     #[test]
-    fn no_two_kinds_of_attachment_share_a_veth_key() {
-        // A container whose id reads as a pod's `namespace.name` (run without the pod's identity).
-        assert_ne!(veth_key(Some(("default", "web")), "c1", "eth0"), veth_key(None, "default.web", "eth0"));
-        assert_eq!(veth_key(None, "default.web", "eth0"), "default.web/eth0");
-        assert_eq!(veth_key(None, "0123abcd", "eth0"), "0123abcd", "an id as runtimes make them keeps its name");
+    fn veth_keys_follow_the_vpc_cni_and_never_change() {
         assert_eq!(veth_key(Some(("default", "web")), "c1", "eth0"), "default.web", "the VPC CNI's");
+        assert_eq!(veth_key(None, "0123abcd", "eth0"), "0123abcd");
+        assert_eq!(veth_key(None, "default.web", "eth0"), "default.web", "a running pod's name never changes");
         assert_eq!(veth_key(Some(("default", "web")), "c1", "net1"), "c1/net1");
     }
 
