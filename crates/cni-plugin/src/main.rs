@@ -151,7 +151,7 @@ fn add(env: &CniEnv, conf: &NetConf) -> Result<String, CniError> {
             };
             if let Err(why) = gone {
                 e.msg = format!(
-                    "{}; {} stays held until this sandbox's DEL (podipd did not take it back: {why})",
+                    "{}; {} stays held until this sandbox's DEL, or until podipd's sweep finds nothing of it on the host for PODIP_WIRING_GRACE (podipd did not take it back: {why})",
                     e.msg, lease.addr
                 );
             }
@@ -254,7 +254,10 @@ fn add(env: &CniEnv, conf: &NetConf) -> Result<String, CniError> {
         // releases it.
         Err(e @ SetupError::Left { .. }) => Err(CniError::new(
             ErrorCode::Plugin(100),
-            format!("data path setup failed: {e}; {} stays held until this sandbox's DEL", p.addr),
+            format!(
+                "data path setup failed: {e}; {} stays held until this sandbox's DEL, or until podipd's sweep finds nothing of it on the host for PODIP_WIRING_GRACE",
+                p.addr
+            ),
         )),
         Err(e) => {
             let code =

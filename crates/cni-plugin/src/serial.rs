@@ -45,7 +45,7 @@ impl AttachmentLock {
 
 /// The lock file a key maps to.
 fn bucket(key: &str) -> String {
-    datapath::host_veth_name("", key)[..2].to_string()
+    protocol::lockfile::bucket(key)
 }
 
 /// Why a lock was not taken.
@@ -93,7 +93,7 @@ pub fn lock_keys(socket: &str, keys: &[String]) -> Result<AttachmentLock, CniErr
 fn lock_bucket(socket: &str, bucket: &str, how: FlockArg) -> Result<Flock<File>, LockError> {
     let parent = Path::new(socket).parent().unwrap_or(Path::new("/run/podip"));
     let dir = parent.join("locks");
-    let path = dir.join(format!("{bucket}.lock"));
+    let path = protocol::lockfile::bucket_path(Path::new(socket), bucket);
     let io = |e: &dyn std::fmt::Display| LockError {
         error: CniError::new(ErrorCode::Io, format!("attachment lock {}: {e}", path.display())),
         would_block: false,

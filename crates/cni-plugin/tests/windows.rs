@@ -1493,7 +1493,7 @@ fn check_reads_the_pods_rules_exactly() {
     sh(&["ip", "-n", &node.name, "rule", "del", "to", &x, "priority", "512"]);
     let (code, c) = call(&node, &env("CHECK", xi), "1.1.0");
     assert_eq!(code, 1, "CHECK passed with {x}'s to-rule gone ({y}'s is there)");
-    assert!(c["msg"].as_str().unwrap().contains(&format!("rule to {x} ")), "{c}");
+    assert!(c["msg"].as_str().unwrap().contains(&format!("the rules of {x} are")), "{c}");
     assert_eq!(call(&node, &env("ADD", xi), "1.0.0").0, 0);
     assert_eq!(call(&node, &env("CHECK", xi), "1.1.0").0, 0, "the retried ADD set the rule again");
     assert!(!rules_of(&node, &x).is_empty());
@@ -1525,4 +1525,92 @@ fn a_failed_add_that_cannot_give_its_address_back_says_so() {
     assert!(msg.contains(&a), "{v}");
     assert_eq!(node.cni(&with_web("DEL", "c1", &n1), &node.conf("1.0.0")).0, 0);
     assert!(held(&node.socket).is_empty());
+}
+
+/// An ADD stalls between podipd's answer and its wiring for longer than the wiring grace (held
+/// 6 s at its create; the grace is 2 s). The sweep never releases the address while the ADD
+/// holds its container's attachment lock: no other pod gets it, and the stalled ADD wires its
+/// pod with the address it still holds. Before, the sweep released it, the next pod got it, and
+/// the stalled ADD then wired the same address into its own pod.
+#[test]
+fn the_sweep_never_releases_the_address_of_an_add_that_is_still_running() {
+    if !privileged() {
+        return;
+    }
+    let mut node = Node::with("qe", &[("PODIP_WIRING_GRACE", "2"), ("IP_COOLDOWN_PERIOD", "0")]);
+    wait_for(&node.socket, |st| st["total"].as_u64().unwrap_or(0) > 1, 30);
+    let p1 = node.pod(1);
+    let n1 = format!("/var/run/netns/{p1}");
+    // Held 6 s at its create (its 2nd send; the 1st is to podipd).
+    let mut add = held_plugin(&node, &env_of("ADD", "c1", &n1), "sendto", 6_000_000, 2);
+    let t0 = Instant::now();
+    let a = loop {
+        if let Some(a) = held(&node.socket).get("c1") {
+            break a.clone();
+        }
+        assert!(t0.elapsed() < Duration::from_secs(5), "c1's ADD never got an address");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // Past the grace, with sweeps every second.
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(add.try_wait().unwrap().is_none(), "the ADD finished early: the window was missed");
+    assert_eq!(held(&node.socket).get("c1"), Some(&a), "the sweep released a running ADD's address");
+    let p2 = node.pod(2);
+    assert_ne!(addr_of(&node.add("c2", &p2)), a, "another pod got the stalled ADD's address");
+    let out = add.wait_with_output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(out.status.success(), "{v}");
+    assert_eq!(addr_of(&v), a);
+    assert_eq!(node.cni(&env_of("CHECK", "c1", &n1), &node.conf("1.1.0")).0, 0);
+    // Once the ADD is over, an assignment the host does not wire is released as before.
+    let c3 = common::request(
+        &node.socket,
+        &json!({"v": 1, "op": "add", "network": "podip", "container_id": "c3", "ifname": "eth0", "netns": n1}),
+    );
+    assert!(c3["ok"].is_object(), "{c3}");
+    let t0 = Instant::now();
+    while held(&node.socket).contains_key("c3") {
+        assert!(t0.elapsed() < Duration::from_secs(10), "an unwired assignment was never released");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// CHECK fails whenever a part of the pod's data path is gone or wrong, and names it; the
+/// runtime's retried ADD then makes it whole again. Before, CHECK passed without the gateway's
+/// neighbour, with it at another MAC, with the default route through another gateway, with an
+/// extra rule of the address, and without an IPv6 pod's IPv4 egress.
+#[test]
+fn check_fails_for_every_part_of_the_data_path_gone_or_wrong() {
+    if !privileged() {
+        return;
+    }
+    let mut v4 = Node::new("qf");
+    let mut v6 = Node::with("qg", &[("ENABLE_IPv6", "true"), ("ENABLE_IPv4", "false")]);
+    // (IPv6 node, what CHECK names, how to break it: `{node}`, `{pod}`, `{addr}` filled in).
+    let cases = [
+        (false, "the permanent neighbour 169.254.1.1", "ip -n {pod} neigh del 169.254.1.1 dev eth0"),
+        (
+            false,
+            "the permanent neighbour 169.254.1.1",
+            "ip -n {pod} neigh replace 169.254.1.1 dev eth0 lladdr 02:00:00:00:00:01 nud permanent",
+        ),
+        (false, "default route via 169.254.1.1", "ip -n {pod} route replace default via 10.99.0.9 dev eth0 onlink"),
+        (false, "the rules of", "ip -n {node} rule add from {addr} lookup 77 priority 1536"),
+        (true, "on v4if0", "ip -n {pod} link del v4if0"),
+    ];
+    for (i, (ipv6, needle, how)) in cases.into_iter().enumerate() {
+        let node = if ipv6 { &mut v6 } else { &mut v4 };
+        let p = node.pod(10 + i);
+        let netns = format!("/var/run/netns/{p}");
+        let cid = format!("k{i}");
+        let a = addr_of(&node.add(&cid, &p));
+        let cmd = how.replace("{node}", &node.name).replace("{pod}", &p).replace("{addr}", &a);
+        sh(&cmd.split(' ').collect::<Vec<_>>());
+        let (code, c) = node.cni(&env_of("CHECK", &cid, &netns), &node.conf("1.1.0"));
+        assert_eq!(code, 1, "{cmd}: CHECK passed: {c}");
+        assert!(c["msg"].as_str().unwrap().contains(needle), "{cmd}: {c}");
+        let (code, r) = node.cni(&env_of("ADD", &cid, &netns), &node.conf("1.0.0"));
+        assert_eq!((code, addr_of(&r)), (0, a.clone()), "{cmd}: {r}");
+        assert_eq!(node.cni(&env_of("CHECK", &cid, &netns), &node.conf("1.1.0")).0, 0, "{cmd}: not whole again");
+    }
 }

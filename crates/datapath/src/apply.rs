@@ -2,7 +2,9 @@
 //! host, the rules over rtnetlink; teardown (rtnetlink, no process) that reports every error but
 //! treats "already gone" as done; and checks that read the kernel's state back.
 
-use crate::plan::{Line, MAIN_TABLE, PodNet, RULE_FROM_POD, RULE_TO_POD, host_side, pod_side};
+use crate::plan::{
+    EGRESS_GATEWAY, EGRESS_IF, GATEWAY_V4, Line, MAIN_TABLE, PodNet, RULE_FROM_POD, RULE_TO_POD, host_side, pod_side,
+};
 use std::io::Write;
 use std::net::IpAddr;
 use std::process::{Command, Stdio};
@@ -235,40 +237,78 @@ pub fn retire(host_veth: &str, netns: &str, ifname: &str, addrs: &[IpAddr]) -> R
 }
 
 /// Checks the pod's data path against the kernel: the interface with its address and default
-/// route inside the pod, the host route over the host veth, and the address's rules (to-pod, and
-/// from-pod for an ENI's own table), each read exactly.
+/// route through the gateway and the gateway's permanent neighbour inside the pod (the same for an
+/// IPv6 pod's IPv4 egress interface), the host routes over the host veths, and the address's
+/// rules, exactly the plan's (to-pod, and from-pod for an ENI's own table), each read exactly.
 ///
 /// # Errors
 /// The first thing missing.
 pub fn check(p: &PodNet) -> Result<(), ApplyError> {
     let missing = |what: &str| ApplyError { what: "check".into(), detail: format!("{what} is missing") };
-    let mut c = Command::new("nsenter");
-    c.arg(format!("--net={}", p.netns)).args(["ip", "-o", "addr", "show", "dev", &p.ifname]);
-    if !lists_addr(&run(c, "", "pod interface")?, p.addr) {
-        return Err(missing(&format!("address {} on {}", p.addr, p.ifname)));
+    let in_pod = |args: &[&str], what: &str| {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net={}", p.netns)).arg("ip").args(args);
+        run(c, "", what)
+    };
+    let (gw, fam) = if p.addr.is_ipv4() { (GATEWAY_V4, "-4") } else { ("fe80::1", "-6") };
+    // The pod's interfaces: (name, address, gateway, the gateway's MAC, route family).
+    let mut ifs = vec![(p.ifname.as_str(), p.addr, gw, p.host_mac.as_str(), fam)];
+    if let Some(e) = &p.egress {
+        ifs.push((EGRESS_IF, IpAddr::V4(e.addr), EGRESS_GATEWAY, e.host_mac.as_str(), "-4"));
     }
-    // `ip` lists one family's routes: IPv4's unless told.
-    let family = if p.addr.is_ipv6() { "-6" } else { "-4" };
-    let mut c = Command::new("nsenter");
-    c.arg(format!("--net={}", p.netns)).args(["ip", family, "route", "show", "default"]);
-    if !run(c, "", "pod routes")?.contains(" via ") {
-        return Err(missing("the pod's default route"));
+    let addrs = in_pod(&["-o", "addr", "show"], "pod interfaces")?;
+    let neighbours = in_pod(&["neigh", "show"], "pod neighbours")?;
+    for (ifname, addr, gw, mac, fam) in ifs {
+        let on_if =
+            addrs.lines().filter(|l| l.split_whitespace().nth(1) == Some(ifname)).collect::<Vec<_>>().join("\n");
+        if !lists_addr(&on_if, addr) {
+            return Err(missing(&format!("address {addr} on {ifname}")));
+        }
+        // Through the gateway, on whichever of the pod's interfaces was added last (each ADD of
+        // another interface in the same namespace takes the default route over).
+        let routes = in_pod(&[fam, "route", "show", "default"], "pod routes")?;
+        if !routes.lines().any(|l| has_words(l, &["via", gw])) {
+            return Err(missing(&format!("the pod's default route via {gw}")));
+        }
+        let permanent = |l: &str| {
+            l.starts_with(&format!("{gw} ")) && has_words(l, &["dev", ifname, "lladdr", mac]) && l.contains("PERMANENT")
+        };
+        if !neighbours.lines().any(permanent) {
+            return Err(missing(&format!("the permanent neighbour {gw} at {mac} on {ifname}")));
+        }
     }
     // The host's side, read exactly (not matched as text: 10.0.0.23 is not 10.0.0.234).
     let host = crate::host::scan(None)?;
-    if !host.routes.iter().any(|r| r.addr == p.addr && r.link == p.host_veth) {
-        return Err(missing(&format!("host route to {} via {}", p.addr, p.host_veth)));
+    let mut routes = vec![(p.addr, p.host_veth.as_str())];
+    routes.extend(p.egress.as_ref().map(|e| (IpAddr::V4(e.addr), e.host_veth.as_str())));
+    for (addr, link) in routes {
+        if !host.routes.iter().any(|r| r.addr == addr && r.link == link) {
+            return Err(missing(&format!("host route to {addr} via {link}")));
+        }
     }
-    let rule = |priority: u32, table: u32| {
-        host.rules.iter().any(|r| (r.priority, r.addr, r.table) == (priority, p.addr, table))
-    };
-    if !rule(RULE_TO_POD, MAIN_TABLE) {
-        return Err(missing(&format!("rule to {} (priority {RULE_TO_POD})", p.addr)));
+    // The address's rules are exactly the plan's: to the pod through main, and from the pod
+    // through its ENI's table when that is not main (another rule of it misroutes its traffic).
+    let mut rules: Vec<(u32, u32)> =
+        host.rules.iter().filter(|r| r.addr == p.addr).map(|r| (r.priority, r.table)).collect();
+    rules.sort_unstable();
+    let mut wanted = vec![(RULE_TO_POD, MAIN_TABLE)];
+    if p.table != MAIN_TABLE {
+        wanted.push((RULE_FROM_POD, p.table));
     }
-    if p.table != MAIN_TABLE && !rule(RULE_FROM_POD, p.table) {
-        return Err(missing(&format!("rule from {} to table {} (priority {RULE_FROM_POD})", p.addr, p.table)));
+    if rules != wanted {
+        let show = |v: &[(u32, u32)]| v.iter().map(|(p, t)| format!("{p} → table {t}")).collect::<Vec<_>>().join(", ");
+        return Err(ApplyError {
+            what: "check".into(),
+            detail: format!("the rules of {} are [{}], not [{}]", p.addr, show(&rules), show(&wanted)),
+        });
     }
     Ok(())
+}
+
+/// Whether `line` holds `words` one after the other.
+fn has_words(line: &str, words: &[&str]) -> bool {
+    let all: Vec<&str> = line.split_whitespace().collect();
+    all.windows(words.len()).any(|w| w == words)
 }
 
 /// Whether `ip -o addr show` output lists exactly `addr` (as `inet ADDR/LEN` or `inet6 …`).

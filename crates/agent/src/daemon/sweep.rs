@@ -1,6 +1,7 @@
 //! The host sweep: the node's wiring is ground truth both ways. An assignment the host has not
 //! wired (no veth of its pod, no route to its address) for longer than the grace period is
-//! released into cooldown; rules of addresses no attachment holds (nor cools), and veths named
+//! released into cooldown, unless an ADD or DEL of its container holds the container's
+//! attachment lock (an ADD may be stalled between podipd's answer and the wiring); rules of addresses no attachment holds (nor cools), and veths named
 //! as podip names them that no attachment owns, are removed once two sweeps in a row found them
 //! so (a link of another kind, or the node's primary interface, never). Everything removed is
 //! counted.
@@ -73,12 +74,13 @@ impl Daemon {
         let prefix = &self.cfg.veth_prefix;
         let wired = view.wired();
         let now = super::now();
-        let (remove, generation) = {
+        let (remove, due) = {
             let mut g = self.lock();
             let inner: &mut Inner = &mut g;
             let pods: Vec<(PodKey, IpAddr)> = inner.engine.datastore().pods().map(|(k, a)| (k.clone(), *a)).collect();
             let mut expected: BTreeSet<String> = BTreeSet::new();
             let mut seen_unwired: BTreeMap<PodKey, Time> = BTreeMap::new();
+            let mut due: Vec<(PodKey, IpAddr)> = Vec::new();
             for (k, a) in &pods {
                 let veth = self.veth_of(k, inner.meta.get(k));
                 let on_host = view.has_link(&veth) || wired.contains_key(a);
@@ -90,18 +92,12 @@ impl Daemon {
                 if !on_host {
                     let since = inner.unwired.get(k).copied().unwrap_or(now);
                     if now.since(since) >= self.cfg.wiring_grace {
-                        report.released.push((k.clone(), *a));
-                    } else {
-                        seen_unwired.insert(k.clone(), since);
+                        due.push((k.clone(), *a));
                     }
+                    seen_unwired.insert(k.clone(), since);
                 }
             }
             inner.unwired = seen_unwired;
-            for (k, _) in &report.released {
-                inner.engine.handle(now, Event::PodDel(k.clone()));
-                inner.meta.remove(k);
-                self.metrics.unwired_released.inc();
-            }
             // Held: assigned or cooling (a cooling address's pod may still be draining).
             let ds = inner.engine.datastore();
             let mut held: BTreeSet<IpAddr> = ds.pods().map(|(_, a)| *a).collect();
@@ -131,15 +127,10 @@ impl Daemon {
             }
             let remove: Vec<Stray> = strays.intersection(&inner.strays).cloned().collect();
             inner.strays = strays.difference(&remove.iter().cloned().collect()).cloned().collect();
-            let generation = (!report.released.is_empty()).then(|| self.publish(inner, now));
-            (remove, generation)
+            (remove, due)
         };
-        if let Some(g) = generation
-            && let Err(e) = self.commit.wait(g)
-        {
-            report.errors.push(format!("checkpoint not written: {e}"));
-        }
         let netns = self.cfg.node_netns.as_deref();
+        self.release_unwired(due, &mut report);
         for s in remove {
             let (kind, what, r) = match &s {
                 Stray::Rule(_, a) => {
@@ -169,6 +160,102 @@ impl Daemon {
             }
         }
         report
+    }
+}
+
+impl Daemon {
+    /// Releases into cooldown the assignments `due` that the host has not wired for the grace
+    /// period. Each container's attachment lock is taken first, as podip-cni holds it for a
+    /// whole ADD or DEL: a lock another holds means an ADD may be between podipd's answer and the
+    /// wiring (however long it stalled), and that assignment waits for a later sweep. With the
+    /// locks held, the host is read again (what an ADD wired before it let go is there now), and
+    /// only what is still unwired, and still assigned as it was, is released.
+    fn release_unwired(&self, due: Vec<(PodKey, IpAddr)>, report: &mut SweepReport) {
+        if due.is_empty() {
+            return;
+        }
+        let mut buckets: BTreeMap<String, bool> = BTreeMap::new();
+        let mut held_locks = Vec::new();
+        let mut free = Vec::new();
+        for (k, a) in due {
+            let b = protocol::lockfile::bucket(&k.container_id);
+            let taken = match buckets.get(&b) {
+                Some(t) => *t,
+                None => {
+                    let t = match attachment_lock(&self.cfg.socket, &b) {
+                        Ok(Some(l)) => {
+                            held_locks.extend(l);
+                            true
+                        }
+                        Ok(None) => false,
+                        Err(e) => {
+                            report.errors.push(format!("attachment lock {b}: {e}"));
+                            false
+                        }
+                    };
+                    buckets.insert(b, t);
+                    t
+                }
+            };
+            if taken {
+                free.push((k, a));
+            }
+        }
+        if free.is_empty() {
+            return;
+        }
+        let view = match datapath::host::scan(self.cfg.node_netns.as_deref()) {
+            Ok(v) => v,
+            Err(e) => {
+                report.errors.push(format!("reading the host: {e}"));
+                return;
+            }
+        };
+        let wired = view.wired();
+        let now = super::now();
+        let generation = {
+            let mut g = self.lock();
+            let inner: &mut Inner = &mut g;
+            for (k, a) in free {
+                let veth = self.veth_of(&k, inner.meta.get(&k));
+                let on_host = view.has_link(&veth) || wired.contains_key(&a);
+                if on_host || inner.engine.datastore().pod(&k) != Some(a) {
+                    continue;
+                }
+                inner.engine.handle(now, Event::PodDel(k.clone()));
+                inner.meta.remove(&k);
+                inner.unwired.remove(&k);
+                self.metrics.unwired_released.inc();
+                report.released.push((k, a));
+            }
+            (!report.released.is_empty()).then(|| self.publish(inner, now))
+        };
+        if let Some(g) = generation
+            && let Err(e) = self.commit.wait(g)
+        {
+            report.errors.push(format!("checkpoint not written: {e}"));
+        }
+        drop(held_locks);
+    }
+}
+
+/// The attachment lock file `bucket` beside `socket`, taken without waiting: `Ok(Some(lock))`
+/// once taken (`None` inside when there is no lock file, so no plugin ever took it), `Ok(None)`
+/// when another holds it.
+fn attachment_lock(
+    socket: &std::path::Path,
+    bucket: &str,
+) -> std::io::Result<Option<Option<nix::fcntl::Flock<std::fs::File>>>> {
+    let path = protocol::lockfile::bucket_path(socket, bucket);
+    // No lock directory yet: no plugin ever took a lock here (podipd makes none).
+    if !path.parent().is_some_and(std::path::Path::is_dir) {
+        return Ok(Some(None));
+    }
+    let f = protocol::lockfile::open(&path)?;
+    match nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(l) => Ok(Some(Some(l))),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+        Err((_, e)) => Err(std::io::Error::from(e)),
     }
 }
 
