@@ -1156,11 +1156,7 @@ fn an_ipv6_add_whose_batch_fails_without_naming_the_line_keeps_its_address_until
     assert_eq!(node.cni(&env_of("DEL", "c2", &n2), &node.conf("1.0.0")).0, 0);
     sh(&["ip", "netns", "del", &p1]);
     sh(&["ip", "netns", "del", &p2]);
-    let t0 = Instant::now();
-    while host_state(&node.name) != before {
-        assert!(t0.elapsed() < Duration::from_secs(10), "left on the host:\n{}", host_state(&node.name));
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    host_back_to(&node, &before);
 }
 
 /// The pod's sandbox s1 is live; its next sandbox s2 finds the veth of the pod's name, and its
@@ -1317,11 +1313,7 @@ fn an_ipv4_add_whose_undo_fails_keeps_its_address_until_the_del() {
     assert_eq!(node.cni(&env_of("DEL", "c2", &n2), &node.conf("1.0.0")).0, 0);
     sh(&["ip", "netns", "del", &p1]);
     sh(&["ip", "netns", "del", &p2]);
-    let t0 = Instant::now();
-    while host_state(&node.name) != before {
-        assert!(t0.elapsed() < Duration::from_secs(10), "left on the host:\n{}", host_state(&node.name));
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    host_back_to(&node, &before);
 }
 
 /// A container run without the pod's identity whose id reads as `namespace.name` of a pod
@@ -1612,5 +1604,15 @@ fn check_fails_for_every_part_of_the_data_path_gone_or_wrong() {
         let (code, r) = node.cni(&env_of("ADD", &cid, &netns), &node.conf("1.0.0"));
         assert_eq!((code, addr_of(&r)), (0, a.clone()), "{cmd}: {r}");
         assert_eq!(node.cni(&env_of("CHECK", &cid, &netns), &node.conf("1.1.0")).0, 0, "{cmd}: not whole again");
+    }
+}
+
+/// Waits (at most 10 s) for the node's host state to be `before` again: what the pods' DELs left
+/// goes with their namespaces.
+fn host_back_to(node: &Node, before: &str) {
+    let t0 = Instant::now();
+    while host_state(&node.name) != before {
+        assert!(t0.elapsed() < Duration::from_secs(10), "left on the host:\n{}", host_state(&node.name));
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
