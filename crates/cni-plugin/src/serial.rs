@@ -91,9 +91,9 @@ pub fn lock_keys(socket: &str, keys: &[String]) -> Result<AttachmentLock, CniErr
 }
 
 fn lock_bucket(socket: &str, bucket: &str, how: FlockArg) -> Result<Flock<File>, LockError> {
-    let parent = Path::new(socket).parent().unwrap_or(Path::new("/run/podip"));
-    let dir = parent.join("locks");
     let path = protocol::lockfile::bucket_path(Path::new(socket), bucket);
+    let dir = path.parent().unwrap_or(Path::new("/run/podip/locks"));
+    let parent = dir.parent().unwrap_or(Path::new("/run/podip"));
     let io = |e: &dyn std::fmt::Display| LockError {
         error: CniError::new(ErrorCode::Io, format!("attachment lock {}: {e}", path.display())),
         would_block: false,
@@ -112,7 +112,7 @@ fn lock_bucket(socket: &str, bucket: &str, how: FlockArg) -> Result<Flock<File>,
                     would_block: false,
                 });
             }
-            match std::fs::create_dir(&dir) {
+            match std::fs::create_dir(dir) {
                 Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(io(&e)),
                 _ => {}
             }

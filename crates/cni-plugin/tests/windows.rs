@@ -617,7 +617,7 @@ fn a_del_during_its_containers_first_add_releases_nothing_the_add_got() {
     let mut node = Node::new("rk");
     let p1 = node.pod(1);
     let n1 = format!("/var/run/netns/{p1}");
-    let bucket = |k: &str| datapath::host_veth_name("", k)[..2].to_string();
+    let bucket = |k: &str| protocol::lockfile::bucket(k);
     assert_ne!(bucket("s1"), bucket("default/web"), "the two locks must be distinct for this window");
     wait_for(&node.socket, |st| st["total"].as_u64().unwrap_or(0) > 2, 30);
     // The DEL: every connect after its first (the teardown's question to podipd) held 1.5 s.
@@ -967,7 +967,7 @@ fn a_retried_add_whose_container_was_deleted_while_it_waited_for_the_pods_lock_w
     let (code, again) = node.cni(&env_of("ADD", "s1", &n1), &node.conf("1.0.0"));
     assert_eq!((code, addr_of(&again)), (0, addr_of(&r)), "{again}");
     // The pod's lock (its file: the first two hex digits of the key's SHA-1) held for 1 s.
-    let bucket = |k: &str| datapath::host_veth_name("", k)[..2].to_string();
+    let bucket = |k: &str| protocol::lockfile::bucket(k);
     let pod_lock = node.socket.parent().unwrap().join(format!("locks/{}.lock", bucket("default/web")));
     let mut holder = std::process::Command::new("flock").arg("-x").arg(&pod_lock).args(["sleep", "1"]).spawn().unwrap();
     std::thread::sleep(Duration::from_millis(100));
