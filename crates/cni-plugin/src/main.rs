@@ -184,6 +184,18 @@ fn add(env: &CniEnv, conf: &NetConf) -> Result<String, CniError> {
             }
         }
     }
+    // The locks must still be the files their paths name now that the address is this ADD's:
+    // the sweep, which releases an address the host never wired once it holds the container's
+    // lock, cannot see a lock whose file was removed since.
+    if !serial.still_named() {
+        return Err(give_back(
+            &lease,
+            CniError::new(
+                ErrorCode::TryAgainLater,
+                "the attachment lock files were removed or replaced while this ADD held them; try again",
+            ),
+        ));
+    }
     let _serial = serial;
     if let Some(p) = conf.veth_prefix.as_deref().filter(|p| *p != lease.veth_prefix) {
         let e = CniError::new(

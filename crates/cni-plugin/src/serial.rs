@@ -13,11 +13,15 @@
 use cni::error::{CniError, ErrorCode};
 use nix::fcntl::{Flock, FlockArg};
 use std::fs::File;
-use std::path::Path;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 
 /// Held attachment locks; released when dropped or when the plugin exits.
 pub struct AttachmentLock {
-    files: Vec<(String, Flock<File>)>,
+    /// The lock directory ([`protocol::lockfile::lock_dir`] of the socket).
+    dir: PathBuf,
+    /// Each bucket's file, held, with the (device, inode) it had when taken.
+    files: Vec<(String, Flock<File>, (u64, u64))>,
 }
 
 impl AttachmentLock {
@@ -29,17 +33,28 @@ impl AttachmentLock {
     /// Code 5 when its lock file cannot be made or locked.
     pub fn try_add(&mut self, socket: &str, key: &str) -> Result<bool, CniError> {
         let b = bucket(key);
-        if self.files.iter().any(|(held, _)| *held == b) {
+        if self.files.iter().any(|(held, ..)| *held == b) {
             return Ok(true);
         }
-        match lock_bucket(socket, &b, FlockArg::LockExclusiveNonblock) {
-            Ok(f) => {
-                self.files.push((b, f));
+        match lock_bucket(socket, &self.dir, &b, FlockArg::LockExclusiveNonblock) {
+            Ok((f, id)) => {
+                self.files.push((b, f, id));
                 Ok(true)
             }
             Err(e) if e.would_block => Ok(false),
             Err(e) => Err(e.error),
         }
+    }
+
+    /// Whether every held file is still the one its path names. A lock file removed or replaced
+    /// since it was taken (its directory removed, or made again) is one podipd's sweep cannot
+    /// see: an ADD that finds so before it wires gives its address back rather than wire an
+    /// address the sweep may have released.
+    pub fn still_named(&self) -> bool {
+        self.files.iter().all(|(b, _, id)| {
+            std::fs::symlink_metadata(protocol::lockfile::bucket_path(&self.dir, b))
+                .is_ok_and(|m| (m.dev(), m.ino()) == *id)
+        })
     }
 }
 
@@ -79,28 +94,59 @@ pub fn keys(pod: Option<(&str, &str)>, container_id: &str) -> Vec<String> {
 /// # Errors
 /// Code 5 when a lock file cannot be made or locked.
 pub fn lock_keys(socket: &str, keys: &[String]) -> Result<AttachmentLock, CniError> {
+    let dir = protocol::lockfile::lock_dir(Path::new(socket));
     let mut buckets: Vec<String> = keys.iter().map(|k| bucket(k)).collect();
     buckets.sort();
     buckets.dedup();
     let mut files = Vec::with_capacity(buckets.len());
     for b in buckets {
-        let f = lock_bucket(socket, &b, FlockArg::LockExclusive).map_err(|e| e.error)?;
-        files.push((b, f));
+        let (f, id) = lock_bucket(socket, &dir, &b, FlockArg::LockExclusive).map_err(|e| e.error)?;
+        files.push((b, f, id));
     }
-    Ok(AttachmentLock { files })
+    Ok(AttachmentLock { dir, files })
 }
 
-fn lock_bucket(socket: &str, bucket: &str, how: FlockArg) -> Result<Flock<File>, LockError> {
-    let path = protocol::lockfile::bucket_path(Path::new(socket), bucket);
-    let dir = path.parent().unwrap_or(Path::new("/run/podip/locks"));
-    let parent = dir.parent().unwrap_or(Path::new("/run/podip"));
-    let io = |e: &dyn std::fmt::Display| LockError {
+/// Takes the lock of `bucket` in `dir`. A lock is only worth holding on the file the path names:
+/// one removed (or replaced) while this waited for it is one podipd's sweep and other plugins
+/// no longer see, so the path is opened and locked again until the two agree.
+fn lock_bucket(socket: &str, dir: &Path, bucket: &str, how: FlockArg) -> Result<(Flock<File>, (u64, u64)), LockError> {
+    let path = protocol::lockfile::bucket_path(dir, bucket);
+    let io = |e: &dyn std::fmt::Display| io_error(&path, e);
+    for _ in 0..8 {
+        let f = open_bucket(socket, dir, &path)?;
+        let f = Flock::lock(f, how)
+            .map_err(|(_, e)| LockError { would_block: e == nix::errno::Errno::EWOULDBLOCK, ..io(&e) })?;
+        let held = f.metadata().map_err(|e| io(&e))?;
+        match std::fs::symlink_metadata(&path) {
+            Ok(now) if (now.dev(), now.ino()) == (held.dev(), held.ino()) => return Ok((f, (held.dev(), held.ino()))),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(&e)),
+        }
+    }
+    Err(LockError {
+        error: CniError::new(
+            ErrorCode::TryAgainLater,
+            format!("attachment lock {}: the file kept being removed or replaced while it was taken", path.display()),
+        ),
+        would_block: false,
+    })
+}
+
+fn io_error(path: &Path, e: &dyn std::fmt::Display) -> LockError {
+    LockError {
         error: CniError::new(ErrorCode::Io, format!("attachment lock {}: {e}", path.display())),
         would_block: false,
-    };
+    }
+}
+
+/// Opens the lock file at `path` in `dir`, making the directory on a node's first ADD.
+fn open_bucket(socket: &str, dir: &Path, path: &Path) -> Result<File, LockError> {
+    let parent = dir.parent().unwrap_or(Path::new("/run/podip"));
+    let io = |e: &dyn std::fmt::Display| io_error(path, e);
     // The lock file is there after the node's first ADD; only before it is the directory made.
-    let f = match protocol::lockfile::open(&path) {
-        Ok(f) => f,
+    match protocol::lockfile::open(path) {
+        Ok(f) => Ok(f),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             if !parent.is_dir() {
                 // Nothing is made on the host for a path that leads nowhere.
@@ -116,9 +162,8 @@ fn lock_bucket(socket: &str, bucket: &str, how: FlockArg) -> Result<Flock<File>,
                 Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(io(&e)),
                 _ => {}
             }
-            protocol::lockfile::open(&path).map_err(|e| io(&e))?
+            protocol::lockfile::open(path).map_err(|e| io(&e))
         }
-        Err(e) => return Err(io(&e)),
-    };
-    Flock::lock(f, how).map_err(|(_, e)| LockError { would_block: e == nix::errno::Errno::EWOULDBLOCK, ..io(&e) })
+        Err(e) => Err(io(&e)),
+    }
 }

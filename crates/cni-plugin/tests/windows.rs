@@ -485,6 +485,11 @@ fn gc_tears_down_what_the_runtime_no_longer_lists_and_nothing_else() {
 
 /// The plugin under strace, `syscall` delayed as `inject` says (strace's `inject=` syntax).
 fn straced_plugin(node: &Node, env: &[(&str, &str)], syscall: &str, inject: &str) -> std::process::Child {
+    straced_with(node, &node.conf("1.0.0"), env, syscall, inject)
+}
+
+/// [`straced_plugin`] with the network configuration `conf`.
+fn straced_with(node: &Node, conf: &str, env: &[(&str, &str)], syscall: &str, inject: &str) -> std::process::Child {
     let mut c = std::process::Command::new("nsenter");
     c.arg(format!("--net=/var/run/netns/{}", node.name))
         .args(["strace", "-f", "-qq", "-o", "/dev/null", "-e", &format!("trace={syscall}")])
@@ -497,7 +502,7 @@ fn straced_plugin(node: &Node, env: &[(&str, &str)], syscall: &str, inject: &str
         c.env(k, v);
     }
     let mut child = c.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().unwrap();
-    std::io::Write::write_all(&mut child.stdin.take().unwrap(), node.conf("1.0.0").as_bytes()).unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), conf.as_bytes()).unwrap();
     child
 }
 
@@ -1554,12 +1559,13 @@ fn the_sweep_never_releases_the_address_of_an_add_that_is_still_running() {
     assert!(out.status.success(), "{v}");
     assert_eq!(addr_of(&v), a);
     assert_eq!(node.cni(&env_of("CHECK", "c1", &n1), &node.conf("1.1.0")).0, 0);
-    // Once the ADD is over, an assignment the host does not wire is released as before.
-    let c3 = common::request(
-        &node.socket,
-        &json!({"v": 1, "op": "add", "network": "podip", "container_id": "c3", "ifname": "eth0", "netns": n1}),
-    );
-    assert!(c3["ok"].is_object(), "{c3}");
+    // Once the ADD is over, an assignment the host does not wire is released as before: here
+    // one whose plugin was killed between podipd's answer and the wiring.
+    let p3 = node.pod(3);
+    let c3 =
+        straced_plugin(&node, &env_of("ADD", "c3", &format!("/var/run/netns/{p3}")), "sendto", "signal=KILL:when=2");
+    assert!(!c3.wait_with_output().unwrap().status.success());
+    assert!(held(&node.socket).contains_key("c3"), "c3's ADD was killed before it got an address");
     let t0 = Instant::now();
     while held(&node.socket).contains_key("c3") {
         assert!(t0.elapsed() < Duration::from_secs(10), "an unwired assignment was never released");
@@ -1570,7 +1576,10 @@ fn the_sweep_never_releases_the_address_of_an_add_that_is_still_running() {
 /// CHECK fails whenever a part of the pod's data path is gone or wrong, and names it; the
 /// runtime's retried ADD then makes it whole again. Before, CHECK passed without the gateway's
 /// neighbour, with it at another MAC, with the default route through another gateway, with an
-/// extra rule of the address, and without an IPv6 pod's IPv4 egress.
+/// extra rule of the address, and without an IPv6 pod's IPv4 egress; and then with the host veth
+/// at another MAC than the pod's neighbour names, the host route through a gateway, the pod's
+/// default route on an interface not wired to the host, and an IPv6 pod's host neighbour at
+/// another MAC.
 #[test]
 fn check_fails_for_every_part_of_the_data_path_gone_or_wrong() {
     if !privileged() {
@@ -1589,15 +1598,31 @@ fn check_fails_for_every_part_of_the_data_path_gone_or_wrong() {
         (false, "default route via 169.254.1.1", "ip -n {pod} route replace default via 10.99.0.9 dev eth0 onlink"),
         (false, "the rules of", "ip -n {node} rule add from {addr} lookup 77 priority 1536"),
         (true, "on v4if0", "ip -n {pod} link del v4if0"),
+        // Found by a sixth review: each passed CHECK, and the pod could not reach the node.
+        (false, "has MAC 02:00:00:aa:bb:cc", "ip -n {node} link set dev {veth} address 02:00:00:aa:bb:cc"),
+        (true, "has MAC 02:00:00:aa:bb:cc", "ip -n {node} link set dev {veth} address 02:00:00:aa:bb:cc"),
+        (false, "via 10.250.0.1", "ip -n {node} route replace {addr}/32 via 10.250.0.1 dev {veth} onlink"),
+        (
+            false,
+            "(x0 is not)",
+            "ip -n {pod} link add x0 type veth peer name x1 && ip -n {pod} link set x0 up && ip -n {pod} link set x1 up && ip -n {pod} route replace default via 169.254.1.1 dev x0 onlink",
+        ),
+        (
+            true,
+            "the host's neighbour",
+            "ip -n {node} -6 neigh replace {addr} lladdr 02:00:00:aa:bb:cc dev {veth} nud permanent",
+        ),
     ];
     for (i, (ipv6, needle, how)) in cases.into_iter().enumerate() {
         let node = if ipv6 { &mut v6 } else { &mut v4 };
         let p = node.pod(10 + i);
         let netns = format!("/var/run/netns/{p}");
         let cid = format!("k{i}");
-        let a = addr_of(&node.add(&cid, &p));
-        let cmd = how.replace("{node}", &node.name).replace("{pod}", &p).replace("{addr}", &a);
-        sh(&cmd.split(' ').collect::<Vec<_>>());
+        let r = node.add(&cid, &p);
+        let a = addr_of(&r);
+        let cmd =
+            how.replace("{node}", &node.name).replace("{pod}", &p).replace("{addr}", &a).replace("{veth}", &veth(&r));
+        sh(&["sh", "-ec", &cmd]);
         let (code, c) = node.cni(&env_of("CHECK", &cid, &netns), &node.conf("1.1.0"));
         assert_eq!(code, 1, "{cmd}: CHECK passed: {c}");
         assert!(c["msg"].as_str().unwrap().contains(needle), "{cmd}: {c}");
@@ -1614,5 +1639,175 @@ fn host_back_to(node: &Node, before: &str) {
     while host_state(&node.name) != before {
         assert!(t0.elapsed() < Duration::from_secs(10), "left on the host:\n{}", host_state(&node.name));
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// An ADD stalled between podipd's answer and its wiring (6 s at its create; the grace is 2 s)
+/// while `meddle` does something to the lock files: the address stays the stalled ADD's, the
+/// next pod gets another, and the ADD wires its pod. Returns podipd's log.
+fn a_stalled_add_keeps_its_address_while(tag: &str, meddle: impl FnOnce(&mut Node)) -> String {
+    let mut node = Node::with(tag, &[("PODIP_WIRING_GRACE", "2"), ("IP_COOLDOWN_PERIOD", "0")]);
+    wait_for(&node.socket, |st| st["total"].as_u64().unwrap_or(0) > 1, 30);
+    let p1 = node.pod(1);
+    let n1 = format!("/var/run/netns/{p1}");
+    let mut add = held_plugin(&node, &env_of("ADD", "c1", &n1), "sendto", 6_000_000, 2);
+    let t0 = Instant::now();
+    let a = loop {
+        if let Some(a) = held(&node.socket).get("c1") {
+            break a.clone();
+        }
+        assert!(t0.elapsed() < Duration::from_secs(5), "c1's ADD never got an address");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    meddle(&mut node);
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(add.try_wait().unwrap().is_none(), "the ADD finished early: the window was missed");
+    assert_eq!(held(&node.socket).get("c1"), Some(&a), "the sweep released a running ADD's address: {}", node.log());
+    let p2 = node.pod(2);
+    assert_ne!(addr_of(&node.add("c2", &p2)), a, "another pod got the stalled ADD's address");
+    let out = add.wait_with_output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(out.status.success(), "{v}");
+    assert_eq!(addr_of(&v), a);
+    node.log()
+}
+
+/// A container id other than `not` whose lock file is `not`'s.
+fn same_bucket_as(not: &str) -> String {
+    let b = protocol::lockfile::bucket(not);
+    (0..).map(|i| format!("x{i}")).find(|k| protocol::lockfile::bucket(k) == b).unwrap()
+}
+
+/// The lock directory removed, or removed and made again (and even its lock file made again by
+/// another ADD of the same bucket), under an ADD that holds its lock in it: the sweep cannot
+/// see that lock, so it keeps every assignment unwired at that moment until its DEL. Before, it
+/// took the lock as free (no directory, or a new file) and released the address, and the next
+/// pod got it while the stalled ADD wired it too.
+#[test]
+fn the_sweep_keeps_what_an_add_may_hold_when_the_lock_directory_is_removed_or_made_again() {
+    if !privileged() {
+        return;
+    }
+    let locks = |node: &Node| node.socket.parent().unwrap().join("locks");
+    let log = a_stalled_add_keeps_its_address_while("t1", |node| std::fs::remove_dir_all(locks(node)).unwrap());
+    assert!(log.contains("was removed"), "{log}");
+    let log = a_stalled_add_keeps_its_address_while("t2", |node| {
+        std::fs::remove_dir_all(locks(node)).unwrap();
+        std::fs::create_dir(locks(node)).unwrap();
+    });
+    assert!(log.contains("was replaced"), "{log}");
+    a_stalled_add_keeps_its_address_while("t3", |node| {
+        std::fs::remove_dir_all(locks(node)).unwrap();
+        let (other, p) = (same_bucket_as("c1"), node.pod(3));
+        node.add(&other, &p);
+        assert!(locks(node).join(format!("{}.lock", protocol::lockfile::bucket("c1"))).exists());
+    });
+}
+
+/// A plugin configuration that names podipd's socket through a symlink in another directory
+/// locks in podipd's own lock directory, so the sweep sees an ADD stalled past the grace. Before,
+/// its locks were in `locks/` beside the symlink, and the sweep released its address.
+#[test]
+fn a_plugin_that_names_the_socket_through_a_symlink_locks_where_the_sweep_looks() {
+    if !privileged() {
+        return;
+    }
+    let mut node = Node::with("t4", &[("PODIP_WIRING_GRACE", "2"), ("IP_COOLDOWN_PERIOD", "0")]);
+    wait_for(&node.socket, |st| st["total"].as_u64().unwrap_or(0) > 1, 30);
+    let other = node.socket.parent().unwrap().join("elsewhere");
+    std::fs::create_dir(&other).unwrap();
+    let link = other.join("podipd.sock");
+    std::os::unix::fs::symlink(&node.socket, &link).unwrap();
+    let conf = format!(r#"{{"cniVersion":"1.0.0","name":"podip","type":"podip-cni","socket":"{}"}}"#, link.display());
+    let p1 = node.pod(1);
+    let n1 = format!("/var/run/netns/{p1}");
+    let add = straced_with(&node, &conf, &env_of("ADD", "c1", &n1), "sendto", "delay_enter=6000000:when=2");
+    let t0 = Instant::now();
+    let a = loop {
+        if let Some(a) = held(&node.socket).get("c1") {
+            break a.clone();
+        }
+        assert!(t0.elapsed() < Duration::from_secs(5), "c1's ADD never got an address");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(held(&node.socket).get("c1"), Some(&a), "the sweep released a running ADD's address: {}", node.log());
+    let p2 = node.pod(2);
+    assert_ne!(addr_of(&node.add("c2", &p2)), a, "another pod got the stalled ADD's address");
+    let out = add.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let bucket = format!("{}.lock", protocol::lockfile::bucket("c1"));
+    assert!(node.socket.parent().unwrap().join("locks").join(bucket).exists());
+    assert!(!other.join("locks").exists(), "locks beside the symlink");
+}
+
+/// The lock directory made again while an ADD holds its lock and has not asked podipd yet:
+/// the ADD finds its lock file no longer the one the path names, gives the address back, and
+/// fails with code 11; the runtime's retry wires the pod. Before, it wired the pod holding a
+/// lock the sweep could not see.
+#[test]
+fn an_add_whose_lock_files_were_made_again_gives_its_address_back() {
+    if !privileged() {
+        return;
+    }
+    let mut node = Node::new("t5");
+    let p1 = node.pod(1);
+    let n1 = format!("/var/run/netns/{p1}");
+    // Held 3 s as it connects to podipd, its lock taken.
+    let add = held_plugin(&node, &env_of("ADD", "c1", &n1), "connect", 3_000_000, 1);
+    let locks = node.socket.parent().unwrap().join("locks");
+    let bucket = locks.join(format!("{}.lock", protocol::lockfile::bucket("c1")));
+    let t0 = Instant::now();
+    while !bucket.exists() {
+        assert!(t0.elapsed() < Duration::from_secs(3), "the ADD never took its lock");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::fs::remove_dir_all(&locks).unwrap();
+    std::fs::create_dir(&locks).unwrap();
+    let out = add.wait_with_output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["code"], 11, "{v}");
+    assert!(v["msg"].as_str().unwrap().contains("removed or replaced"), "{v}");
+    assert!(!held(&node.socket).contains_key("c1"), "the address was not given back");
+    let r = node.add("c1", &p1);
+    assert_eq!(node.cni(&env_of("CHECK", "c1", &n1), &node.conf("1.1.0")).0, 0, "{r}");
+}
+
+/// Rules and addresses podip did not make, which CHECK must still see: a rule of the pod's
+/// address at another priority (to it or from it), podip's to-pod rule inverted, and another
+/// pod's address on the pod's interface. CHECK fails and names each; a retried ADD does not
+/// remove what is not podip's. Before, CHECK passed them all (it read only podip's two
+/// priorities, without their flags, and only looked for the pod's own address).
+#[test]
+fn check_fails_for_rules_and_addresses_of_the_pod_that_are_not_podips() {
+    if !privileged() {
+        return;
+    }
+    let mut node = Node::new("t6");
+    let p9 = node.pod(9);
+    let other = addr_of(&node.add("k-other", &p9));
+    let cases = [
+        ("the rules of", "ip -n {node} rule add to {addr} priority 100 blackhole"),
+        ("the rules of", "ip -n {node} rule add from {addr} priority 1000 blackhole"),
+        (
+            "not to",
+            "ip -n {node} rule del to {addr} priority 512 && ip -n {node} rule add not to {addr} lookup main priority 512",
+        ),
+        ("the rules of", "ip -n {node} rule add to {addr} iif lo lookup main priority 700"),
+        ("eth0 carries", "ip -n {pod} addr add {other}/32 dev eth0"),
+    ];
+    for (i, (needle, how)) in cases.into_iter().enumerate() {
+        let p = node.pod(10 + i);
+        let netns = format!("/var/run/netns/{p}");
+        let cid = format!("k{i}");
+        let a = addr_of(&node.add(&cid, &p));
+        assert_eq!(node.cni(&env_of("CHECK", &cid, &netns), &node.conf("1.1.0")).0, 0, "healthy fails");
+        let cmd =
+            how.replace("{node}", &node.name).replace("{pod}", &p).replace("{addr}", &a).replace("{other}", &other);
+        sh(&["sh", "-ec", &cmd]);
+        let (code, c) = node.cni(&env_of("CHECK", &cid, &netns), &node.conf("1.1.0"));
+        assert_eq!(code, 1, "{cmd}: CHECK passed: {c}");
+        assert!(c["msg"].as_str().unwrap().contains(needle), "{cmd}: {c}");
+        assert_eq!(node.cni(&env_of("DEL", &cid, &netns), &node.conf("1.0.0")).0, 0);
     }
 }

@@ -2,9 +2,7 @@
 //! host, the rules over rtnetlink; teardown (rtnetlink, no process) that reports every error but
 //! treats "already gone" as done; and checks that read the kernel's state back.
 
-use crate::plan::{
-    EGRESS_GATEWAY, EGRESS_IF, GATEWAY_V4, Line, MAIN_TABLE, PodNet, RULE_FROM_POD, RULE_TO_POD, host_side, pod_side,
-};
+use crate::plan::{EGRESS_GATEWAY, EGRESS_IF, GATEWAY_V4, Line, PodNet, host_side, pod_side};
 use std::io::Write;
 use std::net::IpAddr;
 use std::process::{Command, Stdio};
@@ -236,13 +234,14 @@ pub fn retire(host_veth: &str, netns: &str, ifname: &str, addrs: &[IpAddr]) -> R
     if errors.is_empty() { Ok(()) } else { Err(errors) }
 }
 
-/// Checks the pod's data path against the kernel: the interface with its address and default
-/// route through the gateway and the gateway's permanent neighbour inside the pod (the same for an
-/// IPv6 pod's IPv4 egress interface), the host routes over the host veths, and the address's
-/// rules, exactly the plan's (to-pod, and from-pod for an ENI's own table), each read exactly.
+/// Checks the pod's data path against the kernel: inside the pod, the interface with exactly its
+/// address, the default route through the gateway on an interface that has the gateway's
+/// permanent neighbour, and that neighbour at the host veth's MAC on the pod's interface (the
+/// same for an IPv6 pod's IPv4 egress interface); on the host, everything
+/// [`crate::inspect::check_host`] reads.
 ///
 /// # Errors
-/// The first thing missing.
+/// The first thing missing or different.
 pub fn check(p: &PodNet) -> Result<(), ApplyError> {
     let missing = |what: &str| ApplyError { what: "check".into(), detail: format!("{what} is missing") };
     let in_pod = |args: &[&str], what: &str| {
@@ -251,58 +250,59 @@ pub fn check(p: &PodNet) -> Result<(), ApplyError> {
         run(c, "", what)
     };
     let (gw, fam) = if p.addr.is_ipv4() { (GATEWAY_V4, "-4") } else { ("fe80::1", "-6") };
-    // The pod's interfaces: (name, address, gateway, the gateway's MAC, route family).
-    let mut ifs = vec![(p.ifname.as_str(), p.addr, gw, p.host_mac.as_str(), fam)];
+    // The pod's interfaces: (name, address, its prefix length, gateway, the gateway's MAC, route
+    // family).
+    let mut ifs =
+        vec![(p.ifname.as_str(), p.addr, if p.addr.is_ipv4() { 32 } else { 128 }, gw, p.host_mac.as_str(), fam)];
     if let Some(e) = &p.egress {
-        ifs.push((EGRESS_IF, IpAddr::V4(e.addr), EGRESS_GATEWAY, e.host_mac.as_str(), "-4"));
+        ifs.push((EGRESS_IF, IpAddr::V4(e.addr), 22, EGRESS_GATEWAY, e.host_mac.as_str(), "-4"));
     }
     let addrs = in_pod(&["-o", "addr", "show"], "pod interfaces")?;
     let neighbours = in_pod(&["neigh", "show"], "pod neighbours")?;
-    for (ifname, addr, gw, mac, fam) in ifs {
-        let on_if =
-            addrs.lines().filter(|l| l.split_whitespace().nth(1) == Some(ifname)).collect::<Vec<_>>().join("\n");
-        if !lists_addr(&on_if, addr) {
-            return Err(missing(&format!("address {addr} on {ifname}")));
+    // The pod's permanent neighbour entries for `gw` on `ifname`.
+    let permanent = |gw: &str, ifname: &str| -> Vec<&str> {
+        let at = format!("{gw} ");
+        neighbours
+            .lines()
+            .filter(|l| l.starts_with(&at) && has_words(l, &["dev", ifname]) && l.contains("PERMANENT"))
+            .collect()
+    };
+    for (ifname, addr, len, gw, mac, fam) in ifs {
+        let on_if = addrs.lines().filter(|l| l.split_whitespace().nth(1) == Some(ifname)).collect::<Vec<_>>();
+        let listed = global_addrs(&on_if.join("\n"));
+        if listed != [format!("{addr}/{len}")] {
+            return Err(if listed.iter().any(|a| a.starts_with(&format!("{addr}/"))) {
+                ApplyError {
+                    what: "check".into(),
+                    detail: format!("{ifname} carries [{}], not [{addr}/{len}]", listed.join(", ")),
+                }
+            } else {
+                missing(&format!("address {addr} on {ifname}"))
+            });
         }
-        // Through the gateway, on whichever of the pod's interfaces was added last (each ADD of
-        // another interface in the same namespace takes the default route over).
-        let routes = in_pod(&[fam, "route", "show", "default"], "pod routes")?;
-        if !routes.lines().any(|l| has_words(l, &["via", gw])) {
-            return Err(missing(&format!("the pod's default route via {gw}")));
-        }
-        let permanent = |l: &str| {
-            l.starts_with(&format!("{gw} ")) && has_words(l, &["dev", ifname, "lladdr", mac]) && l.contains("PERMANENT")
-        };
-        if !neighbours.lines().any(permanent) {
+        if !permanent(gw, ifname).iter().any(|l| has_words(l, &["lladdr", mac])) {
             return Err(missing(&format!("the permanent neighbour {gw} at {mac} on {ifname}")));
         }
-    }
-    // The host's side, read exactly (not matched as text: 10.0.0.23 is not 10.0.0.234).
-    let host = crate::host::scan(None)?;
-    let mut routes = vec![(p.addr, p.host_veth.as_str())];
-    routes.extend(p.egress.as_ref().map(|e| (IpAddr::V4(e.addr), e.host_veth.as_str())));
-    for (addr, link) in routes {
-        if !host.routes.iter().any(|r| r.addr == addr && r.link == link) {
-            return Err(missing(&format!("host route to {addr} via {link}")));
+        // Through the gateway, on whichever of the pod's interfaces was added last (each ADD of
+        // another interface in the same namespace takes the default route over), as long as the
+        // gateway is a permanent neighbour there: one without it cannot reach the host.
+        let routes = in_pod(&[fam, "route", "show", "default"], "pod routes")?;
+        let through = routes.lines().find_map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            let dev = w.windows(2).find(|p| p[0] == "dev").map(|p| p[1]);
+            has_words(l, &["via", gw]).then_some(dev).flatten()
+        });
+        match through {
+            None => return Err(missing(&format!("the pod's default route via {gw}"))),
+            Some(dev) if permanent(gw, dev).is_empty() => {
+                return Err(missing(&format!(
+                    "the pod's default route via {gw} on an interface wired to the host ({dev} is not)"
+                )));
+            }
+            Some(_) => {}
         }
     }
-    // The address's rules are exactly the plan's: to the pod through main, and from the pod
-    // through its ENI's table when that is not main (another rule of it misroutes its traffic).
-    let mut rules: Vec<(u32, u32)> =
-        host.rules.iter().filter(|r| r.addr == p.addr).map(|r| (r.priority, r.table)).collect();
-    rules.sort_unstable();
-    let mut wanted = vec![(RULE_TO_POD, MAIN_TABLE)];
-    if p.table != MAIN_TABLE {
-        wanted.push((RULE_FROM_POD, p.table));
-    }
-    if rules != wanted {
-        let show = |v: &[(u32, u32)]| v.iter().map(|(p, t)| format!("{p} → table {t}")).collect::<Vec<_>>().join(", ");
-        return Err(ApplyError {
-            what: "check".into(),
-            detail: format!("the rules of {} are [{}], not [{}]", p.addr, show(&rules), show(&wanted)),
-        });
-    }
-    Ok(())
+    crate::inspect::check_host(p)
 }
 
 /// Whether `line` holds `words` one after the other.
@@ -311,28 +311,37 @@ fn has_words(line: &str, words: &[&str]) -> bool {
     all.windows(words.len()).any(|w| w == words)
 }
 
-/// Whether `ip -o addr show` output lists exactly `addr` (as `inet ADDR/LEN` or `inet6 …`).
-fn lists_addr(out: &str, addr: IpAddr) -> bool {
-    out.lines().any(|l| {
+/// The addresses `ip -o addr show` output lists (`ADDR/LEN`, `inet` and `inet6`), but for IPv6
+/// link-local ones (every IPv6 interface has its own).
+fn global_addrs(out: &str) -> Vec<String> {
+    let mut v = Vec::new();
+    for l in out.lines() {
         let words: Vec<&str> = l.split_whitespace().collect();
-        words.windows(2).any(|w| {
-            matches!(w[0], "inet" | "inet6")
-                && w[1].split('/').next().and_then(|a| a.parse::<IpAddr>().ok()) == Some(addr)
-        })
-    })
+        for w in words.windows(2).filter(|w| matches!(w[0], "inet" | "inet6")) {
+            let link_local = w[1]
+                .split('/')
+                .next()
+                .and_then(|a| a.parse::<std::net::Ipv6Addr>().ok())
+                .is_some_and(|a| a.is_unicast_link_local());
+            if !link_local {
+                v.push(w[1].to_string());
+            }
+        }
+    }
+    v
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{failed_line, lists_addr};
+    use super::{failed_line, global_addrs};
 
     #[test]
-    fn an_address_is_listed_exactly() {
-        let out = "2: eth0    inet 10.0.0.234/32 scope global eth0\\       valid_lft forever\n";
-        assert!(lists_addr(out, "10.0.0.234".parse().unwrap()));
-        assert!(!lists_addr(out, "10.0.0.23".parse().unwrap()), "10.0.0.23 is not 10.0.0.234");
-        assert!(lists_addr("3: eth0    inet6 2600:1f18::5/128 scope global", "2600:1f18::5".parse().unwrap()));
-        assert!(!lists_addr("3: eth0    inet6 2600:1f18::55/128 scope global", "2600:1f18::5".parse().unwrap()));
+    fn addresses_are_listed_exactly_and_link_local_ones_left_out() {
+        let out = "2: eth0    inet 10.0.0.234/32 scope global eth0\\       valid_lft forever\n\
+                   2: eth0    inet 10.0.0.23/32 scope global eth0\n\
+                   3: eth0    inet6 2600:1f18::5/128 scope global\n\
+                   3: eth0    inet6 fe80::1c2:3ff:fe04:506/64 scope link\n";
+        assert_eq!(global_addrs(out), ["10.0.0.234/32", "10.0.0.23/32", "2600:1f18::5/128"]);
     }
 
     #[test]

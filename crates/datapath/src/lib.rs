@@ -7,11 +7,13 @@
 //! [`netlink`] carries out an IPv4 pod's over rtnetlink from the calling process (no process
 //! spawned: the fast path); [`apply`] carries out any plan through iproute2's batch mode (IPv6
 //! pods, checks); [`host`] reads the node's pod wiring and keeps policy rules exclusive, and
-//! tears down; [`node`] owns the node-level SNAT and ENI links.
+//! tears down; [`inspect`] reads one pod's wiring on the host exactly, for CHECK; [`node`] owns
+//! the node-level SNAT and ENI links.
 #![forbid(unsafe_code)]
 
 pub mod apply;
 pub mod host;
+pub mod inspect;
 pub mod netlink;
 pub mod netns;
 pub mod node;

@@ -3,21 +3,29 @@
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Opens (creating, owner-only) the lock file at `path`, refusing a symlink.
 ///
 /// # Errors
 /// The file cannot be made.
 pub fn open(path: &Path) -> std::io::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
-        .open(path)
+    options().create(true).open(path)
+}
+
+/// Opens the lock file at `path` only if it is there (podipd's sweep never makes one: a lock
+/// file it made would be one no plugin holds), refusing a symlink.
+///
+/// # Errors
+/// The file is not there (`NotFound`) or cannot be opened.
+pub fn open_existing(path: &Path) -> std::io::Result<File> {
+    options().open(path)
+}
+
+fn options() -> OpenOptions {
+    let mut o = OpenOptions::new();
+    o.read(true).write(true).truncate(false).mode(0o600).custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits());
+    o
 }
 
 /// The attachment lock bucket of `key` (a container id, or a pod's `namespace/name`): the first
@@ -28,7 +36,49 @@ pub fn bucket(key: &str) -> String {
     sha1_smol::Sha1::from(key).digest().to_string()[..2].to_string()
 }
 
-/// The lock file of `bucket`, in `locks/` beside podipd's socket at `socket`.
-pub fn bucket_path(socket: &Path, bucket: &str) -> std::path::PathBuf {
-    socket.parent().unwrap_or(Path::new("/run/podip")).join("locks").join(format!("{bucket}.lock"))
+/// The directory of the attachment lock files: `locks/` beside podipd's socket file itself, so a
+/// plugin configuration that names the socket through a symlink in another directory locks in
+/// the same files as podipd's sweep. Only the socket's own name is followed (one `readlink` when
+/// it is not a link): a directory reached through a symlink is the same directory whatever path
+/// leads to it.
+pub fn lock_dir(socket: &Path) -> PathBuf {
+    let mut p = socket.to_path_buf();
+    // As the kernel does, at most 40 links in a row.
+    for _ in 0..40 {
+        match std::fs::read_link(&p) {
+            Ok(target) => p = p.parent().unwrap_or(Path::new("/")).join(target),
+            Err(_) => break,
+        }
+    }
+    p.parent().unwrap_or(Path::new("/run/podip")).join("locks")
+}
+
+/// The lock file of `bucket` in the lock directory `dir` (see [`lock_dir`]).
+pub fn bucket_path(dir: &Path, bucket: &str) -> PathBuf {
+    dir.join(format!("{bucket}.lock"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_symlinked_socket_locks_beside_the_socket_itself() {
+        let root = std::env::temp_dir().join(format!("podip-lockdir-{}", std::process::id()));
+        let (real, other) = (root.join("run"), root.join("elsewhere"));
+        std::fs::create_dir_all(&real).unwrap();
+        std::fs::create_dir_all(&other).unwrap();
+        std::fs::write(real.join("podipd.sock"), b"").unwrap();
+        std::os::unix::fs::symlink(real.join("podipd.sock"), other.join("link.sock")).unwrap();
+        // A relative link to that link.
+        std::os::unix::fs::symlink("link.sock", other.join("rel.sock")).unwrap();
+        let want = real.join("locks");
+        assert_eq!(lock_dir(&other.join("link.sock")), want);
+        assert_eq!(lock_dir(&other.join("rel.sock")), want);
+        assert_eq!(lock_dir(&real.join("podipd.sock")), want);
+        // Not there: as given.
+        assert_eq!(lock_dir(&other.join("none.sock")), other.join("locks"));
+        assert_eq!(bucket_path(&want, "ab"), want.join("ab.lock"));
+        std::fs::remove_dir_all(&root).unwrap();
+    }
 }

@@ -388,6 +388,7 @@ impl Daemon {
                 meta,
                 unwired,
                 strays: BTreeSet::new(),
+                locks: super::locks::LockDir::default(),
                 generation: 0,
                 seen: super::cluster::Seen::default(),
             }),

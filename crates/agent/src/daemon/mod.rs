@@ -18,6 +18,7 @@ mod cluster;
 mod commit;
 mod http;
 mod listen;
+mod locks;
 mod sweep;
 
 pub use boot::Booted;
@@ -112,6 +113,8 @@ struct Inner {
     unwired: BTreeMap<PodKey, Time>,
     /// Host objects no attachment held at the last sweep (removed if still so at the next).
     strays: BTreeSet<sweep::Stray>,
+    /// The attachment lock directory as the sweeps saw it.
+    locks: locks::LockDir,
     /// The newest generation of the pool's state.
     generation: u64,
     /// What the pool last took from Kubernetes.

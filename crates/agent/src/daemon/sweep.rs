@@ -1,12 +1,13 @@
 //! The host sweep: the node's wiring is ground truth both ways. An assignment the host has not
 //! wired (no veth of its pod, no route to its address) for longer than the grace period is
 //! released into cooldown, unless an ADD or DEL of its container holds the container's
-//! attachment lock (an ADD may be stalled between podipd's answer and the wiring); rules of addresses no attachment holds (nor cools), and veths named
-//! as podip names them that no attachment owns, are removed once two sweeps in a row found them
-//! so (a link of another kind, or the node's primary interface, never). Everything removed is
-//! counted.
+//! attachment lock (an ADD may be stalled between podipd's answer and the wiring), or the sweep
+//! cannot see that lock (see [`super::locks`]). Rules of addresses no attachment holds (nor
+//! cools), and veths named as podip names them that no attachment owns, are removed once two
+//! sweeps in a row found them so (a link of another kind, or the node's primary interface,
+//! never). Everything removed is counted.
 
-use super::{Daemon, Inner};
+use super::{Daemon, Inner, locks};
 use ipam::Time;
 use ipam::addr::PodKey;
 use ipam::engine::Event;
@@ -33,6 +34,8 @@ pub struct SweepReport {
     pub removed: Vec<String>,
     /// Removals that failed.
     pub errors: Vec<String>,
+    /// Assignments the sweep will not release although unwired, and why.
+    pub kept: Vec<String>,
 }
 
 impl Daemon {
@@ -50,6 +53,9 @@ impl Daemon {
             }
             for e in &r.errors {
                 eprintln!("podipd: sweep: {e}");
+            }
+            for k in &r.kept {
+                eprintln!("podipd: sweep: {k}");
             }
             for what in &r.removed {
                 eprintln!("podipd: removed {what}: no attachment holds it");
@@ -72,6 +78,7 @@ impl Daemon {
             }
         };
         let prefix = &self.cfg.veth_prefix;
+        let lock_dir = protocol::lockfile::lock_dir(&self.cfg.socket);
         let wired = view.wired();
         let now = super::now();
         let (remove, due) = {
@@ -98,6 +105,10 @@ impl Daemon {
                 }
             }
             inner.unwired = seen_unwired;
+            report.kept.extend(inner.locks.observe(&lock_dir, inner.unwired.keys()));
+            let ds = inner.engine.datastore();
+            inner.locks.retain(|k| ds.pod(k).is_some());
+            due.retain(|(k, _)| !inner.locks.pinned(k));
             // Held: assigned or cooling (a cooling address's pod may still be draining).
             let ds = inner.engine.datastore();
             let mut held: BTreeSet<IpAddr> = ds.pods().map(|(_, a)| *a).collect();
@@ -130,7 +141,7 @@ impl Daemon {
             (remove, due)
         };
         let netns = self.cfg.node_netns.as_deref();
-        self.release_unwired(due, &mut report);
+        self.release_unwired(&lock_dir, due, &mut report);
         for s in remove {
             let (kind, what, r) = match &s {
                 Stray::Rule(_, a) => {
@@ -170,35 +181,50 @@ impl Daemon {
     /// wiring (however long it stalled), and that assignment waits for a later sweep. With the
     /// locks held, the host is read again (what an ADD wired before it let go is there now), and
     /// only what is still unwired, and still assigned as it was, is released.
-    fn release_unwired(&self, due: Vec<(PodKey, IpAddr)>, report: &mut SweepReport) {
+    fn release_unwired(&self, lock_dir: &std::path::Path, due: Vec<(PodKey, IpAddr)>, report: &mut SweepReport) {
         if due.is_empty() {
             return;
         }
-        let mut buckets: BTreeMap<String, bool> = BTreeMap::new();
+        let mut buckets: BTreeMap<String, Option<bool>> = BTreeMap::new();
         let mut held_locks = Vec::new();
         let mut free = Vec::new();
+        let mut missing = Vec::new();
         for (k, a) in due {
             let b = protocol::lockfile::bucket(&k.container_id);
+            // Some(true): taken; Some(false): another holds it; None: no lock file.
             let taken = match buckets.get(&b) {
                 Some(t) => *t,
                 None => {
-                    let t = match attachment_lock(&self.cfg.socket, &b) {
-                        Ok(Some(l)) => {
-                            held_locks.extend(l);
-                            true
+                    let t = match locks::take(lock_dir, &b) {
+                        Ok(locks::Taken::Free(l)) => {
+                            held_locks.push(l);
+                            Some(true)
                         }
-                        Ok(None) => false,
+                        Ok(locks::Taken::Held) => Some(false),
+                        Ok(locks::Taken::Missing) => None,
                         Err(e) => {
                             report.errors.push(format!("attachment lock {b}: {e}"));
-                            false
+                            Some(false)
                         }
                     };
                     buckets.insert(b, t);
                     t
                 }
             };
-            if taken {
-                free.push((k, a));
+            match taken {
+                Some(true) => free.push((k, a)),
+                Some(false) => {}
+                None => missing.push((k, a)),
+            }
+        }
+        if !missing.is_empty() {
+            let mut g = self.lock();
+            for (k, a) in missing {
+                report.kept.push(format!(
+                    "{a} of {k} is unwired, and its attachment lock file is not in {}: it stays held until its DEL (a plugin may hold its lock elsewhere)",
+                    lock_dir.display()
+                ));
+                g.locks.pin(k);
             }
         }
         if free.is_empty() {
@@ -236,26 +262,6 @@ impl Daemon {
             report.errors.push(format!("checkpoint not written: {e}"));
         }
         drop(held_locks);
-    }
-}
-
-/// The attachment lock file `bucket` beside `socket`, taken without waiting: `Ok(Some(lock))`
-/// once taken (`None` inside when there is no lock file, so no plugin ever took it), `Ok(None)`
-/// when another holds it.
-fn attachment_lock(
-    socket: &std::path::Path,
-    bucket: &str,
-) -> std::io::Result<Option<Option<nix::fcntl::Flock<std::fs::File>>>> {
-    let path = protocol::lockfile::bucket_path(socket, bucket);
-    // No lock directory yet: no plugin ever took a lock here (podipd makes none).
-    if !path.parent().is_some_and(std::path::Path::is_dir) {
-        return Ok(Some(None));
-    }
-    let f = protocol::lockfile::open(&path)?;
-    match nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock) {
-        Ok(l) => Ok(Some(Some(l))),
-        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
-        Err((_, e)) => Err(std::io::Error::from(e)),
     }
 }
 
