@@ -1811,3 +1811,71 @@ fn check_fails_for_rules_and_addresses_of_the_pod_that_are_not_podips() {
         assert_eq!(node.cni(&env_of("DEL", &cid, &netns), &node.conf("1.0.0")).0, 0);
     }
 }
+
+/// Whatever podipd's state says, the kernel refuses a second route to one address on a node: an
+/// ADD given an address the host already routes over another link (here every free address of
+/// the pool, routed over a veth podip did not make, each with its to-pod rule) fails and names
+/// that link, gives the address back, leaves nothing of its own, and leaves that owner's route
+/// and rules as they were. Before, the ADD replaced the route and the address went to two pods.
+#[test]
+fn an_add_never_routes_an_address_the_host_routes_over_another_link() {
+    if !privileged() {
+        return;
+    }
+    let mut node = Node::with("t7", &[("IP_COOLDOWN_PERIOD", "0")]);
+    let st = wait_for(&node.socket, |st| st["total"].as_u64().unwrap_or(0) > 1, 30);
+    let n = node.name.clone();
+    sh(&["ip", "-n", &n, "link", "add", "rogue0", "type", "veth", "peer", "name", "rogue1"]);
+    sh(&["ip", "-n", &n, "link", "set", "rogue0", "up"]);
+    sh(&["ip", "-n", &n, "link", "set", "rogue1", "up"]);
+    let free: Vec<String> = st["enis"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|e| e["secondary_ips"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string()))
+        .collect();
+    assert!(!free.is_empty(), "{st}");
+    for a in &free {
+        sh(&["ip", "-n", &n, "route", "add", &format!("{a}/32"), "dev", "rogue0"]);
+        sh(&["ip", "-n", &n, "rule", "add", "to", a, "lookup", "main", "priority", "512"]);
+    }
+    let before = host_state(&n);
+    let p = node.pod(1);
+    let netns = format!("/var/run/netns/{p}");
+    let (code, r) = node.cni(&env_of("ADD", "c1", &netns), &node.conf("1.0.0"));
+    let msg = r["msg"].as_str().unwrap_or_default().to_string();
+    assert_eq!((code, r["code"].as_u64()), (1, Some(100)), "{r}");
+    assert!(msg.contains("is routed over rogue0 on this host already"), "{r}");
+    let a = free.iter().find(|a| msg.contains(&format!("{a} is routed"))).expect("the message names the address");
+    assert!(!held(&node.socket).contains_key("c1"), "the address was not given back");
+    assert_eq!(host_state(&n), before, "the ADD left something, or took the owner's route or rules");
+    assert_eq!(rules_of(&node, a).len(), 1, "the owner's rule of {a}");
+    assert!(sh(&["ip", "-n", &p, "-o", "link", "show"]).lines().count() <= 1, "a pod interface is left");
+}
+
+/// The same for an IPv6 pod (its host side made by iproute2): the pool hands the address of a
+/// pod just deleted to the next one (no cooldown here), which the host now routes over a veth
+/// podip did not make.
+#[test]
+fn an_ipv6_add_never_routes_an_address_the_host_routes_over_another_link() {
+    if !privileged() {
+        return;
+    }
+    let mut node = Node::with("t8", &[("IP_COOLDOWN_PERIOD", "0"), ("ENABLE_IPv6", "true"), ("ENABLE_IPv4", "false")]);
+    let n = node.name.clone();
+    let p1 = node.pod(1);
+    let n1 = format!("/var/run/netns/{p1}");
+    let a = addr_of(&node.add("c1", &p1));
+    assert_eq!(node.cni(&env_of("DEL", "c1", &n1), &node.conf("1.0.0")).0, 0);
+    sh(&["ip", "-n", &n, "link", "add", "rogue0", "type", "veth", "peer", "name", "rogue1"]);
+    sh(&["ip", "-n", &n, "link", "set", "rogue0", "up"]);
+    sh(&["ip", "-n", &n, "-6", "route", "add", &format!("{a}/128"), "dev", "rogue0"]);
+    sh(&["ip", "-n", &n, "-6", "rule", "add", "to", &a, "lookup", "main", "priority", "512"]);
+    let before = host_state(&n);
+    let p2 = node.pod(2);
+    let (code, r) = node.cni(&env_of("ADD", "c2", &format!("/var/run/netns/{p2}")), &node.conf("1.0.0"));
+    assert_eq!((code, r["code"].as_u64()), (1, Some(100)), "the pool did not hand out {a} again, or: {r}");
+    assert!(r["msg"].as_str().unwrap().contains(&format!("{a} is routed over rogue0 on this host already")), "{r}");
+    assert!(!held(&node.socket).contains_key("c2"), "the address was not given back");
+    assert_eq!(host_state(&n), before, "the ADD left something, or took the owner's route or rules");
+}

@@ -134,13 +134,34 @@ pub fn setup(p: &PodNet) -> Result<(), SetupError> {
         let e = ApplyError { what: format!("pod side{}", at.unwrap_or_default()), detail: e.detail };
         return Err(SetupError::after_undo(e, undo));
     }
-    let host = run_host(&host_side(p), "host side").and_then(|()| crate::host::ensure_pod_rules(None, p.addr, p.table));
+    let host = run_host(&host_side(p), "host side")
+        .map_err(|e| routed_elsewhere(p, e))
+        .and_then(|()| crate::host::ensure_pod_rules(None, p.addr, p.table));
     if let Err(e) = host {
         let mut errors: Vec<ApplyError> = undo_links(p, true, p.egress.is_some()).err().into_iter().collect();
-        errors.extend(crate::host::remove_pod_rules(None, p.addr).err());
+        // An address routed already is another's, and so are its rules.
+        if !crate::host::routed_already(&e) {
+            errors.extend(crate::host::remove_pod_rules(None, p.addr).err());
+        }
         return Err(SetupError::after_undo(e, if errors.is_empty() { Ok(()) } else { Err(errors) }));
     }
     Ok(())
+}
+
+/// `e`, or, when the host side failed because a route exists and one of the pod's addresses is
+/// routed otherwise than over its own veth, the error that says so.
+fn routed_elsewhere(p: &PodNet, e: ApplyError) -> ApplyError {
+    if !e.detail.contains("File exists") {
+        return e;
+    }
+    let mut ours = vec![(p.addr, p.host_veth.as_str())];
+    ours.extend(p.egress.as_ref().map(|g| (IpAddr::V4(g.addr), g.host_veth.as_str())));
+    for (addr, veth) in ours {
+        if crate::host::routed_over(addr).is_ok_and(|l| l.as_deref() != Some(veth)) {
+            return crate::host::routed_already_error(addr, &e.detail);
+        }
+    }
+    e
 }
 
 /// Whether no link of the pair's host names is left (after a batch that did not say how far it

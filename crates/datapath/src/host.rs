@@ -10,7 +10,7 @@
 use crate::apply::ApplyError;
 use crate::netlink::Nl;
 use crate::plan::{MAIN_TABLE, RULE_FROM_POD, RULE_TO_POD};
-use netlink_packet_core::{NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE};
+use netlink_packet_core::{NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL};
 use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage};
 use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
@@ -196,6 +196,11 @@ fn rule_message(addr: IpAddr, priority: u32, table: u32) -> RuleMessage {
     r
 }
 
+/// Whether the kernel said the object exists already (EEXIST).
+pub(crate) fn exists(e: &ApplyError) -> bool {
+    e.detail.contains("File exists") || e.detail.contains("os error 17")
+}
+
 /// Whether the kernel said there is no such object (ENOENT).
 fn not_found(e: &ApplyError) -> bool {
     e.detail.contains("No such file") || e.detail.contains("os error 2")
@@ -230,17 +235,41 @@ pub(crate) fn set_pod_rules(nl: &mut Nl, addr: IpAddr, table: u32) -> Result<(),
     Ok(())
 }
 
-/// Adds `route` and makes `addr`'s rules exactly as [`set_pod_rules`] does, in one datagram when
-/// no rule of `addr` is there already (the usual case: the removals find nothing and the adds
-/// are the only ones); otherwise the rules are made exact one request at a time.
+/// What a host route request is called when the kernel found the pod's address routed already:
+/// another link carries it on this host (another pod's, or something else's), so this setup
+/// adds nothing for it and removes nothing of it (its rules are that owner's).
+pub const ROUTED_ALREADY: &str = "host route to the pod (the address is routed already)";
+
+/// Whether `e` is a setup's finding that the pod's address is routed on the host already.
+pub fn routed_already(e: &ApplyError) -> bool {
+    e.what == ROUTED_ALREADY
+}
+
+/// The error for `addr` found routed already (`detail`: what the kernel or tool said).
+pub(crate) fn routed_already_error(addr: IpAddr, detail: &str) -> ApplyError {
+    let over = routed_over(addr).ok().flatten().map_or_else(|| "another link".to_string(), |l| l.clone());
+    ApplyError {
+        what: ROUTED_ALREADY.into(),
+        detail: format!("{addr} is routed over {over} on this host already, so another pod may carry it ({detail})"),
+    }
+}
+
+/// Adds `route` to `addr` exclusively, then makes `addr`'s rules exactly as [`set_pod_rules`]
+/// does, in one datagram when no rule of `addr` is there already (the usual case: the removals
+/// find nothing and the adds are the only ones); otherwise the rules are made exact one request
+/// at a time. The route goes first, on its own: the kernel refuses a second route to one address
+/// (`NLM_F_EXCL`), so whatever podipd's state says, no two pods of a node are routed one
+/// address, and a refused route leaves the rules of whoever holds the address as they are.
 pub(crate) fn set_route_and_rules(
     nl: &mut Nl,
     route: (&str, RouteNetlinkMessage),
     addr: IpAddr,
     table: u32,
 ) -> Result<(), ApplyError> {
+    if let Err(e) = nl.call(route.0, route.1, NLM_F_CREATE | NLM_F_EXCL) {
+        return Err(if exists(&e) { routed_already_error(addr, &e.detail) } else { e });
+    }
     let mut reqs = vec![
-        (route.0, route.1, NLM_F_CREATE | NLM_F_REPLACE),
         ("remove rule", RouteNetlinkMessage::DelRule(rule_message(addr, RULE_TO_POD, 0)), 0),
         ("remove rule", RouteNetlinkMessage::DelRule(rule_message(addr, RULE_FROM_POD, 0)), 0),
         (
@@ -258,7 +287,6 @@ pub(crate) fn set_route_and_rules(
     }
     let outcomes = nl.call_each(reqs)?;
     let mut it = outcomes.into_iter();
-    it.next().unwrap_or(Ok(()))?;
     let gone = |r: &Result<(), ApplyError>| matches!(r, Err(e) if not_found(e));
     let (to, from) = (it.next(), it.next());
     let clean = to.as_ref().is_some_and(gone) && from.as_ref().is_some_and(gone) && it.all(|r| r.is_ok());

@@ -380,9 +380,12 @@ pub fn setup(p: &PodNet) -> Result<(), SetupError> {
     })();
     result.map_err(|e| {
         // Only what this call made: the veth it just created (its peer and routes go with it),
-        // by its index, and the rules of this pod's address.
+        // by its index, and the rules of this pod's address (unless it is routed already).
         let mut errors: Vec<ApplyError> = remove_index(&mut host, &p.host_veth, hi).err().into_iter().collect();
-        errors.extend(crate::host::remove_pod_rules(None, p.addr).err());
+        // An address routed already is another's, and so are its rules.
+        if !crate::host::routed_already(&e) {
+            errors.extend(crate::host::remove_pod_rules(None, p.addr).err());
+        }
         SetupError::after_undo(e, if errors.is_empty() { Ok(()) } else { Err(errors) })
     })
 }
@@ -499,10 +502,15 @@ mod tests {
                 v.sort_unstable();
                 v
             };
+            // Each time as a new setup finds the host: no route to the address (its old veth,
+            // and the route with it, went), whatever rules.
             let set = |nl: &mut Nl, last: u8, table: u32| {
                 let a = Ipv4Addr::new(10, 9, 1, last);
-                let route = route_message(Some((a, 32)), None, lo, RouteScope::Link);
-                crate::host::set_route_and_rules(nl, ("route", route), IpAddr::V4(a), table).unwrap();
+                let route = || route_message(Some((a, 32)), None, lo, RouteScope::Link);
+                if let RouteNetlinkMessage::NewRoute(old) = route() {
+                    let _ = nl.call("old route", RouteNetlinkMessage::DelRoute(old), 0);
+                }
+                crate::host::set_route_and_rules(nl, ("route", route()), IpAddr::V4(a), table).unwrap();
             };
             // Nothing before: both rules.
             set(&mut nl, 1, 3);
@@ -538,6 +546,16 @@ mod tests {
                 nl.call("stale rule", RouteNetlinkMessage::NewRule(r), NLM_F_CREATE | NLM_F_EXCL).unwrap();
             }
             set(&mut nl, 2, 4);
+            assert_eq!(
+                rules("10.9.1.2"),
+                vec![(crate::plan::RULE_TO_POD, crate::plan::MAIN_TABLE), (crate::plan::RULE_FROM_POD, 4)]
+            );
+            // The address routed already (another pod's): refused, and its rules stay as they are.
+            let a = Ipv4Addr::new(10, 9, 1, 2);
+            let route = route_message(Some((a, 32)), None, lo, RouteScope::Link);
+            let e = crate::host::set_route_and_rules(&mut nl, ("route", route), IpAddr::V4(a), 9).unwrap_err();
+            assert!(crate::host::routed_already(&e), "{e:?}");
+            assert!(e.detail.contains("10.9.1.2 is routed over another link"), "{e:?}");
             assert_eq!(
                 rules("10.9.1.2"),
                 vec![(crate::plan::RULE_TO_POD, crate::plan::MAIN_TABLE), (crate::plan::RULE_FROM_POD, 4)]

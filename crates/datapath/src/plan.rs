@@ -173,7 +173,9 @@ pub fn host_side(p: &PodNet) -> Vec<Line> {
     let fam = if p.addr.is_ipv4() { "" } else { "-6 " };
     let mut v = vec![
         Line(format!("link set dev {} up", p.host_veth)),
-        Line(format!("{fam}route replace {}/{} dev {} scope link", p.addr, host_len(&p.addr), p.host_veth)),
+        // `add`, not `replace`: the kernel refuses a second route to one address (see
+        // `host::set_route_and_rules`).
+        Line(format!("{fam}route add {}/{} dev {} scope link", p.addr, host_len(&p.addr), p.host_veth)),
     ];
     if p.addr.is_ipv6() {
         // No neighbour discovery towards the pod: the host veth's link-local address is still
@@ -182,7 +184,7 @@ pub fn host_side(p: &PodNet) -> Vec<Line> {
     }
     if let Some(e) = &p.egress {
         v.push(Line(format!("link set dev {} up", e.host_veth)));
-        v.push(Line(format!("route replace {}/32 dev {} scope link", e.addr, e.host_veth)));
+        v.push(Line(format!("route add {}/32 dev {} scope link", e.addr, e.host_veth)));
     }
     v
 }
@@ -254,7 +256,7 @@ mod tests {
         assert!(pod_ops.contains(&"route add default via 169.254.1.1 dev eth0".to_string()));
         assert!(pod_ops.iter().any(|o| o.starts_with("neigh add 169.254.1.1 lladdr ") && o.ends_with("nud permanent")));
         let host: Vec<String> = host_side(&p).iter().map(ToString::to_string).collect();
-        assert!(host.contains(&format!("route replace 10.0.1.23/32 dev {} scope link", p.host_veth)));
+        assert!(host.contains(&format!("route add 10.0.1.23/32 dev {} scope link", p.host_veth)));
         assert!(!host.iter().any(|l| l.contains("rule")), "rules go over rtnetlink, exclusively");
     }
 }
