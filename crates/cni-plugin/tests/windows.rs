@@ -1879,3 +1879,40 @@ fn an_ipv6_add_never_routes_an_address_the_host_routes_over_another_link() {
     assert!(!held(&node.socket).contains_key("c2"), "the address was not given back");
     assert_eq!(host_state(&n), before, "the ADD left something, or took the owner's route or rules");
 }
+
+/// Assignments whose lock the sweep cannot see (no lock file: asked for without the plugin; a
+/// lock file that cannot be opened, here a directory in its place) are never released by the
+/// sweep, and the log says so once, not at every sweep.
+#[test]
+fn the_sweep_keeps_what_it_cannot_see_the_lock_of_and_says_so_once() {
+    if !privileged() {
+        return;
+    }
+    let node = Node::with("t9", &[("PODIP_WIRING_GRACE", "2"), ("IP_COOLDOWN_PERIOD", "0")]);
+    wait_for(&node.socket, |st| st["total"].as_u64().unwrap_or(0) > 1, 30);
+    let locks = node.socket.parent().unwrap().join("locks");
+    let c4 = (0..)
+        .map(|i| format!("c4-{i}"))
+        .find(|k| protocol::lockfile::bucket(k) != protocol::lockfile::bucket("c3"))
+        .unwrap();
+    std::fs::create_dir_all(locks.join(format!("{}.lock", protocol::lockfile::bucket(&c4)))).unwrap();
+    for cid in ["c3", c4.as_str()] {
+        let r = common::request(
+            &node.socket,
+            &json!({"v": 1, "op": "add", "network": "podip", "container_id": cid, "ifname": "eth0", "netns": "/var/run/netns/x"}),
+        );
+        assert!(r["ok"].is_object(), "{r}");
+    }
+    // Past the grace, several sweeps (one a second).
+    std::thread::sleep(Duration::from_secs(6));
+    let held = held(&node.socket);
+    assert!(held.contains_key("c3") && held.contains_key(&c4), "{held:?}\n{}", node.log());
+    let log = node.log();
+    assert_eq!(log.matches("of podip/c3/eth0 is unwired, and its attachment lock file is not in").count(), 1, "{log}");
+    assert_eq!(
+        log.matches(&format!("of podip/{c4}/eth0 is unwired, and its attachment lock file")).count(),
+        1,
+        "{log}"
+    );
+    assert!(log.contains("cannot be taken"), "{log}");
+}

@@ -185,45 +185,42 @@ impl Daemon {
         if due.is_empty() {
             return;
         }
-        let mut buckets: BTreeMap<String, Option<bool>> = BTreeMap::new();
+        // Per bucket: Ok(true) taken, Ok(false) another holds it, Err(why) the sweep cannot see
+        // whether a plugin holds it (the assignment is then pinned).
+        let mut buckets: BTreeMap<String, Result<bool, String>> = BTreeMap::new();
         let mut held_locks = Vec::new();
         let mut free = Vec::new();
-        let mut missing = Vec::new();
+        let mut unseen = Vec::new();
         for (k, a) in due {
             let b = protocol::lockfile::bucket(&k.container_id);
-            // Some(true): taken; Some(false): another holds it; None: no lock file.
-            let taken = match buckets.get(&b) {
-                Some(t) => *t,
-                None => {
-                    let t = match locks::take(lock_dir, &b) {
-                        Ok(locks::Taken::Free(l)) => {
-                            held_locks.push(l);
-                            Some(true)
-                        }
-                        Ok(locks::Taken::Held) => Some(false),
-                        Ok(locks::Taken::Missing) => None,
-                        Err(e) => {
-                            report.errors.push(format!("attachment lock {b}: {e}"));
-                            Some(false)
-                        }
-                    };
-                    buckets.insert(b, t);
-                    t
-                }
-            };
+            let taken = buckets
+                .entry(b.clone())
+                .or_insert_with(|| match locks::take(lock_dir, &b) {
+                    Ok(locks::Taken::Free(l)) => {
+                        held_locks.push(l);
+                        Ok(true)
+                    }
+                    Ok(locks::Taken::Held) => Ok(false),
+                    Ok(locks::Taken::Missing) => Err(format!(
+                        "its attachment lock file is not in {} (a plugin may hold its lock elsewhere)",
+                        lock_dir.display()
+                    )),
+                    Err(e) => Err(format!(
+                        "its attachment lock file {} cannot be taken ({e})",
+                        protocol::lockfile::bucket_path(lock_dir, &b).display()
+                    )),
+                })
+                .clone();
             match taken {
-                Some(true) => free.push((k, a)),
-                Some(false) => {}
-                None => missing.push((k, a)),
+                Ok(true) => free.push((k, a)),
+                Ok(false) => {}
+                Err(why) => unseen.push((k, a, why)),
             }
         }
-        if !missing.is_empty() {
+        if !unseen.is_empty() {
             let mut g = self.lock();
-            for (k, a) in missing {
-                report.kept.push(format!(
-                    "{a} of {k} is unwired, and its attachment lock file is not in {}: it stays held until its DEL (a plugin may hold its lock elsewhere)",
-                    lock_dir.display()
-                ));
+            for (k, a, why) in unseen {
+                report.kept.push(format!("{a} of {k} is unwired, and {why}: it stays held until its DEL"));
                 g.locks.pin(k);
             }
         }
