@@ -1845,7 +1845,7 @@ fn an_add_never_routes_an_address_the_host_routes_over_another_link() {
     let (code, r) = node.cni(&env_of("ADD", "c1", &netns), &node.conf("1.0.0"));
     let msg = r["msg"].as_str().unwrap_or_default().to_string();
     assert_eq!((code, r["code"].as_u64()), (1, Some(100)), "{r}");
-    assert!(msg.contains("is routed over rogue0 on this host already"), "{r}");
+    assert!(msg.contains("is routed on this host already (dev rogue0)"), "{r}");
     let a = free.iter().find(|a| msg.contains(&format!("{a} is routed"))).expect("the message names the address");
     assert!(!held(&node.socket).contains_key("c1"), "the address was not given back");
     assert_eq!(host_state(&n), before, "the ADD left something, or took the owner's route or rules");
@@ -1875,14 +1875,14 @@ fn an_ipv6_add_never_routes_an_address_the_host_routes_over_another_link() {
     let p2 = node.pod(2);
     let (code, r) = node.cni(&env_of("ADD", "c2", &format!("/var/run/netns/{p2}")), &node.conf("1.0.0"));
     assert_eq!((code, r["code"].as_u64()), (1, Some(100)), "the pool did not hand out {a} again, or: {r}");
-    assert!(r["msg"].as_str().unwrap().contains(&format!("{a} is routed over rogue0 on this host already")), "{r}");
+    assert!(r["msg"].as_str().unwrap().contains(&format!("{a} is routed on this host already (dev rogue0)")), "{r}");
     assert!(!held(&node.socket).contains_key("c2"), "the address was not given back");
     assert_eq!(host_state(&n), before, "the ADD left something, or took the owner's route or rules");
 }
 
-/// Assignments whose lock the sweep cannot see (no lock file: asked for without the plugin; a
-/// lock file that cannot be opened, here a directory in its place) are never released by the
-/// sweep, and the log says so once, not at every sweep.
+/// An assignment whose lock file cannot be opened (a directory in its place) is never released
+/// by the sweep, and the log says so once, not at every sweep. One whose bucket never had a lock
+/// file (asked for without the plugin) has no plugin holding it, and is released after the grace.
 #[test]
 fn the_sweep_keeps_what_it_cannot_see_the_lock_of_and_says_so_once() {
     if !privileged() {
@@ -1906,13 +1906,67 @@ fn the_sweep_keeps_what_it_cannot_see_the_lock_of_and_says_so_once() {
     // Past the grace, several sweeps (one a second).
     std::thread::sleep(Duration::from_secs(6));
     let held = held(&node.socket);
-    assert!(held.contains_key("c3") && held.contains_key(&c4), "{held:?}\n{}", node.log());
     let log = node.log();
-    assert_eq!(log.matches("of podip/c3/eth0 is unwired, and its attachment lock file is not in").count(), 1, "{log}");
+    assert!(!held.contains_key("c3") && held.contains_key(&c4), "{held:?}\n{log}");
     assert_eq!(
         log.matches(&format!("of podip/{c4}/eth0 is unwired, and its attachment lock file")).count(),
         1,
         "{log}"
     );
     assert!(log.contains("cannot be taken"), "{log}");
+}
+
+/// A pod recovered from the host (its checkpoint lost) whose runtime DEL came without a
+/// namespace (which leaves it to the sweep), and whose namespace then went: the sweep releases
+/// its address after the grace. Recovered assignments have no plugin and no lock; before, the
+/// sweep found no lock file of theirs and kept the address forever.
+#[test]
+fn the_sweep_releases_a_recovered_pod_that_is_gone() {
+    if !privileged() {
+        return;
+    }
+    let mut node = Node::with("ta", &[("PODIP_WIRING_GRACE", "2"), ("IP_COOLDOWN_PERIOD", "0")]);
+    let p1 = node.pod(1);
+    let live = node.add("live", &p1);
+    let (v, a) = (veth(&live), addr_of(&live));
+    node.kill_daemon();
+    std::fs::remove_file(node.dir.join("state/ipam.json")).unwrap();
+    node.start_daemon();
+    let key = format!("host:{v}");
+    assert_eq!(held(&node.socket).get(&key), Some(&a));
+    let del = [("CNI_COMMAND", "DEL"), ("CNI_CONTAINERID", "live"), ("CNI_IFNAME", "eth0")];
+    assert_eq!(node.cni(&del, &node.conf("1.0.0")).0, 0);
+    sh(&["ip", "netns", "del", &p1]);
+    let t0 = Instant::now();
+    while held(&node.socket).contains_key(&key) {
+        assert!(t0.elapsed() < Duration::from_secs(10), "{a} of {key} was never released: {}", node.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// An IPv6 pod whose IPv4 egress address the host already routes over another link: the ADD
+/// names that address, not the pod's IPv6 one (which nothing routes).
+#[test]
+fn an_ipv6_add_whose_egress_address_is_routed_elsewhere_names_it() {
+    if !privileged() {
+        return;
+    }
+    let mut node = Node::with("tb", &[("IP_COOLDOWN_PERIOD", "0"), ("ENABLE_IPv6", "true"), ("ENABLE_IPv4", "false")]);
+    let n = node.name.clone();
+    let p1 = node.pod(1);
+    let n1 = format!("/var/run/netns/{p1}");
+    let r1 = node.add("c1", &p1);
+    let e = r1["ips"][1]["address"].as_str().unwrap().split('/').next().unwrap().to_string();
+    assert!(e.starts_with("169.254.172."), "{r1}");
+    assert_eq!(node.cni(&env_of("DEL", "c1", &n1), &node.conf("1.0.0")).0, 0);
+    sh(&["ip", "-n", &n, "link", "add", "rogue0", "type", "veth", "peer", "name", "rogue1"]);
+    sh(&["ip", "-n", &n, "link", "set", "rogue0", "up"]);
+    sh(&["ip", "-n", &n, "route", "add", &format!("{e}/32"), "dev", "rogue0"]);
+    let before = host_state(&n);
+    let p2 = node.pod(2);
+    let (code, r) = node.cni(&env_of("ADD", "c2", &format!("/var/run/netns/{p2}")), &node.conf("1.0.0"));
+    assert_eq!((code, r["code"].as_u64()), (1, Some(100)), "the pool did not hand out {e} again, or: {r}");
+    assert!(r["msg"].as_str().unwrap().contains(&format!("{e} is routed on this host already (dev rogue0)")), "{r}");
+    assert!(!held(&node.socket).contains_key("c2"), "the address was not given back");
+    assert_eq!(host_state(&n), before, "the ADD left something");
 }

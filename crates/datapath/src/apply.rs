@@ -157,7 +157,8 @@ fn routed_elsewhere(p: &PodNet, e: ApplyError) -> ApplyError {
     let mut ours = vec![(p.addr, p.host_veth.as_str())];
     ours.extend(p.egress.as_ref().map(|g| (IpAddr::V4(g.addr), g.host_veth.as_str())));
     for (addr, veth) in ours {
-        if crate::host::routed_over(addr).is_ok_and(|l| l.as_deref() != Some(veth)) {
+        let own = [format!("dev {veth}")];
+        if crate::inspect::routes_to_addr(addr).is_ok_and(|r| !r.is_empty() && r != own) {
             return crate::host::routed_already_error(addr, &e.detail);
         }
     }

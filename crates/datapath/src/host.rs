@@ -245,12 +245,13 @@ pub fn routed_already(e: &ApplyError) -> bool {
     e.what == ROUTED_ALREADY
 }
 
-/// The error for `addr` found routed already (`detail`: what the kernel or tool said).
+/// The error for `addr` found routed already (`detail`: what the kernel or tool said), naming
+/// the routes there.
 pub(crate) fn routed_already_error(addr: IpAddr, detail: &str) -> ApplyError {
-    let over = routed_over(addr).ok().flatten().map_or_else(|| "another link".to_string(), |l| l.clone());
+    let routes = crate::inspect::routes_to_addr(addr).map_or_else(|e| e.to_string(), |r| r.join(", "));
     ApplyError {
         what: ROUTED_ALREADY.into(),
-        detail: format!("{addr} is routed over {over} on this host already, so another pod may carry it ({detail})"),
+        detail: format!("{addr} is routed on this host already ({routes}), so another pod may carry it ({detail})"),
     }
 }
 

@@ -92,6 +92,17 @@ pub fn check_host(p: &PodNet) -> Result<(), ApplyError> {
     Ok(())
 }
 
+/// Every main-table route to exactly `addr` in the caller's namespace, each as `dev X` (with
+/// ` via G`, or its type when it is not unicast).
+///
+/// # Errors
+/// A dump failed.
+pub fn routes_to_addr(addr: IpAddr) -> Result<Vec<String>, ApplyError> {
+    let mut nl = Nl::open()?;
+    let links = links(&mut nl)?;
+    routes_to(&mut nl, addr, &links)
+}
+
 fn links(nl: &mut Nl) -> Result<BTreeMap<String, Link>, ApplyError> {
     let mut out = BTreeMap::new();
     for m in nl.call("dump links", RouteNetlinkMessage::GetLink(LinkMessage::default()), NLM_F_DUMP)? {

@@ -555,7 +555,7 @@ mod tests {
             let route = route_message(Some((a, 32)), None, lo, RouteScope::Link);
             let e = crate::host::set_route_and_rules(&mut nl, ("route", route), IpAddr::V4(a), 9).unwrap_err();
             assert!(crate::host::routed_already(&e), "{e:?}");
-            assert!(e.detail.contains("10.9.1.2 is routed over another link"), "{e:?}");
+            assert!(e.detail.contains("10.9.1.2 is routed on this host already (dev lo)"), "{e:?}");
             assert_eq!(
                 rules("10.9.1.2"),
                 vec![(crate::plan::RULE_TO_POD, crate::plan::MAIN_TABLE), (crate::plan::RULE_FROM_POD, 4)]

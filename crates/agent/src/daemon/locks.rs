@@ -7,8 +7,9 @@
 //! removed (the directory removed, or removed and made again) holds a lock nobody else sees, and
 //! a lock file made again under that path is free. So every sweep notes the directory's identity
 //! (device, inode, birth time): when it changes, every assignment unwired at that moment may
-//! belong to such a plugin, and only its DEL releases it. An assignment whose lock file is not in
-//! the directory at all is kept the same way. An ADD that asks after the change finds out itself:
+//! belong to such a plugin, and only its DEL releases it (an assignment recovered from the host
+//! has no plugin, and is never pinned). An assignment whose lock file cannot be opened is kept
+//! the same way. An ADD that asks after the change finds out itself:
 //! it checks that its lock files are still the ones their paths name before it wires
 //! (`podip-cni`'s `serial`), and gives its address back otherwise.
 
@@ -44,7 +45,8 @@ impl LockDir {
             return None;
         }
         let n = self.pinned.len();
-        self.pinned.extend(unwired.cloned());
+        // An assignment recovered from the host has no ADD that could hold a lock.
+        self.pinned.extend(unwired.filter(|k| !k.container_id.starts_with(super::RECOVERED)).cloned());
         let what = if now.is_some() { "was replaced" } else { "was removed" };
         Some(format!(
             "the attachment lock directory {} {what}: {} unwired assignments stay held until their DEL (an ADD of theirs may hold a lock in a file no longer there)",
@@ -58,8 +60,8 @@ impl LockDir {
         self.pinned.contains(key)
     }
 
-    /// Pins `key`: its lock file is not in the directory, so nothing the sweep can see says
-    /// that no ADD of it runs.
+    /// Pins `key`: its lock file cannot be taken, so nothing the sweep can see says that no ADD
+    /// of it runs.
     pub(crate) fn pin(&mut self, key: PodKey) {
         self.pinned.insert(key);
     }
@@ -84,8 +86,9 @@ pub(crate) enum Taken {
     Free(Flock<File>),
     /// Another holds it.
     Held,
-    /// No such file: no plugin took it in this directory (or it was removed), so nothing says
-    /// no ADD runs.
+    /// No such file: no plugin took this bucket's lock in this directory since it was made (a
+    /// directory made again is caught by its identity, see [`LockDir::observe`]), so none holds
+    /// it.
     Missing,
 }
 
@@ -127,9 +130,10 @@ mod tests {
         // Made again: what is unwired now is pinned, and only that.
         std::fs::remove_dir(&dir).unwrap();
         std::fs::create_dir(&dir).unwrap();
-        let note = l.observe(&dir, [key("b")].iter()).unwrap();
+        let recovered = PodKey { container_id: format!("{}eni0", super::super::RECOVERED), ..key("r") };
+        let note = l.observe(&dir, [key("b"), recovered.clone()].iter()).unwrap();
         assert!(note.contains("was replaced") && note.contains(" 1 unwired"), "{note}");
-        assert!(l.pinned(&key("b")) && !l.pinned(&key("a")));
+        assert!(l.pinned(&key("b")) && !l.pinned(&key("a")) && !l.pinned(&recovered));
         assert_eq!(l.observe(&dir, [key("c")].iter()), None);
         // Removed: the same.
         std::fs::remove_dir(&dir).unwrap();

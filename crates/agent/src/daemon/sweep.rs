@@ -192,6 +192,11 @@ impl Daemon {
         let mut free = Vec::new();
         let mut unseen = Vec::new();
         for (k, a) in due {
+            // Recovered from the host: no plugin's ADD is behind it, and no lock.
+            if k.container_id.starts_with(super::RECOVERED) {
+                free.push((k, a));
+                continue;
+            }
             let b = protocol::lockfile::bucket(&k.container_id);
             let taken = buckets
                 .entry(b.clone())
@@ -201,10 +206,7 @@ impl Daemon {
                         Ok(true)
                     }
                     Ok(locks::Taken::Held) => Ok(false),
-                    Ok(locks::Taken::Missing) => Err(format!(
-                        "its attachment lock file is not in {} (a plugin may hold its lock elsewhere)",
-                        lock_dir.display()
-                    )),
+                    Ok(locks::Taken::Missing) => Ok(true),
                     Err(e) => Err(format!(
                         "its attachment lock file {} cannot be taken ({e})",
                         protocol::lockfile::bucket_path(lock_dir, &b).display()
