@@ -340,14 +340,22 @@ fn release(conf: &NetConf, a: Attach) -> Result<(), CniError> {
     // may be building under that pod's lock. A DEL that does not hold it (no identity, or
     // another one) takes it too, with its own, in their fixed order, and asks again (nothing is
     // changed before the last answer, so the gap between is harmless), until it holds the lock
-    // of the pod the answer names.
-    let recorded = |plan: &Result<Reply, (ErrorKind, String)>| match plan {
-        Ok(Reply::Teardown { pod: Some((ns, name)), .. }) => Some(serial::pod_key(ns, name)),
-        _ => None,
+    // of the pod the answer names. An attachment recovered from the host is podipd's
+    // `host:<veth>`, whose lock the sweep takes before it releases the address: the DEL holds
+    // it too, so the address is never released (and handed to another pod) while this DEL is
+    // still to remove its rules.
+    let wanted = |plan: &Result<Reply, (ErrorKind, String)>| -> Vec<String> {
+        let Ok(Reply::Teardown { pod, recovered, veth, .. }) = plan else { return Vec::new() };
+        let pod = pod.as_ref().map(|(ns, name)| serial::pod_key(ns, name));
+        pod.into_iter().chain(recovered.then(|| protocol::lockfile::recovered_key(veth))).collect()
     };
-    while let Some(r) = recorded(&plan).filter(|r| !keys.contains(r)) {
+    loop {
+        let missing: Vec<String> = wanted(&plan).into_iter().filter(|k| !keys.contains(k)).collect();
+        if missing.is_empty() {
+            break;
+        }
         drop(serial);
-        keys.push(r);
+        keys.extend(missing);
         serial = serial::lock_keys(&conf.socket, &keys)?;
         plan = daemon::call(&conf.socket, Op::Teardown(a.clone()))?;
     }

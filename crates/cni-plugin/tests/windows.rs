@@ -1970,3 +1970,64 @@ fn an_ipv6_add_whose_egress_address_is_routed_elsewhere_names_it() {
     assert!(!held(&node.socket).contains_key("c2"), "the address was not given back");
     assert_eq!(host_state(&n), before, "the ADD left something");
 }
+
+/// A pod recovered from the host (its checkpoint lost): its DEL holds the lock of podipd's key
+/// for it (`host:<veth>`), and the sweep never releases the address while that lock is held,
+/// only after. Before, the sweep released a recovered address without any lock, so a DEL that
+/// stalled between removing the veth and removing the rules removed the rules of the next pod
+/// given the address.
+#[test]
+fn a_recovered_pods_address_is_never_released_while_its_del_runs() {
+    if !privileged() {
+        return;
+    }
+    let mut node = Node::with("tc", &[("PODIP_WIRING_GRACE", "3"), ("IP_COOLDOWN_PERIOD", "0")]);
+    let p1 = node.pod(1);
+    let live = node.add("live", &p1);
+    let (v, a) = (veth(&live), addr_of(&live));
+    node.kill_daemon();
+    std::fs::remove_file(node.dir.join("state/ipam.json")).unwrap();
+    node.start_daemon();
+    let key = protocol::lockfile::recovered_key(&v);
+    assert_eq!(held(&node.socket).get(&key), Some(&a));
+    let lock = node.socket.parent().unwrap().join("locks").join(format!("{}.lock", protocol::lockfile::bucket(&key)));
+    assert_ne!(
+        protocol::lockfile::bucket(&key),
+        protocol::lockfile::bucket("live"),
+        "a collision: rename the container"
+    );
+    // A DEL without a namespace (which leaves a recovered pod to the sweep) opens and locks that
+    // key's file (strace names the files it opens).
+    let trace = node.dir.join("del.strace");
+    let out = std::process::Command::new("nsenter")
+        .arg(format!("--net=/var/run/netns/{}", node.name))
+        .args(["strace", "-f", "-qq", "-e", "trace=openat,flock", "-o"])
+        .arg(&trace)
+        .arg(common::plugin_bin())
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .envs([("CNI_COMMAND", "DEL"), ("CNI_CONTAINERID", "live"), ("CNI_IFNAME", "eth0")])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            std::io::Write::write_all(&mut c.stdin.take().unwrap(), node.conf("1.0.0").as_bytes())?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let trace = std::fs::read_to_string(&trace).unwrap();
+    assert!(trace.contains(&lock.display().to_string()), "the DEL never took {}:\n{trace}", lock.display());
+    // The namespace goes, and nothing of the pod is on the host. While something holds the
+    // key's lock (as a stalled DEL does), the address stays held past the grace (3 s).
+    let mut holder = std::process::Command::new("flock").arg(&lock).args(["sleep", "6"]).spawn().unwrap();
+    sh(&["ip", "netns", "del", &p1]);
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(held(&node.socket).get(&key), Some(&a), "released while its lock was held: {}", node.log());
+    holder.wait().unwrap();
+    let t0 = Instant::now();
+    while held(&node.socket).contains_key(&key) {
+        assert!(t0.elapsed() < Duration::from_secs(10), "{a} of {key} was never released: {}", node.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

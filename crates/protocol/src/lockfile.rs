@@ -36,6 +36,16 @@ pub fn bucket(key: &str) -> String {
     sha1_smol::Sha1::from(key).digest().to_string()[..2].to_string()
 }
 
+/// The lock key of an attachment recovered from the host (its checkpoint entry lost), known by
+/// its host veth: podipd's key for it (`host:<veth>`). A DEL of such an attachment holds it, and
+/// podipd's sweep takes it before it releases the attachment's address.
+pub fn recovered_key(veth: &str) -> String {
+    format!("{RECOVERED}{veth}")
+}
+
+/// The prefix of the keys of attachments recovered from the host.
+pub const RECOVERED: &str = "host:";
+
 /// The directory of the attachment lock files: `locks/` beside podipd's socket file itself, so a
 /// plugin configuration that names the socket through a symlink in another directory locks in
 /// the same files as podipd's sweep. Only the socket's own name is followed (one `readlink` when

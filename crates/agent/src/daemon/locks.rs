@@ -8,7 +8,7 @@
 //! a lock file made again under that path is free. So every sweep notes the directory's identity
 //! (device, inode, birth time): when it changes, every assignment unwired at that moment may
 //! belong to such a plugin, and only its DEL releases it (an assignment recovered from the host
-//! has no plugin, and is never pinned). An assignment whose lock file cannot be opened is kept
+//! has no ADD, and is never pinned; a DEL of it holds its `host:<veth>` key's lock). An assignment whose lock file cannot be opened is kept
 //! the same way. An ADD that asks after the change finds out itself:
 //! it checks that its lock files are still the ones their paths name before it wires
 //! (`podip-cni`'s `serial`), and gives its address back otherwise.

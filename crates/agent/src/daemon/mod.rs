@@ -53,7 +53,7 @@ const EGRESS_V4_PODS: u64 = 1021;
 
 /// The IPAM key prefix of attachments recovered from the host (their checkpoint entry was
 /// lost): `host:<veth>`; a DEL that names the pod behind that veth releases them.
-pub const RECOVERED: &str = "host:";
+pub const RECOVERED: &str = protocol::lockfile::RECOVERED;
 
 /// Why the daemon could not start.
 #[derive(Debug, Error)]

@@ -192,11 +192,6 @@ impl Daemon {
         let mut free = Vec::new();
         let mut unseen = Vec::new();
         for (k, a) in due {
-            // Recovered from the host: no plugin's ADD is behind it, and no lock.
-            if k.container_id.starts_with(super::RECOVERED) {
-                free.push((k, a));
-                continue;
-            }
             let b = protocol::lockfile::bucket(&k.container_id);
             let taken = buckets
                 .entry(b.clone())
