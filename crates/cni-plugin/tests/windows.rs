@@ -1825,9 +1825,6 @@ fn an_add_never_routes_an_address_the_host_routes_over_another_link() {
     let mut node = Node::with("t7", &[("IP_COOLDOWN_PERIOD", "0")]);
     let st = wait_for(&node.socket, |st| st["total"].as_u64().unwrap_or(0) > 1, 30);
     let n = node.name.clone();
-    sh(&["ip", "-n", &n, "link", "add", "rogue0", "type", "veth", "peer", "name", "rogue1"]);
-    sh(&["ip", "-n", &n, "link", "set", "rogue0", "up"]);
-    sh(&["ip", "-n", &n, "link", "set", "rogue1", "up"]);
     let free: Vec<String> = st["enis"]
         .as_array()
         .unwrap()
@@ -1836,7 +1833,7 @@ fn an_add_never_routes_an_address_the_host_routes_over_another_link() {
         .collect();
     assert!(!free.is_empty(), "{st}");
     for a in &free {
-        sh(&["ip", "-n", &n, "route", "add", &format!("{a}/32"), "dev", "rogue0"]);
+        route_over_rogue(&n, a);
         sh(&["ip", "-n", &n, "rule", "add", "to", a, "lookup", "main", "priority", "512"]);
     }
     let before = host_state(&n);
@@ -1867,17 +1864,34 @@ fn an_ipv6_add_never_routes_an_address_the_host_routes_over_another_link() {
     let n1 = format!("/var/run/netns/{p1}");
     let a = addr_of(&node.add("c1", &p1));
     assert_eq!(node.cni(&env_of("DEL", "c1", &n1), &node.conf("1.0.0")).0, 0);
-    sh(&["ip", "-n", &n, "link", "add", "rogue0", "type", "veth", "peer", "name", "rogue1"]);
-    sh(&["ip", "-n", &n, "link", "set", "rogue0", "up"]);
-    sh(&["ip", "-n", &n, "-6", "route", "add", &format!("{a}/128"), "dev", "rogue0"]);
+    route_over_rogue(&n, &a);
     sh(&["ip", "-n", &n, "-6", "rule", "add", "to", &a, "lookup", "main", "priority", "512"]);
-    let before = host_state(&n);
+    the_next_add_is_refused_as_routed(&mut node, &a);
+}
+
+/// Routes `addr` (/32 or /128) in namespace `n` over `rogue0`, a veth podip did not make (made
+/// on the first call).
+fn route_over_rogue(n: &str, addr: &str) {
+    if !sh(&["ip", "-n", n, "-o", "link", "show"]).contains(" rogue0@") {
+        sh(&["ip", "-n", n, "link", "add", "rogue0", "type", "veth", "peer", "name", "rogue1"]);
+        sh(&["ip", "-n", n, "link", "set", "rogue0", "up"]);
+        sh(&["ip", "-n", n, "link", "set", "rogue1", "up"]);
+    }
+    let (fam, len) = if addr.contains(':') { ("-6", 128) } else { ("-4", 32) };
+    sh(&["ip", "-n", n, fam, "route", "add", &format!("{addr}/{len}"), "dev", "rogue0"]);
+}
+
+/// The next ADD (container `c2`) is refused with code 100 naming `routed` and `rogue0`, gives
+/// its address back, and leaves the host as it was.
+fn the_next_add_is_refused_as_routed(node: &mut Node, routed: &str) {
+    let before = host_state(&node.name);
     let p2 = node.pod(2);
     let (code, r) = node.cni(&env_of("ADD", "c2", &format!("/var/run/netns/{p2}")), &node.conf("1.0.0"));
-    assert_eq!((code, r["code"].as_u64()), (1, Some(100)), "the pool did not hand out {a} again, or: {r}");
-    assert!(r["msg"].as_str().unwrap().contains(&format!("{a} is routed on this host already (dev rogue0)")), "{r}");
+    assert_eq!((code, r["code"].as_u64()), (1, Some(100)), "the pool did not hand out {routed} again, or: {r}");
+    let msg = r["msg"].as_str().unwrap();
+    assert!(msg.contains(&format!("{routed} is routed on this host already (dev rogue0)")), "{r}");
     assert!(!held(&node.socket).contains_key("c2"), "the address was not given back");
-    assert_eq!(host_state(&n), before, "the ADD left something, or took the owner's route or rules");
+    assert_eq!(host_state(&node.name), before, "the ADD left something, or took the owner's route or rules");
 }
 
 /// An assignment whose lock file cannot be opened (a directory in its place) is never released
@@ -1959,16 +1973,8 @@ fn an_ipv6_add_whose_egress_address_is_routed_elsewhere_names_it() {
     let e = r1["ips"][1]["address"].as_str().unwrap().split('/').next().unwrap().to_string();
     assert!(e.starts_with("169.254.172."), "{r1}");
     assert_eq!(node.cni(&env_of("DEL", "c1", &n1), &node.conf("1.0.0")).0, 0);
-    sh(&["ip", "-n", &n, "link", "add", "rogue0", "type", "veth", "peer", "name", "rogue1"]);
-    sh(&["ip", "-n", &n, "link", "set", "rogue0", "up"]);
-    sh(&["ip", "-n", &n, "route", "add", &format!("{e}/32"), "dev", "rogue0"]);
-    let before = host_state(&n);
-    let p2 = node.pod(2);
-    let (code, r) = node.cni(&env_of("ADD", "c2", &format!("/var/run/netns/{p2}")), &node.conf("1.0.0"));
-    assert_eq!((code, r["code"].as_u64()), (1, Some(100)), "the pool did not hand out {e} again, or: {r}");
-    assert!(r["msg"].as_str().unwrap().contains(&format!("{e} is routed on this host already (dev rogue0)")), "{r}");
-    assert!(!held(&node.socket).contains_key("c2"), "the address was not given back");
-    assert_eq!(host_state(&n), before, "the ADD left something");
+    route_over_rogue(&n, &e);
+    the_next_add_is_refused_as_routed(&mut node, &e);
 }
 
 /// A pod recovered from the host (its checkpoint lost): its DEL holds the lock of podipd's key
