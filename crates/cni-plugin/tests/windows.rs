@@ -1930,24 +1930,32 @@ fn the_sweep_keeps_what_it_cannot_see_the_lock_of_and_says_so_once() {
     assert!(log.contains("cannot be taken"), "{log}");
 }
 
-/// A pod recovered from the host (its checkpoint lost) whose runtime DEL came without a
-/// namespace (which leaves it to the sweep), and whose namespace then went: the sweep releases
-/// its address after the grace. Recovered assignments have no plugin and no lock; before, the
-/// sweep found no lock file of theirs and kept the address forever.
-#[test]
-fn the_sweep_releases_a_recovered_pod_that_is_gone() {
-    if !privileged() {
-        return;
-    }
-    let mut node = Node::with("ta", &[("PODIP_WIRING_GRACE", "2"), ("IP_COOLDOWN_PERIOD", "0")]);
+/// A node (wiring grace `grace` s, no cooldown) with pod `live` wired, whose podipd then lost
+/// its checkpoint and recovered the pod from the host: (node, the pod's namespace, its veth, its
+/// address, podipd's key for it).
+fn a_recovered_pod(tag: &str, grace: &str) -> (Node, String, String, String, String) {
+    let mut node = Node::with(tag, &[("PODIP_WIRING_GRACE", grace), ("IP_COOLDOWN_PERIOD", "0")]);
     let p1 = node.pod(1);
     let live = node.add("live", &p1);
     let (v, a) = (veth(&live), addr_of(&live));
     node.kill_daemon();
     std::fs::remove_file(node.dir.join("state/ipam.json")).unwrap();
     node.start_daemon();
-    let key = format!("host:{v}");
+    let key = protocol::lockfile::recovered_key(&v);
     assert_eq!(held(&node.socket).get(&key), Some(&a));
+    (node, p1, v, a, key)
+}
+
+/// A pod recovered from the host (its checkpoint lost) whose runtime DEL came without a
+/// namespace (which leaves it to the sweep), and whose namespace then went: the sweep releases
+/// its address after the grace. A recovered assignment has no ADD, and no lock file of its key
+/// until a DEL takes one; before, the sweep found no lock file and kept the address forever.
+#[test]
+fn the_sweep_releases_a_recovered_pod_that_is_gone() {
+    if !privileged() {
+        return;
+    }
+    let (node, p1, _, a, key) = a_recovered_pod("ta", "2");
     let del = [("CNI_COMMAND", "DEL"), ("CNI_CONTAINERID", "live"), ("CNI_IFNAME", "eth0")];
     assert_eq!(node.cni(&del, &node.conf("1.0.0")).0, 0);
     sh(&["ip", "netns", "del", &p1]);
@@ -1987,15 +1995,7 @@ fn a_recovered_pods_address_is_never_released_while_its_del_runs() {
     if !privileged() {
         return;
     }
-    let mut node = Node::with("tc", &[("PODIP_WIRING_GRACE", "3"), ("IP_COOLDOWN_PERIOD", "0")]);
-    let p1 = node.pod(1);
-    let live = node.add("live", &p1);
-    let (v, a) = (veth(&live), addr_of(&live));
-    node.kill_daemon();
-    std::fs::remove_file(node.dir.join("state/ipam.json")).unwrap();
-    node.start_daemon();
-    let key = protocol::lockfile::recovered_key(&v);
-    assert_eq!(held(&node.socket).get(&key), Some(&a));
+    let (node, p1, _, a, key) = a_recovered_pod("tc", "3");
     let lock = node.socket.parent().unwrap().join("locks").join(format!("{}.lock", protocol::lockfile::bucket(&key)));
     assert_ne!(
         protocol::lockfile::bucket(&key),
