@@ -13,15 +13,6 @@ pub fn open(path: &Path) -> std::io::Result<File> {
     options().create(true).open(path)
 }
 
-/// Opens the lock file at `path` only if it is there (podipd's sweep never makes one: a lock
-/// file it made would be one no plugin holds), refusing a symlink.
-///
-/// # Errors
-/// The file is not there (`NotFound`) or cannot be opened.
-pub fn open_existing(path: &Path) -> std::io::Result<File> {
-    options().open(path)
-}
-
 fn options() -> OpenOptions {
     let mut o = OpenOptions::new();
     o.read(true).write(true).truncate(false).mode(0o600).custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits());

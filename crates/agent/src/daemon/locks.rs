@@ -82,26 +82,20 @@ fn identity(m: &std::fs::Metadata) -> Identity {
 
 /// How a lock file was found.
 pub(crate) enum Taken {
-    /// Taken: no plugin of the bucket runs.
+    /// Taken: no plugin of the bucket runs, and none starts before it is let go.
     Free(Flock<File>),
     /// Another holds it.
     Held,
-    /// No such file: no plugin took this bucket's lock in this directory since it was made (a
-    /// directory made again is caught by its identity, see [`LockDir::observe`]), so none holds
-    /// it.
-    Missing,
 }
 
-/// The lock file of `bucket` in `dir`, taken without waiting; never made.
+/// The lock file of `bucket` in `dir`, taken without waiting; made when it is not there (a
+/// bucket no plugin used since the directory was made), so that what the sweep then does for
+/// the bucket is under the lock even when a plugin starts meanwhile.
 ///
 /// # Errors
-/// The file is there and cannot be opened or locked.
+/// The file cannot be made, opened or locked.
 pub(crate) fn take(dir: &Path, bucket: &str) -> std::io::Result<Taken> {
-    let f = match protocol::lockfile::open_existing(&protocol::lockfile::bucket_path(dir, bucket)) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Taken::Missing),
-        Err(e) => return Err(e),
-    };
+    let f = protocol::lockfile::open(&protocol::lockfile::bucket_path(dir, bucket))?;
     match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
         Ok(l) => Ok(Taken::Free(l)),
         Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(Taken::Held),
@@ -142,10 +136,8 @@ mod tests {
         l.retain(|k| *k != key("b"));
         assert!(!l.pinned(&key("b")) && l.pinned(&key("c")));
         std::fs::create_dir(&dir).unwrap();
-        assert!(matches!(take(&dir, "ab").unwrap(), Taken::Missing));
-        assert!(!dir.join("ab.lock").exists(), "the sweep makes no lock file");
-        std::fs::write(dir.join("ab.lock"), b"").unwrap();
         let held = take(&dir, "ab").unwrap();
+        assert!(dir.join("ab.lock").exists(), "a missing lock file is made, and held");
         assert!(matches!(held, Taken::Free(_)));
         assert!(matches!(take(&dir, "ab").unwrap(), Taken::Held));
         drop(held);

@@ -201,7 +201,6 @@ impl Daemon {
                         Ok(true)
                     }
                     Ok(locks::Taken::Held) => Ok(false),
-                    Ok(locks::Taken::Missing) => Ok(true),
                     Err(e) => Err(format!(
                         "its attachment lock file {} cannot be taken ({e})",
                         protocol::lockfile::bucket_path(lock_dir, &b).display()
