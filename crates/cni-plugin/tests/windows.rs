@@ -1534,20 +1534,7 @@ fn the_sweep_never_releases_the_address_of_an_add_that_is_still_running() {
     if !privileged() {
         return;
     }
-    let mut node = Node::with("qe", &[("PODIP_WIRING_GRACE", "2"), ("IP_COOLDOWN_PERIOD", "0")]);
-    wait_for(&node.socket, |st| st["total"].as_u64().unwrap_or(0) > 1, 30);
-    let p1 = node.pod(1);
-    let n1 = format!("/var/run/netns/{p1}");
-    // Held 6 s at its create (its 2nd send; the 1st is to podipd).
-    let mut add = held_plugin(&node, &env_of("ADD", "c1", &n1), "sendto", 6_000_000, 2);
-    let t0 = Instant::now();
-    let a = loop {
-        if let Some(a) = held(&node.socket).get("c1") {
-            break a.clone();
-        }
-        assert!(t0.elapsed() < Duration::from_secs(5), "c1's ADD never got an address");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let (mut node, n1, mut add, a) = a_stalled_add("qe");
     // Past the grace, with sweeps every second.
     std::thread::sleep(Duration::from_secs(4));
     assert!(add.try_wait().unwrap().is_none(), "the ADD finished early: the window was missed");
@@ -1642,15 +1629,15 @@ fn host_back_to(node: &Node, before: &str) {
     }
 }
 
-/// An ADD stalled between podipd's answer and its wiring (6 s at its create; the grace is 2 s)
-/// while `meddle` does something to the lock files: the address stays the stalled ADD's, the
-/// next pod gets another, and the ADD wires its pod. Returns podipd's log.
-fn a_stalled_add_keeps_its_address_while(tag: &str, meddle: impl FnOnce(&mut Node)) -> String {
+/// A node (wiring grace 2 s, no cooldown) whose ADD of container `c1` is held 6 s at its create
+/// (its 2nd send; the 1st is to podipd), once podipd has given it an address: (node, the pod's
+/// namespace path, the running ADD, its address).
+fn a_stalled_add(tag: &str) -> (Node, String, std::process::Child, String) {
     let mut node = Node::with(tag, &[("PODIP_WIRING_GRACE", "2"), ("IP_COOLDOWN_PERIOD", "0")]);
     wait_for(&node.socket, |st| st["total"].as_u64().unwrap_or(0) > 1, 30);
     let p1 = node.pod(1);
     let n1 = format!("/var/run/netns/{p1}");
-    let mut add = held_plugin(&node, &env_of("ADD", "c1", &n1), "sendto", 6_000_000, 2);
+    let add = held_plugin(&node, &env_of("ADD", "c1", &n1), "sendto", 6_000_000, 2);
     let t0 = Instant::now();
     let a = loop {
         if let Some(a) = held(&node.socket).get("c1") {
@@ -1659,6 +1646,14 @@ fn a_stalled_add_keeps_its_address_while(tag: &str, meddle: impl FnOnce(&mut Nod
         assert!(t0.elapsed() < Duration::from_secs(5), "c1's ADD never got an address");
         std::thread::sleep(Duration::from_millis(50));
     };
+    (node, n1, add, a)
+}
+
+/// An ADD stalled between podipd's answer and its wiring (6 s at its create; the grace is 2 s)
+/// while `meddle` does something to the lock files: the address stays the stalled ADD's, the
+/// next pod gets another, and the ADD wires its pod. Returns podipd's log.
+fn a_stalled_add_keeps_its_address_while(tag: &str, meddle: impl FnOnce(&mut Node)) -> String {
+    let (mut node, _, mut add, a) = a_stalled_add(tag);
     meddle(&mut node);
     std::thread::sleep(Duration::from_secs(3));
     assert!(add.try_wait().unwrap().is_none(), "the ADD finished early: the window was missed");
