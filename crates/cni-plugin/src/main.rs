@@ -343,35 +343,65 @@ fn release(conf: &NetConf, a: Attach) -> Result<(), CniError> {
     // of the pod the answer names. An attachment recovered from the host is podipd's
     // `host:<veth>`, whose lock the sweep takes before it releases the address: the DEL holds
     // it too, so the address is never released (and handed to another pod) while this DEL is
-    // still to remove its rules.
+    // still to remove its rules. It holds it for every attachment, recovered or not: podipd,
+    // restarted without its checkpoint while this DEL runs, recovers the pod from the host
+    // under that key.
     let wanted = |plan: &Result<Reply, (ErrorKind, String)>| -> Vec<String> {
-        let Ok(Reply::Teardown { pod, recovered, veth, .. }) = plan else { return Vec::new() };
+        let Ok(Reply::Teardown { pod, veth, .. }) = plan else { return Vec::new() };
         let pod = pod.as_ref().map(|(ns, name)| serial::pod_key(ns, name));
-        pod.into_iter().chain(recovered.then(|| protocol::lockfile::recovered_key(veth))).collect()
+        pod.into_iter().chain((!veth.is_empty()).then(|| protocol::lockfile::recovered_key(veth))).collect()
     };
+    // Each missing lock is first tried without letting any go; only an answer that names a
+    // recovered attachment is asked again then (the sweep releases that one under the lock just
+    // taken; this DEL's own attachment is under the container's lock it held all along).
+    let is_recovered =
+        |plan: &Result<Reply, (ErrorKind, String)>| matches!(plan, Ok(Reply::Teardown { recovered: true, .. }));
     loop {
         let missing: Vec<String> = wanted(&plan).into_iter().filter(|k| !keys.contains(k)).collect();
         if missing.is_empty() {
             break;
         }
-        drop(serial);
-        keys.extend(missing);
-        serial = serial::lock_keys(&conf.socket, &keys)?;
+        keys.extend(missing.iter().cloned());
+        let mut all = true;
+        for k in &missing {
+            if !serial.try_add(&conf.socket, k)? {
+                all = false;
+                break;
+            }
+        }
+        if all && !is_recovered(&plan) {
+            break;
+        }
+        if !all {
+            drop(serial);
+            serial = serial::lock_keys(&conf.socket, &keys)?;
+        }
         plan = daemon::call(&conf.socket, Op::Teardown(a.clone()))?;
     }
     let _serial = serial;
+    let mut rules_only = false;
     let (addr, veth) = match plan {
         Ok(Reply::Teardown { addr, veth, recovered, .. }) => {
             // An attachment recovered from the host is known only by its veth, which every
             // sandbox of the pod names alike: only the sandbox whose namespace holds the address
-            // tears it down. Another one's DEL (or one without a namespace) leaves it.
-            let mine = match (recovered, addr, a.netns.as_deref()) {
-                (false, _, _) => true,
-                (true, Some(ip), Some(ns)) => datapath::host::netns_has_addr(ns, ip).unwrap_or(false),
-                (true, _, _) => false,
-            };
-            if !mine {
-                return Ok(());
+            // tears it down. Once nothing on the host carries the address (see
+            // `datapath::inspect::carried_by_nothing`), any DEL of the pod removes its rules
+            // (what a first DEL that failed after the veth went leaves) and releases it, and
+            // touches no link. Another sandbox's DEL (or one without a namespace) leaves a pod
+            // the host still carries.
+            match (recovered, addr) {
+                (false, _) => {}
+                (true, Some(ip)) => {
+                    let in_netns =
+                        a.netns.as_deref().is_some_and(|ns| datapath::host::netns_has_addr(ns, ip).unwrap_or(false));
+                    if !in_netns {
+                        if !datapath::inspect::carried_by_nothing(ip, &veth).unwrap_or(false) {
+                            return Ok(());
+                        }
+                        rules_only = true;
+                    }
+                }
+                (true, None) => return Ok(()),
             }
             (addr, veth)
         }
@@ -385,10 +415,14 @@ fn release(conf: &NetConf, a: Attach) -> Result<(), CniError> {
     // it is released.
     // A host route to the address over a veth is the pod's wiring, whatever its veth's name.
     let via = match addr {
-        Some(a) => datapath::host::routed_over(a).map_err(|e| CniError::new(ErrorCode::Plugin(100), e.to_string()))?,
-        None => None,
+        Some(a) if !rules_only => {
+            datapath::host::routed_over(a).map_err(|e| CniError::new(ErrorCode::Plugin(100), e.to_string()))?
+        }
+        _ => None,
     };
-    let ours = if via.as_deref() == Some(veth.as_str()) {
+    let ours = if rules_only {
+        false
+    } else if via.as_deref() == Some(veth.as_str()) {
         true
     } else if datapath::host::link_exists(&veth).unwrap_or(false) {
         // It exists but does not carry this address: this attachment's only if it is a veth (a

@@ -5,7 +5,10 @@
 //! a DEL never releases what a concurrent ADD of its container got), and two sandboxes of one pod
 //! (whose `eth0` veths share the VPC CNI's name) never build or remove that veth at once. An ADD
 //! or DEL whose pod is not the one podipd recorded at the first ADD (the veth's name) holds that
-//! pod's lock too.
+//! pod's lock too, and a DEL holds that of `host:<veth>`, podipd's key for the pod were it
+//! recovered from the host. A DEL need not check, as an ADD does, that its lock files are still
+//! the ones their paths name: podipd's sweep keeps every assignment of a bucket whose file it
+//! found removed or replaced (see podipd's `daemon::locks`).
 //! Every set of locks is taken in one fixed order (by file), so no two operations wait for each
 //! other in a circle. Locks live beside podipd's socket, in 256 files chosen by a hash of the key
 //! (a bounded set; unrelated pods rarely share one, and then only wait).

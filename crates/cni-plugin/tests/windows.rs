@@ -490,14 +490,27 @@ fn straced_plugin(node: &Node, env: &[(&str, &str)], syscall: &str, inject: &str
 
 /// [`straced_plugin`] with the network configuration `conf`.
 fn straced_with(node: &Node, conf: &str, env: &[(&str, &str)], syscall: &str, inject: &str) -> std::process::Child {
+    straced_injecting(node, conf, env, &[(syscall, inject)])
+}
+
+/// The plugin under strace with the network configuration `conf`, each `(syscall, inject)`
+/// tampered with as strace's `inject=` says (one per syscall).
+fn straced_injecting(node: &Node, conf: &str, env: &[(&str, &str)], injects: &[(&str, &str)]) -> std::process::Child {
     let mut c = std::process::Command::new("nsenter");
-    c.arg(format!("--net=/var/run/netns/{}", node.name))
-        .args(["strace", "-f", "-qq", "-o", "/dev/null", "-e", &format!("trace={syscall}")])
-        .arg("-e")
-        .arg(format!("inject={syscall}:{inject}"))
-        .arg(common::plugin_bin())
-        .env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+    let traced: Vec<&str> = injects.iter().map(|(s, _)| *s).collect();
+    c.arg(format!("--net=/var/run/netns/{}", node.name)).args([
+        "strace",
+        "-f",
+        "-qq",
+        "-o",
+        "/dev/null",
+        "-e",
+        &format!("trace={}", traced.join(",")),
+    ]);
+    for (syscall, inject) in injects {
+        c.arg("-e").arg(format!("inject={syscall}:{inject}"));
+    }
+    c.arg(common::plugin_bin()).env_clear().env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
     for (k, v) in env {
         c.env(k, v);
     }
@@ -1752,8 +1765,9 @@ fn an_add_whose_lock_files_were_made_again_gives_its_address_back() {
     let add = held_plugin(&node, &env_of("ADD", "c1", &n1), "connect", 3_000_000, 1);
     let locks = node.socket.parent().unwrap().join("locks");
     let bucket = locks.join(format!("{}.lock", protocol::lockfile::bucket("c1")));
+    // podipd made the file at its first sweep: the ADD holds it once it cannot be taken.
     let t0 = Instant::now();
-    while !bucket.exists() {
+    while std::process::Command::new("flock").args(["-n"]).arg(&bucket).arg("true").status().unwrap().success() {
         assert!(t0.elapsed() < Duration::from_secs(3), "the ADD never took its lock");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -1904,7 +1918,12 @@ fn the_sweep_keeps_what_it_cannot_see_the_lock_of_and_says_so_once() {
         .map(|i| format!("c4-{i}"))
         .find(|k| protocol::lockfile::bucket(k) != protocol::lockfile::bucket("c3"))
         .unwrap();
-    std::fs::create_dir_all(locks.join(format!("{}.lock", protocol::lockfile::bucket(&c4)))).unwrap();
+    // podipd made every lock file at its first sweep: c4's is made a directory, and a sweep
+    // sees that before c4 is asked for (which would pin it at once).
+    let file = locks.join(format!("{}.lock", protocol::lockfile::bucket(&c4)));
+    std::fs::remove_file(&file).unwrap();
+    std::fs::create_dir(&file).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
     for cid in ["c3", c4.as_str()] {
         let r = common::request(
             &node.socket,
@@ -2031,4 +2050,153 @@ fn a_recovered_pods_address_is_never_released_while_its_del_runs() {
         assert!(t0.elapsed() < Duration::from_secs(10), "{a} of {key} was never released: {}", node.log());
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// A wired pod's DEL (no namespace: its veth is deleted) held 3 s once its locks are taken and
+/// podipd has answered (at its first netlink connect), then 8 s between removing the veth and
+/// removing the rules (its first rule removal, its 6th send), with `meddle` done to the lock files
+/// during the first hold: the sweep sees the change while the pod is still wired, and the
+/// address stays the DEL's past the grace (2 s) until the DEL itself releases it; the next pod
+/// gets another. Returns podipd's log.
+fn a_del_keeps_its_address_while(tag: &str, meddle: impl FnOnce(&Node)) -> String {
+    let mut node = Node::with(tag, &[("PODIP_WIRING_GRACE", "2"), ("IP_COOLDOWN_PERIOD", "0")]);
+    wait_for(&node.socket, |st| st["total"].as_u64().unwrap_or(0) > 1, 30);
+    let p1 = node.pod(1);
+    let r1 = node.add("c1", &p1);
+    let (v, a) = (veth(&r1), addr_of(&r1));
+    let env = [("CNI_COMMAND", "DEL"), ("CNI_CONTAINERID", "c1"), ("CNI_IFNAME", "eth0")];
+    let injects = [("connect", "delay_enter=3000000:when=2"), ("sendto", "delay_enter=8000000:when=6")];
+    let del = straced_injecting(&node, &node.conf("1.0.0"), &env, &injects);
+    std::thread::sleep(Duration::from_secs(1));
+    meddle(&node);
+    // The hold ends at 3 s, the veth goes, and the grace passes while the rules stay.
+    std::thread::sleep(Duration::from_millis(6500));
+    let mut del = del;
+    assert!(del.try_wait().unwrap().is_none(), "the DEL finished early: the window was missed");
+    assert!(!sh(&["ip", "-n", &node.name, "link", "show"]).contains(&v), "the DEL never removed the veth");
+    assert_eq!(held(&node.socket).get("c1"), Some(&a), "the sweep released a running DEL's address: {}", node.log());
+    // A pod whose locks are not the DEL's.
+    let busy = [protocol::lockfile::bucket("c1"), protocol::lockfile::bucket(&protocol::lockfile::recovered_key(&v))];
+    let c2 = (0..).map(|i| format!("c2-{i}")).find(|c| !busy.contains(&protocol::lockfile::bucket(c))).unwrap();
+    let p2 = node.pod(2);
+    assert_ne!(addr_of(&node.add(&c2, &p2)), a, "another pod got the address of a DEL still to remove its rules");
+    let out = del.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(!held(&node.socket).contains_key("c1"));
+    assert!(rules_of(&node, &a).is_empty());
+    node.log()
+}
+
+/// A DEL whose lock file was made again (the file alone, or the whole lock directory) while the
+/// pod was still wired, and that stalls between removing the veth and removing the rules: the
+/// sweep keeps the address until the DEL releases it. Before, the sweep pinned only what was
+/// unwired when the directory changed (and saw nothing of a file made again alone), took the new
+/// file as free, and released the address while the DEL was still to remove the rules, which
+/// are the next pod's once it is given the address.
+#[test]
+fn a_del_whose_lock_file_was_made_again_keeps_its_address_until_it_releases_it() {
+    if !privileged() {
+        return;
+    }
+    let locks = |node: &Node| node.socket.parent().unwrap().join("locks");
+    let log = a_del_keeps_its_address_while("td", |node| {
+        let file = locks(node).join(format!("{}.lock", protocol::lockfile::bucket("c1")));
+        std::fs::remove_file(&file).unwrap();
+        std::fs::write(&file, b"").unwrap();
+    });
+    assert!(log.contains("attachment lock files in") && log.contains(" 1 assignments"), "{log}");
+    let log = a_del_keeps_its_address_while("te", |node| {
+        std::fs::remove_dir_all(locks(node)).unwrap();
+        std::fs::create_dir(locks(node)).unwrap();
+    });
+    assert!(log.contains("was replaced"), "{log}");
+}
+
+/// A stalled ADD whose lock file alone is removed (the directory stays): the sweep keeps its
+/// address. Before, the sweep noted only the directory, made the file again, and took it free.
+#[test]
+fn the_sweep_keeps_what_an_add_may_hold_when_its_lock_file_alone_is_removed() {
+    if !privileged() {
+        return;
+    }
+    let log = a_stalled_add_keeps_its_address_while("th", |node| {
+        let locks = node.socket.parent().unwrap().join("locks");
+        std::fs::remove_file(locks.join(format!("{}.lock", protocol::lockfile::bucket("c1")))).unwrap();
+    });
+    assert!(log.contains("attachment lock files in"), "{log}");
+}
+
+/// podipd restarted without its checkpoint while a wired pod's DEL runs (after podipd's answer,
+/// before the veth goes) recovers the pod from the host under `host:<veth>`; the DEL holds that
+/// key's lock too, so the sweep never releases the address while the DEL is still to remove the
+/// rules, only after. Before, the DEL held only its container's lock, and the sweep released the
+/// recovered address as soon as the veth had been gone for the grace.
+#[test]
+fn a_del_across_a_restart_that_lost_the_checkpoint_keeps_the_address_until_it_is_done() {
+    if !privileged() {
+        return;
+    }
+    let mut node = Node::with("tf", &[("PODIP_WIRING_GRACE", "2"), ("IP_COOLDOWN_PERIOD", "0")]);
+    let p1 = node.pod(1);
+    let live = node.add("c1", &p1);
+    let (v, a) = (veth(&live), addr_of(&live));
+    let key = protocol::lockfile::recovered_key(&v);
+    assert_ne!(protocol::lockfile::bucket(&key), protocol::lockfile::bucket("c1"), "a collision: rename the container");
+    let env = [("CNI_COMMAND", "DEL"), ("CNI_CONTAINERID", "c1"), ("CNI_IFNAME", "eth0")];
+    // Held 6 s at its first netlink connect, then 8 s at its first rule removal.
+    let injects = [("connect", "delay_enter=6000000:when=2"), ("sendto", "delay_enter=8000000:when=6")];
+    let mut del = straced_injecting(&node, &node.conf("1.0.0"), &env, &injects);
+    std::thread::sleep(Duration::from_millis(500));
+    node.kill_daemon();
+    std::fs::remove_file(node.dir.join("state/ipam.json")).unwrap();
+    node.start_daemon();
+    assert_eq!(held(&node.socket).get(&key), Some(&a), "{}", node.log());
+    assert!(del.try_wait().unwrap().is_none(), "the DEL finished early: the window was missed");
+    let t0 = Instant::now();
+    while sh(&["ip", "-n", &node.name, "link", "show"]).contains(&v) {
+        assert!(t0.elapsed() < Duration::from_secs(8), "the DEL never removed the veth");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Past the grace with the veth gone and the rules still there.
+    std::thread::sleep(Duration::from_millis(4500));
+    assert!(del.try_wait().unwrap().is_none(), "the DEL finished early: the window was missed");
+    assert_eq!(held(&node.socket).get(&key), Some(&a), "the sweep released a running DEL's address: {}", node.log());
+    let out = del.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(rules_of(&node, &a).is_empty());
+    // Then the sweep releases it: nothing holds the lock, nothing is on the host.
+    let t0 = Instant::now();
+    while held(&node.socket).contains_key(&key) {
+        assert!(t0.elapsed() < Duration::from_secs(10), "{a} of {key} was never released: {}", node.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A recovered pod's DEL that fails removing the rules after its veth went, retried once the
+/// runtime removed the namespace: nothing on the host carries the address any more, so the
+/// retry removes the rules and releases the address. Before, the retry found no namespace
+/// holding the address, took the pod for another sandbox's, and succeeded leaving the rules.
+#[test]
+fn a_retried_del_of_a_recovered_pod_removes_what_the_first_left() {
+    if !privileged() {
+        return;
+    }
+    let (node, p1, _, a, key) = a_recovered_pod("tg", "30");
+    let n1 = format!("/var/run/netns/{p1}");
+    let env = [("CNI_COMMAND", "DEL"), ("CNI_CONTAINERID", "live"), ("CNI_IFNAME", "eth0"), ("CNI_NETNS", n1.as_str())];
+    // Its 11th send is its first rule removal (after podipd's two answers, the pod's addresses,
+    // the route and link lookups, and retiring both ends of the veth).
+    let first = straced_injecting(&node, &node.conf("1.0.0"), &env, &[("sendto", "error=EPERM:when=11")])
+        .wait_with_output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&first.stdout).unwrap();
+    assert_eq!(v["code"].as_u64(), Some(100), "{v}");
+    assert!(v["msg"].as_str().unwrap_or_default().contains("teardown"), "{v}");
+    assert!(!rules_of(&node, &a).is_empty(), "the first DEL failed before the rules");
+    assert_eq!(held(&node.socket).get(&key), Some(&a));
+    sh(&["ip", "netns", "del", &p1]);
+    let (code, r) = node.cni(&env, &node.conf("1.0.0"));
+    assert_eq!(code, 0, "{r}");
+    assert!(rules_of(&node, &a).is_empty(), "the retried DEL left the rules");
+    assert!(!held(&node.socket).contains_key(&key), "the retried DEL never released {a}");
 }

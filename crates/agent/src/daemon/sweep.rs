@@ -11,7 +11,9 @@ use super::{Daemon, Inner, locks};
 use ipam::Time;
 use ipam::addr::PodKey;
 use ipam::engine::Event;
+use nix::fcntl::Flock;
 use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -105,7 +107,7 @@ impl Daemon {
                 }
             }
             inner.unwired = seen_unwired;
-            report.kept.extend(inner.locks.observe(&lock_dir, inner.unwired.keys()));
+            report.kept.extend(inner.locks.observe(&lock_dir, pods.iter().map(|(k, _)| k)));
             let ds = inner.engine.datastore();
             inner.locks.retain(|k| ds.pod(k).is_some());
             due.retain(|(k, _)| !inner.locks.pinned(k));
@@ -185,32 +187,25 @@ impl Daemon {
         if due.is_empty() {
             return;
         }
-        // Per bucket: Ok(true) taken, Ok(false) another holds it, Err(why) the sweep cannot see
-        // whether a plugin holds it (the assignment is then pinned).
-        let mut buckets: BTreeMap<String, Result<bool, String>> = BTreeMap::new();
-        let mut held_locks = Vec::new();
+        // Per bucket: Ok(Some(lock)) taken, Ok(None) another holds it, Err(why) the sweep cannot
+        // see whether a plugin holds it (the assignment is then pinned).
+        let mut buckets: BTreeMap<String, Result<Option<Flock<File>>, String>> = BTreeMap::new();
         let mut free = Vec::new();
         let mut unseen = Vec::new();
         for (k, a) in due {
             let b = protocol::lockfile::bucket(&k.container_id);
-            let taken = buckets
-                .entry(b.clone())
-                .or_insert_with(|| match locks::take(lock_dir, &b) {
-                    Ok(locks::Taken::Free(l)) => {
-                        held_locks.push(l);
-                        Ok(true)
-                    }
-                    Ok(locks::Taken::Held) => Ok(false),
-                    Err(e) => Err(format!(
-                        "its attachment lock file {} cannot be taken ({e})",
-                        protocol::lockfile::bucket_path(lock_dir, &b).display()
-                    )),
-                })
-                .clone();
+            let taken = buckets.entry(b.clone()).or_insert_with(|| match locks::take(lock_dir, &b) {
+                Ok(locks::Taken::Free(l)) => Ok(Some(l)),
+                Ok(locks::Taken::Held) => Ok(None),
+                Err(e) => Err(format!(
+                    "its attachment lock file {} cannot be taken ({e})",
+                    protocol::lockfile::bucket_path(lock_dir, &b).display()
+                )),
+            });
             match taken {
-                Ok(true) => free.push((k, a)),
-                Ok(false) => {}
-                Err(why) => unseen.push((k, a, why)),
+                Ok(Some(_)) => free.push((k, a, b)),
+                Ok(None) => {}
+                Err(why) => unseen.push((k, a, why.clone())),
             }
         }
         if !unseen.is_empty() {
@@ -235,10 +230,24 @@ impl Daemon {
         let generation = {
             let mut g = self.lock();
             let inner: &mut Inner = &mut g;
-            for (k, a) in free {
+            for (k, a, b) in free {
                 let veth = self.veth_of(&k, inner.meta.get(&k));
                 let on_host = view.has_link(&veth) || wired.contains_key(&a);
                 if on_host || inner.engine.datastore().pod(&k) != Some(a) {
+                    continue;
+                }
+                // The lock taken must be the file the sweep saw, still named by its path now
+                // that the address goes (an ADD that takes the path's file from now on asks
+                // podipd after this release). Otherwise a plugin may hold the file the sweep
+                // saw, or one made since: the assignment stays until its DEL.
+                if let Some(Ok(Some(lock))) = buckets.get(&b)
+                    && !inner.locks.still(lock_dir, &b, lock)
+                {
+                    report.kept.push(format!(
+                        "{a} of {k} is unwired, and its attachment lock file {} was removed or replaced as the sweep took it: it stays held until its DEL",
+                        protocol::lockfile::bucket_path(lock_dir, &b).display()
+                    ));
+                    inner.locks.pin(k);
                     continue;
                 }
                 inner.engine.handle(now, Event::PodDel(k.clone()));
@@ -254,7 +263,7 @@ impl Daemon {
         {
             report.errors.push(format!("checkpoint not written: {e}"));
         }
-        drop(held_locks);
+        drop(buckets);
     }
 }
 
