@@ -6,8 +6,8 @@
 //! attachment's address and builds the data path. An address this ADD took is given back if
 //! the data path fails; one the attachment already held (a retried ADD) never is: a complete
 //! data path is answered as is, an incomplete one rebuilt. DEL first tears the data path down
-//! (the veth only if it carries this attachment's address or none, the rules of the address),
-//! then releases the address it tore down (and no other), so nothing on the host still uses an
+//! (the rules of the address, while the pod's route still holds it, then the veth only if it
+//! carries this attachment's address or none), then releases the address it tore down (and no other), so nothing on the host still uses an
 //! address the pool hands out again; with podipd unreachable it changes nothing and the runtime
 //! retries. DEL is idempotent, with or without the netns. ADD and DEL of one attachment never
 //! overlap ([`serial`]), and the host veth's name is podipd's.
@@ -379,29 +379,19 @@ fn release(conf: &NetConf, a: Attach) -> Result<(), CniError> {
         plan = daemon::call(&conf.socket, Op::Teardown(a.clone()))?;
     }
     let _serial = serial;
-    let mut rules_only = false;
     let (addr, veth) = match plan {
         Ok(Reply::Teardown { addr, veth, recovered, .. }) => {
             // An attachment recovered from the host is known only by its veth, which every
             // sandbox of the pod names alike: only the sandbox whose namespace holds the address
-            // tears it down. Once nothing on the host carries the address (see
-            // `datapath::inspect::carried_by_nothing`), any DEL of the pod removes its rules
-            // (what a first DEL that failed after the veth went leaves) and releases it, and
-            // touches no link. Another sandbox's DEL (or one without a namespace) leaves a pod
-            // the host still carries.
-            match (recovered, addr) {
-                (false, _) => {}
-                (true, Some(ip)) => {
-                    let in_netns =
-                        a.netns.as_deref().is_some_and(|ns| datapath::host::netns_has_addr(ns, ip).unwrap_or(false));
-                    if !in_netns {
-                        if !datapath::inspect::carried_by_nothing(ip, &veth).unwrap_or(false) {
-                            return Ok(());
-                        }
-                        rules_only = true;
-                    }
-                }
-                (true, None) => return Ok(()),
+            // tears it down. Another one's DEL (or one without a namespace) leaves it: the sweep
+            // releases it once nothing of it is on the host, and its rules after the cooldown.
+            let mine = match (recovered, addr, a.netns.as_deref()) {
+                (false, _, _) => true,
+                (true, Some(ip), Some(ns)) => datapath::host::netns_has_addr(ns, ip).unwrap_or(false),
+                (true, _, _) => false,
+            };
+            if !mine {
+                return Ok(());
             }
             (addr, veth)
         }
@@ -415,14 +405,10 @@ fn release(conf: &NetConf, a: Attach) -> Result<(), CniError> {
     // it is released.
     // A host route to the address over a veth is the pod's wiring, whatever its veth's name.
     let via = match addr {
-        Some(a) if !rules_only => {
-            datapath::host::routed_over(a).map_err(|e| CniError::new(ErrorCode::Plugin(100), e.to_string()))?
-        }
-        _ => None,
+        Some(a) => datapath::host::routed_over(a).map_err(|e| CniError::new(ErrorCode::Plugin(100), e.to_string()))?,
+        None => None,
     };
-    let ours = if rules_only {
-        false
-    } else if via.as_deref() == Some(veth.as_str()) {
+    let ours = if via.as_deref() == Some(veth.as_str()) {
         true
     } else if datapath::host::link_exists(&veth).unwrap_or(false) {
         // It exists but does not carry this address: this attachment's only if it is a veth (a

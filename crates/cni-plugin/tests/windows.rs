@@ -1960,6 +1960,15 @@ fn a_recovered_pod(tag: &str, grace: &str) -> (Node, String, String, String, Str
     (node, p1, v, a, key)
 }
 
+/// Waits (at most 10 s) for podipd to release `a` of `key`.
+fn the_sweep_releases(node: &Node, key: &str, a: &str) {
+    let t0 = Instant::now();
+    while held(&node.socket).contains_key(key) {
+        assert!(t0.elapsed() < Duration::from_secs(10), "{a} of {key} was never released: {}", node.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// A pod recovered from the host (its checkpoint lost) whose runtime DEL came without a
 /// namespace (which leaves it to the sweep), and whose namespace then went: the sweep releases
 /// its address after the grace. A recovered assignment has no ADD, and no lock file of its key
@@ -1973,11 +1982,7 @@ fn the_sweep_releases_a_recovered_pod_that_is_gone() {
     let del = [("CNI_COMMAND", "DEL"), ("CNI_CONTAINERID", "live"), ("CNI_IFNAME", "eth0")];
     assert_eq!(node.cni(&del, &node.conf("1.0.0")).0, 0);
     sh(&["ip", "netns", "del", &p1]);
-    let t0 = Instant::now();
-    while held(&node.socket).contains_key(&key) {
-        assert!(t0.elapsed() < Duration::from_secs(10), "{a} of {key} was never released: {}", node.log());
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    the_sweep_releases(&node, &key, &a);
 }
 
 /// An IPv6 pod whose IPv4 egress address the host already routes over another link: the ADD
@@ -2045,19 +2050,16 @@ fn a_recovered_pods_address_is_never_released_while_its_del_runs() {
     std::thread::sleep(Duration::from_secs(5));
     assert_eq!(held(&node.socket).get(&key), Some(&a), "released while its lock was held: {}", node.log());
     holder.wait().unwrap();
-    let t0 = Instant::now();
-    while held(&node.socket).contains_key(&key) {
-        assert!(t0.elapsed() < Duration::from_secs(10), "{a} of {key} was never released: {}", node.log());
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    the_sweep_releases(&node, &key, &a);
 }
 
 /// A wired pod's DEL (no namespace: its veth is deleted) held 3 s once its locks are taken and
 /// podipd has answered (at its first netlink connect), then 8 s between removing the veth and
-/// removing the rules (its first rule removal, its 6th send), with `meddle` done to the lock files
-/// during the first hold: the sweep sees the change while the pod is still wired, and the
-/// address stays the DEL's past the grace (2 s) until the DEL itself releases it; the next pod
-/// gets another. Returns podipd's log.
+/// releasing the address (as its 8th send, the veth's removal after the route lookup and the
+/// three rule removals, returns), with `meddle` done to the lock files during the first hold: the
+/// sweep sees the change while the pod is still wired, and the address stays the DEL's past
+/// the grace (2 s) until the DEL itself releases it; the next pod gets another. Returns podipd's
+/// log.
 fn a_del_keeps_its_address_while(tag: &str, meddle: impl FnOnce(&Node)) -> String {
     let mut node = Node::with(tag, &[("PODIP_WIRING_GRACE", "2"), ("IP_COOLDOWN_PERIOD", "0")]);
     wait_for(&node.socket, |st| st["total"].as_u64().unwrap_or(0) > 1, 30);
@@ -2065,7 +2067,7 @@ fn a_del_keeps_its_address_while(tag: &str, meddle: impl FnOnce(&Node)) -> Strin
     let r1 = node.add("c1", &p1);
     let (v, a) = (veth(&r1), addr_of(&r1));
     let env = [("CNI_COMMAND", "DEL"), ("CNI_CONTAINERID", "c1"), ("CNI_IFNAME", "eth0")];
-    let injects = [("connect", "delay_enter=3000000:when=2"), ("sendto", "delay_enter=8000000:when=6")];
+    let injects = [("connect", "delay_enter=3000000:when=2"), ("sendto", "delay_exit=8000000:when=8")];
     let del = straced_injecting(&node, &node.conf("1.0.0"), &env, &injects);
     std::thread::sleep(Duration::from_secs(1));
     meddle(&node);
@@ -2088,11 +2090,10 @@ fn a_del_keeps_its_address_while(tag: &str, meddle: impl FnOnce(&Node)) -> Strin
 }
 
 /// A DEL whose lock file was made again (the file alone, or the whole lock directory) while the
-/// pod was still wired, and that stalls between removing the veth and removing the rules: the
-/// sweep keeps the address until the DEL releases it. Before, the sweep pinned only what was
+/// pod was still wired, and that stalls between removing the veth and releasing the address:
+/// the sweep keeps the address until the DEL releases it. Before, the sweep pinned only what was
 /// unwired when the directory changed (and saw nothing of a file made again alone), took the new
-/// file as free, and released the address while the DEL was still to remove the rules, which
-/// are the next pod's once it is given the address.
+/// file as free, and released the address under the running DEL.
 #[test]
 fn a_del_whose_lock_file_was_made_again_keeps_its_address_until_it_releases_it() {
     if !privileged() {
@@ -2128,9 +2129,9 @@ fn the_sweep_keeps_what_an_add_may_hold_when_its_lock_file_alone_is_removed() {
 
 /// podipd restarted without its checkpoint while a wired pod's DEL runs (after podipd's answer,
 /// before the veth goes) recovers the pod from the host under `host:<veth>`; the DEL holds that
-/// key's lock too, so the sweep never releases the address while the DEL is still to remove the
-/// rules, only after. Before, the DEL held only its container's lock, and the sweep released the
-/// recovered address as soon as the veth had been gone for the grace.
+/// key's lock too, so the sweep never releases the address while the DEL runs, only after.
+/// Before, the DEL held only its container's lock, and the sweep released the recovered address
+/// as soon as the veth had been gone for the grace.
 #[test]
 fn a_del_across_a_restart_that_lost_the_checkpoint_keeps_the_address_until_it_is_done() {
     if !privileged() {
@@ -2143,8 +2144,8 @@ fn a_del_across_a_restart_that_lost_the_checkpoint_keeps_the_address_until_it_is
     let key = protocol::lockfile::recovered_key(&v);
     assert_ne!(protocol::lockfile::bucket(&key), protocol::lockfile::bucket("c1"), "a collision: rename the container");
     let env = [("CNI_COMMAND", "DEL"), ("CNI_CONTAINERID", "c1"), ("CNI_IFNAME", "eth0")];
-    // Held 6 s at its first netlink connect, then 8 s at its first rule removal.
-    let injects = [("connect", "delay_enter=6000000:when=2"), ("sendto", "delay_enter=8000000:when=6")];
+    // Held 6 s at its first netlink connect, then 8 s once the veth is gone (its 8th send).
+    let injects = [("connect", "delay_enter=6000000:when=2"), ("sendto", "delay_exit=8000000:when=8")];
     let mut del = straced_injecting(&node, &node.conf("1.0.0"), &env, &injects);
     std::thread::sleep(Duration::from_millis(500));
     node.kill_daemon();
@@ -2165,38 +2166,118 @@ fn a_del_across_a_restart_that_lost_the_checkpoint_keeps_the_address_until_it_is
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
     assert!(rules_of(&node, &a).is_empty());
     // Then the sweep releases it: nothing holds the lock, nothing is on the host.
-    let t0 = Instant::now();
-    while held(&node.socket).contains_key(&key) {
-        assert!(t0.elapsed() < Duration::from_secs(10), "{a} of {key} was never released: {}", node.log());
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    the_sweep_releases(&node, &key, &a);
 }
 
-/// A recovered pod's DEL that fails removing the rules after its veth went, retried once the
-/// runtime removed the namespace: nothing on the host carries the address any more, so the
-/// retry removes the rules and releases the address. Before, the retry found no namespace
-/// holding the address, took the pod for another sandbox's, and succeeded leaving the rules.
+/// A recovered pod's DEL that fails removing its rules leaves its veth as it was (the rules go
+/// first, while the pod's route holds the address); the runtime then removes the namespace, and
+/// the retried DEL, whose namespace no longer holds the address, leaves the pod to the sweep,
+/// which releases the address and then removes its rules. Before, the veth went first, and a
+/// DEL that stalled after it could remove the rules of the address's next holder.
 #[test]
-fn a_retried_del_of_a_recovered_pod_removes_what_the_first_left() {
+fn a_recovered_pods_del_that_fails_on_its_rules_leaves_the_veth_and_the_sweep_the_rest() {
     if !privileged() {
         return;
     }
-    let (node, p1, _, a, key) = a_recovered_pod("tg", "30");
+    let (node, p1, v, a, key) = a_recovered_pod("tg", "2");
     let n1 = format!("/var/run/netns/{p1}");
     let env = [("CNI_COMMAND", "DEL"), ("CNI_CONTAINERID", "live"), ("CNI_IFNAME", "eth0"), ("CNI_NETNS", n1.as_str())];
-    // Its 11th send is its first rule removal (after podipd's two answers, the pod's addresses,
-    // the route and link lookups, and retiring both ends of the veth).
-    let first = straced_injecting(&node, &node.conf("1.0.0"), &env, &[("sendto", "error=EPERM:when=11")])
+    // Its 6th send is its first rule removal (after podipd's two answers, the pod's addresses,
+    // and the route and link lookups).
+    let first = straced_injecting(&node, &node.conf("1.0.0"), &env, &[("sendto", "error=EPERM:when=6")])
         .wait_with_output()
         .unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&first.stdout).unwrap();
-    assert_eq!(v["code"].as_u64(), Some(100), "{v}");
-    assert!(v["msg"].as_str().unwrap_or_default().contains("teardown"), "{v}");
+    let r: serde_json::Value = serde_json::from_slice(&first.stdout).unwrap();
+    assert_eq!(r["code"].as_u64(), Some(100), "{r}");
+    assert!(r["msg"].as_str().unwrap_or_default().contains("teardown"), "{r}");
     assert!(!rules_of(&node, &a).is_empty(), "the first DEL failed before the rules");
+    let routes = sh(&["ip", "-n", &node.name, "route", "show", &a]);
+    assert!(routes.contains(&format!("dev {v}")), "the failed DEL touched the veth: {routes}");
     assert_eq!(held(&node.socket).get(&key), Some(&a));
     sh(&["ip", "netns", "del", &p1]);
     let (code, r) = node.cni(&env, &node.conf("1.0.0"));
     assert_eq!(code, 0, "{r}");
-    assert!(rules_of(&node, &a).is_empty(), "the retried DEL left the rules");
-    assert!(!held(&node.socket).contains_key(&key), "the retried DEL never released {a}");
+    the_sweep_releases(&node, &key, &a);
+    let t0 = Instant::now();
+    while !rules_of(&node, &a).is_empty() {
+        assert!(t0.elapsed() < Duration::from_secs(10), "the rules of {a} stayed: {}", node.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A pod's DEL (no namespace) slowed 2 s after each request from its 5th send on, and 6 s before
+/// it connects to podipd to release the address; podipd restarts without its checkpoint the
+/// moment the veth is gone, and the next pod is given the address and wired with it before the
+/// DEL goes on: the DEL leaves that pod's rules alone. The DEL removes the rules first, while its
+/// own route holds the address; after the veth, it only tells podipd. Before, the veth went
+/// first (its 5th send), and the DEL removed the next pod's rules 2 s later (podipd restarts, and
+/// the next pod is wired, in about 0.1 s).
+#[test]
+fn a_del_never_removes_the_rules_of_the_addresss_next_holder() {
+    if !privileged() {
+        return;
+    }
+    let mut node = Node::with("ti", &[("PODIP_WIRING_GRACE", "2"), ("IP_COOLDOWN_PERIOD", "0")]);
+    wait_for(&node.socket, |st| st["total"].as_u64().unwrap_or(0) > 1, 30);
+    let p1 = node.pod(1);
+    let r1 = node.add("c1", &p1);
+    let (v, a) = (veth(&r1), addr_of(&r1));
+    let env = [("CNI_COMMAND", "DEL"), ("CNI_CONTAINERID", "c1"), ("CNI_IFNAME", "eth0")];
+    let injects = [("sendto", "delay_exit=2000000:when=5+"), ("connect", "delay_enter=6000000:when=5")];
+    let mut del = straced_injecting(&node, &node.conf("1.0.0"), &env, &injects);
+    let t0 = Instant::now();
+    while sh(&["ip", "-n", &node.name, "link", "show"]).contains(&v) {
+        assert!(t0.elapsed() < Duration::from_secs(30), "the DEL never removed the veth");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    node.kill_daemon();
+    std::fs::remove_file(node.dir.join("state/ipam.json")).unwrap();
+    node.start_daemon();
+    let p2 = node.pod(2);
+    let r2 = node.add("c2", &p2);
+    assert!(del.try_wait().unwrap().is_none(), "the DEL finished early: the window was missed");
+    let rules = rules_of(&node, &addr_of(&r2));
+    assert!(!rules.is_empty());
+    let out = del.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(rules_of(&node, &addr_of(&r2)), rules, "c1's DEL removed the rules of {} (c1 had {a})", addr_of(&r2));
+    let n2 = format!("/var/run/netns/{p2}");
+    assert_eq!(node.cni(&env_of("CHECK", "c2", &n2), &node.conf("1.1.0")).0, 0);
+}
+
+/// An ADD stalled past the grace after podipd's answer while podipd restarts and the lock
+/// directory is removed (so the new podipd cannot see the ADD's lock, and releases the address
+/// as unwired); the ADD then wires its pod. The host routes the address to that pod, so the
+/// sweep adopts it (`host:<veth>`) and the next pod gets another; the pod keeps its veth and
+/// rules. Before, the sweep removed the veth and the rules as held by nobody, and gave the
+/// address to the next pod.
+#[test]
+fn a_pod_wired_with_an_address_podipd_released_is_adopted_not_torn_down() {
+    if !privileged() {
+        return;
+    }
+    let (mut node, n1, add, a) = a_stalled_add("tj");
+    node.kill_daemon();
+    std::fs::remove_dir_all(node.socket.parent().unwrap().join("locks")).unwrap();
+    node.start_daemon();
+    let out = add.wait_with_output().unwrap();
+    let r1: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(out.status.success(), "{r1}");
+    assert_eq!(addr_of(&r1), a);
+    let key = protocol::lockfile::recovered_key(&veth(&r1));
+    let t0 = Instant::now();
+    while held(&node.socket).get(&key) != Some(&a) {
+        assert!(t0.elapsed() < Duration::from_secs(10), "{a} never adopted: {:?}\n{}", held(&node.socket), node.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(node.log().contains(&format!("recovered {a} of veth {}", veth(&r1))), "{}", node.log());
+    let p2 = node.pod(2);
+    assert_ne!(addr_of(&node.add("c2", &p2)), a);
+    assert!(!rules_of(&node, &a).is_empty(), "the pod lost its rules");
+    let routes = sh(&["ip", "-n", &node.name, "route", "show", &a]);
+    assert!(routes.contains(&format!("dev {}", veth(&r1))), "the pod lost its route: {routes}");
+    // Its DEL (its namespace holds the address) tears it down and releases it.
+    assert_eq!(node.cni(&env_of("DEL", "c1", &n1), &node.conf("1.0.0")).0, 0);
+    assert!(!held(&node.socket).contains_key(&key));
+    assert!(rules_of(&node, &a).is_empty());
 }

@@ -197,13 +197,17 @@ fn undo_links(p: &PodNet, pair: bool, egress: bool) -> Result<(), ApplyError> {
     Ok(())
 }
 
-/// Removes the host veth when given (and so the pod end and its routes; for an IPv6 pod also its
-/// IPv4 egress veth) and every podip rule of `addrs`, in the caller's namespace, over rtnetlink.
-/// Objects that are already gone count as removed; every other error is reported.
+/// Removes every podip rule of `addrs`, then, when that went well, the host veth when given (and
+/// so the pod end and its routes; for an IPv6 pod also its IPv4 egress veth), in the caller's
+/// namespace, over rtnetlink. Rules go first: while the pod's host route still holds its address
+/// (the kernel routes one address to one link), no other pod can be wired with it, so the rules
+/// removed are this pod's; once the route is gone, a stalled teardown has nothing of the address
+/// left to remove. Objects that are already gone count as removed; every other error is reported.
 ///
 /// # Errors
-/// Every step that failed for another reason.
+/// Every step that failed for another reason (a failed rule removal leaves the veth).
 pub fn teardown(host_veth: Option<&str>, addrs: &[IpAddr]) -> Result<(), Vec<ApplyError>> {
+    remove_rules(addrs)?;
     let mut errors = Vec::new();
     let mut links: Vec<String> = host_veth.map(String::from).into_iter().collect();
     if let Some(v) = host_veth.filter(|_| addrs.iter().any(IpAddr::is_ipv6)) {
@@ -214,23 +218,27 @@ pub fn teardown(host_veth: Option<&str>, addrs: &[IpAddr]) -> Result<(), Vec<App
             errors.push(e);
         }
     }
-    for a in addrs {
-        if let Err(e) = crate::host::remove_pod_rules(None, *a) {
-            errors.push(e);
-        }
-    }
     if errors.is_empty() { Ok(()) } else { Err(errors) }
 }
 
-/// DEL's fast teardown of an IPv4 pod whose namespace at `netns` still exists: its host veth
-/// goes down (every route over it goes with it), its pod end goes down and gives up `ifname`,
-/// and every podip rule of `addrs` is removed. The pair is left to the pod namespace's teardown,
-/// which the runtime does right after DEL (deleting a veth waits for an RCU grace period, about
-/// 20 ms); the daemon's sweep removes the host end if the namespace outlives the attachment.
+/// Removes every podip rule of `addrs`, each tried.
+fn remove_rules(addrs: &[IpAddr]) -> Result<(), Vec<ApplyError>> {
+    let errors: Vec<ApplyError> = addrs.iter().filter_map(|a| crate::host::remove_pod_rules(None, *a).err()).collect();
+    if errors.is_empty() { Ok(()) } else { Err(errors) }
+}
+
+/// DEL's fast teardown of an IPv4 pod whose namespace at `netns` still exists: every podip rule
+/// of `addrs` is removed first (as [`teardown`] does, while the pod's route still holds the
+/// address), then its host veth goes down (every route over it goes with it), and its pod end
+/// goes down and gives up `ifname`. The pair is left to the pod namespace's teardown, which the
+/// runtime does right after DEL (deleting a veth waits for an RCU grace period, about 20 ms);
+/// the daemon's sweep removes the host end if the namespace outlives the attachment.
 ///
 /// # Errors
-/// Every step that failed for another reason than "already gone".
+/// Every step that failed for another reason than "already gone" (a failed rule removal leaves
+/// the veth up).
 pub fn retire(host_veth: &str, netns: &str, ifname: &str, addrs: &[IpAddr]) -> Result<(), Vec<ApplyError>> {
+    remove_rules(addrs)?;
     let mut errors = Vec::new();
     match crate::host::retire_link(host_veth) {
         // Its pod end, in this namespace, under this name: renamed, and the pair left to the
@@ -247,11 +255,6 @@ pub fn retire(host_veth: &str, netns: &str, ifname: &str, addrs: &[IpAddr]) -> R
         },
         Ok(None) => {}
         Err(e) => errors.push(e),
-    }
-    for a in addrs {
-        if let Err(e) = crate::host::remove_pod_rules(None, *a) {
-            errors.push(e);
-        }
     }
     if errors.is_empty() { Ok(()) } else { Err(errors) }
 }

@@ -103,26 +103,6 @@ pub fn routes_to_addr(addr: IpAddr) -> Result<Vec<String>, ApplyError> {
     routes_to(&mut nl, addr, &links)
 }
 
-/// Whether nothing on the host carries `addr` any more: no main-table route to it, and the link
-/// named `veth` (every sandbox of a pod names its veth alike) is not there, is down (a DEL
-/// retired it, or its namespace is going), or is up with a host route to another address over
-/// it (another sandbox's pod).
-///
-/// # Errors
-/// A dump failed.
-pub fn carried_by_nothing(addr: IpAddr, veth: &str) -> Result<bool, ApplyError> {
-    let mut nl = Nl::open()?;
-    let links = links(&mut nl)?;
-    if !routes_to(&mut nl, addr, &links)?.is_empty() {
-        return Ok(false);
-    }
-    match links.get(veth) {
-        None => Ok(true),
-        Some(l) if !l.up => Ok(true),
-        Some(_) => Ok(crate::host::scan(None)?.addr_on(veth).is_some_and(|other| other != addr)),
-    }
-}
-
 fn links(nl: &mut Nl) -> Result<BTreeMap<String, Link>, ApplyError> {
     let mut out = BTreeMap::new();
     for m in nl.call("dump links", RouteNetlinkMessage::GetLink(LinkMessage::default()), NLM_F_DUMP)? {

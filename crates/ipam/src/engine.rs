@@ -627,6 +627,18 @@ impl Engine {
         &mut self.ds
     }
 
+    /// Takes `addr`, which the host has wired to a pod and no key is assigned (it is free, or
+    /// cooling), as assigned to `key`: the host's wiring is ground truth over the datastore.
+    ///
+    /// # Errors
+    /// The address is assigned, or is not the node's.
+    pub fn adopt(&mut self, key: &PodKey, addr: std::net::IpAddr) -> Result<(), DatastoreError> {
+        match addr {
+            std::net::IpAddr::V4(a) => self.ds.restore(key, a),
+            std::net::IpAddr::V6(a) => self.ds.restore_v6(key, a),
+        }
+    }
+
     /// Pool totals at `now`.
     pub fn stats(&self, now: Time) -> Stats {
         self.ds.stats(now)

@@ -10,7 +10,8 @@
 //! identity (device, inode, birth time: ext4 gives a file made again at once the inode number of
 //! the one removed, never the same birth time). When a file is not the one the last sweep saw,
 //! every assignment of that bucket may belong to such a plugin (an ADD about to wire it, or a DEL
-//! about to remove its rules), wired or not, and only its DEL releases it. An assignment whose
+//! of it), wired or not, and only its DEL releases it (one recovered from the host has no ADD,
+//! and is never pinned). An assignment whose
 //! lock file cannot be taken is kept the same way. The sweep releases an address only holding
 //! the file the last look saw, still named by its path when the address goes (see
 //! [`LockDir::still`]). An ADD that asks podipd after a change finds out itself: it checks that
@@ -70,8 +71,14 @@ impl LockDir {
             return None;
         }
         let n = self.pinned.len();
-        self.pinned
-            .extend(assigned.filter(|k| changed.contains(&protocol::lockfile::bucket(&k.container_id))).cloned());
+        // An assignment recovered from the host has no ADD, and its DEL removes the rules
+        // before the route goes (`datapath::apply::teardown`): the sweep need not wait for it,
+        // and a pin would keep it forever when its DEL leaves it to the sweep.
+        let pinnable = |k: &&PodKey| {
+            !k.container_id.starts_with(super::RECOVERED)
+                && changed.contains(&protocol::lockfile::bucket(&k.container_id))
+        };
+        self.pinned.extend(assigned.filter(pinnable).cloned());
         let what = match dir_now {
             None => format!("the attachment lock directory {} was removed", dir.display()),
             Some(d) if dir_before != Some(d) => format!("the attachment lock directory {} was replaced", dir.display()),
@@ -197,7 +204,8 @@ mod tests {
         std::fs::create_dir(&dir).unwrap();
         let recovered = PodKey { container_id: format!("{}eni0", super::super::RECOVERED), ..key("r") };
         let note = l.observe(&dir, all.iter().chain([&recovered])).unwrap();
-        assert!(note.contains("was replaced") && note.contains(" 4 assignments"), "{note}");
+        assert!(note.contains("was replaced") && note.contains(" 3 assignments"), "{note}");
+        assert!(!l.pinned(&recovered));
         std::fs::remove_dir_all(&dir).unwrap();
         let note = l.observe(&dir, [key("c")].iter()).unwrap();
         assert!(note.contains("was removed") && l.pinned(&key("c")), "{note}");

@@ -38,6 +38,9 @@ pub struct SweepReport {
     pub errors: Vec<String>,
     /// Assignments the sweep will not release although unwired, and why.
     pub kept: Vec<String>,
+    /// Addresses the host routes to a pod's veth that no attachment held, taken as that veth's
+    /// (`host:<veth>`).
+    pub adopted: Vec<String>,
 }
 
 impl Daemon {
@@ -58,6 +61,11 @@ impl Daemon {
             }
             for k in &r.kept {
                 eprintln!("podipd: sweep: {k}");
+            }
+            for what in &r.adopted {
+                eprintln!(
+                    "podipd: recovered {what} from the host: it routes the address to the pod, and no attachment held it"
+                );
             }
             for what in &r.removed {
                 eprintln!("podipd: removed {what}: no attachment holds it");
@@ -118,7 +126,9 @@ impl Daemon {
             held.extend(ds.cooling_v6(now).into_iter().map(|(a, _)| IpAddr::V6(a)));
             let mut strays: BTreeSet<Stray> = BTreeSet::new();
             for r in &view.rules {
-                if !held.contains(&r.addr) {
+                // The rules of an address the host routes to a veth go with that veth, or stay
+                // with it once adopted.
+                if !held.contains(&r.addr) && !wired.contains_key(&r.addr) {
                     strays.insert(Stray::Rule(r.priority, r.addr));
                 }
             }
@@ -157,7 +167,48 @@ impl Daemon {
                         datapath::host::remove_pod_rules(netns, *a).map(|n| n > 0)
                     };
                     drop(g);
+                    // The lock is taken again at once for the next stray: a short pause lets an
+                    // ADD waiting for it in (a mutex does not queue its waiters), so a sweep of
+                    // many strays never holds pod starts back until it is done.
+                    std::thread::sleep(Duration::from_micros(200));
                     ("rule", format!("rules of {a}"), r)
+                }
+                // Routed one of the pool's addresses that nobody holds, in two sweeps in a row:
+                // a pod is wired with it (an ADD that wired it after the sweep took its address
+                // for unwired, its lock out of sight): adopted, as at boot, rather than torn
+                // from under the pod. The kernel already keeps the address to that one pod.
+                Stray::Link(l, i) if view.addr_on(l).is_some_and(pool_side) => {
+                    let a = view.addr_on(l).unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+                    let key = PodKey {
+                        network: String::new(),
+                        container_id: format!("{}{l}", super::RECOVERED),
+                        ifname: String::new(),
+                    };
+                    let now = super::now();
+                    let mut g = self.lock();
+                    let inner: &mut Inner = &mut g;
+                    let r = if holds(inner, now, a) {
+                        Ok(false)
+                    } else {
+                        match inner.engine.adopt(&key, a) {
+                            Ok(()) => {
+                                self.metrics.recovered.inc();
+                                let generation = self.publish(inner, now);
+                                drop(g);
+                                if let Err(e) = self.commit.wait(generation) {
+                                    report.errors.push(format!("checkpoint not written: {e}"));
+                                }
+                                report.adopted.push(format!("{a} of veth {l}"));
+                                continue;
+                            }
+                            // Not the node's: the veth goes, as any stray.
+                            Err(_) => {
+                                drop(g);
+                                datapath::host::remove_link_at(netns, l, *i)
+                            }
+                        }
+                    };
+                    ("link", format!("veth {l}"), r)
                 }
                 // By the index the scans saw: a veth an ADD made under the name since (the pod's
                 // next sandbox, its stale veth removed) is another link, and stays.
@@ -265,6 +316,12 @@ impl Daemon {
         }
         drop(buckets);
     }
+}
+
+/// Whether `addr` is of the pool (an IPv6 pod's node-local IPv4 egress address is not).
+fn pool_side(addr: IpAddr) -> bool {
+    let egress: ipnet::Ipv4Net = datapath::node::EGRESS_V4_RANGE.parse().expect("literal");
+    !matches!(addr, IpAddr::V4(v4) if egress.contains(&v4))
 }
 
 /// Whether an attachment holds `addr`, or it cools (its pod may still be draining).
