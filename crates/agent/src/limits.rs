@@ -113,6 +113,7 @@ mod tests {
             pod_namespace: Some("default".into()),
             pod_name: Some("web-0".into()),
             release_only: None,
+            scrub_rules: false,
         }
     }
 

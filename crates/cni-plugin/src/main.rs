@@ -78,6 +78,7 @@ fn attach(env: &CniEnv, conf: &NetConf) -> Attach {
         pod_namespace: pod.map(|p| p.0.to_string()),
         pod_name: pod.map(|p| p.1.to_string()),
         release_only: None,
+        scrub_rules: false,
     }
 }
 
@@ -423,22 +424,43 @@ fn release(conf: &NetConf, a: Attach) -> Result<(), CniError> {
     // namespace, as the VPC CNI leaves it. Deleting it here would wait out an RCU grace period.
     let netns_alive = a.netns.as_deref().is_some_and(|n| datapath::netns::open_pod_netns(n).is_ok());
     let retire = ours && netns_alive && addr.is_some_and(|ip| ip.is_ipv4());
+    // A route over another link than the attachment's veth is this attachment's only when its
+    // namespace holds the address (its veth under another name: the prefix changed). Otherwise
+    // it is another pod's, wired with the address since podipd answered this DEL (podipd
+    // restarted without its checkpoint, say): nothing of the address on the host is this DEL's.
+    let foreign = match (&via, addr) {
+        (Some(v), Some(ip)) if *v != veth => {
+            !a.netns.as_deref().is_some_and(|ns| datapath::host::netns_has_addr(ns, ip).unwrap_or(false))
+        }
+        _ => false,
+    };
+    // With no route to the address at all (the pod's veth went before this DEL), nothing on
+    // the host keeps the address to this pod while its rules go: podipd removes them, under its
+    // pool lock and only while the attachment still holds the address, as it releases it.
+    let scrub = addr.is_some() && via.is_none();
+    let rules_here = !scrub && !foreign;
     let mut links: Vec<String> = (ours && !retire).then(|| veth.clone()).into_iter().collect();
-    links.extend(via.filter(|v| *v != veth));
+    links.extend(via.filter(|v| *v != veth && !foreign));
     let mut errors = Vec::new();
     if retire
         && let Some(ns) = a.netns.as_deref()
-        && let Err(es) = datapath::apply::retire(&veth, ns, &a.ifname, &addrs)
+        && let Err(es) = datapath::apply::retire(&veth, ns, &a.ifname, if rules_here { &addrs } else { &[] })
     {
         errors.extend(es.into_iter().map(|e| e.to_string()));
     }
     for l in &links {
-        if let Err(es) = datapath::apply::teardown(Some(l), &addrs) {
+        let r = if rules_here {
+            datapath::apply::teardown(Some(l), &addrs)
+        } else {
+            datapath::apply::remove_links(Some(l), &addrs)
+        };
+        if let Err(es) = r {
             errors.extend(es.into_iter().map(|e| e.to_string()));
         }
     }
     if links.is_empty()
         && !retire
+        && rules_here
         && let Err(es) = datapath::apply::teardown(None, &addrs)
     {
         errors.extend(es.into_iter().map(|e| e.to_string()));
@@ -451,7 +473,7 @@ fn release(conf: &NetConf, a: Attach) -> Result<(), CniError> {
     // address this teardown found, and no other (none found: the unspecified address, which
     // releases nothing and tells podipd the attachment is gone).
     let only = addr.unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
-    match daemon::call(&conf.socket, Op::Del(Attach { release_only: Some(only), ..a }))? {
+    match daemon::call(&conf.socket, Op::Del(Attach { release_only: Some(only), scrub_rules: scrub, ..a }))? {
         Ok(_) => Ok(()),
         Err((kind, msg)) => Err(daemon_error(kind, msg)),
     }

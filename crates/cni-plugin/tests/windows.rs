@@ -2281,3 +2281,44 @@ fn a_pod_wired_with_an_address_podipd_released_is_adopted_not_torn_down() {
     assert!(!held(&node.socket).contains_key(&key));
     assert!(rules_of(&node, &a).is_empty());
 }
+
+/// A DEL that comes after the pod's namespace (and so its veth and route) went: podipd removes
+/// the address's rules as it releases it, under its pool lock and only while the attachment
+/// still holds it. A second pod's DEL of that kind, held 6 s after podipd's answer while podipd
+/// restarts without its checkpoint and the next pod is given the address and wired, leaves that
+/// pod's veth and rules alone: the host routes the address over a veth its namespace does not
+/// hold the address behind. Before, the DEL took that veth for its own under another name and
+/// removed it with the rules.
+#[test]
+fn a_del_after_the_route_went_leaves_the_rules_to_podipd() {
+    if !privileged() {
+        return;
+    }
+    let mut node = Node::with("tk", &[("PODIP_WIRING_GRACE", "30"), ("IP_COOLDOWN_PERIOD", "0")]);
+    wait_for(&node.socket, |st| st["total"].as_u64().unwrap_or(0) > 2, 30);
+    let del_of = |cid: &'static str| [("CNI_COMMAND", "DEL"), ("CNI_CONTAINERID", cid), ("CNI_IFNAME", "eth0")];
+    let (p0, p1) = (node.pod(0), node.pod(1));
+    let a0 = addr_of(&node.add("c0", &p0));
+    sh(&["ip", "netns", "del", &p0]);
+    assert!(!rules_of(&node, &a0).is_empty());
+    assert_eq!(node.cni(&del_of("c0"), &node.conf("1.0.0")).0, 0);
+    assert!(rules_of(&node, &a0).is_empty(), "podipd left the rules");
+    assert!(!held(&node.socket).contains_key("c0"));
+    let a = addr_of(&node.add("c1", &p1));
+    sh(&["ip", "netns", "del", &p1]);
+    let mut del =
+        straced_injecting(&node, &node.conf("1.0.0"), &del_of("c1"), &[("connect", "delay_enter=6000000:when=2")]);
+    std::thread::sleep(Duration::from_millis(500));
+    node.kill_daemon();
+    std::fs::remove_file(node.dir.join("state/ipam.json")).unwrap();
+    node.start_daemon();
+    let p2 = node.pod(2);
+    let r2 = node.add("c2", &p2);
+    assert!(del.try_wait().unwrap().is_none(), "the DEL finished early: the window was missed");
+    let rules = rules_of(&node, &addr_of(&r2));
+    let out = del.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(rules_of(&node, &addr_of(&r2)), rules, "c1's DEL removed the rules of {} (c1 had {a})", addr_of(&r2));
+    let n2 = format!("/var/run/netns/{p2}");
+    assert_eq!(node.cni(&env_of("CHECK", "c2", &n2), &node.conf("1.1.0")).0, 0);
+}

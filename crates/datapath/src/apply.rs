@@ -208,6 +208,14 @@ fn undo_links(p: &PodNet, pair: bool, egress: bool) -> Result<(), ApplyError> {
 /// Every step that failed for another reason (a failed rule removal leaves the veth).
 pub fn teardown(host_veth: Option<&str>, addrs: &[IpAddr]) -> Result<(), Vec<ApplyError>> {
     remove_rules(addrs)?;
+    remove_links(host_veth, addrs)
+}
+
+/// [`teardown`] without the rules (the daemon removes them, see `protocol::Attach::scrub_rules`).
+///
+/// # Errors
+/// Every removal that failed for another reason than "already gone".
+pub fn remove_links(host_veth: Option<&str>, addrs: &[IpAddr]) -> Result<(), Vec<ApplyError>> {
     let mut errors = Vec::new();
     let mut links: Vec<String> = host_veth.map(String::from).into_iter().collect();
     if let Some(v) = host_veth.filter(|_| addrs.iter().any(IpAddr::is_ipv6)) {

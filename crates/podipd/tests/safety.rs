@@ -237,6 +237,7 @@ fn a_checkpoint_write_that_never_ends_stalls_no_other_request() {
             pod_namespace: None,
             pod_name: None,
             release_only: None,
+            scrub_rules: false,
         }),
     };
     // The checkpoint writer is not running: every write "takes forever". An ADD waits for it,

@@ -36,6 +36,12 @@ pub struct Attach {
     /// attachment holds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub release_only: Option<IpAddr>,
+    /// DEL with `release_only`: podipd removes that address's policy rules itself, under its
+    /// pool lock, and only while the attachment still holds the address, before it releases it.
+    /// The plugin asks so when the host routes the address nowhere: without the pod's own route
+    /// holding the address, only podipd can tell the rules are still this attachment's.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub scrub_rules: bool,
 }
 
 /// A request.
@@ -249,6 +255,7 @@ mod tests {
             pod_namespace: None,
             pod_name: None,
             release_only: None,
+            scrub_rules: false,
         }
     }
 
@@ -258,6 +265,7 @@ mod tests {
             Op::Add(attach()),
             Op::Del(attach()),
             Op::Del(Attach { release_only: Some("10.0.0.7".parse().unwrap()), ..attach() }),
+            Op::Del(Attach { release_only: Some("10.0.0.7".parse().unwrap()), scrub_rules: true, ..attach() }),
             Op::Status,
             Op::Gc { network: "podip".into(), valid: vec![("c1".into(), "eth0".into())] },
         ] {

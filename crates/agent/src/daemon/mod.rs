@@ -710,6 +710,7 @@ impl Daemon {
                             pod_namespace: m.map(|m| m.0.clone()),
                             pod_name: m.map(|m| m.1.clone()),
                             release_only: None,
+                            scrub_rules: false,
                         }
                     })
                     .collect();
@@ -817,6 +818,12 @@ impl Daemon {
                     g.engine.handle(now, Event::PodDel(key));
                 }
                 return Ok(Reply::Released { addr: None, veth_prefix: Some(self.cfg.veth_prefix.clone()) });
+            }
+            // The address is still this attachment's, and stays so under the lock: its rules
+            // are its own, whatever the host routes.
+            if let Some(only) = a.release_only.filter(|_| a.scrub_rules && self.cfg.program_node) {
+                datapath::host::remove_pod_rules(self.cfg.node_netns.as_deref(), only)
+                    .map_err(|e| (ErrorKind::Internal, format!("removing the rules of {only}: {e}")))?;
             }
             let effects = g.engine.handle(now, Event::PodDel(key.clone()));
             g.meta.remove(&key);
