@@ -424,13 +424,23 @@ fn release(conf: &NetConf, a: Attach) -> Result<(), CniError> {
     // namespace, as the VPC CNI leaves it. Deleting it here would wait out an RCU grace period.
     let netns_alive = a.netns.as_deref().is_some_and(|n| datapath::netns::open_pod_netns(n).is_ok());
     let retire = ours && netns_alive && addr.is_some_and(|ip| ip.is_ipv4());
-    // A route over another link than the attachment's veth is this attachment's only when its
-    // namespace holds the address (its veth under another name: the prefix changed). Otherwise
-    // it is another pod's, wired with the address since podipd answered this DEL (podipd
-    // restarted without its checkpoint, say): nothing of the address on the host is this DEL's.
+    // A route over another link than the attachment's veth is this attachment's (its veth under
+    // another name: the prefix changed) when its namespace holds the address, or, without that
+    // proof, when podipd still says the address is this attachment's now that the route is
+    // seen. Otherwise it is another pod's, wired with the address since podipd answered this
+    // DEL (podipd restarted without its checkpoint, say): nothing of the address on the host is
+    // this DEL's.
     let foreign = match (&via, addr) {
         (Some(v), Some(ip)) if *v != veth => {
-            !a.netns.as_deref().is_some_and(|ns| datapath::host::netns_has_addr(ns, ip).unwrap_or(false))
+            let in_netns = a.netns.as_deref().is_some_and(|ns| datapath::host::netns_has_addr(ns, ip).unwrap_or(false));
+            !in_netns
+                && match daemon::call(&conf.socket, Op::Teardown(a.clone()))? {
+                    Ok(Reply::Teardown { addr: now, .. }) => now != Some(ip),
+                    Ok(other) => {
+                        return Err(CniError::new(ErrorCode::Plugin(101), format!("unexpected reply {other:?}")));
+                    }
+                    Err((kind, msg)) => return Err(daemon_error(kind, msg)),
+                }
         }
         _ => false,
     };

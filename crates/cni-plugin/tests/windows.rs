@@ -2322,3 +2322,77 @@ fn a_del_after_the_route_went_leaves_the_rules_to_podipd() {
     let n2 = format!("/var/run/netns/{p2}");
     assert_eq!(node.cni(&env_of("CHECK", "c2", &n2), &node.conf("1.1.0")).0, 0);
 }
+
+/// An IPv6 pod wired with an address podipd released (its ADD stalled past the grace while
+/// podipd restarted and the lock directory went): the sweep adopts it whole, its IPv4 egress
+/// veth too. Before, the sweep adopted its veth and removed its egress veth in the same pass.
+#[test]
+fn an_adopted_ipv6_pod_keeps_its_egress_veth() {
+    if !privileged() {
+        return;
+    }
+    let mut node = Node::with(
+        "tl",
+        &[("PODIP_WIRING_GRACE", "2"), ("IP_COOLDOWN_PERIOD", "0"), ("ENABLE_IPv6", "true"), ("ENABLE_IPv4", "false")],
+    );
+    wait_for(&node.socket, |st| st["total"].as_u64().unwrap_or(0) > 1, 30);
+    let n1 = format!("/var/run/netns/{}", node.pod(1));
+    // Held 6 s before it changes anything on the host (its first netlink connect, after
+    // podipd's answer).
+    let add = held_plugin(&node, &env_of("ADD", "c1", &n1), "connect", 6_000_000, 2);
+    let t0 = Instant::now();
+    let a = loop {
+        if let Some(a) = held(&node.socket).get("c1") {
+            break a.clone();
+        }
+        assert!(t0.elapsed() < Duration::from_secs(5), "c1's ADD never got an address");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    node.kill_daemon();
+    std::fs::remove_dir_all(node.socket.parent().unwrap().join("locks")).unwrap();
+    node.start_daemon();
+    let out = add.wait_with_output().unwrap();
+    let r1: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(out.status.success(), "{r1}");
+    let key = protocol::lockfile::recovered_key(&veth(&r1));
+    let t0 = Instant::now();
+    while held(&node.socket).get(&key) != Some(&a) {
+        assert!(t0.elapsed() < Duration::from_secs(10), "{a} never adopted: {:?}\n{}", held(&node.socket), node.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Two more sweeps.
+    std::thread::sleep(Duration::from_secs(3));
+    let egress = r1["interfaces"][0]["name"].as_str().map(datapath::egress_veth_name).unwrap();
+    let links = sh(&["ip", "-n", &node.name, "link", "show"]);
+    assert!(links.contains(&egress), "the adopted pod lost its egress veth {egress}: {}", node.log());
+    let inside = sh(&["ip", "-n", &n1.replace("/var/run/netns/", ""), "-4", "addr", "show"]);
+    assert!(inside.contains("169.254.172."), "the pod lost its IPv4 egress address: {inside}");
+}
+
+/// GC of an attachment whose veth was named with an earlier prefix (podipd restarted with
+/// another): no namespace proves the veth the host routes its address over to be the
+/// attachment's, but podipd, asked again once the route is seen, still holds the address for
+/// it, so GC tears that veth and its rules down before the address goes. Before, GC took the
+/// route for another pod's, left the pod wired and released its address, and every ADD given
+/// it failed.
+#[test]
+fn gc_tears_down_an_attachments_veth_named_with_an_earlier_prefix() {
+    if !privileged() {
+        return;
+    }
+    let mut node = Node::with("tm", &[("IP_COOLDOWN_PERIOD", "0")]);
+    let p1 = node.pod(1);
+    let r1 = node.add("gone", &p1);
+    let (a, v) = (addr_of(&r1), veth(&r1));
+    node.kill_daemon();
+    node.start_daemon_with(&[("AWS_VPC_K8S_CNI_VETHPREFIX", "abc")]);
+    let conf = format!(
+        r#"{{"cniVersion":"1.1.0","name":"podip","type":"podip-cni","socket":"{}","cni.dev/valid-attachments":[]}}"#,
+        node.socket.display()
+    );
+    let (code, out) = node.cni(&[("CNI_COMMAND", "GC"), ("CNI_PATH", "/usr/lib/cni")], &conf);
+    assert_eq!(code, 0, "{out}");
+    assert!(veth_released(&node.name, &v), "GC left {a} routed over {v}: {}", all_routes(&node));
+    assert!(rules_of(&node, &a).is_empty());
+    assert!(held(&node.socket).is_empty());
+}

@@ -139,7 +139,15 @@ impl Daemon {
                     && (datapath::plan::is_pod_veth_name(prefix, l)
                         || (self.cfg.ipv6 && datapath::plan::is_egress_veth_name(l)))
             };
-            for l in view.veths.iter().filter(|l| ours(l)) {
+            // The IPv4 egress veth of an IPv6 pod whose veth routes an address nobody holds
+            // goes with that pod: it is adopted whole, or its veth goes first.
+            let adoptable: BTreeSet<String> = view
+                .veths
+                .iter()
+                .filter(|v| view.addr_on(v).is_some_and(|a| pool_side(a) && !held.contains(&a)))
+                .map(|v| datapath::egress_veth_name(v))
+                .collect();
+            for l in view.veths.iter().filter(|l| ours(l) && !adoptable.contains(*l)) {
                 let addr = view.addr_on(l);
                 if let Some(&i) = view.indexes.get(l)
                     && !expected.contains(l)
