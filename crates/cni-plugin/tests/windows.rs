@@ -2230,19 +2230,7 @@ fn a_del_never_removes_the_rules_of_the_addresss_next_holder() {
         assert!(t0.elapsed() < Duration::from_secs(30), "the DEL never removed the veth");
         std::thread::sleep(Duration::from_millis(50));
     }
-    node.kill_daemon();
-    std::fs::remove_file(node.dir.join("state/ipam.json")).unwrap();
-    node.start_daemon();
-    let p2 = node.pod(2);
-    let r2 = node.add("c2", &p2);
-    assert!(del.try_wait().unwrap().is_none(), "the DEL finished early: the window was missed");
-    let rules = rules_of(&node, &addr_of(&r2));
-    assert!(!rules.is_empty());
-    let out = del.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
-    assert_eq!(rules_of(&node, &addr_of(&r2)), rules, "c1's DEL removed the rules of {} (c1 had {a})", addr_of(&r2));
-    let n2 = format!("/var/run/netns/{p2}");
-    assert_eq!(node.cni(&env_of("CHECK", "c2", &n2), &node.conf("1.1.0")).0, 0);
+    the_next_pod_outlives_the_del(&mut node, del, &a);
 }
 
 /// An ADD stalled past the grace after podipd's answer while podipd restarts and the lock
@@ -2309,16 +2297,24 @@ fn a_del_after_the_route_went_leaves_the_rules_to_podipd() {
     let mut del =
         straced_injecting(&node, &node.conf("1.0.0"), &del_of("c1"), &[("connect", "delay_enter=6000000:when=2")]);
     std::thread::sleep(Duration::from_millis(500));
+    the_next_pod_outlives_the_del(&mut node, del, &a);
+}
+
+/// podipd restarts without its checkpoint while c1's DEL (`del`, of address `a`) is held, and
+/// the next pod, c2, is given an address and wired: once the DEL is done, c2's rules are as
+/// they were and CHECK passes.
+fn the_next_pod_outlives_the_del(node: &mut Node, mut del: std::process::Child, a: &str) {
     node.kill_daemon();
     std::fs::remove_file(node.dir.join("state/ipam.json")).unwrap();
     node.start_daemon();
     let p2 = node.pod(2);
     let r2 = node.add("c2", &p2);
     assert!(del.try_wait().unwrap().is_none(), "the DEL finished early: the window was missed");
-    let rules = rules_of(&node, &addr_of(&r2));
+    let rules = rules_of(node, &addr_of(&r2));
+    assert!(!rules.is_empty());
     let out = del.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
-    assert_eq!(rules_of(&node, &addr_of(&r2)), rules, "c1's DEL removed the rules of {} (c1 had {a})", addr_of(&r2));
+    assert_eq!(rules_of(node, &addr_of(&r2)), rules, "c1's DEL removed the rules of {} (c1 had {a})", addr_of(&r2));
     let n2 = format!("/var/run/netns/{p2}");
     assert_eq!(node.cni(&env_of("CHECK", "c2", &n2), &node.conf("1.1.0")).0, 0);
 }
