@@ -2224,7 +2224,7 @@ fn a_del_never_removes_the_rules_of_the_addresss_next_holder() {
     let (v, a) = (veth(&r1), addr_of(&r1));
     let env = [("CNI_COMMAND", "DEL"), ("CNI_CONTAINERID", "c1"), ("CNI_IFNAME", "eth0")];
     let injects = [("sendto", "delay_exit=2000000:when=5+"), ("connect", "delay_enter=6000000:when=5")];
-    let mut del = straced_injecting(&node, &node.conf("1.0.0"), &env, &injects);
+    let del = straced_injecting(&node, &node.conf("1.0.0"), &env, &injects);
     let t0 = Instant::now();
     while sh(&["ip", "-n", &node.name, "link", "show"]).contains(&v) {
         assert!(t0.elapsed() < Duration::from_secs(30), "the DEL never removed the veth");
@@ -2294,7 +2294,7 @@ fn a_del_after_the_route_went_leaves_the_rules_to_podipd() {
     assert!(!held(&node.socket).contains_key("c0"));
     let a = addr_of(&node.add("c1", &p1));
     sh(&["ip", "netns", "del", &p1]);
-    let mut del =
+    let del =
         straced_injecting(&node, &node.conf("1.0.0"), &del_of("c1"), &[("connect", "delay_enter=6000000:when=2")]);
     std::thread::sleep(Duration::from_millis(500));
     the_next_pod_outlives_the_del(&mut node, del, &a);
