@@ -1680,6 +1680,14 @@ fn a_stalled_add_keeps_its_address_while(tag: &str, meddle: impl FnOnce(&mut Nod
     node.log()
 }
 
+/// Removes the lock directory `locks` at once (a rename, then the removal of what it names
+/// now), so podipd's sweep, which makes a missing lock file, never makes one in it meanwhile.
+fn remove_lock_dir(locks: &std::path::Path) {
+    let gone = locks.with_extension("gone");
+    std::fs::rename(locks, &gone).unwrap();
+    std::fs::remove_dir_all(&gone).unwrap();
+}
+
 /// A container id other than `not` whose lock file is `not`'s.
 fn same_bucket_as(not: &str) -> String {
     let b = protocol::lockfile::bucket(not);
@@ -1697,15 +1705,15 @@ fn the_sweep_keeps_what_an_add_may_hold_when_the_lock_directory_is_removed_or_ma
         return;
     }
     let locks = |node: &Node| node.socket.parent().unwrap().join("locks");
-    let log = a_stalled_add_keeps_its_address_while("t1", |node| std::fs::remove_dir_all(locks(node)).unwrap());
+    let log = a_stalled_add_keeps_its_address_while("t1", |node| remove_lock_dir(&locks(node)));
     assert!(log.contains("was removed"), "{log}");
     let log = a_stalled_add_keeps_its_address_while("t2", |node| {
-        std::fs::remove_dir_all(locks(node)).unwrap();
-        std::fs::create_dir(locks(node)).unwrap();
+        remove_lock_dir(&locks(node));
+        std::fs::create_dir_all(locks(node)).unwrap();
     });
     assert!(log.contains("was replaced"), "{log}");
     a_stalled_add_keeps_its_address_while("t3", |node| {
-        std::fs::remove_dir_all(locks(node)).unwrap();
+        remove_lock_dir(&locks(node));
         let (other, p) = (same_bucket_as("c1"), node.pod(3));
         node.add(&other, &p);
         assert!(locks(node).join(format!("{}.lock", protocol::lockfile::bucket("c1"))).exists());
@@ -1771,8 +1779,8 @@ fn an_add_whose_lock_files_were_made_again_gives_its_address_back() {
         assert!(t0.elapsed() < Duration::from_secs(3), "the ADD never took its lock");
         std::thread::sleep(Duration::from_millis(20));
     }
-    std::fs::remove_dir_all(&locks).unwrap();
-    std::fs::create_dir(&locks).unwrap();
+    remove_lock_dir(&locks);
+    std::fs::create_dir_all(&locks).unwrap();
     let out = add.wait_with_output().unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["code"], 11, "{v}");
@@ -2107,8 +2115,8 @@ fn a_del_whose_lock_file_was_made_again_keeps_its_address_until_it_releases_it()
     });
     assert!(log.contains("attachment lock files in") && log.contains(" 1 assignments"), "{log}");
     let log = a_del_keeps_its_address_while("te", |node| {
-        std::fs::remove_dir_all(locks(node)).unwrap();
-        std::fs::create_dir(locks(node)).unwrap();
+        remove_lock_dir(&locks(node));
+        std::fs::create_dir_all(locks(node)).unwrap();
     });
     assert!(log.contains("was replaced"), "{log}");
 }
@@ -2246,7 +2254,7 @@ fn a_pod_wired_with_an_address_podipd_released_is_adopted_not_torn_down() {
     }
     let (mut node, n1, add, a) = a_stalled_add("tj");
     node.kill_daemon();
-    std::fs::remove_dir_all(node.socket.parent().unwrap().join("locks")).unwrap();
+    remove_lock_dir(&node.socket.parent().unwrap().join("locks"));
     node.start_daemon();
     let out = add.wait_with_output().unwrap();
     let r1: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -2345,7 +2353,7 @@ fn an_adopted_ipv6_pod_keeps_its_egress_veth() {
         std::thread::sleep(Duration::from_millis(50));
     };
     node.kill_daemon();
-    std::fs::remove_dir_all(node.socket.parent().unwrap().join("locks")).unwrap();
+    remove_lock_dir(&node.socket.parent().unwrap().join("locks"));
     node.start_daemon();
     let out = add.wait_with_output().unwrap();
     let r1: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
