@@ -325,9 +325,7 @@ impl Daemon {
                     }
                 }
                 // IPv6 pods' node-local egress addresses are theirs, not the pool's.
-                let egress: ipnet::Ipv4Net = datapath::node::EGRESS_V4_RANGE.parse().expect("literal");
-                let pool_side = |a: &IpAddr| !matches!(a, IpAddr::V4(v4) if egress.contains(v4));
-                for (a, link) in wired.iter().filter(|(a, _)| !held.contains(a) && pool_side(a)) {
+                for (a, link) in wired.iter().filter(|(a, _)| !held.contains(a) && super::sweep::pool_side(**a)) {
                     let key = PodKey {
                         network: String::new(),
                         container_id: format!("{RECOVERED}{link}"),

@@ -327,7 +327,7 @@ impl Daemon {
 }
 
 /// Whether `addr` is of the pool (an IPv6 pod's node-local IPv4 egress address is not).
-fn pool_side(addr: IpAddr) -> bool {
+pub(super) fn pool_side(addr: IpAddr) -> bool {
     let egress: ipnet::Ipv4Net = datapath::node::EGRESS_V4_RANGE.parse().expect("literal");
     !matches!(addr, IpAddr::V4(v4) if egress.contains(&v4))
 }
